@@ -1,0 +1,1110 @@
+#!/usr/bin/env python3
+"""pycrew benchmark: pycrew next to the worker pools a Python user would pick.
+
+Systems, each with 2 warm worker processes, each in its own child interpreter:
+
+  pycrew       pycrew.local_controller(workers=2, tls="none")
+  pycrew-tls   pycrew.local_controller(workers=2, tls="automatic")
+  ppe          concurrent.futures.ProcessPoolExecutor(max_workers=2)
+  loky         loky.get_reusable_executor(max_workers=2)
+  dask         dask.distributed LocalCluster(n_workers=2, threads_per_worker=1, processes=True)
+
+Measurements (see bench/README.md):
+
+  1. round trip   submit identity(i), wait for its result, sequentially; median and p90 in us
+  2. throughput   10,000 tasks submitted one by one, then all gathered; tasks/s, median of 3
+  3. payload      100 MB float64 array in, arr.sum() out; MB/s = 100 / median s (5 runs)
+  4. cold start   executor creation -> first result with 2 new workers, fresh interpreter
+                  each time, median of 5; the import is timed separately
+  plus the raw floor of this machine, measured in the same run: 64-byte ping-pong
+  over loopback TCP between two processes.
+
+Usage (from the repository root):
+
+  python bench/bench.py                      # full run, about 5 minutes
+  python bench/bench.py --quick              # small counts, under a minute
+  python bench/bench.py --systems pycrew,ppe --json /tmp/r.json
+
+The parent prints a markdown report on stdout (progress goes to stderr) and writes
+bench/results.json. Children are started as ``bench.py --system NAME [--cold]`` and
+print one JSON line; ``bench.py --echo PORT`` is the far end of the ping-pong.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import importlib
+import importlib.metadata
+import importlib.util
+import json
+import math
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import tasks
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Sequence
+
+BENCH_DIR = Path(__file__).resolve().parent
+BENCH_PY = BENCH_DIR / "bench.py"
+SRC_DIR = BENCH_DIR.parent / "src"
+DEFAULT_JSON = BENCH_DIR / "results.json"
+N_WORKERS = 2
+MB = 1_000_000
+JSON_MARK = "@@bench-json@@ "
+US = "\u00b5s"  # "µs", spelled as an escape so ruff's confusable check stays quiet
+TIMES = "\u00d7"
+GE, LE = "\u2265", "\u2264"
+
+
+def _prepend_pythonpath(path: Path) -> None:
+    """Put ``path`` first on PYTHONPATH (inherited by every process we start) and sys.path."""
+    old = os.environ.get("PYTHONPATH", "")
+    parts = [p for p in old.split(os.pathsep) if p and p != str(path)]
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(path), *parts])
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
+
+
+# Workers of every system must be able to `import tasks`: set this before anything starts.
+_prepend_pythonpath(BENCH_DIR)
+# Convenience for a checkout where pycrew is not installed yet (`pip install -e .` is the
+# documented way): use the source tree next to this folder.
+if importlib.util.find_spec("pycrew") is None and (SRC_DIR / "pycrew" / "__init__.py").exists():
+    _prepend_pythonpath(SRC_DIR)
+
+
+# ---------------------------------------------------------------------------------------
+# Configuration
+# ---------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Counts and time bounds. Every loop stops at its count or its time cap."""
+
+    warmup_tasks: int = 100  # identity round trips after both workers answered
+    warmup_tmax_s: float = 60.0
+    rt_n: int = 2000  # round trip: timed iterations
+    rt_warmup: int = 200  # round trip: untimed iterations first
+    rt_tmax_s: float = 60.0
+    tp_n: int = 10_000  # throughput: tasks per repetition
+    tp_reps: int = 3
+    tp_tmax_s: float = 120.0  # per repetition
+    pl_mb: float = 100.0  # payload: array size (float64, so pl_mb * 125,000 elements)
+    pl_reps: int = 5  # timed runs, after one untimed warm-up run
+    pl_tmax_s: float = 120.0
+    cold_runs: int = 5
+    floor_n: int = 10_000  # ping-pong round trips per mode
+    floor_tmax_s: float = 15.0
+    task_timeout_s: float = 60.0  # one task's result
+    warm_child_timeout_s: float = 900.0
+    cold_child_timeout_s: float = 120.0
+    floor_child_timeout_s: float = 120.0
+
+
+FULL = Config()
+QUICK = dataclasses.replace(
+    FULL,
+    warmup_tasks=20,
+    rt_n=200,
+    rt_warmup=50,
+    rt_tmax_s=10.0,
+    tp_n=1000,
+    tp_reps=2,
+    tp_tmax_s=20.0,
+    pl_mb=20.0,
+    pl_reps=2,
+    pl_tmax_s=20.0,
+    cold_runs=2,
+    floor_n=2000,
+    floor_tmax_s=3.0,
+    task_timeout_s=20.0,
+    warm_child_timeout_s=120.0,
+    cold_child_timeout_s=60.0,
+    floor_child_timeout_s=30.0,
+)
+
+# Targets for pycrew: (json key, "le"/"ge", plain target, TLS target)
+TARGETS = {
+    "rt_median_us": ("le", 150.0, 150.0),
+    "tasks_per_s": ("ge", 20_000.0, 20_000.0),
+    "mb_per_s": ("ge", 1500.0, 800.0),
+    "cold_ms": ("le", 150.0, 150.0),
+}
+
+
+def now() -> float:
+    return time.perf_counter()
+
+
+def summarize(samples_s: Sequence[float]) -> dict[str, Any]:
+    """Median, p90, mean, min, max of durations given in seconds, reported in seconds."""
+    xs = sorted(samples_s)
+    if not xs:
+        return {"n": 0}
+    p90 = xs[max(0, math.ceil(0.9 * len(xs)) - 1)]
+    return {
+        "n": len(xs),
+        "median": statistics.median(xs),
+        "p90": p90,
+        "mean": statistics.fmean(xs),
+        "min": xs[0],
+        "max": xs[-1],
+    }
+
+
+def in_us(s: dict[str, Any]) -> dict[str, Any]:
+    return {k: (v * 1e6 if k != "n" else v) for k, v in s.items()}
+
+
+def error_text(exc: BaseException) -> str:
+    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    return f"{type(exc).__name__}: {exc}"[:400] + "\n" + tb[-1500:]
+
+
+# ---------------------------------------------------------------------------------------
+# Adapters: one class per system, same four verbs (start / submit / result / shutdown)
+# ---------------------------------------------------------------------------------------
+class Adapter:
+    """A pool of ``n_workers`` worker processes behind a submit/result interface.
+
+    ``result`` returns the task's value (raising if the task failed) and releases
+    whatever the system keeps for the task. ``gather`` and ``roundtrip`` have
+    generic versions built on submit/result; a system overrides them when it has a
+    faster public way to do the same thing.
+    """
+
+    key = ""
+    label = ""
+    modules: tuple[str, ...] = ()  # imported before the cold-start clock starts
+    dists: tuple[str, ...] = ()  # distributions whose versions are reported
+    notes = ""
+
+    def __init__(self, n_workers: int) -> None:
+        self.n_workers = n_workers
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Any:
+        raise NotImplementedError
+
+    def result(self, handle: Any, timeout: float) -> Any:
+        return handle.result(timeout=timeout)
+
+    def gather(self, handles: list[Any], timeout: float) -> list[Any]:
+        deadline = now() + timeout
+        return [self.result(h, max(0.001, deadline - now())) for h in handles]
+
+    def roundtrip(self, fn: Callable[..., Any], arg: Any, timeout: float) -> Any:
+        return self.result(self.submit(fn, arg), timeout)
+
+    def worker_pids(self) -> list[int] | None:
+        """Pids of the connected workers, where the system tells (to spot worker churn)."""
+        return None
+
+    def shutdown(self) -> None:
+        raise NotImplementedError
+
+
+class PycrewAdapter(Adapter):
+    key = "pycrew"
+    label = "pycrew tls=none"
+    modules = ("pycrew",)
+    dists = ("pycrew", "cloudpickle", "cryptography")
+    notes = "local_controller(workers=2): controller in this process, workers dial in over TCP"
+    tls = "none"
+
+    def start(self) -> None:
+        import pycrew
+
+        self.ctl = pycrew.local_controller(workers=self.n_workers, tls=self.tls)
+        self.ctl.start()
+        # Auto-scaling launches min(workers, unresolved tasks) workers, so a sequential
+        # loop alone would get one worker. Launch both now, as the other pools do.
+        self.ctl.launch(self.n_workers)
+
+    def worker_pids(self) -> list[int] | None:
+        return sorted(self.ctl.pids())
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return self.ctl.push(fn, *args)
+
+    @staticmethod
+    def value(res: Any) -> Any:
+        """The task's value from a TaskResult; raise if the task did not succeed."""
+        if res is None:
+            raise RuntimeError("pycrew: no resolved task to pop")
+        status = str(res.status)
+        if status != "success":
+            raise RuntimeError(f"pycrew task {res.name}: status={status!r} error={res.error!r}")
+        return res.result
+
+    def result(self, fut: Any, timeout: float) -> Any:
+        value = self.value(fut.result(timeout=timeout))
+        popped = self.ctl.pop()  # release the task (only one is ever in flight here)
+        if popped is None:
+            raise RuntimeError("pycrew: pop() returned None after fut.result()")
+        return value
+
+    def roundtrip(self, fn: Callable[..., Any], arg: Any, timeout: float) -> Any:
+        fut = self.ctl.push(fn, arg)
+        fut.result(timeout=timeout)
+        return self.value(self.ctl.pop())
+
+    def gather(self, handles: list[Any], timeout: float) -> list[Any]:
+        if not self.ctl.wait(mode="all", seconds_timeout=timeout):
+            raise TimeoutError(f"pycrew: wait(mode='all') timed out after {timeout:.0f} s")
+        values = [self.value(fut.result(timeout=timeout)) for fut in handles]
+        collected = self.ctl.collect()  # empty the task table
+        if len(collected) != len(handles):
+            raise RuntimeError(f"pycrew: collect() gave {len(collected)} of {len(handles)}")
+        return values
+
+    def shutdown(self) -> None:
+        self.ctl.terminate()
+
+
+class PycrewTLSAdapter(PycrewAdapter):
+    key = "pycrew-tls"
+    label = "pycrew tls=automatic"
+    notes = "as pycrew, with tls='automatic' (self-signed certificate made at start)"
+    tls = "automatic"
+
+
+class ProcessPoolAdapter(Adapter):
+    key = "ppe"
+    label = "ProcessPoolExecutor"
+    modules = ("concurrent.futures", "multiprocessing")
+    notes = "stdlib, default start method (fork on Linux), pipes, no TCP"
+
+    def start(self) -> None:
+        from concurrent.futures import ProcessPoolExecutor
+
+        self.ex = ProcessPoolExecutor(max_workers=self.n_workers)
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return self.ex.submit(fn, *args)
+
+    def gather(self, handles: list[Any], timeout: float) -> list[Any]:
+        from concurrent.futures import wait
+
+        _, pending = wait(handles, timeout=timeout)
+        if pending:
+            raise TimeoutError(f"{len(pending)} tasks unfinished after {timeout:.0f} s")
+        return [f.result() for f in handles]
+
+    def shutdown(self) -> None:
+        self.ex.shutdown(wait=True, cancel_futures=True)
+
+
+class LokyAdapter(ProcessPoolAdapter):
+    key = "loky"
+    label = "loky"
+    modules = ("loky",)
+    dists = ("loky", "cloudpickle")
+    notes = "get_reusable_executor: fresh interpreters (loky start method), pipes, no TCP"
+
+    def start(self) -> None:
+        from loky import get_reusable_executor
+
+        self.ex = get_reusable_executor(max_workers=self.n_workers, timeout=600, reuse=False)
+
+    def shutdown(self) -> None:
+        self.ex.shutdown(wait=True, kill_workers=False)
+
+
+class DaskAdapter(Adapter):
+    key = "dask"
+    label = "dask.distributed"
+    modules = ("distributed",)
+    dists = ("dask", "distributed", "cloudpickle")
+    notes = (
+        "LocalCluster(n_workers=2, threads_per_worker=1, processes=True): scheduler in "
+        "this process, a nanny and a worker process per worker, TCP"
+    )
+
+    def start(self) -> None:
+        from distributed import Client, LocalCluster
+
+        self.cluster = LocalCluster(
+            n_workers=self.n_workers,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
+        )
+        self.client = Client(self.cluster)
+        self.client.wait_for_workers(self.n_workers, timeout=120)
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return self.client.submit(fn, *args, pure=False)
+
+    def gather(self, handles: list[Any], timeout: float) -> list[Any]:
+        from distributed import wait
+
+        wait(handles, timeout=timeout)
+        return list(self.client.gather(handles))
+
+    def shutdown(self) -> None:
+        try:
+            self.client.close(timeout=30)
+        finally:
+            self.cluster.close(timeout=30)
+
+
+ADAPTERS: dict[str, type[Adapter]] = {
+    a.key: a
+    for a in (PycrewAdapter, PycrewTLSAdapter, ProcessPoolAdapter, LokyAdapter, DaskAdapter)
+}
+PYCREW_KEYS = ("pycrew", "pycrew-tls")
+
+
+# ---------------------------------------------------------------------------------------
+# Process bookkeeping (used by children to record, by the parent to clean up)
+# ---------------------------------------------------------------------------------------
+class Descendants:
+    """Remembers every descendant process seen, and writes them to a pid file."""
+
+    def __init__(self, pidfile: str | None) -> None:
+        self.pidfile = pidfile
+        self.seen: dict[int, dict[str, Any]] = {}
+
+    def record(self) -> None:
+        import psutil
+
+        for p in psutil.Process().children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                if p.pid not in self.seen:
+                    self.seen[p.pid] = {
+                        "pid": p.pid,
+                        "create_time": p.create_time(),
+                        "name": p.name(),
+                        "cmdline": " ".join(p.cmdline())[:160],
+                    }
+        if self.pidfile:
+            tmp = self.pidfile + ".tmp"
+            with open(tmp, "w") as fh:
+                json.dump([[d["pid"], d["create_time"]] for d in self.seen.values()], fh)
+            os.replace(tmp, self.pidfile)
+
+    def alive(self, grace_s: float) -> list[dict[str, Any]]:
+        """Those recorded that are still running after ``grace_s`` seconds."""
+        procs = _live_matching([(d["pid"], d["create_time"]) for d in self.seen.values()])
+        if not procs:
+            return []
+        import psutil
+
+        _, alive = psutil.wait_procs(procs, timeout=grace_s)
+        return [self.seen[p.pid] for p in alive if p.pid in self.seen]
+
+
+def _live_matching(recorded: Iterable[Sequence[float]]) -> list[Any]:
+    """psutil.Process objects for (pid, create_time) pairs that still exist (not zombies)."""
+    import psutil
+
+    out = []
+    for pid, ctime in recorded:
+        with contextlib.suppress(psutil.Error):
+            p = psutil.Process(int(pid))
+            if abs(p.create_time() - ctime) < 0.05 and p.status() != psutil.STATUS_ZOMBIE:
+                out.append(p)
+    return out
+
+
+def reap(session_id: int, pidfile: Path, grace_s: float = 5.0) -> list[dict[str, Any]]:
+    """After a child exited: find what it started that is still alive, and end it.
+
+    Candidates are the pids the child recorded (matched by create time) and every
+    process still in the child's session. Each gets ``grace_s`` to exit on its own,
+    then SIGTERM, then SIGKILL, by pid. Returns a description of each one ended.
+    """
+    import psutil
+
+    recorded: list[list[float]] = []
+    with contextlib.suppress(OSError, ValueError):
+        recorded = json.loads(pidfile.read_text())
+    cands = {p.pid: p for p in _live_matching(recorded)}
+    me = os.getpid()
+    for p in psutil.process_iter():
+        with contextlib.suppress(psutil.Error, OSError):
+            if p.pid != me and os.getsid(p.pid) == session_id and p.status() != "zombie":
+                cands[p.pid] = p
+    if not cands:
+        return []
+    _, alive = psutil.wait_procs(list(cands.values()), timeout=grace_s)
+    ended = []
+    for p in alive:
+        info: dict[str, Any] = {"pid": p.pid}
+        with contextlib.suppress(psutil.Error):
+            info.update(name=p.name(), cmdline=" ".join(p.cmdline())[:160])
+        with contextlib.suppress(psutil.Error):
+            p.terminate()
+        info["signal"] = "SIGTERM"
+        ended.append(info)
+    _, still = psutil.wait_procs(alive, timeout=3.0)
+    for p in still:
+        with contextlib.suppress(psutil.Error):
+            p.kill()
+        for info in ended:
+            if info["pid"] == p.pid:
+                info["signal"] = "SIGKILL"
+    return ended
+
+
+# ---------------------------------------------------------------------------------------
+# Measurements on a started adapter (run inside the system's child interpreter)
+# ---------------------------------------------------------------------------------------
+def warm_up(ad: Adapter, cfg: Config) -> dict[str, Any]:
+    """Make sure every worker answers, then run a few trivial round trips."""
+    t0 = now()
+    deadline = t0 + cfg.warmup_tmax_s
+    pids: set[int] = set()
+    rounds = 0
+    while len(pids) < ad.n_workers and now() < deadline:
+        handles = [ad.submit(tasks.worker_pid, 0.05) for _ in range(2 * ad.n_workers)]
+        pids.update(ad.gather(handles, max(1.0, deadline - now())))
+        rounds += 1
+    t_workers = now() - t0
+    for i in range(cfg.warmup_tasks):
+        got = ad.roundtrip(tasks.identity, i, cfg.task_timeout_s)
+        if got != i:
+            raise AssertionError(f"warm-up: identity({i}) gave {got!r}")
+        if now() > deadline:
+            break
+    return {
+        "worker_pids": sorted(pids),
+        "all_workers_answered": len(pids) >= ad.n_workers,
+        "pid_rounds": rounds,
+        "workers_s": t_workers,
+        "total_s": now() - t0,
+    }
+
+
+def measure_round_trip(ad: Adapter, cfg: Config) -> dict[str, Any]:
+    identity, timeout = tasks.identity, cfg.task_timeout_s
+    for i in range(cfg.rt_warmup):
+        ad.roundtrip(identity, -i, timeout)
+    samples: list[float] = []
+    deadline = now() + cfg.rt_tmax_s
+    for i in range(cfg.rt_n):
+        t0 = now()
+        got = ad.roundtrip(identity, i, timeout)
+        t1 = now()
+        if got != i:
+            raise AssertionError(f"round trip: identity({i}) gave {got!r}")
+        samples.append(t1 - t0)
+        if t1 > deadline:
+            break
+    out = in_us(summarize(samples))
+    out["capped_by_time"] = len(samples) < cfg.rt_n
+    return out
+
+
+def measure_throughput(ad: Adapter, cfg: Config) -> dict[str, Any]:
+    identity = tasks.identity
+    runs = []
+    for _ in range(cfg.tp_reps):
+        deadline = now() + cfg.tp_tmax_s
+        handles = []
+        t0 = now()
+        for i in range(cfg.tp_n):
+            handles.append(ad.submit(identity, i))
+            if not i & 255 and now() > deadline:
+                break
+        t1 = now()
+        values = ad.gather(handles, max(1.0, deadline - now()))
+        t2 = now()
+        k = len(handles)
+        if values != list(range(k)):
+            raise AssertionError("throughput: results differ from inputs")
+        runs.append(
+            {
+                "n": k,
+                "submit_s": t1 - t0,
+                "total_s": t2 - t0,
+                "tasks_per_s": k / (t2 - t0),
+                "submit_per_s": k / (t1 - t0),
+            }
+        )
+        if k < cfg.tp_n:
+            break
+    return {
+        "n": runs[0]["n"],
+        "reps": len(runs),
+        "tasks_per_s": statistics.median(r["tasks_per_s"] for r in runs),
+        "submit_per_s": statistics.median(r["submit_per_s"] for r in runs),
+        "runs": runs,
+    }
+
+
+def measure_payload(ad: Adapter, cfg: Config) -> dict[str, Any]:
+    import numpy as np
+
+    arr = np.random.default_rng(12345).random(round(cfg.pl_mb * MB / 8))
+    mb = arr.nbytes / MB
+    expected = float(arr.sum())
+    samples: list[float] = []
+    deadline = now() + cfg.pl_tmax_s
+    for rep in range(cfg.pl_reps + 1):  # rep 0 is the untimed warm-up
+        t0 = now()
+        got = ad.result(ad.submit(tasks.arr_sum, arr), max(10.0, deadline - now()))
+        dt = now() - t0
+        if not math.isclose(got, expected, rel_tol=1e-9):
+            raise AssertionError(f"payload: sum {got!r} != {expected!r}")
+        if rep:
+            samples.append(dt)
+        if now() > deadline:
+            break
+    out = summarize(samples)
+    out["array_mb"] = mb
+    out["mb_per_s"] = mb / out["median"] if samples else None
+    return out
+
+
+def child_warm(key: str, cfg: Config, procs: Descendants) -> dict[str, Any]:
+    ad = ADAPTERS[key](N_WORKERS)
+    out: dict[str, Any] = {"system": key, "mode": "warm", "errors": {}}
+    try:
+        t0 = now()
+        ad.start()
+        out["start_s"] = now() - t0
+        procs.record()
+        out["warmup"] = warm_up(ad, cfg)
+        procs.record()
+        for name, fn in (
+            ("round_trip", measure_round_trip),
+            ("throughput", measure_throughput),
+            ("payload", measure_payload),
+        ):
+            try:
+                out[name] = fn(ad, cfg)
+            except Exception as exc:
+                out["errors"][name] = error_text(exc)
+            procs.record()
+            with contextlib.suppress(Exception):
+                out.setdefault("worker_pids_after", {})[name] = ad.worker_pids()
+    except Exception as exc:
+        out["errors"]["start" if "start_s" not in out else "warmup"] = error_text(exc)
+    finally:
+        procs.record()
+        t1 = now()
+        try:
+            ad.shutdown()
+        except Exception as exc:
+            out["errors"]["shutdown"] = error_text(exc)
+        out["shutdown_s"] = now() - t1
+        out["alive_3s_after_shutdown"] = procs.alive(3.0)
+        out["processes_seen"] = list(procs.seen.values())
+    return out
+
+
+def child_cold(key: str, cfg: Config, procs: Descendants, t_exec: float | None) -> dict[str, Any]:
+    cls = ADAPTERS[key]
+    out: dict[str, Any] = {"system": key, "mode": "cold", "errors": {}}
+    t0 = now()
+    for m in cls.modules:
+        importlib.import_module(m)
+    out["import_s"] = now() - t0
+    ad = cls(N_WORKERS)
+    t1 = now()
+    try:
+        ad.start()
+        got = ad.roundtrip(tasks.identity, 1, cfg.task_timeout_s)
+        out["cold_s"] = now() - t1
+        if t_exec is not None:
+            out["exec_to_first_s"] = time.time() - t_exec
+        if got != 1:
+            raise AssertionError(f"cold start: identity(1) gave {got!r}")
+    except Exception as exc:
+        out["errors"]["cold"] = error_text(exc)
+    finally:
+        procs.record()
+        t2 = now()
+        try:
+            ad.shutdown()
+        except Exception as exc:
+            out["errors"]["shutdown"] = error_text(exc)
+        out["shutdown_s"] = now() - t2
+        out["alive_3s_after_shutdown"] = procs.alive(3.0)
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# The raw floor: 64-byte ping-pong over loopback TCP between two processes
+# ---------------------------------------------------------------------------------------
+PING_BYTES = 64
+
+
+def _recv_exact(sock: socket.socket, view: memoryview, deadline: float, busy: bool) -> bool:
+    """Fill ``view`` from ``sock``; False on EOF. Busy mode spins on a non-blocking socket."""
+    got, size = 0, len(view)
+    while got < size:
+        try:
+            k = sock.recv_into(view[got:], size - got)
+        except BlockingIOError:
+            if busy and now() > deadline:
+                raise TimeoutError("ping-pong: deadline passed") from None
+            continue
+        if k == 0:
+            return False
+        got += k
+    return True
+
+
+def echo_main(port: int) -> None:
+    """Far end of the ping-pong: echo 64-byte messages; blocking first, then busy-polling."""
+    deadline = now() + 120.0
+    for busy in (False, True):
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.setblocking(not busy)
+            if not busy:
+                sock.settimeout(30)
+            buf = memoryview(bytearray(PING_BYTES))
+            while _recv_exact(sock, buf, deadline, busy):
+                sock.sendall(buf)
+
+
+def child_floor(cfg: Config, procs: Descendants) -> dict[str, Any]:
+    out: dict[str, Any] = {"system": "floor", "errors": {}}
+    with socket.create_server(("127.0.0.1", 0)) as srv:
+        srv.settimeout(30)
+        port = srv.getsockname()[1]
+        echo = subprocess.Popen([sys.executable, str(BENCH_PY), "--echo", str(port)])
+        procs.record()
+        try:
+            for mode in ("blocking", "busy_poll"):
+                busy = mode == "busy_poll"
+                conn, _ = srv.accept()
+                with conn:
+                    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                    conn.setblocking(not busy)
+                    if not busy:
+                        conn.settimeout(30)
+                    msg = bytes(range(PING_BYTES))
+                    buf = memoryview(bytearray(PING_BYTES))
+                    deadline = now() + cfg.floor_tmax_s
+                    samples = []
+                    for i in range(cfg.floor_n + 200):
+                        t0 = now()
+                        conn.sendall(msg)
+                        if not _recv_exact(conn, buf, deadline + 5.0, busy):
+                            raise ConnectionError("echo process closed the connection")
+                        t1 = now()
+                        if i >= 200:  # the first 200 are warm-up
+                            samples.append(t1 - t0)
+                        if t1 > deadline:
+                            break
+                    out[mode] = in_us(summarize(samples))
+        except Exception as exc:
+            out["errors"]["floor"] = error_text(exc)
+        finally:
+            try:
+                echo.wait(10)
+            except subprocess.TimeoutExpired:
+                echo.kill()
+                echo.wait(5)
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# Parent: run one child per system (and per cold start), clean up, report
+# ---------------------------------------------------------------------------------------
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def run_child(
+    args: list[str], timeout: float, workdir: Path, tag: str, quick: bool
+) -> dict[str, Any]:
+    """Run ``bench.py ARGS`` in its own session; parse its JSON line; end what it left."""
+    pidfile, out_path, err_path = (workdir / f"{tag}{ext}" for ext in (".pids", ".out", ".err"))
+    cmd = [sys.executable, str(BENCH_PY), *args, "--pidfile", str(pidfile)]
+    if quick:
+        cmd.append("--quick")
+    if "--cold" in args:
+        cmd += ["--t-exec", repr(time.time())]
+    timed_out = False
+    t0 = now()
+    with open(out_path, "wb") as fout, open(err_path, "wb") as ferr:
+        proc = subprocess.Popen(
+            cmd, stdout=fout, stderr=ferr, stdin=subprocess.DEVNULL, start_new_session=True
+        )
+        try:
+            rc = proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            _end_tree(proc.pid)
+            rc = proc.wait(10)
+    wall = now() - t0
+    res: dict[str, Any] = {}
+    for line in out_path.read_text(errors="replace").splitlines():
+        if line.startswith(JSON_MARK):
+            res = json.loads(line[len(JSON_MARK) :])
+    res.setdefault("errors", {})
+    if rc != 0 or timed_out or not res.get("system"):
+        tail = err_path.read_text(errors="replace")[-1500:]
+        res["errors"]["child"] = f"rc={rc} timed_out={timed_out}; stderr tail:\n{tail}"
+    res["child_wall_s"] = wall
+    res["ended_by_parent"] = reap(proc.pid, pidfile)
+    return res
+
+
+def _end_tree(pid: int) -> None:
+    """Timeout: SIGTERM a child and its descendants by pid, then SIGKILL what stays."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return
+    for p in procs:
+        with contextlib.suppress(psutil.Error):
+            p.terminate()
+    _, alive = psutil.wait_procs(procs, timeout=5)
+    for p in alive:
+        with contextlib.suppress(psutil.Error):
+            p.kill()
+
+
+def dist_version(name: str) -> str | None:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def machine_meta() -> dict[str, Any]:
+    import psutil
+
+    cpu = platform.processor()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    spec = importlib.util.find_spec("pycrew")
+    return {
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "host_cpus": os.cpu_count(),
+        "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "cpu": cpu,
+        "mem_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "versions": {
+            d: dist_version(d)
+            for d in ("pycrew", "numpy", "cloudpickle", "loky", "dask", "distributed", "psutil")
+        },
+        "pycrew_from": spec.origin if spec else None,
+        "loadavg_start": os.getloadavg(),
+        "n_workers": N_WORKERS,
+    }
+
+
+def system_missing(key: str) -> str | None:
+    missing = [m for m in ADAPTERS[key].modules if importlib.util.find_spec(m) is None]
+    return f"not importable: {', '.join(missing)}" if missing else None
+
+
+def orchestrate(args: argparse.Namespace) -> int:
+    cfg = QUICK if args.quick else FULL
+    keys = [k.strip() for k in args.systems.split(",") if k.strip()]
+    unknown = [k for k in keys if k not in ADAPTERS]
+    if unknown:
+        log(f"unknown system(s): {', '.join(unknown)}; known: {', '.join(ADAPTERS)}")
+        return 2
+    workdir = Path(tempfile.mkdtemp(prefix="pycrew-bench-"))
+    log(f"child logs in {workdir}")
+    t_run = now()
+    run: dict[str, Any] = {
+        "meta": machine_meta(),
+        "quick": args.quick,
+        "config": dataclasses.asdict(cfg),
+        "systems": {},
+    }
+    log("floor: loopback TCP ping-pong ...")
+    run["floor"] = run_child(
+        ["--system", "floor"], cfg.floor_child_timeout_s, workdir, "floor", args.quick
+    )
+    for key in keys:
+        entry: dict[str, Any] = {"label": ADAPTERS[key].label, "notes": ADAPTERS[key].notes}
+        run["systems"][key] = entry
+        missing = system_missing(key)
+        if missing:
+            log(f"{key}: skipped ({missing})")
+            entry["skipped"] = missing
+            continue
+        log(f"{key}: warm run ...")
+        entry["warm"] = run_child(
+            ["--system", key], cfg.warm_child_timeout_s, workdir, f"{key}-warm", args.quick
+        )
+        entry["cold"] = []
+        for i in range(cfg.cold_runs):
+            log(f"{key}: cold start {i + 1}/{cfg.cold_runs} ...")
+            cold_args = ["--system", key, "--cold"]
+            entry["cold"].append(
+                run_child(
+                    cold_args, cfg.cold_child_timeout_s, workdir, f"{key}-cold{i}", args.quick
+                )
+            )
+        entry["summary"] = summarize_system(entry)
+        log(f"{key}: {entry['summary']}")
+    run["meta"]["loadavg_end"] = os.getloadavg()
+    run["meta"]["wall_s"] = now() - t_run
+    run["meta"]["child_logs"] = str(workdir)
+    out_path = Path(args.json) if args.json else DEFAULT_JSON
+    out_path.write_text(json.dumps(run, indent=1, default=str) + "\n")
+    print(render(run))
+    log(f"wrote {out_path}")
+    return 0
+
+
+def summarize_system(entry: dict[str, Any]) -> dict[str, Any]:
+    """The headline figures of one system (None where a measurement failed)."""
+    warm = entry.get("warm", {})
+    colds = [c for c in entry.get("cold", []) if "cold_s" in c and not c.get("errors")]
+
+    def med(key: str) -> float | None:
+        xs = [c[key] for c in colds if key in c]
+        return statistics.median(xs) if xs else None
+
+    cold_s, import_s = med("cold_s"), med("import_s")
+    exec_s, shut_s = med("exec_to_first_s"), med("shutdown_s")
+    parts = [warm, *entry.get("cold", [])]
+    lingering = [p for part in parts for p in part.get("alive_3s_after_shutdown", [])]
+    # multiprocessing/loky resource trackers exit with their interpreter, by design
+    trackers = [p for p in lingering if "resource_tracker" in p.get("cmdline", "")]
+    return {
+        "rt_median_us": warm.get("round_trip", {}).get("median"),
+        "rt_p90_us": warm.get("round_trip", {}).get("p90"),
+        "rt_n": warm.get("round_trip", {}).get("n"),
+        "tasks_per_s": warm.get("throughput", {}).get("tasks_per_s"),
+        "submit_per_s": warm.get("throughput", {}).get("submit_per_s"),
+        "mb_per_s": warm.get("payload", {}).get("mb_per_s"),
+        "payload_median_s": warm.get("payload", {}).get("median"),
+        "cold_ms": cold_s * 1e3 if cold_s is not None else None,
+        "import_ms": import_s * 1e3 if import_s is not None else None,
+        "exec_to_first_ms": exec_s * 1e3 if exec_s is not None else None,
+        "cold_shutdown_ms": shut_s * 1e3 if shut_s is not None else None,
+        "cold_ok": len(colds),
+        "cold_runs": len(entry.get("cold", [])),
+        "worker_pids": warm.get("warmup", {}).get("worker_pids"),
+        "alive_after_shutdown": len(lingering) - len(trackers),
+        "trackers_after_shutdown": len(trackers),
+        "ended_by_parent": sum(len(part.get("ended_by_parent", [])) for part in parts),
+    }
+
+
+# ---------------------------------------------------------------------------------------
+# Report
+# ---------------------------------------------------------------------------------------
+def fmt(x: float | None, digits: int = 0) -> str:
+    if x is None:
+        return "\u2013"
+    return f"{x:,.{digits}f}"
+
+
+def with_target(key: str, metric: str, value: float | None, digits: int = 0) -> str:
+    text = fmt(value, digits)
+    if key not in PYCREW_KEYS or metric not in TARGETS:
+        return text
+    op, plain, tls = TARGETS[metric]
+    target = tls if key == "pycrew-tls" else plain
+    sign = LE if op == "le" else GE
+    if value is None:
+        return f"{text} (target {sign} {target:,.0f})"
+    met = value <= target if op == "le" else value >= target
+    return f"{text} (target {sign} {target:,.0f}: {'met' if met else 'MISSED'})"
+
+
+def ratio(num: float | None, den: float | None) -> str:
+    if not num or not den:
+        return "\u2013"
+    return f"{num / den:.2f}"
+
+
+def render(run: dict[str, Any]) -> str:
+    meta, systems = run["meta"], run["systems"]
+    floor = run.get("floor", {})
+    floor_us = floor.get("blocking", {}).get("median")
+    lines: list[str] = []
+    add = lines.append
+    versions = ", ".join(f"{k} {v}" for k, v in meta["versions"].items() if v)
+    load = ", ".join(f"{x:.2f}" for x in meta["loadavg_start"])
+    add(
+        f"Run {meta['date']}{' (--quick)' if run['quick'] else ''} | {meta['usable_cpus']} cores "
+        f"({meta['cpu']}), {meta['mem_gib']} GiB | Python {meta['python']} | "
+        f"{meta['n_workers']} workers | load avg at start {load}"
+    )
+    add("")
+    add(f"Versions: {versions}")
+    add("")
+    cfg = run["config"]
+    add(
+        f"Counts: round trip {cfg['rt_n']} (after {cfg['rt_warmup']} untimed), throughput "
+        f"{cfg['tp_n']} tasks {TIMES} {cfg['tp_reps']}, payload {cfg['pl_mb']:g} MB {TIMES} "
+        f"{cfg['pl_reps']} (+1 warm-up), cold start {TIMES} {cfg['cold_runs']}."
+    )
+    add("")
+    add(
+        f"| system | round trip median {US} | p90 {US} | {TIMES} floor | tasks/s | "
+        f"{cfg['pl_mb']:g} MB in: MB/s | cold start ms | import ms | worker pids ok |"
+    )
+    add("|---|---:|---:|---:|---:|---:|---:|---:|---|")
+    for key, entry in systems.items():
+        if "skipped" in entry:
+            add(f"| {entry['label']} | {entry['skipped']} |  |  |  |  |  |  |  |")
+            continue
+        s = entry["summary"]
+        pids = s["worker_pids"] or []
+        add(
+            f"| {entry['label']} | {with_target(key, 'rt_median_us', s['rt_median_us'])} | "
+            f"{fmt(s['rt_p90_us'])} | {ratio(s['rt_median_us'], floor_us)} | "
+            f"{with_target(key, 'tasks_per_s', s['tasks_per_s'])} | "
+            f"{with_target(key, 'mb_per_s', s['mb_per_s'])} | "
+            f"{with_target(key, 'cold_ms', s['cold_ms'])} | {fmt(s['import_ms'])} | "
+            f"{len(set(pids))}/{meta['n_workers']} |"
+        )
+    add("")
+    if floor.get("blocking"):
+        b, bp = floor["blocking"], floor.get("busy_poll", {})
+        add(
+            f"Raw floor, same run: loopback TCP ping-pong of {PING_BYTES} B between two "
+            f"processes, round trip median {fmt(b['median'], 1)} {US} (p90 {fmt(b['p90'], 1)} "
+            f"{US}, n={b['n']}); with both ends busy-polling {fmt(bp.get('median'), 1)} {US}. "
+            f"'{TIMES} floor' = round trip median / blocking floor."
+        )
+    else:
+        add(f"Raw floor: not measured ({_errors_line(floor)})")
+    add("")
+
+    pycrew = [k for k in PYCREW_KEYS if k in systems and "summary" in systems[k]]
+    peers = [k for k in systems if k not in PYCREW_KEYS and "summary" in systems[k]]
+    if pycrew and peers:
+        add(
+            "pycrew vs peers, same run. **Every ratio > 1 means pycrew is better**: "
+            "round trip and cold start are peer / pycrew (time), tasks/s and MB/s are "
+            "pycrew / peer (rate)."
+        )
+        add("")
+        add(
+            "| pycrew | peer | round trip (peer/pycrew) | tasks/s (pycrew/peer) | "
+            "MB/s (pycrew/peer) | cold start (peer/pycrew) |"
+        )
+        add("|---|---|---:|---:|---:|---:|")
+        for pk in pycrew:
+            ps = systems[pk]["summary"]
+            for qk in peers:
+                qs = systems[qk]["summary"]
+                add(
+                    f"| {systems[pk]['label']} | {systems[qk]['label']} | "
+                    f"{ratio(qs['rt_median_us'], ps['rt_median_us'])} | "
+                    f"{ratio(ps['tasks_per_s'], qs['tasks_per_s'])} | "
+                    f"{ratio(ps['mb_per_s'], qs['mb_per_s'])} | "
+                    f"{ratio(qs['cold_ms'], ps['cold_ms'])} |"
+                )
+        add("")
+
+    add("Detail (medians):")
+    add("")
+    add(
+        "| system | submit only: tasks/s | payload s | cold runs ok | exec to 1st result ms | "
+        "cold shutdown ms | alive 3 s after shutdown (+ resource trackers) | "
+        "ended by parent |"
+    )
+    add("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for entry in systems.values():
+        if "summary" not in entry:
+            continue
+        s = entry["summary"]
+        add(
+            f"| {entry['label']} | {fmt(s['submit_per_s'])} | {fmt(s['payload_median_s'], 3)} | "
+            f"{s['cold_ok']}/{s['cold_runs']} | {fmt(s['exec_to_first_ms'])} | "
+            f"{fmt(s['cold_shutdown_ms'])} | "
+            f"{s['alive_after_shutdown']} (+{s['trackers_after_shutdown']}) | "
+            f"{s['ended_by_parent']} |"
+        )
+    add("")
+    errors = [
+        f"- {entry['label']}: {_errors_line(part)}"
+        for entry in systems.values()
+        for part in [entry.get("warm", {}), *entry.get("cold", [])]
+        if part.get("errors")
+    ]
+    if floor.get("errors"):
+        errors.append(f"- floor: {_errors_line(floor)}")
+    if errors:
+        add("Errors (full text in the JSON):")
+        add("")
+        lines.extend(errors)
+        add("")
+    end = ", ".join(f"{x:.2f}" for x in meta["loadavg_end"])
+    add(f"Run wall time {meta['wall_s']:.0f} s; load avg at end {end}")
+    return "\n".join(lines)
+
+
+def _errors_line(part: dict[str, Any]) -> str:
+    errs = part.get("errors") or {}
+    mode = part.get("mode", "")
+    return "; ".join(f"{mode} {k}: {v.splitlines()[0][:200]}" for k, v in errs.items())
+
+
+# ---------------------------------------------------------------------------------------
+# Entry point
+# ---------------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small counts (under a minute)")
+    parser.add_argument(
+        "--systems",
+        default=",".join(ADAPTERS),
+        help=f"comma-separated subset of: {', '.join(ADAPTERS)} (default: all)",
+    )
+    parser.add_argument("--json", help=f"where to write the results (default {DEFAULT_JSON})")
+    # internal: child modes
+    parser.add_argument("--system", help=argparse.SUPPRESS)
+    parser.add_argument("--cold", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--t-exec", type=float, help=argparse.SUPPRESS)
+    parser.add_argument("--pidfile", help=argparse.SUPPRESS)
+    parser.add_argument("--echo", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.echo is not None:
+        echo_main(args.echo)
+        return 0
+    if args.system is None:
+        return orchestrate(args)
+
+    cfg = QUICK if args.quick else FULL
+    procs = Descendants(args.pidfile)
+    out: dict[str, Any]
+    try:
+        if args.system == "floor":
+            out = child_floor(cfg, procs)
+        elif args.cold:
+            out = child_cold(args.system, cfg, procs, args.t_exec)
+        else:
+            out = child_warm(args.system, cfg, procs)
+    except Exception as exc:
+        out = {"system": args.system, "errors": {"child": error_text(exc)}}
+    out["loadavg"] = os.getloadavg()
+    print(JSON_MARK + json.dumps(out, default=str), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,29 @@
+"""Task functions that bench.py ships to workers.
+
+They live in an importable module (not in ``__main__``), so every system pickles
+them by reference, as it would pickle functions from a user's package. bench.py
+puts this folder on ``PYTHONPATH`` for every process it starts.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+
+def identity(x: Any) -> Any:
+    """Return the argument unchanged (the trivial task)."""
+    return x
+
+
+def arr_sum(a: Any) -> float:
+    """Sum a numpy array; the 100 MB payload goes in, 8 bytes come back."""
+    return float(a.sum())
+
+
+def worker_pid(delay: float = 0.0) -> int:
+    """Sleep ``delay`` seconds, then return the worker's pid (warm-up check)."""
+    if delay > 0:
+        time.sleep(delay)
+    return os.getpid()

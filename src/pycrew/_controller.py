@@ -1,0 +1,1005 @@
+"""The controller: the one object a user talks to.
+
+```
+ user thread                      scaler thread               dispatcher thread
+ push(fn, *args) ─ pickle ─► Task ─► Dispatcher.submit ──────────► worker (TASK)
+      └─ poke ──────────────────► Autoscaler → launcher
+ wait()/pop()/collect()/map() ◄── resolved tasks ◄─────────────── worker (RESULT)
+      └─ unpickle, crash log, summary
+```
+
+The controller owns the task table (name → task), the crash log and the
+summary; the dispatcher owns the queue and the sockets; the scaler owns the
+launcher. Results stay raw bytes until the user collects them, so a result
+that cannot be unpickled here becomes that task's error, not the
+dispatcher's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import itertools
+import math
+import os
+import secrets
+import signal
+import socket
+import sys
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from types import TracebackType
+from typing import Any, Literal
+
+from . import _wire
+from ._autoscale import Autoscaler
+from ._dispatcher import DONE, Dispatcher, Task, timeout_deadline
+from ._errors import (
+    ClosedError,
+    CrashLimitError,
+    CrewError,
+    CrewTimeoutError,
+    CrewWarning,
+    TaskError,
+)
+from ._evaluate import CALLABLE, CODE, describe
+from ._scaler import Scaler
+from ._task import CODES, Status, Summary, TaskResult
+from ._tls import TLS, resolve_tls
+from ._wire import Kind
+from .launchers import Launcher, LocalLauncher, WorkerSpec
+
+ErrorMode = Literal["stop", "warn", "silent"]
+_ERROR_MODES = ("stop", "warn", "silent")
+
+
+def _check_seconds(label: str, value: float, allow_inf: bool = True) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+        raise TypeError(f"{label} must be a number of seconds, got {value!r}")
+    if value < 0:
+        raise ValueError(f"{label} must be >= 0, got {value!r}")
+    if not allow_inf and math.isinf(value):
+        raise ValueError(f"{label} must be finite")
+    return float(value)
+
+
+def _check_count(label: str, value: float, minimum: int) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+        raise TypeError(f"{label} must be a whole number or math.inf, got {value!r}")
+    if value < minimum or (not math.isinf(value) and value != int(value)):
+        raise ValueError(f"{label} must be a whole number >= {minimum} or math.inf, got {value!r}")
+    return value
+
+
+def _command_text(fn: Any) -> str:
+    module = getattr(fn, "__module__", None)
+    qualname = getattr(fn, "__qualname__", None)
+    if qualname is None:
+        return repr(fn)
+    return f"{module}.{qualname}" if module and module != "builtins" else str(qualname)
+
+
+def _derived_seed(seed: int, key: str) -> int:
+    digest = hashlib.sha256(f"{seed}\0{key}".encode()).digest()
+    return int.from_bytes(digest[:4], "little")
+
+
+def _signal_name(code: int) -> str:
+    try:
+        return signal.Signals(-code).name
+    except ValueError:
+        return f"signal {-code}"
+
+
+class TaskFuture:
+    """A handle on one pushed task. ``result()`` waits for its record.
+
+    The record stays in the controller until it is popped or collected.
+    """
+
+    __slots__ = ("_controller", "_task")
+
+    def __init__(self, controller: Controller, task: Task) -> None:
+        self._controller = controller
+        self._task = task
+
+    @property
+    def name(self) -> str:
+        return self._task.name
+
+    def done(self) -> bool:
+        return self._task.state == DONE
+
+    def result(self, timeout: float | None = None) -> TaskResult:
+        """Wait for the task and return its record.
+
+        Args:
+            timeout: seconds to wait at most; ``None`` waits as long as it takes.
+
+        Raises:
+            CrewTimeoutError: the task did not finish within ``timeout``.
+        """
+        ctl = self._controller
+        task = self._task
+        if task.state != DONE:
+            disp = ctl._running()
+            deadline = None if timeout is None else time.monotonic() + timeout
+            with disp.cv:
+                while task.state != DONE:
+                    ctl._raise_failure()
+                    left = None if deadline is None else deadline - time.monotonic()
+                    if left is not None and left <= 0:
+                        raise CrewTimeoutError(f"task {task.name!r} is not done after {timeout} s")
+                    disp.cv.wait(ctl.seconds_interval if left is None else min(left, 1.0))
+        return ctl._record(task)
+
+    def __repr__(self) -> str:
+        state = "done" if self.done() else "pending"
+        return f"<TaskFuture {self._task.name!r} {state}>"
+
+
+class Controller:
+    """Accepts tasks, returns results, and launches, scales and retires workers.
+
+    Build one with :func:`pycrew.local_controller`; see its docstring for
+    every argument. Use it as a context manager, or call ``start()`` (or just
+    ``push()``) and finally ``terminate()``.
+    """
+
+    def __init__(
+        self,
+        launcher: Launcher,
+        *,
+        name: str | None = None,
+        workers: int = 1,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        tls: TLS | str | None = None,
+        seconds_interval: float = 0.25,
+        seconds_timeout: float = 60,
+        seconds_launch: float = 30,
+        seconds_idle: float = 300,
+        seconds_wall: float = math.inf,
+        tasks_max: float = math.inf,
+        tasks_timers: int = 0,
+        reset_globals: bool = True,
+        reset_modules: bool = False,
+        garbage_collection: bool = False,
+        crashes_max: int = 5,
+        seed: int | None = None,
+        allow_public: bool = False,
+    ) -> None:
+        if name is None:
+            name = secrets.token_hex(4)
+        if not isinstance(name, str) or not name or any(c.isspace() for c in name):
+            raise ValueError(f"name must be a non-empty string without spaces, got {name!r}")
+        if isinstance(workers, bool) or not isinstance(workers, int):
+            raise TypeError(f"workers must be an int, got {workers!r}")
+        if workers < 1:
+            raise ValueError(f"workers must be at least 1, got {workers}")
+        if not isinstance(host, str) or not host:
+            raise ValueError("host must be a non-empty string, such as '127.0.0.1'")
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+            raise ValueError(f"port must be an int from 0 to 65535 (0: any free port), got {port!r}")
+        self.tls = resolve_tls(tls)
+        _check_host(host, self.tls, allow_public)
+        self.seconds_interval = _check_seconds("seconds_interval", seconds_interval, False)
+        if self.seconds_interval <= 0:
+            raise ValueError("seconds_interval must be > 0")
+        self.seconds_timeout = _check_seconds("seconds_timeout", seconds_timeout)
+        if self.seconds_timeout < self.seconds_interval:
+            raise ValueError("seconds_timeout must be >= seconds_interval")
+        self.seconds_launch = _check_seconds("seconds_launch", seconds_launch)
+        self.seconds_idle = _check_seconds("seconds_idle", seconds_idle)
+        self.seconds_wall = _check_seconds("seconds_wall", seconds_wall)
+        self.tasks_max = _check_count("tasks_max", tasks_max, 1)
+        self.tasks_timers = int(_check_count("tasks_timers", tasks_timers, 0))
+        for label, flag in (("reset_globals", reset_globals), ("reset_modules", reset_modules),
+                            ("garbage_collection", garbage_collection)):
+            if not isinstance(flag, bool):
+                raise TypeError(f"{label} must be True or False, got {flag!r}")
+        self.crashes_max = int(_check_count("crashes_max", crashes_max, 0))
+        if math.isinf(crashes_max):
+            raise ValueError("crashes_max must be finite")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise TypeError(f"seed must be None or an int, got {seed!r}")
+        if not isinstance(launcher, Launcher):
+            raise TypeError("launcher must be a pycrew.launchers.Launcher")
+        self.name = name
+        self.workers = workers
+        self.host = host
+        self.port = port
+        self.reset_globals = reset_globals
+        self.reset_modules = reset_modules
+        self.garbage_collection = garbage_collection
+        self.seed = seed
+        self.launcher = launcher
+        #: results of the last ``map(error="stop")`` that raised; you may clear it
+        self.error: list[TaskResult] | None = None
+        self._dispatcher: Dispatcher | None = None
+        self._scaler: Scaler | None = None
+        self._autoscaler: Autoscaler | None = None
+        self._tasks: dict[str, Task] = {}
+        self._crashes: dict[str, int] = {}
+        self._summary: dict[str, float] | None = None
+        self._ids = itertools.count(1)
+        self._worker_numbers = itertools.count(1)
+        self._env: dict[str, str] = {}
+        self._url = ""
+        self._lock = threading.RLock()
+
+    # ------------------------------------------------------------ lifecycle
+    def __repr__(self) -> str:
+        state = "started" if self.started() else "stopped"
+        return (f"<Controller {self.name!r} {state} workers={self.workers} "
+                f"url={self.url or None!r} tls={self.tls.mode!r}>")
+
+    def __enter__(self) -> Controller:
+        self.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.terminate()
+
+    @property
+    def url(self) -> str:
+        """``tcp://host:port`` or ``tls+tcp://host:port`` once started, else ``""``."""
+        return self._url
+
+    def started(self) -> bool:
+        return self._dispatcher is not None
+
+    def start(self) -> None:
+        """Open the port and get ready to launch workers. Does nothing if started."""
+        with self._lock:
+            if self._dispatcher is not None:
+                return
+            secret = secrets.token_bytes(32)
+            session = self.tls.session(self.host)
+            settings = {
+                "seconds_idle": None if math.isinf(self.seconds_idle) else self.seconds_idle,
+                "seconds_wall": None if math.isinf(self.seconds_wall) else self.seconds_wall,
+                "tasks_max": None if math.isinf(self.tasks_max) else int(self.tasks_max),
+                "tasks_timers": self.tasks_timers,
+                "reset_globals": self.reset_globals,
+                "reset_modules": self.reset_modules,
+                "garbage_collection": self.garbage_collection,
+            }
+            autoscaler = Autoscaler(self.workers, self.seconds_launch)
+            self._tasks = {}
+            self._crashes = {}
+            self._summary = dict.fromkeys(
+                ("tasks", "seconds", "success", "error", "crash", "cancel", "timeout", "warning"),
+                0)
+            self._env = {
+                _wire.SECRET_ENV: secret.hex(),
+                _wire.CONTROLLER_ENV: self.name,
+            }
+            if session is not None:
+                self._env[_wire.TRUST_ENV] = session.trust_pem
+            dispatcher = Dispatcher(
+                self.host, self.port, secret, session.server if session else None, settings,
+                on_worker=lambda kind, wid: self._on_worker(kind, wid),
+                on_kill=lambda wid: self._on_kill(wid),
+            )
+            scheme = "tls+tcp" if session is not None else "tcp"
+            host = f"[{self.host}]" if ":" in self.host else self.host
+            self._url = f"{scheme}://{host}:{dispatcher.port}"
+            self._autoscaler = autoscaler
+            self._dispatcher = dispatcher
+            self._scaler = Scaler(self.launcher, autoscaler, self._worker_spec,
+                                  lambda: len(dispatcher.live), self.seconds_interval)
+
+    def terminate(self) -> None:
+        """Stop every worker, free the port, and drop unfinished tasks. Safe to repeat.
+
+        The summary stays readable until the next ``start()``.
+        """
+        with self._lock:
+            dispatcher, scaler = self._dispatcher, self._scaler
+            if dispatcher is None or scaler is None:
+                return
+            self._dispatcher = None
+            self._scaler = None
+            self._url = ""
+            dispatcher.close()
+            handles = scaler.stop()
+            self.launcher.shutdown(handles, seconds=5.0)
+            self._tasks = {}
+            self._env = {}
+
+    def _on_worker(self, kind: str, worker_id: str) -> None:
+        scaler = self._scaler
+        if scaler is not None:
+            scaler.worker_event(kind, worker_id)
+
+    def _on_kill(self, worker_id: str) -> None:
+        scaler = self._scaler
+        if scaler is not None:
+            scaler.kill(worker_id)
+
+    def _worker_spec(self) -> WorkerSpec:
+        worker_id = f"{self.name}-{next(self._worker_numbers)}"
+        command = [sys.executable, "-m", "pycrew", "worker", "--address",
+                   self._url.split("://", 1)[1], "--id", worker_id]
+        if self.tls.enabled:
+            command.append("--tls")
+        env = dict(self._env)
+        env[_wire.WORKER_ENV] = worker_id
+        return WorkerSpec(command=command, env=env, worker_id=worker_id, controller=self.name)
+
+    def _running(self) -> Dispatcher:
+        dispatcher = self._dispatcher
+        if dispatcher is None:
+            raise ClosedError(f"controller {self.name!r} is not started")
+        return dispatcher
+
+    def _raise_failure(self) -> None:
+        dispatcher, scaler = self._dispatcher, self._scaler
+        if dispatcher is not None and dispatcher.failure is not None:
+            raise CrewError("the dispatcher thread failed") from dispatcher.failure
+        if scaler is not None and scaler.failure is not None:
+            failure, scaler.failure = scaler.failure, None
+            raise failure
+
+    # ------------------------------------------------------------- pushing
+    def push(
+        self,
+        fn: Callable[..., Any] | str,
+        /,
+        *args: Any,
+        name: str | None = None,
+        data: Mapping[str, Any] | None = None,
+        globals: Mapping[str, Any] | None = None,  # noqa: A002 - crew's name
+        seed: int | None = None,
+        seconds_timeout: float | None = None,
+        **kwargs: Any,
+    ) -> TaskFuture:
+        """Submit one task and return its future at once.
+
+        Args:
+            fn: a callable, or a string of Python code whose last expression
+                is the result (``"x + y"``).
+            *args: positional arguments for ``fn``.
+            name: a name unique among tasks not yet popped (default: random).
+            data: for code strings, variables the code sees; for callables,
+                extra keyword arguments.
+            globals: variables set in the worker's global namespace for the task
+                (and removed afterwards when ``reset_globals``).
+            seed: seeds ``random`` (and numpy's global generator) for this task.
+            seconds_timeout: the task ends as ``"timeout"`` this many seconds
+                after the push, queued or running.
+            **kwargs: keyword arguments for ``fn``.
+
+        Raises:
+            ValueError: the name is in use, or the arguments do not fit ``fn``.
+            TypeError: something in the task cannot be pickled.
+        """
+        self.start()
+        self._raise_failure()
+        task = self._make_task(fn, args, kwargs, name, data, globals, seed, seconds_timeout)
+        self._submit([task])
+        return TaskFuture(self, task)
+
+    def _make_task(self, fn: Callable[..., Any] | str, args: Sequence[Any],
+                   kwargs: Mapping[str, Any], name: str | None,
+                   data: Mapping[str, Any] | None, task_globals: Mapping[str, Any] | None,
+                   seed: int | None, seconds_timeout: float | None) -> Task:
+        if name is None:
+            name = f"unnamed_task_{secrets.token_hex(8)}"
+        elif not isinstance(name, str) or not name:
+            raise ValueError(f"task name must be a non-empty string, got {name!r}")
+        if name in self._tasks:
+            raise ValueError(f"task name {name!r} is in use: pop or collect it first, "
+                             "or choose another name")
+        data = _check_mapping("data", data)
+        task_globals = _check_mapping("globals", task_globals)
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise TypeError(f"seed must be None or an int, got {seed!r}")
+        if seconds_timeout is not None:
+            _check_seconds("seconds_timeout", seconds_timeout)
+        if seed is None and self.seed is not None:
+            seed = _derived_seed(self.seed, name)
+        if isinstance(fn, str):
+            if args or kwargs:
+                raise ValueError("a code string takes its inputs through data=, "
+                                 "not positional or keyword arguments")
+            try:
+                compile(fn, "<pycrew task>", "exec")
+            except SyntaxError as exc:
+                raise ValueError(f"task {name!r} is not valid Python: {exc}") from exc
+            payload = (CODE, fn, (), {}, data, task_globals, seed)
+            command = fn
+        elif callable(fn):
+            clash = set(data) & set(kwargs)
+            if clash:
+                raise ValueError(f"{sorted(clash)} given both in data= and as keyword arguments")
+            payload = (CALLABLE, fn, tuple(args), {**data, **kwargs}, {}, task_globals, seed)
+            command = _command_text(fn)
+        else:
+            raise TypeError(f"a task is a callable or a string of code, not {type(fn).__name__}")
+        task_id = next(self._ids)
+        try:
+            body, buffers = _wire.dumps(payload)
+        except Exception as exc:
+            raise TypeError(f"task {name!r} cannot be pickled: {_blame(payload, exc)}") from exc
+        frame = _wire.encode(Kind.TASK, _wire.TASK_ID.pack(task_id) + body, buffers)
+        return Task(task_id, name, command, frame, seed, timeout_deadline(seconds_timeout))
+
+    def _submit(self, tasks: list[Task]) -> None:
+        dispatcher = self._running()
+        for task in tasks:
+            self._tasks[task.name] = task
+            dispatcher.submit(task)
+        scaler = self._scaler
+        if scaler is not None and scaler.short:
+            scaler.poke()
+
+    def walk(
+        self,
+        fn: Callable[..., Any] | str,
+        iterable: Iterable[Any] | None = None,
+        *,
+        iterate: Mapping[str, Sequence[Any]] | None = None,
+        data: Mapping[str, Any] | None = None,
+        globals: Mapping[str, Any] | None = None,  # noqa: A002 - crew's name
+        names: str | Sequence[str] | None = None,
+        seed: int | None = None,
+        seconds_timeout: float | None = None,
+    ) -> list[TaskFuture]:
+        """Push one task per input without waiting; futures come back in input order.
+
+        Give inputs either as ``iterable`` (each item is the one positional
+        argument of ``fn``) or as ``iterate``, a dict of equal-length
+        sequences whose i-th values are keyword arguments of task i (for
+        code strings: its variables). ``names`` is a key of ``iterate`` whose
+        values name the tasks, or a sequence of names. With ``seed``, task i
+        gets a seed derived from ``(seed, i)``.
+        """
+        inputs = _inputs(iterable, iterate)
+        count = len(inputs)
+        task_names = _task_names(names, iterate, count)
+        self.start()
+        self._raise_failure()
+        if len(set(task_names)) != count:
+            raise ValueError("task names must be unique")
+        clash = [n for n in task_names if n in self._tasks]
+        if clash:
+            raise ValueError(f"task name {clash[0]!r} is in use: pop or collect it first")
+        tasks = []
+        for i, item in enumerate(inputs):
+            task_seed = None if seed is None else _derived_seed(seed, str(i))
+            if isinstance(item, dict):
+                merged = {**(data or {}), **item}
+                if isinstance(fn, str):
+                    tasks.append(self._make_task(fn, (), {}, task_names[i], merged, globals,
+                                                 task_seed, seconds_timeout))
+                else:
+                    tasks.append(self._make_task(fn, (), item, task_names[i], data, globals,
+                                                 task_seed, seconds_timeout))
+            else:
+                if isinstance(fn, str):
+                    raise ValueError("a code string takes its inputs through iterate=, "
+                                     "a dict of sequences")
+                tasks.append(self._make_task(fn, (item[0],), {}, task_names[i], data, globals,
+                                             task_seed, seconds_timeout))
+        self._submit(tasks)
+        return [TaskFuture(self, task) for task in tasks]
+
+    def map(
+        self,
+        fn: Callable[..., Any] | str,
+        iterable: Iterable[Any] | None = None,
+        *,
+        iterate: Mapping[str, Sequence[Any]] | None = None,
+        data: Mapping[str, Any] | None = None,
+        globals: Mapping[str, Any] | None = None,  # noqa: A002 - crew's name
+        names: str | Sequence[str] | None = None,
+        seed: int | None = None,
+        seconds_timeout: float | None = None,
+        error: ErrorMode = "stop",
+        warnings: bool = True,
+        progress: bool = False,
+    ) -> list[TaskResult]:
+        """Run one task per input, wait for all, and return the records in input order.
+
+        Inputs are as in :meth:`walk`. The controller must hold no other
+        tasks. ``error``: ``"stop"`` raises :class:`TaskError` if any task did
+        not succeed (all records are kept on ``controller.error``), ``"warn"``
+        warns with :class:`CrewWarning`, ``"silent"`` says nothing. With
+        ``warnings=True`` a :class:`CrewWarning` reports tasks that warned.
+        ``progress=True`` shows a progress bar.
+
+        Raises:
+            TaskError: with ``error="stop"``, when a task did not succeed.
+            CrashLimitError: a task name crashed more than ``crashes_max`` times.
+        """
+        if error not in _ERROR_MODES:
+            raise ValueError(f"error must be one of {_ERROR_MODES}, got {error!r}")
+        if self._tasks:
+            raise CrewError(f"map() needs an empty controller, but {len(self._tasks)} "
+                            "tasks are not collected yet: collect() them first")
+        futures = self.walk(fn, iterable, iterate=iterate, data=data, globals=globals,
+                            names=names, seed=seed, seconds_timeout=seconds_timeout)
+        tasks = [f._task for f in futures]
+        self._wait_for(tasks, progress)
+        records = self._take(tasks)
+        failed = [r for r in records if r.status is not Status.SUCCESS]
+        warned = [r for r in records if r.warnings is not None]
+        if warnings and warned:
+            _warn(f"{len(warned)} task(s) raised warnings. First: {warned[0].warnings}")
+        if failed and error != "silent":
+            message = (f"{len(failed)} of {len(records)} task(s) did not succeed. "
+                       f"First ({failed[0].name}, {failed[0].status}): {failed[0].error}")
+            if error == "stop":
+                self.error = records
+                raise TaskError(message, records)
+            _warn(message)
+        return records
+
+    def _wait_for(self, tasks: list[Task], progress: bool) -> None:
+        dispatcher = self._running()
+        bar = _progress(len(tasks)) if progress else None
+        try:
+            with dispatcher.cv:
+                pending = [t for t in tasks if t.state != DONE]
+                while pending:
+                    self._raise_failure()
+                    dispatcher.cv.wait(self.seconds_interval)
+                    pending = [t for t in pending if t.state != DONE]
+                    if bar is not None:
+                        bar(len(tasks) - len(pending))
+        finally:
+            if bar is not None:
+                bar(None)
+
+    # ------------------------------------------------------------ waiting
+    def wait(self, mode: Literal["all", "one"] = "all",
+             seconds_timeout: float | None = None) -> bool:
+        """Block until every task is resolved (``"all"``) or one is ready to pop (``"one"``).
+
+        Args:
+            mode: ``"all"`` or ``"one"``.
+            seconds_timeout: the most seconds to wait; ``None`` waits as long as it takes.
+
+        Returns:
+            Whether the condition holds. A timeout returns ``False``, never raises.
+        """
+        if mode not in ("all", "one"):
+            raise ValueError(f"mode must be 'all' or 'one', got {mode!r}")
+        if seconds_timeout is not None:
+            _check_seconds("seconds_timeout", seconds_timeout)
+        dispatcher = self._dispatcher
+        if dispatcher is None or not self._tasks:
+            return mode == "all"
+        deadline = None if seconds_timeout is None else time.monotonic() + seconds_timeout
+        with dispatcher.cv:
+            while True:
+                self._raise_failure()
+                if mode == "all":
+                    if not dispatcher.live:
+                        return True
+                elif dispatcher.resolved:
+                    return True
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                if self._dispatcher is None:
+                    return mode == "all"
+                dispatcher.cv.wait(self.seconds_interval if left is None
+                                   else min(left, self.seconds_interval))
+
+    def pop(self, error: ErrorMode | None = None) -> TaskResult | None:
+        """Remove and return one resolved task's record, oldest first, or ``None``.
+
+        Args:
+            error: ``None``/``"silent"`` return the record as it is; ``"stop"``
+                raises :class:`TaskError` if it did not succeed; ``"warn"`` warns.
+        """
+        _check_error(error)
+        dispatcher = self._dispatcher
+        if dispatcher is None:
+            return None
+        self._raise_failure()
+        with dispatcher.lock:
+            task = dispatcher.resolved.popleft() if dispatcher.resolved else None
+        if task is None:
+            return None
+        records = self._take([task])
+        _react(records, error)
+        return records[0]
+
+    def collect(self, error: ErrorMode | None = None) -> list[TaskResult]:
+        """Remove and return every resolved task's record (an empty list if none)."""
+        _check_error(error)
+        dispatcher = self._dispatcher
+        if dispatcher is None:
+            return []
+        self._raise_failure()
+        with dispatcher.lock:
+            tasks = list(dispatcher.resolved)
+            dispatcher.resolved.clear()
+        records = self._take(tasks)
+        _react(records, error)
+        return records
+
+    def _take(self, tasks: list[Task]) -> list[TaskResult]:
+        """Remove tasks from the table, count them, then enforce the crash limit."""
+        dispatcher = self._dispatcher
+        if dispatcher is not None and tasks:
+            wanted = {t.id for t in tasks}
+            with dispatcher.lock:
+                if any(t.id in wanted for t in dispatcher.resolved):
+                    kept = [t for t in dispatcher.resolved if t.id not in wanted]
+                    dispatcher.resolved.clear()
+                    dispatcher.resolved.extend(kept)
+        records = [self._record(task) for task in tasks]
+        over: list[tuple[str, int]] = []
+        summary = self._summary
+        for task, record in zip(tasks, records):
+            if self._tasks.get(task.name) is task:
+                del self._tasks[task.name]
+            if summary is not None:
+                summary["tasks"] += 1
+                summary[record.status.value] += 1
+                if record.seconds is not None:
+                    summary["seconds"] += record.seconds
+                if record.warnings is not None:
+                    summary["warning"] += 1
+            if record.status is Status.CRASH:
+                count = self._crashes.get(record.name, 0) + 1
+                self._crashes[record.name] = count
+                if count > self.crashes_max:
+                    over.append((record.name, count))
+            else:
+                self._crashes.pop(record.name, None)
+        if over:
+            name, count = over[0]
+            raise CrashLimitError(
+                f"task {name!r} crashed its worker {count} consecutive time(s) in controller "
+                f"{self.name!r} (crashes_max={self.crashes_max}); it may need more memory or "
+                "a fix. The records are on this error's .results.",
+                name, count, records)
+        return records
+
+    def _record(self, task: Task) -> TaskResult:
+        if task.record is not None:
+            return task.record
+        worker = task.worker
+        base: dict[str, Any] = {
+            "name": task.name, "command": task.command, "result": None, "trace": None,
+            "warnings": None, "seconds": None, "seed": task.seed, "controller": self.name,
+            "worker": worker.id if worker else None, "pid": worker.pid if worker else None,
+            "host": worker.host if worker else None,
+        }
+        if task.outcome is not None:
+            status = task.outcome
+            error = {Status.CANCEL: "the task was cancelled",
+                     Status.TIMEOUT: "the task ran past its seconds_timeout"}.get(status)
+            if status is Status.CRASH:
+                error = self._crash_detail(task)
+            record = TaskResult(status=status, error=error, code=CODES[status], **base)
+        else:
+            assert task.raw is not None
+            meta, bufs = task.raw
+            try:
+                outcome = _wire.loads(memoryview(meta)[_wire.RESULT_HEAD.size :], bufs)
+                status_text, value, error, trace, warned, seconds, seed = outcome
+                status = Status(status_text)
+            except Exception as exc:
+                status, value, trace, warned, seconds, seed = (Status.ERROR, None, None, None,
+                                                               None, task.seed)
+                error = f"the result could not be unpickled here: {describe(exc)}"
+            base.update(result=value, trace=trace, warnings=warned, seconds=seconds, seed=seed)
+            record = TaskResult(status=status, error=error, code=CODES[status], **base)
+            task.raw = None
+        task.record = record
+        return record
+
+    def _crash_detail(self, task: Task) -> str:
+        detail = task.detail or "the worker was lost during the task"
+        worker = task.worker
+        scaler = self._scaler
+        if worker is None or scaler is None:
+            return detail
+        handle = scaler.handles.get(worker.id)
+        code = scaler.exit_codes.get(worker.id)
+        deadline = time.monotonic() + 1.0
+        while code is None and handle is not None and time.monotonic() < deadline:
+            code = self.launcher.exit_code(handle)
+            if code is None:
+                time.sleep(0.01)
+        if code is None:
+            return detail
+        how = f"killed by {_signal_name(code)}" if code < 0 else f"exit code {code}"
+        return f"{detail} ({how})"
+
+    # -------------------------------------------------------------- control
+    def cancel(self, names: str | Iterable[str] | None = None, all: bool = False) -> None:  # noqa: A002
+        """Cancel queued or running tasks; they stay until popped, with status ``"cancel"``.
+
+        A running task is interrupted; if it does not stop within a second,
+        its worker is killed and replaced (not counted as a crash).
+        """
+        if not isinstance(all, bool):
+            raise TypeError("all must be True or False")
+        if isinstance(names, str):
+            names = [names]
+        wanted = list(names or [])
+        if any(not isinstance(n, str) or not n for n in wanted):
+            raise ValueError("names must be non-empty strings")
+        dispatcher = self._dispatcher
+        if dispatcher is None:
+            return
+        tasks = list(self._tasks.values()) if all else [
+            self._tasks[n] for n in wanted if n in self._tasks]
+        dispatcher.cancel(tasks)
+
+    def launch(self, n: int = 1) -> None:
+        """Start ``n`` workers now, whatever the demand and the ``workers`` cap."""
+        if isinstance(n, bool) or not isinstance(n, int):
+            raise TypeError(f"n must be an int, got {n!r}")
+        if n < 1:
+            return
+        self.start()
+        scaler = self._scaler
+        assert scaler is not None
+        scaler.request("launch", n, timeout=self.seconds_timeout)
+
+    def scale(self) -> bool:
+        """Run one auto-scaling round now; True if it launched workers."""
+        self.start()
+        self._raise_failure()
+        scaler = self._scaler
+        assert scaler is not None
+        return bool(scaler.request("round", timeout=self.seconds_timeout))
+
+    # --------------------------------------------------------- observation
+    def pids(self) -> list[int]:
+        """Process ids of the connected workers."""
+        dispatcher = self._dispatcher
+        return dispatcher.worker_pids() if dispatcher is not None else []
+
+    def size(self) -> int:
+        """Tasks not yet popped or collected, resolved or not."""
+        return len(self._tasks)
+
+    def empty(self) -> bool:
+        return not self._tasks
+
+    def nonempty(self) -> bool:
+        return bool(self._tasks)
+
+    def resolved(self) -> int:
+        """Tasks resolved since start (cumulative, cancelled ones included)."""
+        dispatcher = self._dispatcher
+        return dispatcher.completed if dispatcher is not None else 0
+
+    def unresolved(self) -> int:
+        """Tasks queued or running now."""
+        dispatcher = self._dispatcher
+        return len(dispatcher.live) if dispatcher is not None else 0
+
+    def saturated(self) -> bool:
+        """Whether the controller holds at least ``workers`` uncollected tasks (advisory)."""
+        return len(self._tasks) >= self.workers
+
+    def crashes(self, name: str) -> int:
+        """Consecutive crashes of task ``name`` so far (0 if none)."""
+        return self._crashes.get(name, 0)
+
+    def summary(self) -> Summary | None:
+        """Statistics of collected tasks since the last start; ``None`` if never started."""
+        if self._summary is None:
+            return None
+        s = self._summary
+        return Summary(controller=self.name, tasks=int(s["tasks"]), seconds=float(s["seconds"]),
+                       success=int(s["success"]), error=int(s["error"]), crash=int(s["crash"]),
+                       cancel=int(s["cancel"]), timeout=int(s["timeout"]),
+                       warning=int(s["warning"]))
+
+    def workers_status(self) -> dict[str, int]:
+        """Workers connected now, ever connected, launching, and failed launches."""
+        dispatcher, auto = self._dispatcher, self._autoscaler
+        if dispatcher is None or auto is None:
+            return {"connected": 0, "cumulative": 0, "launching": 0, "failed": 0}
+        connections, cumulative, *_ = dispatcher.counts()
+        return {"connected": connections, "cumulative": cumulative,
+                "launching": len(auto.launching), "failed": auto.failed}
+
+
+def _check_mapping(label: str, value: Mapping[str, Any] | None) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise TypeError(f"{label} must be a dict of names to values")
+    bad = [k for k in value if not isinstance(k, str) or not k.isidentifier()]
+    if bad:
+        raise ValueError(f"{label} keys must be valid Python names, got {bad[0]!r}")
+    return dict(value)
+
+
+def _check_error(error: str | None) -> None:
+    if error is not None and error not in _ERROR_MODES:
+        raise ValueError(f"error must be None or one of {_ERROR_MODES}, got {error!r}")
+
+
+def _react(records: list[TaskResult], error: str | None) -> None:
+    failed = [r for r in records if r.status is not Status.SUCCESS]
+    if not failed or error in (None, "silent"):
+        return
+    message = f"task {failed[0].name!r} ended with status {failed[0].status}: {failed[0].error}"
+    if error == "stop":
+        raise TaskError(message, records)
+    _warn(message)
+
+
+def _warn(message: str) -> None:
+    warnings.warn(message, CrewWarning, stacklevel=3)
+
+
+def _inputs(iterable: Iterable[Any] | None,
+            iterate: Mapping[str, Sequence[Any]] | None) -> list[Any]:
+    """Task inputs: 1-tuples for positional items, dicts for iterate."""
+    if (iterable is None) == (iterate is None):
+        raise ValueError("give the inputs either as an iterable or as iterate=, not both")
+    if iterable is not None:
+        if isinstance(iterable, (str, bytes, Mapping)):
+            raise TypeError("iterable must be a sequence of inputs; for named inputs use "
+                            "iterate={'x': [...]}")
+        items = [(item,) for item in iterable]
+        if not items:
+            raise ValueError("there are no inputs")
+        return items
+    assert iterate is not None
+    if not isinstance(iterate, Mapping) or not iterate:
+        raise ValueError("iterate must be a non-empty dict of equal-length sequences")
+    columns = {}
+    for key, values in iterate.items():
+        if not isinstance(key, str) or not key.isidentifier():
+            raise ValueError(f"iterate keys must be valid Python names, got {key!r}")
+        if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
+            raise TypeError(f"iterate[{key!r}] must be a sequence")
+        columns[key] = list(values)
+    lengths = {k: len(v) for k, v in columns.items()}
+    if len(set(lengths.values())) != 1:
+        raise ValueError(f"iterate sequences must have equal lengths, got {lengths}")
+    count = next(iter(lengths.values()))
+    if count == 0:
+        raise ValueError("iterate sequences are empty: there are no inputs")
+    return [{k: v[i] for k, v in columns.items()} for i in range(count)]
+
+
+def _task_names(names: str | Sequence[str] | None,
+                iterate: Mapping[str, Sequence[Any]] | None, count: int) -> list[str]:
+    if names is None:
+        prefix = f"unnamed_task_{secrets.token_hex(6)}"
+        return [f"{prefix}_{i + 1}" for i in range(count)]
+    if isinstance(names, str):
+        if iterate is None or names not in iterate:
+            raise ValueError(f"names={names!r} must be a key of iterate")
+        out = [str(v) for v in iterate[names]]
+    else:
+        out = list(names)
+        if any(not isinstance(n, str) or not n for n in out):
+            raise ValueError("names must be non-empty strings")
+    if len(out) != count:
+        raise ValueError(f"{len(out)} names for {count} inputs")
+    return out
+
+
+def _blame(payload: tuple[Any, ...], exc: Exception) -> str:
+    """Name the part of a task that cannot be pickled."""
+    _kind, target, args, kwargs, data, task_globals, _seed = payload
+    parts: list[tuple[str, Any]] = [("the function", target)]
+    parts += [(f"argument {i + 1}", a) for i, a in enumerate(args)]
+    parts += [(f"keyword argument {k!r}", v) for k, v in kwargs.items()]
+    parts += [(f"data[{k!r}]", v) for k, v in data.items()]
+    parts += [(f"globals[{k!r}]", v) for k, v in task_globals.items()]
+    for label, value in parts:
+        try:
+            _wire.dumps(value)
+        except Exception as inner:
+            return f"{label} ({type(value).__name__}): {inner}"
+    return str(exc)
+
+
+def _progress(total: int) -> Callable[[int | None], None]:
+    from rich.progress import Progress
+
+    bar = Progress(transient=False)
+    task_id = bar.add_task("tasks", total=total)
+    bar.start()
+
+    def update(done: int | None) -> None:
+        if done is None:
+            bar.stop()
+        else:
+            bar.update(task_id, completed=done)
+
+    return update
+
+
+def _check_host(host: str, tls: TLS, allow_public: bool) -> None:
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        try:
+            address = ipaddress.ip_address(socket.gethostbyname(host))
+        except (OSError, ValueError):
+            return
+    if (address.is_global or address.is_unspecified) and not allow_public:
+        raise ValueError(
+            f"host {host!r} is reachable from the internet or binds every interface; "
+            "use the address of the network your workers share, or pass allow_public=True")
+    if not address.is_loopback and not tls.enabled:
+        warnings.warn(
+            f"host {host!r} is not loopback and TLS is off: the secret handshake keeps rogue "
+            "workers out, but anyone on the network path can read or alter tasks. "
+            "Use tls='automatic'.", CrewWarning, stacklevel=3)
+
+
+def local_controller(
+    name: str | None = None,
+    workers: int = 1,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    tls: TLS | str | None = None,
+    seconds_interval: float = 0.25,
+    seconds_timeout: float = 60,
+    seconds_launch: float = 30,
+    seconds_idle: float = 300,
+    seconds_wall: float = math.inf,
+    tasks_max: float = math.inf,
+    tasks_timers: int = 0,
+    reset_globals: bool = True,
+    reset_modules: bool = False,
+    garbage_collection: bool = False,
+    crashes_max: int = 5,
+    log_directory: str | os.PathLike[str] | None = None,
+    log_join: bool = True,
+    seed: int | None = None,
+    allow_public: bool = False,
+) -> Controller:
+    """A controller whose workers are subprocesses of this machine.
+
+    Args:
+        name: the controller's name (default: 8 random hex characters).
+        workers: the most workers auto-scaling keeps at once.
+        host: the address to listen on; workers dial it.
+        port: the port to listen on; 0 lets the OS pick a free one.
+        tls: ``None``/``"none"``, ``"automatic"``, or a :class:`pycrew.TLS`.
+        seconds_interval: the longest pause between scaling rounds and waits.
+        seconds_timeout: bound for the controller's own blocking steps (launches).
+        seconds_launch: a launched worker that has not connected by then is
+            counted as failed and replaced.
+        seconds_idle: a worker with no task for this long exits.
+        seconds_wall: a worker exits after its current task once this much
+            time has passed since it connected.
+        tasks_max: a worker exits after this many tasks (1: one task per process).
+        tasks_timers: the idle and wall timers start only after this many tasks.
+        reset_globals: remove globals a task added to the worker's ``__main__``.
+        reset_modules: unload modules a task imported.
+        garbage_collection: run ``gc.collect()`` after each task.
+        crashes_max: how many consecutive crashes of one task name are
+            returned as records before pop/collect/map raise
+            :class:`CrashLimitError`.
+        log_directory: one log file per worker here (task output included),
+            or ``None`` to discard worker output.
+        log_join: stdout and stderr in one file (``True``) or two.
+        seed: with a seed, every task gets a seed derived from it and the task
+            name, so a rerun reproduces its random numbers on any worker.
+        allow_public: allow a public or wildcard ``host``.
+    """
+    return Controller(
+        LocalLauncher(log_directory=log_directory, log_join=log_join),
+        name=name, workers=workers, host=host, port=port, tls=tls,
+        seconds_interval=seconds_interval, seconds_timeout=seconds_timeout,
+        seconds_launch=seconds_launch, seconds_idle=seconds_idle, seconds_wall=seconds_wall,
+        tasks_max=tasks_max, tasks_timers=tasks_timers, reset_globals=reset_globals,
+        reset_modules=reset_modules, garbage_collection=garbage_collection,
+        crashes_max=crashes_max, seed=seed, allow_public=allow_public,
+    )

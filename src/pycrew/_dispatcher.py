@@ -1,0 +1,586 @@
+"""The dispatcher: one thread, one listening port, a FIFO queue of tasks.
+
+```
+ user threads                       dispatcher thread (selectors loop)
+ push() ──► submit() ─┬─ idle worker? send TASK now (under the lock)
+                      └─ else queue.append(task)
+                                    accept ─► [TLS handshake] ─► HELLO/AUTH/WELCOME
+                                    RESULT ─► task resolved ─► cv.notify_all()
+                                              worker idle ─► next queued task
+                                    EOF while busy ─► task "crash"
+                                    deadlines ─► "timeout"; CANCEL; kill after a grace
+ pop()/wait() ◄── resolved deque, cv ◄──┘
+```
+
+All shared state (queue, idle workers, task states, output buffers) is
+guarded by ``lock``; the condition ``cv`` wakes waiters on each resolution.
+Only the dispatcher thread touches the selector. A user thread that leaves
+bytes unsent, or changes a deadline, wakes the loop through a socket pair.
+Nothing a peer sends is unpickled here: results stay raw until collected.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import heapq
+import logging
+import math
+import secrets
+import selectors
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from . import _wire
+from ._errors import ProtocolError
+from ._task import Status
+from ._wire import Kind
+
+log = logging.getLogger("pycrew")
+
+QUEUED, RUNNING, DONE = 0, 1, 2
+HANDSHAKE_SECONDS = 10.0
+#: a cancelled task has this long to stop before its worker is killed
+CANCEL_GRACE = 1.0
+#: unauthenticated connections held at once; more are closed at accept
+PREAUTH_CONNECTIONS = 64
+_READ_CHUNK = 1 << 18
+_TLS_SHAKE, _AUTH, _READY = 0, 1, 2
+
+
+class Task:
+    """The controller's and the dispatcher's view of one pushed task."""
+
+    __slots__ = ("command", "deadline", "detail", "frame", "id", "name", "outcome", "raw",
+                 "record", "seed", "state", "worker")
+
+    def __init__(self, task_id: int, name: str, command: str | None, frame: list[Any],
+                 seed: int | None, deadline: float | None) -> None:
+        self.id = task_id
+        self.name = name
+        self.command = command
+        self.frame = frame
+        self.seed = seed
+        self.deadline = deadline
+        self.state = QUEUED
+        self.outcome: Status | None = None
+        self.detail: str | None = None
+        self.raw: tuple[bytes, list[bytearray]] | None = None
+        self.worker: WorkerInfo | None = None
+        # built once, on first request, by the controller (unpickling happens there)
+        self.record: Any = None
+
+
+class WorkerInfo:
+    __slots__ = ("host", "id", "pid")
+
+    def __init__(self, worker_id: str, pid: int | None, host: str | None) -> None:
+        self.id = worker_id
+        self.pid = pid
+        self.host = host
+
+
+class Conn:
+    """One worker connection as the dispatcher sees it."""
+
+    __slots__ = ("decoder", "deadline", "info", "kill_at", "leaving", "nonce", "out", "sock",
+                 "stage", "task", "want_write")
+
+    def __init__(self, sock: socket.socket, stage: int) -> None:
+        self.sock = sock
+        self.stage = stage
+        self.decoder = _wire.Decoder(_wire.PREAUTH_MAX, allow_buffers=False)
+        self.out: collections.deque[memoryview] = collections.deque()
+        self.want_write = False
+        self.deadline = time.monotonic() + HANDSHAKE_SECONDS
+        self.nonce = b""
+        self.info: WorkerInfo | None = None
+        self.task: Task | None = None
+        self.leaving = False
+        self.kill_at: float | None = None
+
+
+class Dispatcher:
+    """Owns the listening socket, the worker connections and the task queue.
+
+    Args:
+        host: address to bind.
+        port: port to bind (0: the OS picks).
+        secret: the per-start secret workers must prove they know.
+        tls: server context, or None for plain TCP.
+        settings: worker settings sent in WELCOME.
+        on_worker: called (on this thread, briefly) with ``("connected" |
+            "disconnected", worker_id)``.
+        on_kill: called with a worker id whose task would not stop.
+    """
+
+    def __init__(self, host: str, port: int, secret: bytes, tls: ssl.SSLContext | None,
+                 settings: dict[str, Any], on_worker: Callable[[str, str], None],
+                 on_kill: Callable[[str], None]) -> None:
+        self.secret = secret
+        self.tls = tls
+        self.settings = settings
+        self.on_worker = on_worker
+        self.on_kill = on_kill
+        self.lock = threading.Lock()
+        self.cv = threading.Condition(self.lock)
+        self.queue: collections.deque[Task] = collections.deque()
+        self.idle: list[Conn] = []
+        self.resolved: collections.deque[Task] = collections.deque()
+        self.live: dict[int, Task] = {}
+        self.workers: dict[str, Conn] = {}
+        self.conns: dict[int, Conn] = {}
+        self.deadlines: list[tuple[float, int]] = []
+        self.pending_out: set[Conn] = set()
+        self.cumulative = 0
+        self.completed = 0
+        self.failure: BaseException | None = None
+        self.closing = False
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.listener = socket.socket(family, socket.SOCK_STREAM)
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            self.listener.bind((host, port))
+        except OSError:
+            self.listener.close()
+            raise
+        self.listener.listen(512)
+        self.listener.setblocking(False)
+        self.port: int = self.listener.getsockname()[1]
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._woken = False
+        self.selector = selectors.DefaultSelector()
+        self.selector.register(self.listener, selectors.EVENT_READ, None)
+        self.selector.register(self._wake_r, selectors.EVENT_READ, None)
+        self.thread = threading.Thread(target=self._run, name="pycrew-dispatcher", daemon=True)
+        self.thread.start()
+
+    # ------------------------------------------------------------------ API
+    def submit(self, task: Task) -> None:
+        """Queue a task, or hand it to an idle worker right away."""
+        with self.lock:
+            self.live[task.id] = task
+            if task.deadline is not None:
+                heapq.heappush(self.deadlines, (task.deadline, task.id))
+                self._wake_locked()
+            if self.idle and not self.queue:
+                self._assign(self.idle.pop(), task)
+            else:
+                self.queue.append(task)
+
+    def cancel(self, tasks: list[Task], status: Status = Status.CANCEL) -> None:
+        with self.lock:
+            for task in tasks:
+                self._stop(task, status)
+
+    def counts(self) -> tuple[int, int, int, int, int]:
+        """(connections, cumulative, awaiting, executing, completed), like mirai's info()."""
+        with self.lock:
+            busy = sum(1 for c in self.workers.values() if c.task is not None)
+            queued = len(self.queue)
+            return len(self.workers), self.cumulative, queued, busy, self.completed
+
+    def worker_pids(self) -> list[int]:
+        with self.lock:
+            return sorted(c.info.pid for c in self.workers.values() if c.info and c.info.pid)
+
+    def close(self) -> None:
+        """Tell every worker to exit, close every socket, stop the thread."""
+        with self.lock:
+            self.closing = True
+            self._wake_locked()
+        self.thread.join(timeout=10)
+        with contextlib.suppress(OSError):
+            self._wake_r.close()
+        with contextlib.suppress(OSError):
+            self._wake_w.close()
+
+    # ----------------------------------------------------- internals (locked)
+    def _wake_locked(self) -> None:
+        if not self._woken:
+            self._woken = True
+            with contextlib.suppress(OSError):
+                self._wake_w.send(b"\0")
+
+    def _assign(self, conn: Conn, task: Task) -> None:
+        conn.task = task
+        task.state = RUNNING
+        task.worker = conn.info
+        self._write(conn, task.frame)
+
+    def _write(self, conn: Conn, pieces: list[Any]) -> None:
+        conn.out.extend(memoryview(p).cast("B") for p in pieces)
+        self._flush(conn)
+        if conn.out and not conn.want_write:
+            self.pending_out.add(conn)
+            if threading.current_thread() is not self.thread:
+                self._wake_locked()
+
+    def _flush(self, conn: Conn) -> None:
+        out = conn.out
+        sock = conn.sock
+        try:
+            while out:
+                head = out[0]
+                n = sock.send(head)
+                if n < len(head):
+                    out[0] = head[n:]
+                    return
+                out.popleft()
+        except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
+            return
+        except OSError:
+            out.clear()  # the read side will notice the broken connection
+
+    def _resolve(self, task: Task, outcome: Status | None, detail: str | None = None) -> None:
+        task.state = DONE
+        task.outcome = outcome
+        task.detail = detail
+        task.frame = []
+        self.live.pop(task.id, None)
+        self.resolved.append(task)
+        self.completed += 1
+        self.cv.notify_all()
+
+    def _stop(self, task: Task, status: Status) -> None:
+        if task.state == DONE:
+            return
+        if task.state == QUEUED:
+            with contextlib.suppress(ValueError):
+                self.queue.remove(task)
+            self._resolve(task, status)
+            return
+        self._resolve(task, status)
+        for conn in self.workers.values():
+            if conn.task is task:
+                self._write(conn, _wire.encode(Kind.CANCEL, _wire.TASK_ID.pack(task.id)))
+                conn.kill_at = time.monotonic() + CANCEL_GRACE
+                self._wake_locked()
+                break
+
+    def _idle(self, conn: Conn) -> None:
+        if conn.leaving or self.closing:
+            return
+        while self.queue:
+            task = self.queue.popleft()
+            if task.state == QUEUED:
+                self._assign(conn, task)
+                return
+        self.idle.append(conn)
+
+    # --------------------------------------------------------- the loop
+    def _run(self) -> None:
+        try:
+            while True:
+                timeout = self._next_timeout()
+                events = self.selector.select(timeout)
+                with self.lock:
+                    if self.closing:
+                        break
+                    for key, mask in events:
+                        self._on_event(key, mask)
+                    self._on_timers()
+                    self._sync_interest()
+        except BaseException as exc:  # surfaced to the user at the next call
+            log.exception("pycrew dispatcher failed")
+            with self.lock:
+                self.failure = exc
+                self.cv.notify_all()
+        finally:
+            self._shutdown()
+
+    def _next_timeout(self) -> float:
+        with self.lock:
+            now = time.monotonic()
+            soon = now + 1.0
+            if self.deadlines:
+                soon = min(soon, self.deadlines[0][0])
+            for conn in self.conns.values():
+                if conn.stage != _READY:
+                    soon = min(soon, conn.deadline)
+                elif conn.kill_at is not None:
+                    soon = min(soon, conn.kill_at)
+            return max(0.0, soon - now)
+
+    def _on_event(self, key: selectors.SelectorKey, mask: int) -> None:
+        if key.fileobj is self.listener:
+            self._accept()
+        elif key.fileobj is self._wake_r:
+            with contextlib.suppress(OSError):
+                self._wake_r.recv(4096)
+            self._woken = False
+        else:
+            conn: Conn = key.data
+            if conn.sock.fileno() < 0:
+                return
+            try:
+                if conn.stage == _TLS_SHAKE:
+                    self._tls_step(conn)
+                    return
+                if mask & selectors.EVENT_WRITE:
+                    self._flush(conn)
+                if mask & selectors.EVENT_READ:
+                    self._read(conn)
+            except (ProtocolError, ssl.SSLError, ValueError) as exc:
+                self._drop(conn, f"broke the protocol: {exc}")
+            except OSError as exc:
+                self._drop(conn, f"connection error: {exc}")
+
+    def _accept(self) -> None:
+        for _ in range(64):
+            try:
+                sock, _addr = self.listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                log.warning("accept failed: %s", exc)
+                return
+            unauthenticated = sum(1 for c in self.conns.values() if c.stage != _READY)
+            if unauthenticated >= PREAUTH_CONNECTIONS:
+                sock.close()
+                continue
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            from ._worker import keepalive
+
+            keepalive(sock)
+            if self.tls is not None:
+                tls_sock = self.tls.wrap_socket(sock, server_side=True,
+                                                do_handshake_on_connect=False)
+                conn = Conn(tls_sock, _TLS_SHAKE)
+                self._register(conn)
+                self._tls_step(conn)
+            else:
+                conn = Conn(sock, _AUTH)
+                self._register(conn)
+                self._hello(conn)
+
+    def _register(self, conn: Conn) -> None:
+        self.conns[conn.sock.fileno()] = conn
+        self.selector.register(conn.sock, selectors.EVENT_READ, conn)
+
+    def _tls_step(self, conn: Conn) -> None:
+        sock = conn.sock
+        assert isinstance(sock, ssl.SSLSocket)
+        try:
+            sock.do_handshake()
+        except ssl.SSLWantReadError:
+            self._interest(conn, selectors.EVENT_READ)
+            return
+        except ssl.SSLWantWriteError:
+            self._interest(conn, selectors.EVENT_READ | selectors.EVENT_WRITE)
+            return
+        except (ssl.SSLError, OSError) as exc:
+            self._drop(conn, f"TLS handshake failed: {exc}")
+            return
+        conn.stage = _AUTH
+        self._interest(conn, selectors.EVENT_READ)
+        self._hello(conn)
+
+    def _interest(self, conn: Conn, events: int) -> None:
+        with contextlib.suppress(KeyError, ValueError):
+            self.selector.modify(conn.sock, events, conn)
+        conn.want_write = bool(events & selectors.EVENT_WRITE)
+
+    def _hello(self, conn: Conn) -> None:
+        conn.nonce = secrets.token_bytes(32)
+        hello = _wire.hello_fields() | {"nonce": conn.nonce.hex()}
+        self._write(conn, _wire.encode(Kind.HELLO, _wire.json_meta(hello)))
+
+    def _read(self, conn: Conn) -> None:
+        sock = conn.sock
+        decoder = conn.decoder
+        is_tls = isinstance(sock, ssl.SSLSocket)
+        while True:
+            target = decoder.direct_target()
+            try:
+                if target is not None:
+                    n = sock.recv_into(target)
+                    if n == 0:
+                        self._drop(conn, None)
+                        return
+                    decoder.filled_directly(n)
+                else:
+                    data = sock.recv(_READ_CHUNK)
+                    if not data:
+                        self._drop(conn, None)
+                        return
+                    decoder.feed(data)
+                    n = len(data)
+            except (BlockingIOError, InterruptedError, ssl.SSLWantReadError,
+                    ssl.SSLWantWriteError):
+                break
+            if decoder.frames:
+                frames, decoder.frames = decoder.frames, []
+                for frame in frames:
+                    self._on_frame(conn, frame)
+                    if conn.sock.fileno() < 0:
+                        return
+            if not is_tls and n < _READ_CHUNK and target is None:
+                break
+
+    def _on_frame(self, conn: Conn, frame: _wire.Frame) -> None:
+        kind, meta, bufs = frame
+        if conn.stage == _AUTH:
+            self._on_auth(conn, kind, meta)
+        elif kind == Kind.RESULT:
+            task_id, last = _wire.RESULT_HEAD.unpack_from(meta)
+            task = conn.task
+            if task is None or task.id != task_id:
+                raise ProtocolError("a result for a task this worker was not given")
+            conn.task = None
+            conn.kill_at = None
+            if last:
+                conn.leaving = True
+            if task.state != DONE:
+                task.raw = (meta, bufs)
+                self._resolve(task, None)
+            self._idle(conn)
+        elif kind == Kind.BYE:
+            conn.leaving = True
+            with contextlib.suppress(ValueError):
+                self.idle.remove(conn)
+            task = conn.task
+            if task is not None and task.state == RUNNING:
+                # Sent before the worker saw this task: it never ran, so it goes back first.
+                conn.task = None
+                task.state = QUEUED
+                task.worker = None
+                self._requeue(task)
+        else:
+            raise ProtocolError(f"unexpected message kind {kind}")
+
+    def _requeue(self, task: Task) -> None:
+        if self.idle:
+            self._assign(self.idle.pop(), task)
+        else:
+            self.queue.appendleft(task)
+
+    def _on_auth(self, conn: Conn, kind: int, meta: bytes) -> None:
+        if kind != Kind.AUTH:
+            raise ProtocolError("expected the worker's AUTH message")
+        auth = _wire.parse_json(meta)
+        problem = _wire.version_problem(auth)
+        if problem is None:
+            try:
+                nonce_w = bytes.fromhex(str(auth.get("nonce", "")))
+            except ValueError:
+                nonce_w = b""
+            ok = len(nonce_w) >= 16 and _wire.check_mac(
+                self.secret, b"worker", conn.nonce, nonce_w, auth.get("mac"))
+            if not ok:
+                problem = "authentication failed"
+        worker_id = str(auth.get("id") or f"anonymous-{secrets.token_hex(4)}")
+        if problem is None and worker_id in self.workers:
+            problem = f"worker id {worker_id!r} is already connected"
+        if problem is not None:
+            self._write(conn, _wire.encode(Kind.REJECT, _wire.json_meta({"reason": problem})))
+            self._drop(conn, f"rejected: {problem}")
+            return
+        reply = {"mac": _wire.mac(self.secret, b"controller", nonce_w, conn.nonce),
+                 "settings": self.settings}
+        self._write(conn, _wire.encode(Kind.WELCOME, _wire.json_meta(reply)))
+        pid = auth.get("pid")
+        conn.info = WorkerInfo(worker_id, pid if isinstance(pid, int) else None,
+                               str(auth.get("host", "")) or None)
+        conn.stage = _READY
+        conn.decoder = _wire.Decoder(1 << 40, allow_buffers=True)
+        self.workers[worker_id] = conn
+        self.cumulative += 1
+        self.on_worker("connected", worker_id)
+        self._idle(conn)
+
+    def _drop(self, conn: Conn, why: str | None) -> None:
+        """Forget a connection; a task it was running becomes a crash."""
+        fd = next((f for f, c in self.conns.items() if c is conn), None)
+        if fd is None:
+            return
+        del self.conns[fd]
+        with contextlib.suppress(KeyError, ValueError):
+            self.selector.unregister(conn.sock)
+        if conn.out:
+            self._flush(conn)
+        with contextlib.suppress(OSError):
+            conn.sock.close()
+        self.pending_out.discard(conn)
+        with contextlib.suppress(ValueError):
+            self.idle.remove(conn)
+        info = conn.info
+        if info is None:
+            if why:
+                log.info("dropped a connection before authentication: %s", why)
+            return
+        self.workers.pop(info.id, None)
+        task = conn.task
+        conn.task = None
+        if task is not None and task.state == RUNNING:
+            if conn.leaving:
+                task.state = QUEUED
+                self._requeue(task)
+            else:
+                detail = f"worker {info.id} (pid {info.pid}) was lost during the task"
+                if why:
+                    detail += f": {why}"
+                self._resolve(task, Status.CRASH, detail)
+        if why:
+            log.info("worker %s dropped: %s", info.id, why)
+        self.on_worker("disconnected", info.id)
+
+    def _on_timers(self) -> None:
+        now = time.monotonic()
+        while self.deadlines and self.deadlines[0][0] <= now:
+            _, task_id = heapq.heappop(self.deadlines)
+            task = self.live.get(task_id)
+            if task is not None:
+                self._stop(task, Status.TIMEOUT)
+        for conn in list(self.conns.values()):
+            if conn.stage != _READY and conn.deadline <= now:
+                self._drop(conn, "handshake deadline passed")
+            elif conn.kill_at is not None and conn.kill_at <= now and conn.info is not None:
+                conn.kill_at = None
+                log.info("worker %s did not stop its cancelled task: killing it", conn.info.id)
+                self.on_kill(conn.info.id)
+                self._drop(conn, None)
+
+    def _sync_interest(self) -> None:
+        if not self.pending_out:
+            return
+        for conn in list(self.pending_out):
+            if conn.sock.fileno() < 0:
+                self.pending_out.discard(conn)
+                continue
+            if conn.out and not conn.want_write:
+                self._interest(conn, selectors.EVENT_READ | selectors.EVENT_WRITE)
+            elif not conn.out:
+                if conn.want_write and conn.stage != _TLS_SHAKE:
+                    self._interest(conn, selectors.EVENT_READ)
+                self.pending_out.discard(conn)
+
+    def _shutdown(self) -> None:
+        with self.lock:
+            self.closing = True
+            for conn in list(self.conns.values()):
+                if conn.stage == _READY:
+                    self._write(conn, _wire.encode(Kind.EXIT, b""))
+                    self._flush(conn)
+                with contextlib.suppress(OSError):
+                    conn.sock.close()
+            self.conns.clear()
+            self.workers.clear()
+            self.idle.clear()
+            with contextlib.suppress(OSError):
+                self.listener.close()
+            self.selector.close()
+            self.cv.notify_all()
+
+
+def timeout_deadline(seconds: float | None) -> float | None:
+    if seconds is None or math.isinf(seconds):
+        return None
+    return time.monotonic() + seconds

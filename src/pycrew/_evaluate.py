@@ -1,0 +1,168 @@
+"""Runs one task inside a worker and turns whatever happens into a result tuple.
+
+The tuple is ``(status, value, error, trace, warnings, seconds, seed)``; the
+controller adds the name, command and worker details when it builds the
+``TaskResult``.
+"""
+
+from __future__ import annotations
+
+import ast
+import gc
+import random
+import sys
+import time
+import traceback
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ._task import Status
+
+TEXT_MAX = 2048
+WARNINGS_MAX = 50
+
+CALLABLE = 0
+CODE = 1
+
+Outcome = tuple[str, Any, "str | None", "str | None", "str | None", "float | None", "int | None"]
+
+
+class Interrupted(BaseException):  # noqa: N818 - a control-flow signal, not an error
+    """Raised inside a running task when the controller cancels it or its time runs out."""
+
+
+@dataclass
+class Cleanup:
+    reset_globals: bool = True
+    reset_modules: bool = False
+    garbage_collection: bool = False
+
+
+@dataclass
+class Interruptible:
+    """Whether the main thread is inside user code, where an interrupt may land."""
+
+    active: bool = False
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= TEXT_MAX else text[: TEXT_MAX - 3] + "..."
+
+
+def describe(exc: BaseException) -> str:
+    message = str(exc)
+    name = type(exc).__qualname__
+    return _clip(f"{name}: {message}" if message else name)
+
+
+def _run_code(source: str, namespace: dict[str, Any]) -> Any:
+    """Run a code string; its value is the value of a trailing expression, as in a notebook."""
+    tree = ast.parse(source, mode="exec")
+    last = tree.body[-1] if tree.body else None
+    if isinstance(last, ast.Expr):
+        body = ast.Module(body=tree.body[:-1], type_ignores=[])
+        exec(compile(body, "<pycrew task>", "exec"), namespace)
+        return eval(compile(ast.Expression(last.value), "<pycrew task>", "eval"), namespace)
+    exec(compile(tree, "<pycrew task>", "exec"), namespace)
+    return None
+
+
+def _seed_all(seed: int) -> tuple[Any, Any]:
+    saved_random = random.getstate()
+    random.seed(seed)
+    saved_numpy = None
+    try:
+        import numpy
+    except ImportError:
+        pass
+    else:
+        saved_numpy = numpy.random.get_state()
+        numpy.random.seed(seed % 2**32)
+    return saved_random, saved_numpy
+
+
+def _restore_seeds(saved: tuple[Any, Any]) -> None:
+    random.setstate(saved[0])
+    if saved[1] is not None:
+        import numpy
+
+        numpy.random.set_state(saved[1])
+
+
+def evaluate(payload: tuple[Any, ...], cleanup: Cleanup, interruptible: Interruptible) -> Outcome:
+    """Run a task payload; never raises except ``Interrupted`` escaping a rogue task."""
+    kind, target, args, kwargs, data, task_globals, seed = payload
+    main = sys.modules["__main__"].__dict__
+    spaces: list[dict[str, Any]] = [main]
+    if kind == CALLABLE:
+        # A function pickled by value carries a private globals dict; give it
+        # the task's globals too. A real module's namespace is left alone.
+        fn_globals = getattr(target, "__globals__", None)
+        module = sys.modules.get(getattr(target, "__module__", None) or "")
+        if (
+            isinstance(fn_globals, dict)
+            and fn_globals is not main
+            and (module is None or module.__dict__ is not fn_globals)
+        ):
+            spaces.append(fn_globals)
+    before = [set(space) for space in spaces] if cleanup.reset_globals else []
+    modules_before = set(sys.modules) if cleanup.reset_modules else None
+    shadowed: dict[str, Any] = {}
+    saved_seeds = _seed_all(seed) if seed is not None else None
+    caught: list[str] = []
+    value: Any = None
+    status, error, trace, seconds = Status.SUCCESS.value, None, None, None
+    try:
+        for space in spaces:
+            space.update(task_globals)
+        if kind == CODE:
+            for key, item in data.items():
+                if key in main:
+                    shadowed[key] = main[key]
+                main[key] = item
+        with warnings.catch_warnings(record=True) as records:
+            warnings.simplefilter("always")
+            start = time.perf_counter()
+            try:
+                interruptible.active = True
+                try:
+                    if kind == CODE:
+                        value = _run_code(target, main)
+                    else:
+                        call: Callable[..., Any] = target
+                        value = call(*args, **kwargs)
+                finally:
+                    interruptible.active = False
+            except Interrupted:
+                status, error = Status.CANCEL.value, "the task was interrupted"
+                value = None
+            except Exception as exc:
+                status, error = Status.ERROR.value, describe(exc)
+                trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+                value = None
+                print(f"Error: {error}", file=sys.stderr)
+            seconds = time.perf_counter() - start
+        for record in records[:WARNINGS_MAX]:
+            text = str(record.message) or "."
+            caught.append(text)
+        for text in caught:
+            print(f"Warning: {text}", file=sys.stderr)
+    finally:
+        if kind == CODE:
+            for key in data:
+                main.pop(key, None)
+            main.update(shadowed)
+        for space, names in zip(spaces, before):
+            for key in set(space) - names:
+                del space[key]
+        if modules_before is not None:
+            for key in set(sys.modules) - modules_before:
+                del sys.modules[key]
+        if saved_seeds is not None:
+            _restore_seeds(saved_seeds)
+        if cleanup.garbage_collection:
+            gc.collect()
+    joined = _clip(". ".join(caught)) if caught else None
+    return status, value, error, trace, joined, seconds, seed

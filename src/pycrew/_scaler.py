@@ -1,0 +1,199 @@
+"""The scaler thread: owns the launcher, so every launch and kill runs here.
+
+```
+ push() ── poke ──┐        dispatcher ── connected/disconnected ──┐
+ launch(n) ───────┼──► requests / events ──► scaler thread ───────┴─► Autoscaler (pure)
+ kill(id) ────────┘                             └─► launcher.launch_workers(...)
+```
+
+One long-lived thread launches every local worker, which also makes the
+kernel's parent-death signal reliable: it fires when this thread ends, at
+``terminate()``, and never earlier.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ._autoscale import Autoscaler
+from ._errors import LaunchError
+from .launchers import Launcher, WorkerSpec
+
+log = logging.getLogger("pycrew")
+
+
+class _Request:
+    __slots__ = ("arg", "done", "error", "kind", "result")
+
+    def __init__(self, kind: str, arg: Any) -> None:
+        self.kind = kind
+        self.arg = arg
+        self.done = threading.Event()
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+
+class Scaler:
+    """Runs scaling rounds on a thread of its own.
+
+    Args:
+        launcher: the plugin that starts workers.
+        autoscaler: the pure policy and worker bookkeeping.
+        make_spec: builds the spec for one new worker.
+        unresolved: how many tasks are queued or running now.
+        interval: the longest time between two rounds.
+    """
+
+    def __init__(self, launcher: Launcher, autoscaler: Autoscaler,
+                 make_spec: Callable[[], WorkerSpec], unresolved: Callable[[], int],
+                 interval: float) -> None:
+        self.launcher = launcher
+        self.autoscaler = autoscaler
+        self.make_spec = make_spec
+        self.unresolved = unresolved
+        self.interval = interval
+        self.handles: dict[str, Any] = {}
+        self.exit_codes: dict[str, int] = {}
+        self._gone: set[str] = set()
+        self.short = True
+        self.failure: LaunchError | None = None
+        self._cv = threading.Condition()
+        self._poked = False
+        self._stopping = False
+        self._events: collections.deque[tuple[str, str]] = collections.deque()
+        self._requests: collections.deque[_Request] = collections.deque()
+        self.thread = threading.Thread(target=self._run, name="pycrew-scaler", daemon=True)
+        self.thread.start()
+
+    def poke(self) -> None:
+        """Ask for a scaling round soon (cheap; called on every push while short)."""
+        with self._cv:
+            if not self._poked:
+                self._poked = True
+                self._cv.notify()
+
+    def worker_event(self, kind: str, worker_id: str) -> None:
+        with self._cv:
+            self._events.append((kind, worker_id))
+            self._cv.notify()
+
+    def request(self, kind: str, arg: Any = None, timeout: float | None = 60.0) -> Any:
+        """Run a request on the scaler thread and wait for its result."""
+        req = _Request(kind, arg)
+        with self._cv:
+            if self._stopping:
+                raise LaunchError("the controller is shutting down")
+            self._requests.append(req)
+            self._cv.notify()
+        if not req.done.wait(timeout):
+            raise LaunchError(f"the launcher did not answer a {kind!r} request in {timeout} s")
+        if req.error is not None:
+            raise req.error
+        return req.result
+
+    def kill(self, worker_id: str) -> None:
+        with self._cv:
+            self._requests.append(_Request("kill", worker_id))
+            self._cv.notify()
+
+    def stop(self) -> list[Any]:
+        """End the thread; returns every handle launched, for the final clean-up."""
+        with self._cv:
+            self._stopping = True
+            self._cv.notify()
+        self.thread.join(timeout=30)
+        return list(self.handles.values())
+
+    # ------------------------------------------------------------- thread
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                if not (self._poked or self._events or self._requests or self._stopping):
+                    self._cv.wait(self.interval)
+                if self._stopping:
+                    for req in self._requests:
+                        req.error = LaunchError("the controller is shutting down")
+                        req.done.set()
+                    return
+                self._poked = False
+                events = list(self._events)
+                self._events.clear()
+                requests = list(self._requests)
+                self._requests.clear()
+            try:
+                self._step(events, requests)
+            except Exception as exc:  # a launcher bug must not kill scaling silently
+                log.exception("pycrew scaling round failed")
+                self.failure = LaunchError(f"launching workers failed: {exc}")
+                self.failure.__cause__ = exc
+
+    def _step(self, events: list[tuple[str, str]], requests: list[_Request]) -> None:
+        auto = self.autoscaler
+        for kind, worker_id in events:
+            if kind == "connected":
+                auto.on_connected(worker_id)
+            else:
+                auto.on_disconnected(worker_id)
+                self._gone.add(worker_id)
+        for req in requests:
+            try:
+                if req.kind == "launch":
+                    req.result = self._launch(int(req.arg))
+                elif req.kind == "round":
+                    req.result = self._round() > 0
+                elif req.kind == "kill":
+                    handle = self.handles.get(req.arg)
+                    if handle is not None:
+                        self.launcher.terminate_worker(handle)
+            except Exception as exc:
+                req.error = exc if isinstance(exc, LaunchError) else LaunchError(str(exc))
+            req.done.set()
+        self._reap()
+        self._round()
+
+    def _reap(self) -> None:
+        """Launches that died before connecting, or took too long, count as failed."""
+        auto = self.autoscaler
+        for worker_id in list(self._gone):
+            code = self.launcher.exit_code(self.handles.get(worker_id))
+            if code is not None or worker_id not in self.handles:
+                self._gone.discard(worker_id)
+                self.handles.pop(worker_id, None)
+                if code is not None:
+                    self.exit_codes[worker_id] = code
+        while len(self.exit_codes) > 10_000:
+            del self.exit_codes[next(iter(self.exit_codes))]
+        for worker_id in list(auto.launching):
+            code = self.launcher.exit_code(self.handles.get(worker_id))
+            if code is not None:
+                log.warning("worker %s exited with code %s before connecting", worker_id, code)
+                auto.on_died(worker_id)
+        for worker_id in auto.expire(time.monotonic()):
+            log.warning("worker %s did not connect within seconds_launch", worker_id)
+            handle = self.handles.get(worker_id)
+            if handle is not None:
+                self.launcher.terminate_worker(handle)
+
+    def _round(self) -> int:
+        n = self.autoscaler.to_launch(self.unresolved())
+        if n > 0:
+            self._launch(n)
+        self.short = self.autoscaler.supply() < self.autoscaler.workers
+        return n
+
+    def _launch(self, n: int) -> int:
+        if n < 1:
+            return 0
+        specs = [self.make_spec() for _ in range(n)]
+        handles = self.launcher.launch_workers(specs)
+        if len(handles) != len(specs):
+            raise LaunchError(f"launcher returned {len(handles)} handles for {n} workers")
+        for spec, handle in zip(specs, handles):
+            self.handles[spec.worker_id] = handle
+        self.autoscaler.on_launched([s.worker_id for s in specs], time.monotonic())
+        return n

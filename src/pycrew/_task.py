@@ -1,0 +1,92 @@
+"""Result records and statuses: what the user gets back for each task."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import asdict, dataclass
+from typing import Any
+
+
+class Status(str, enum.Enum):
+    """How a task ended."""
+
+    SUCCESS = "success"
+    ERROR = "error"
+    CRASH = "crash"
+    CANCEL = "cancel"
+    TIMEOUT = "timeout"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+#: crew's numeric codes, kept so that records read the same as crew's.
+CODES = {
+    Status.SUCCESS: 0,
+    Status.ERROR: -1,
+    Status.CRASH: 19,
+    Status.CANCEL: 20,
+    Status.TIMEOUT: 5,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class TaskResult:
+    """The record of one finished task.
+
+    Attributes:
+        name: the task name.
+        command: source text of a code string, or the callable's qualified name.
+        result: the return value (``None`` unless ``status`` is ``"success"``).
+        status: ``success``, ``error``, ``crash``, ``cancel`` or ``timeout``.
+        error: the error message, or ``None`` on success.
+        code: 0 success, -1 error, 19 crash, 20 cancel, 5 timeout.
+        trace: the formatted traceback of a task error, or ``None``.
+        warnings: the first warnings the task raised, joined by ``". "``, or ``None``.
+        seconds: run time of the task itself on the worker, or ``None``.
+        seed: the seed the task ran with, or ``None``.
+        controller: name of the controller that launched the worker.
+        worker: the id of the worker that ran the task, or ``None``.
+        pid: process id of that worker, or ``None``.
+        host: host name of that worker, or ``None``.
+    """
+
+    name: str
+    command: str | None
+    result: Any
+    status: Status
+    error: str | None
+    code: int
+    trace: str | None
+    warnings: str | None
+    seconds: float | None
+    seed: int | None
+    controller: str
+    worker: str | None
+    pid: int | None
+    host: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The record as a plain dict (``status`` as a str)."""
+        out = asdict(self)
+        out["status"] = self.status.value
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    """Cumulative statistics of the tasks collected since the controller started."""
+
+    controller: str
+    tasks: int
+    seconds: float
+    success: int
+    error: int
+    crash: int
+    cancel: int
+    timeout: int
+    warning: int
+
+    def as_dict(self) -> dict[str, Any]:
+        """The summary as a plain dict."""
+        return asdict(self)

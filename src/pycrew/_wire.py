@@ -1,0 +1,220 @@
+"""The wire: length-prefixed frames, the authentication handshake, serialization.
+
+Frame layout (little endian)::
+
+    kind:u8  flags:u8  nbuf:u16  meta_len:u32  | nbuf x len:u64 | meta | buf_1 ... buf_n
+
+``meta`` is JSON during the handshake and a pickle stream after it; large
+buffers (numpy arrays and other PEP 574 buffers) travel out of band in the
+``buf_i`` slots, so they are neither copied into the pickle stream nor out of
+it.
+
+Handshake, before which nothing is unpickled in either direction::
+
+    controller -> worker   HELLO   {protocol, pycrew, python, nonce_c}
+    worker -> controller   AUTH    {protocol, pycrew, python, nonce_w, id, pid, host,
+                                    mac_w = HMAC(secret, "worker" | nonce_c | nonce_w)}
+    controller -> worker   WELCOME {mac_c = HMAC(secret, "controller" | nonce_w | nonce_c),
+                                    settings}
+                  or       REJECT  {reason}
+
+Frames before WELCOME are capped at ``PREAUTH_MAX`` bytes and carry no buffers.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import hmac
+import json
+import pickle
+import struct
+import sys
+from typing import Any
+
+import cloudpickle
+
+from ._errors import ProtocolError
+from ._version import __version__
+
+PROTOCOL = 1
+PREAUTH_MAX = 4096
+#: buffers smaller than this stay inside the pickle stream
+OOB_MIN = 64 * 1024
+HEADER = struct.Struct("<BBHI")
+LENGTH = struct.Struct("<Q")
+TASK_ID = struct.Struct("<Q")
+RESULT_HEAD = struct.Struct("<QB")
+SECRET_ENV = "PYCREW_SECRET"
+TRUST_ENV = "PYCREW_TLS_TRUST"
+CONTROLLER_ENV = "PYCREW_CONTROLLER"
+WORKER_ENV = "PYCREW_WORKER"
+
+
+class Kind(enum.IntEnum):
+    HELLO = 1
+    AUTH = 2
+    WELCOME = 3
+    REJECT = 4
+    TASK = 10
+    RESULT = 11
+    CANCEL = 12
+    BYE = 13
+    EXIT = 14
+
+
+Frame = tuple[int, bytes, list[bytearray]]
+
+
+def python_version() -> str:
+    return "{}.{}".format(*sys.version_info[:2])
+
+
+def encode(kind: int, meta: bytes, buffers: list[memoryview] | None = None) -> list[Any]:
+    """One frame as a list of pieces: a small head (header + meta) then the buffers."""
+    bufs = buffers or []
+    head = HEADER.pack(kind, 0, len(bufs), len(meta))
+    if bufs:
+        head += b"".join(LENGTH.pack(b.nbytes) for b in bufs)
+    return [head + meta, *bufs]
+
+
+class Decoder:
+    """Incremental frame parser for a non-blocking socket.
+
+    Args:
+        max_meta: the largest ``meta`` accepted, checked before the bytes arrive.
+        allow_buffers: whether frames may carry out-of-band buffers.
+    """
+
+    __slots__ = ("_bufs", "_filled", "_kind", "_lens", "_meta", "allow_buffers", "buf", "frames",
+                 "max_meta")
+
+    def __init__(self, max_meta: int, allow_buffers: bool) -> None:
+        self.max_meta = max_meta
+        self.allow_buffers = allow_buffers
+        self.buf = bytearray()
+        self.frames: list[Frame] = []
+        self._kind = 0
+        self._meta = b""
+        self._lens: list[int] = []
+        self._bufs: list[bytearray] = []
+        self._filled = 0
+
+    def direct_target(self) -> memoryview | None:
+        """Where the socket may write straight into a large buffer, if it may."""
+        if self._lens and not self.buf:
+            current = self._bufs[-1]
+            if len(current) - self._filled > OOB_MIN:
+                return memoryview(current)[self._filled :]
+        return None
+
+    def filled_directly(self, n: int) -> None:
+        self._filled += n
+        self._advance()
+
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
+        self.buf += data
+        self._advance()
+
+    def _advance(self) -> None:
+        buf = self.buf
+        while True:
+            if self._lens:
+                current = self._bufs[-1]
+                need = len(current) - self._filled
+                if need and buf:
+                    n = min(need, len(buf))
+                    current[self._filled : self._filled + n] = buf[:n]
+                    del buf[:n]
+                    self._filled += n
+                    need -= n
+                if need:
+                    return
+                if len(self._bufs) < len(self._lens):
+                    self._bufs.append(bytearray(self._lens[len(self._bufs)]))
+                    self._filled = 0
+                    continue
+                self.frames.append((self._kind, self._meta, self._bufs))
+                self._lens, self._bufs = [], []
+                continue
+            if len(buf) < HEADER.size:
+                return
+            kind, _flags, nbuf, meta_len = HEADER.unpack_from(buf)
+            if meta_len > self.max_meta:
+                raise ProtocolError(f"frame of {meta_len} bytes exceeds the {self.max_meta} limit")
+            if nbuf and not self.allow_buffers:
+                raise ProtocolError("buffers are not allowed before authentication")
+            start = HEADER.size + LENGTH.size * nbuf
+            end = start + meta_len
+            if len(buf) < end:
+                return
+            meta = bytes(buf[start:end])
+            if nbuf:
+                self._lens = [LENGTH.unpack_from(buf, HEADER.size + LENGTH.size * i)[0]
+                              for i in range(nbuf)]
+                self._kind, self._meta = kind, meta
+                self._bufs = [bytearray(self._lens[0])]
+                self._filled = 0
+            else:
+                self.frames.append((kind, meta, []))
+            del buf[:end]
+
+
+def dumps(obj: Any) -> tuple[bytes, list[memoryview]]:
+    """Pickle ``obj`` (protocol 5; callables by value where needed), large buffers apart."""
+    buffers: list[memoryview] = []
+
+    def keep(pb: pickle.PickleBuffer) -> bool:
+        raw = pb.raw()
+        if raw.nbytes < OOB_MIN:
+            return True
+        buffers.append(raw)
+        return False
+
+    data: bytes = cloudpickle.dumps(obj, protocol=5, buffer_callback=keep)
+    return data, buffers
+
+
+def loads(data: bytes | memoryview, buffers: list[bytearray]) -> Any:
+    return pickle.loads(data, buffers=buffers)
+
+
+def mac(secret: bytes, role: bytes, first: bytes, second: bytes) -> str:
+    return hmac.new(secret, role + b"\0" + first + second, hashlib.sha256).hexdigest()
+
+
+def check_mac(secret: bytes, role: bytes, first: bytes, second: bytes, claimed: object) -> bool:
+    if not isinstance(claimed, str):
+        return False
+    return hmac.compare_digest(mac(secret, role, first, second), claimed)
+
+
+def json_meta(obj: dict[str, Any]) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode()
+
+
+def parse_json(meta: bytes) -> dict[str, Any]:
+    try:
+        value = json.loads(meta)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ProtocolError("handshake message is not JSON") from exc
+    if not isinstance(value, dict):
+        raise ProtocolError("handshake message is not a JSON object")
+    return value
+
+
+def version_problem(peer: dict[str, Any]) -> str | None:
+    """Why a peer's versions cannot work with ours, or None."""
+    if peer.get("protocol") != PROTOCOL:
+        return f"wire protocol {peer.get('protocol')!r} differs from ours ({PROTOCOL})"
+    if peer.get("pycrew") != __version__:
+        return f"pycrew {peer.get('pycrew')!r} differs from the controller's {__version__}"
+    if peer.get("python") != python_version():
+        return f"Python {peer.get('python')!r} differs from the controller's {python_version()}"
+    return None
+
+
+def hello_fields() -> dict[str, Any]:
+    """The version fields both sides send in the handshake."""
+    return {"protocol": PROTOCOL, "pycrew": __version__, "python": python_version()}

@@ -1,0 +1,331 @@
+"""The worker process: dial the controller, prove the secret, run tasks one at a time.
+
+```
+ controller ──TASK/CANCEL/EXIT──► reader thread ──queue──► main thread: evaluate()
+     ▲                              │ CANCEL: interrupt the main thread (SIGUSR1)
+     └──────────RESULT/BYE──────────┴──────────────────── main thread sends
+```
+
+The reader thread owns every read, so a lost controller is seen at once
+(EOF ends the process) and a cancel reaches a task that sleeps. The main
+thread owns every write. A planned exit (idle, wall time, task quota) is
+announced with BYE, so the controller never mistakes it for a crash.
+
+Exit codes: 0 the controller went away or asked us to stop, 1 idle limit,
+2 wall time, 3 task quota, 4 could not connect or authenticate.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import math
+import os
+import queue
+import secrets
+import signal
+import socket
+import ssl
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from typing import IO, Any
+
+from . import _wire
+from ._evaluate import Cleanup, Interrupted, Interruptible, describe, evaluate
+from ._task import Status
+from ._tls import client_context
+from ._wire import Kind
+
+EXIT_CONNECTION, EXIT_IDLE, EXIT_WALL, EXIT_TASKS, EXIT_STARTUP = 0, 1, 2, 3, 4
+PARENT_ENV = "PYCREW_PARENT_PID"
+HANDSHAKE_SECONDS = 15.0
+INTERRUPT_EVERY = 0.2
+
+
+@dataclass
+class Settings:
+    seconds_idle: float
+    seconds_wall: float
+    tasks_max: float
+    tasks_timers: int
+    cleanup: Cleanup
+
+
+def _die_with_parent() -> None:
+    """Ask the kernel to kill us if the controller process dies (Linux only)."""
+    parent = os.environ.pop(PARENT_ENV, None)
+    if parent is None or not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+    # the parent may have died before prctl took effect
+    if str(os.getppid()) != parent:
+        os._exit(EXIT_CONNECTION)
+
+
+def _read_exact(stream: IO[bytes], n: int) -> bytes:
+    data = stream.read(n)
+    if data is None or len(data) < n:
+        raise EOFError
+    return data
+
+
+def read_frame(stream: IO[bytes], max_meta: int, allow_buffers: bool) -> _wire.Frame:
+    kind, _flags, nbuf, meta_len = _wire.HEADER.unpack(_read_exact(stream, _wire.HEADER.size))
+    if meta_len > max_meta or (nbuf and not allow_buffers):
+        raise _wire.ProtocolError("oversized or unexpected frame from the controller")
+    lens = [_wire.LENGTH.unpack(_read_exact(stream, 8))[0] for _ in range(nbuf)]
+    meta = _read_exact(stream, meta_len)
+    bufs = []
+    for n in lens:
+        buf = bytearray(n)
+        view = memoryview(buf)
+        got = 0
+        while got < n:
+            k = stream.readinto(view[got:])  # type: ignore[attr-defined]
+            if not k:
+                raise EOFError
+            got += k
+        bufs.append(buf)
+    return kind, meta, bufs
+
+
+def _send(sock: socket.socket, pieces: list[Any]) -> None:
+    for piece in pieces:
+        sock.sendall(piece)
+
+
+def _hard_exit(code: int) -> None:
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
+
+
+def _log(message: str) -> None:
+    print(f"pycrew worker {os.environ.get(_wire.WORKER_ENV, '?')}: {message}", file=sys.stderr,
+          flush=True)
+
+
+def _limit(value: Any) -> float:
+    return math.inf if value is None else float(value)
+
+
+class Worker:
+    """One connected worker; ``run()`` returns the exit code."""
+
+    def __init__(self, sock: socket.socket, stream: IO[bytes], settings: Settings) -> None:
+        self.sock = sock
+        self.stream = stream
+        self.settings = settings
+        self.inbox: queue.SimpleQueue[tuple[int, bytes, list[bytearray]] | None] = (
+            queue.SimpleQueue()
+        )
+        self.current = 0
+        self.cancelled: set[int] = set()
+        self.lock = threading.Lock()
+        self.interruptible = Interruptible()
+        self.main_thread = threading.main_thread().ident
+
+    # reader thread -------------------------------------------------------
+    def read_forever(self) -> None:
+        try:
+            while True:
+                kind, meta, bufs = read_frame(self.stream, 1 << 40, True)
+                if kind == Kind.TASK:
+                    (task_id,) = _wire.TASK_ID.unpack_from(meta)
+                    self.inbox.put((task_id, meta, bufs))
+                elif kind == Kind.CANCEL:
+                    (task_id,) = _wire.TASK_ID.unpack_from(meta)
+                    self.cancel(task_id)
+                elif kind == Kind.EXIT:
+                    break
+        except (EOFError, OSError, ValueError, _wire.ProtocolError):
+            pass
+        # The controller is gone or asked us to stop: nothing we hold matters now.
+        _hard_exit(EXIT_CONNECTION)
+
+    def cancel(self, task_id: int) -> None:
+        with self.lock:
+            self.cancelled.add(task_id)
+            running = self.current == task_id
+        if running:
+            threading.Thread(target=self._interrupt, args=(task_id,), daemon=True).start()
+
+    def _interrupt(self, task_id: int) -> None:
+        # Repeat: a task may swallow one interrupt, or be between two system calls.
+        while self.current == task_id:
+            if self.interruptible.active and self.main_thread is not None:
+                signal.pthread_kill(self.main_thread, signal.SIGUSR1)
+            time.sleep(INTERRUPT_EVERY)
+
+    def on_signal(self, signum: int, frame: Any) -> None:
+        with self.lock:
+            hit = self.current in self.cancelled
+        if hit and self.interruptible.active:
+            raise Interrupted
+
+    # main thread ---------------------------------------------------------
+    def run(self) -> int:
+        s = self.settings
+        done = 0
+        timers_on = s.tasks_timers <= 0
+        started = time.monotonic()
+        while True:
+            wait = None
+            if timers_on:
+                idle_left = s.seconds_idle
+                wall_left = s.seconds_wall - (time.monotonic() - started)
+                wait = min(idle_left, wall_left)
+                if math.isinf(wait):
+                    wait = None
+            try:
+                item = self.inbox.get(timeout=max(wait, 0.0) if wait is not None else None)
+            except queue.Empty:
+                wall_passed = time.monotonic() - started >= s.seconds_wall
+                return self.leave(EXIT_WALL if wall_passed else EXIT_IDLE)
+            if item is None:
+                return EXIT_CONNECTION
+            task_id, meta, bufs = item
+            wall_passed = timers_on and time.monotonic() - started >= s.seconds_wall
+            done += 1
+            last = wall_passed or done >= s.tasks_max
+            self.run_task(task_id, meta, bufs, last)
+            if last:
+                return self.leave(EXIT_WALL if wall_passed else EXIT_TASKS, announce=False)
+            if not timers_on and done >= s.tasks_timers:
+                timers_on = True
+                started = time.monotonic()
+
+    def run_task(self, task_id: int, meta: bytes, bufs: list[bytearray], last: bool) -> None:
+        with self.lock:
+            self.current = task_id
+            skip = task_id in self.cancelled
+        if skip:
+            outcome: tuple[Any, ...] = (Status.CANCEL.value, None, "cancelled", None, None, None,
+                                        None)
+        else:
+            try:
+                payload = _wire.loads(memoryview(meta)[_wire.TASK_ID.size :], bufs)
+                outcome = evaluate(payload, self.settings.cleanup, self.interruptible)
+            except Interrupted:
+                outcome = (Status.CANCEL.value, None, "the task was interrupted", None, None,
+                           None, None)
+            except Exception as exc:
+                outcome = (Status.ERROR.value, None,
+                           f"the worker could not load the task: {describe(exc)}", None, None,
+                           None, None)
+        with self.lock:
+            self.current = 0
+            self.cancelled.discard(task_id)
+        head = _wire.RESULT_HEAD.pack(task_id, 1 if last else 0)
+        try:
+            body, out_bufs = _wire.dumps(outcome)
+        except Exception as exc:
+            reason = f"the result could not be pickled: {describe(exc)}"
+            fallback = (Status.ERROR.value, None, reason, None, outcome[4], outcome[5], outcome[6])
+            body, out_bufs = _wire.dumps(fallback)
+        _send(self.sock, _wire.encode(Kind.RESULT, head + body, out_bufs))
+
+    def leave(self, code: int, announce: bool = True) -> int:
+        reasons = {EXIT_IDLE: "idle", EXIT_WALL: "wall", EXIT_TASKS: "tasks"}
+        if announce:
+            with contextlib.suppress(OSError):
+                _send(self.sock, _wire.encode(Kind.BYE, reasons[code].encode()))
+        _log(f"leaving: {reasons.get(code, 'done')} limit reached")
+        return code
+
+
+def connect(address: str, tls: bool) -> tuple[socket.socket, IO[bytes], Settings]:
+    """Dial, authenticate both ways, and receive the settings."""
+    secret_hex = os.environ.pop(_wire.SECRET_ENV, "")
+    try:
+        secret = bytes.fromhex(secret_hex)
+    except ValueError:
+        secret = b""
+    if not secret:
+        raise _wire.ProtocolError(f"no valid secret in ${_wire.SECRET_ENV}")
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]")
+    sock = socket.create_connection((host, int(port)), timeout=HANDSHAKE_SECONDS)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    keepalive(sock)
+    if tls:
+        trust = os.environ.pop(_wire.TRUST_ENV, "")
+        if not trust:
+            raise _wire.ProtocolError(f"TLS is on but ${_wire.TRUST_ENV} is empty")
+        sock = client_context(trust).wrap_socket(sock, server_hostname=host)
+    stream = sock.makefile("rb", buffering=1 << 18)
+    kind, meta, _ = read_frame(stream, _wire.PREAUTH_MAX, False)
+    if kind != Kind.HELLO:
+        raise _wire.ProtocolError("the controller did not say hello")
+    hello = _wire.parse_json(meta)
+    problem = _wire.version_problem(hello)
+    nonce_c = bytes.fromhex(str(hello.get("nonce", "")))
+    nonce_w = secrets.token_bytes(32)
+    auth = _wire.hello_fields() | {
+        "nonce": nonce_w.hex(),
+        "mac": _wire.mac(secret, b"worker", nonce_c, nonce_w),
+        "id": os.environ.get(_wire.WORKER_ENV, ""),
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+    }
+    _send(sock, _wire.encode(Kind.AUTH, _wire.json_meta(auth)))
+    if problem is not None:
+        raise _wire.ProtocolError(problem)
+    kind, meta, _ = read_frame(stream, _wire.PREAUTH_MAX, False)
+    reply = _wire.parse_json(meta)
+    if kind == Kind.REJECT:
+        raise _wire.ProtocolError(f"the controller refused us: {reply.get('reason')}")
+    if kind != Kind.WELCOME or not _wire.check_mac(
+        secret, b"controller", nonce_w, nonce_c, reply.get("mac")
+    ):
+        raise _wire.ProtocolError("the controller did not prove it knows the secret")
+    sock.settimeout(None)
+    raw = reply.get("settings", {})
+    settings = Settings(
+        seconds_idle=_limit(raw.get("seconds_idle")),
+        seconds_wall=_limit(raw.get("seconds_wall")),
+        tasks_max=_limit(raw.get("tasks_max")),
+        tasks_timers=int(raw.get("tasks_timers", 0)),
+        cleanup=Cleanup(
+            reset_globals=bool(raw.get("reset_globals", True)),
+            reset_modules=bool(raw.get("reset_modules", False)),
+            garbage_collection=bool(raw.get("garbage_collection", False)),
+        ),
+    )
+    return sock, stream, settings
+
+
+def keepalive(sock: socket.socket) -> None:
+    """Let the kernel notice a vanished peer within seconds, whatever a task does."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for name, value in (("TCP_KEEPIDLE", 2), ("TCP_KEEPINTVL", 1), ("TCP_KEEPCNT", 3)):
+        option = getattr(socket, name, None)
+        if option is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, option, value)
+
+
+def main(address: str, tls: bool) -> int:
+    """Entry point of ``pycrew worker``."""
+    _die_with_parent()
+    try:
+        sock, stream, settings = connect(address, tls)
+    except (OSError, ValueError, EOFError, ssl.SSLError, _wire.ProtocolError) as exc:
+        _log(f"could not join the controller at {address}: {exc}")
+        return EXIT_STARTUP
+    _log(f"connected to {address} (pid {os.getpid()})")
+    worker = Worker(sock, stream, settings)
+    signal.signal(signal.SIGUSR1, worker.on_signal)
+    reader = threading.Thread(target=worker.read_forever, name="pycrew-reader", daemon=True)
+    reader.start()
+    code = worker.run()
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+    _hard_exit(code)
+    return code

@@ -1,0 +1,57 @@
+"""The launcher plugin contract: how workers start, never how many."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """Everything a launcher needs to start one worker.
+
+    Attributes:
+        command: the worker's argv (``python -m pycrew worker ...``). It never
+            holds a secret, so it may appear in ``ps`` and job scripts.
+        env: variables the worker needs on top of its inherited environment.
+            It holds the controller's secret: pass it through the process
+            environment or a private file, never on a command line or in a log.
+        worker_id: the worker's id, unique within one controller start.
+        controller: the controller's name.
+    """
+
+    command: list[str]
+    env: dict[str, str] = field(repr=False)
+    worker_id: str
+    controller: str
+
+
+class Launcher(abc.ABC):
+    """Base class of launcher plugins.
+
+    A plugin starts worker processes somewhere (a subprocess, a cluster job,
+    a container) that run ``spec.command`` with ``spec.env`` set. The
+    controller's autoscaler decides how many; all calls come from one thread.
+    """
+
+    @abc.abstractmethod
+    def launch_worker(self, spec: WorkerSpec) -> Any:
+        """Start one worker and return a handle for it (any object)."""
+
+    def launch_workers(self, specs: Sequence[WorkerSpec]) -> list[Any]:
+        """Start a batch of workers; override to submit them in one go (a job array)."""
+        return [self.launch_worker(spec) for spec in specs]
+
+    def terminate_worker(self, handle: Any) -> None:  # noqa: B027 - optional hook
+        """Stop a worker now, best effort; workers also leave on their own."""
+
+    def exit_code(self, handle: Any) -> int | None:
+        """The worker's exit code if it has ended and the launcher knows it."""
+        return None
+
+    def shutdown(self, handles: Sequence[Any], seconds: float) -> None:
+        """After the controller closed: make sure these workers are gone within ``seconds``."""
+        for handle in handles:
+            self.terminate_worker(handle)

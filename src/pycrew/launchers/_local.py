@@ -1,0 +1,92 @@
+"""Workers as local subprocesses."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO, Any
+
+from ._base import Launcher, WorkerSpec
+
+PARENT_ENV = "PYCREW_PARENT_PID"
+
+
+class LocalLauncher(Launcher):
+    """Start each worker as a subprocess of the controller's process.
+
+    Args:
+        log_directory: where worker output goes, one file per worker
+            (``<worker id>.log``), or ``None`` to discard it.
+        log_join: one file for stdout and stderr together (``True``), or
+            ``<id>-stdout.log`` and ``<id>-stderr.log``.
+    """
+
+    def __init__(self, log_directory: str | os.PathLike[str] | None = None,
+                 log_join: bool = True) -> None:
+        if log_directory is not None and not str(log_directory):
+            raise ValueError("log_directory must be None or a non-empty path")
+        if not isinstance(log_join, bool):
+            raise TypeError("log_join must be True or False")
+        self.log_directory = Path(log_directory).expanduser() if log_directory else None
+        self.log_join = log_join
+
+    def _streams(self, worker_id: str) -> tuple[Any, Any, list[IO[bytes]]]:
+        if self.log_directory is None:
+            return subprocess.DEVNULL, subprocess.DEVNULL, []
+        self.log_directory.mkdir(parents=True, exist_ok=True)
+        if self.log_join:
+            joined = open(self.log_directory / f"{worker_id}.log", "ab")  # noqa: SIM115
+            return joined, subprocess.STDOUT, [joined]
+        out = open(self.log_directory / f"{worker_id}-stdout.log", "ab")  # noqa: SIM115
+        err = open(self.log_directory / f"{worker_id}-stderr.log", "ab")  # noqa: SIM115
+        return out, err, [out, err]
+
+    def launch_worker(self, spec: WorkerSpec) -> subprocess.Popen[bytes]:
+        env = os.environ.copy()
+        env.update(spec.env)
+        # The kernel kills the worker if the thread that launched it dies
+        # (PR_SET_PDEATHSIG); the controller launches from a thread that
+        # lives exactly as long as the controller.
+        env[PARENT_ENV] = str(os.getpid())
+        stdout, stderr, files = self._streams(spec.worker_id)
+        try:
+            return subprocess.Popen(
+                spec.command,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=stdout,
+                stderr=stderr,
+                # Not in the terminal's process group: Ctrl-C reaches the
+                # controller, which then ends its workers itself.
+                start_new_session=True,
+            )
+        finally:
+            for handle in files:
+                handle.close()
+
+    def terminate_worker(self, handle: Any) -> None:
+        if isinstance(handle, subprocess.Popen) and handle.poll() is None:
+            with contextlib.suppress(OSError):
+                handle.kill()
+
+    def exit_code(self, handle: Any) -> int | None:
+        if isinstance(handle, subprocess.Popen):
+            return handle.poll()
+        return None
+
+    def shutdown(self, handles: Sequence[Any], seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        for handle in handles:
+            if not isinstance(handle, subprocess.Popen):
+                continue
+            left = max(0.0, deadline - time.monotonic())
+            try:
+                handle.wait(timeout=left)
+            except subprocess.TimeoutExpired:
+                handle.kill()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    handle.wait(timeout=5)
