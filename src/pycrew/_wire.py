@@ -172,7 +172,17 @@ def dumps(obj: Any) -> tuple[bytes, list[memoryview]]:
         buffers.append(raw)
         return False
 
-    data: bytes = cloudpickle.dumps(obj, protocol=5, buffer_callback=keep)
+    # The C pickler is twice as fast as cloudpickle's; but it pickles
+    # functions and classes of __main__ by reference, which a worker cannot
+    # resolve, and it refuses lambdas and local functions. Either way,
+    # cloudpickle takes over and ships them by value.
+    try:
+        data = pickle.dumps(obj, protocol=5, buffer_callback=keep)
+    except Exception:
+        data = b"__main__"
+    if b"__main__" in data:
+        buffers.clear()
+        data = cloudpickle.dumps(obj, protocol=5, buffer_callback=keep)
     return data, buffers
 
 
