@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import psutil
 import pytest
 
 import pycrew
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 # Workers import test task functions as ``tests.tasks``.
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

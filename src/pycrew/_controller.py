@@ -21,7 +21,6 @@ import hashlib
 import ipaddress
 import itertools
 import math
-import os
 import secrets
 import signal
 import socket
@@ -30,8 +29,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from types import TracebackType
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from . import _wire
 from ._autoscale import Autoscaler
@@ -50,6 +48,10 @@ from ._task import CODES, Status, Summary, TaskResult
 from ._tls import TLS, resolve_tls
 from ._wire import Kind
 from .launchers import Launcher, LocalLauncher, WorkerSpec
+
+if TYPE_CHECKING:
+    import os
+    from types import TracebackType
 
 ErrorMode = Literal["stop", "warn", "silent"]
 _ERROR_MODES = ("stop", "warn", "silent")
@@ -182,7 +184,9 @@ class Controller:
         if not isinstance(host, str) or not host:
             raise ValueError("host must be a non-empty string, such as '127.0.0.1'")
         if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
-            raise ValueError(f"port must be an int from 0 to 65535 (0: any free port), got {port!r}")
+            raise ValueError(
+                f"port must be an int from 0 to 65535 (0: any free port), got {port!r}"
+            )
         self.tls = resolve_tls(tls)
         _check_host(host, self.tls, allow_public)
         self.seconds_interval = _check_seconds("seconds_interval", seconds_interval, False)
@@ -196,8 +200,11 @@ class Controller:
         self.seconds_wall = _check_seconds("seconds_wall", seconds_wall)
         self.tasks_max = _check_count("tasks_max", tasks_max, 1)
         self.tasks_timers = int(_check_count("tasks_timers", tasks_timers, 0))
-        for label, flag in (("reset_globals", reset_globals), ("reset_modules", reset_modules),
-                            ("garbage_collection", garbage_collection)):
+        for label, flag in (
+            ("reset_globals", reset_globals),
+            ("reset_modules", reset_modules),
+            ("garbage_collection", garbage_collection),
+        ):
             if not isinstance(flag, bool):
                 raise TypeError(f"{label} must be True or False, got {flag!r}")
         self.crashes_max = int(_check_count("crashes_max", crashes_max, 0))
@@ -233,15 +240,21 @@ class Controller:
     # ------------------------------------------------------------ lifecycle
     def __repr__(self) -> str:
         state = "started" if self.started() else "stopped"
-        return (f"<Controller {self.name!r} {state} workers={self.workers} "
-                f"url={self.url or None!r} tls={self.tls.mode!r}>")
+        return (
+            f"<Controller {self.name!r} {state} workers={self.workers} "
+            f"url={self.url or None!r} tls={self.tls.mode!r}>"
+        )
 
     def __enter__(self) -> Controller:
         self.start()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.terminate()
 
     @property
@@ -272,8 +285,8 @@ class Controller:
             self._tasks = {}
             self._crashes = {}
             self._summary = dict.fromkeys(
-                ("tasks", "seconds", "success", "error", "crash", "cancel", "timeout", "warning"),
-                0)
+                ("tasks", "seconds", "success", "error", "crash", "cancel", "timeout", "warning"), 0
+            )
             self._env = {
                 _wire.SECRET_ENV: secret.hex(),
                 _wire.CONTROLLER_ENV: self.name,
@@ -281,7 +294,11 @@ class Controller:
             if session is not None:
                 self._env[_wire.TRUST_ENV] = session.trust_pem
             dispatcher = Dispatcher(
-                self.host, self.port, secret, session.server if session else None, settings,
+                self.host,
+                self.port,
+                secret,
+                session.server if session else None,
+                settings,
                 on_worker=lambda kind, wid: self._on_worker(kind, wid),
                 on_kill=lambda wid: self._on_kill(wid),
             )
@@ -290,8 +307,13 @@ class Controller:
             self._url = f"{scheme}://{host}:{dispatcher.port}"
             self._autoscaler = autoscaler
             self._dispatcher = dispatcher
-            self._scaler = Scaler(self.launcher, autoscaler, self._worker_spec,
-                                  lambda: len(dispatcher.live), self.seconds_interval)
+            self._scaler = Scaler(
+                self.launcher,
+                autoscaler,
+                self._worker_spec,
+                lambda: len(dispatcher.live),
+                self.seconds_interval,
+            )
 
     def terminate(self) -> None:
         """Stop every worker, free the port, and drop unfinished tasks. Safe to repeat.
@@ -323,8 +345,16 @@ class Controller:
 
     def _worker_spec(self) -> WorkerSpec:
         worker_id = f"{self.name}-{next(self._worker_numbers)}"
-        command = [sys.executable, "-m", "pycrew", "worker", "--address",
-                   self._url.split("://", 1)[1], "--id", worker_id]
+        command = [
+            sys.executable,
+            "-m",
+            "pycrew",
+            "worker",
+            "--address",
+            self._url.split("://", 1)[1],
+            "--id",
+            worker_id,
+        ]
         if self.tls.enabled:
             command.append("--tls")
         env = dict(self._env)
@@ -353,7 +383,7 @@ class Controller:
         *args: Any,
         name: str | None = None,
         data: Mapping[str, Any] | None = None,
-        globals: Mapping[str, Any] | None = None,  # noqa: A002 - crew's name
+        globals: Mapping[str, Any] | None = None,
         seed: int | None = None,
         seconds_timeout: float | None = None,
         **kwargs: Any,
@@ -384,17 +414,25 @@ class Controller:
         self._submit([task])
         return TaskFuture(self, task)
 
-    def _make_task(self, fn: Callable[..., Any] | str, args: Sequence[Any],
-                   kwargs: Mapping[str, Any], name: str | None,
-                   data: Mapping[str, Any] | None, task_globals: Mapping[str, Any] | None,
-                   seed: int | None, seconds_timeout: float | None) -> Task:
+    def _make_task(
+        self,
+        fn: Callable[..., Any] | str,
+        args: Sequence[Any],
+        kwargs: Mapping[str, Any],
+        name: str | None,
+        data: Mapping[str, Any] | None,
+        task_globals: Mapping[str, Any] | None,
+        seed: int | None,
+        seconds_timeout: float | None,
+    ) -> Task:
         if name is None:
             name = f"unnamed_task_{secrets.token_hex(8)}"
         elif not isinstance(name, str) or not name:
             raise ValueError(f"task name must be a non-empty string, got {name!r}")
         if name in self._tasks:
-            raise ValueError(f"task name {name!r} is in use: pop or collect it first, "
-                             "or choose another name")
+            raise ValueError(
+                f"task name {name!r} is in use: pop or collect it first, or choose another name"
+            )
         data = _check_mapping("data", data)
         task_globals = _check_mapping("globals", task_globals)
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
@@ -403,10 +441,13 @@ class Controller:
             _check_seconds("seconds_timeout", seconds_timeout)
         if seed is None and self.seed is not None:
             seed = _derived_seed(self.seed, name)
+        payload: tuple[Any, ...]
         if isinstance(fn, str):
             if args or kwargs:
-                raise ValueError("a code string takes its inputs through data=, "
-                                 "not positional or keyword arguments")
+                raise ValueError(
+                    "a code string takes its inputs through data=, "
+                    "not positional or keyword arguments"
+                )
             try:
                 compile(fn, "<pycrew task>", "exec")
             except SyntaxError as exc:
@@ -445,7 +486,7 @@ class Controller:
         *,
         iterate: Mapping[str, Sequence[Any]] | None = None,
         data: Mapping[str, Any] | None = None,
-        globals: Mapping[str, Any] | None = None,  # noqa: A002 - crew's name
+        globals: Mapping[str, Any] | None = None,
         names: str | Sequence[str] | None = None,
         seed: int | None = None,
         seconds_timeout: float | None = None,
@@ -475,17 +516,27 @@ class Controller:
             if isinstance(item, dict):
                 merged = {**(data or {}), **item}
                 if isinstance(fn, str):
-                    tasks.append(self._make_task(fn, (), {}, task_names[i], merged, globals,
-                                                 task_seed, seconds_timeout))
+                    tasks.append(
+                        self._make_task(
+                            fn, (), {}, task_names[i], merged, globals, task_seed, seconds_timeout
+                        )
+                    )
                 else:
-                    tasks.append(self._make_task(fn, (), item, task_names[i], data, globals,
-                                                 task_seed, seconds_timeout))
+                    tasks.append(
+                        self._make_task(
+                            fn, (), item, task_names[i], data, globals, task_seed, seconds_timeout
+                        )
+                    )
             else:
                 if isinstance(fn, str):
-                    raise ValueError("a code string takes its inputs through iterate=, "
-                                     "a dict of sequences")
-                tasks.append(self._make_task(fn, (item[0],), {}, task_names[i], data, globals,
-                                             task_seed, seconds_timeout))
+                    raise ValueError(
+                        "a code string takes its inputs through iterate=, a dict of sequences"
+                    )
+                tasks.append(
+                    self._make_task(
+                        fn, (item[0],), {}, task_names[i], data, globals, task_seed, seconds_timeout
+                    )
+                )
         self._submit(tasks)
         return [TaskFuture(self, task) for task in tasks]
 
@@ -496,7 +547,7 @@ class Controller:
         *,
         iterate: Mapping[str, Sequence[Any]] | None = None,
         data: Mapping[str, Any] | None = None,
-        globals: Mapping[str, Any] | None = None,  # noqa: A002 - crew's name
+        globals: Mapping[str, Any] | None = None,
         names: str | Sequence[str] | None = None,
         seed: int | None = None,
         seconds_timeout: float | None = None,
@@ -520,10 +571,20 @@ class Controller:
         if error not in _ERROR_MODES:
             raise ValueError(f"error must be one of {_ERROR_MODES}, got {error!r}")
         if self._tasks:
-            raise CrewError(f"map() needs an empty controller, but {len(self._tasks)} "
-                            "tasks are not collected yet: collect() them first")
-        futures = self.walk(fn, iterable, iterate=iterate, data=data, globals=globals,
-                            names=names, seed=seed, seconds_timeout=seconds_timeout)
+            raise CrewError(
+                f"map() needs an empty controller, but {len(self._tasks)} "
+                "tasks are not collected yet: collect() them first"
+            )
+        futures = self.walk(
+            fn,
+            iterable,
+            iterate=iterate,
+            data=data,
+            globals=globals,
+            names=names,
+            seed=seed,
+            seconds_timeout=seconds_timeout,
+        )
         tasks = [f._task for f in futures]
         self._wait_for(tasks, progress)
         records = self._take(tasks)
@@ -532,8 +593,10 @@ class Controller:
         if warnings and warned:
             _warn(f"{len(warned)} task(s) raised warnings. First: {warned[0].warnings}")
         if failed and error != "silent":
-            message = (f"{len(failed)} of {len(records)} task(s) did not succeed. "
-                       f"First ({failed[0].name}, {failed[0].status}): {failed[0].error}")
+            message = (
+                f"{len(failed)} of {len(records)} task(s) did not succeed. "
+                f"First ({failed[0].name}, {failed[0].status}): {failed[0].error}"
+            )
             if error == "stop":
                 self.error = records
                 raise TaskError(message, records)
@@ -557,8 +620,9 @@ class Controller:
                 bar(None)
 
     # ------------------------------------------------------------ waiting
-    def wait(self, mode: Literal["all", "one"] = "all",
-             seconds_timeout: float | None = None) -> bool:
+    def wait(
+        self, mode: Literal["all", "one"] = "all", seconds_timeout: float | None = None
+    ) -> bool:
         """Block until every task is resolved (``"all"``) or one is ready to pop (``"one"``).
 
         Args:
@@ -589,8 +653,9 @@ class Controller:
                     return False
                 if self._dispatcher is None:
                     return mode == "all"
-                dispatcher.cv.wait(self.seconds_interval if left is None
-                                   else min(left, self.seconds_interval))
+                dispatcher.cv.wait(
+                    self.seconds_interval if left is None else min(left, self.seconds_interval)
+                )
 
     def pop(self, error: ErrorMode | None = None) -> TaskResult | None:
         """Remove and return one resolved task's record, oldest first, or ``None``.
@@ -639,7 +704,7 @@ class Controller:
         records = [self._record(task) for task in tasks]
         over: list[tuple[str, int]] = []
         summary = self._summary
-        for task, record in zip(tasks, records):
+        for task, record in zip(tasks, records, strict=False):
             if self._tasks.get(task.name) is task:
                 del self._tasks[task.name]
             if summary is not None:
@@ -662,23 +727,35 @@ class Controller:
                 f"task {name!r} crashed its worker {count} consecutive time(s) in controller "
                 f"{self.name!r} (crashes_max={self.crashes_max}); it may need more memory or "
                 "a fix. The records are on this error's .results.",
-                name, count, records)
+                name,
+                count,
+                records,
+            )
         return records
 
     def _record(self, task: Task) -> TaskResult:
         if task.record is not None:
-            return task.record
+            return cast("TaskResult", task.record)
         worker = task.worker
         base: dict[str, Any] = {
-            "name": task.name, "command": task.command, "result": None, "trace": None,
-            "warnings": None, "seconds": None, "seed": task.seed, "controller": self.name,
-            "worker": worker.id if worker else None, "pid": worker.pid if worker else None,
+            "name": task.name,
+            "command": task.command,
+            "result": None,
+            "trace": None,
+            "warnings": None,
+            "seconds": None,
+            "seed": task.seed,
+            "controller": self.name,
+            "worker": worker.id if worker else None,
+            "pid": worker.pid if worker else None,
             "host": worker.host if worker else None,
         }
         if task.outcome is not None:
             status = task.outcome
-            error = {Status.CANCEL: "the task was cancelled",
-                     Status.TIMEOUT: "the task ran past its seconds_timeout"}.get(status)
+            error = {
+                Status.CANCEL: "the task was cancelled",
+                Status.TIMEOUT: "the task ran past its seconds_timeout",
+            }.get(status)
             if status is Status.CRASH:
                 error = self._crash_detail(task)
             record = TaskResult(status=status, error=error, code=CODES[status], **base)
@@ -690,8 +767,14 @@ class Controller:
                 status_text, value, error, trace, warned, seconds, seed = outcome
                 status = Status(status_text)
             except Exception as exc:
-                status, value, trace, warned, seconds, seed = (Status.ERROR, None, None, None,
-                                                               None, task.seed)
+                status, value, trace, warned, seconds, seed = (
+                    Status.ERROR,
+                    None,
+                    None,
+                    None,
+                    None,
+                    task.seed,
+                )
                 error = f"the result could not be unpickled here: {describe(exc)}"
             base.update(result=value, trace=trace, warnings=warned, seconds=seconds, seed=seed)
             record = TaskResult(status=status, error=error, code=CODES[status], **base)
@@ -718,7 +801,7 @@ class Controller:
         return f"{detail} ({how})"
 
     # -------------------------------------------------------------- control
-    def cancel(self, names: str | Iterable[str] | None = None, all: bool = False) -> None:  # noqa: A002
+    def cancel(self, names: str | Iterable[str] | None = None, all: bool = False) -> None:
         """Cancel queued or running tasks; they stay until popped, with status ``"cancel"``.
 
         A running task is interrupted; if it does not stop within a second,
@@ -734,8 +817,11 @@ class Controller:
         dispatcher = self._dispatcher
         if dispatcher is None:
             return
-        tasks = list(self._tasks.values()) if all else [
-            self._tasks[n] for n in wanted if n in self._tasks]
+        tasks = (
+            list(self._tasks.values())
+            if all
+            else [self._tasks[n] for n in wanted if n in self._tasks]
+        )
         dispatcher.cancel(tasks)
 
     def launch(self, n: int = 1) -> None:
@@ -796,10 +882,17 @@ class Controller:
         if self._summary is None:
             return None
         s = self._summary
-        return Summary(controller=self.name, tasks=int(s["tasks"]), seconds=float(s["seconds"]),
-                       success=int(s["success"]), error=int(s["error"]), crash=int(s["crash"]),
-                       cancel=int(s["cancel"]), timeout=int(s["timeout"]),
-                       warning=int(s["warning"]))
+        return Summary(
+            controller=self.name,
+            tasks=int(s["tasks"]),
+            seconds=float(s["seconds"]),
+            success=int(s["success"]),
+            error=int(s["error"]),
+            crash=int(s["crash"]),
+            cancel=int(s["cancel"]),
+            timeout=int(s["timeout"]),
+            warning=int(s["warning"]),
+        )
 
     def workers_status(self) -> dict[str, int]:
         """Workers connected now, ever connected, launching, and failed launches."""
@@ -807,8 +900,12 @@ class Controller:
         if dispatcher is None or auto is None:
             return {"connected": 0, "cumulative": 0, "launching": 0, "failed": 0}
         connections, cumulative, *_ = dispatcher.counts()
-        return {"connected": connections, "cumulative": cumulative,
-                "launching": len(auto.launching), "failed": auto.failed}
+        return {
+            "connected": connections,
+            "cumulative": cumulative,
+            "launching": len(auto.launching),
+            "failed": auto.failed,
+        }
 
 
 def _check_mapping(label: str, value: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -841,15 +938,17 @@ def _warn(message: str) -> None:
     warnings.warn(message, CrewWarning, stacklevel=3)
 
 
-def _inputs(iterable: Iterable[Any] | None,
-            iterate: Mapping[str, Sequence[Any]] | None) -> list[Any]:
+def _inputs(
+    iterable: Iterable[Any] | None, iterate: Mapping[str, Sequence[Any]] | None
+) -> list[Any]:
     """Task inputs: 1-tuples for positional items, dicts for iterate."""
     if (iterable is None) == (iterate is None):
         raise ValueError("give the inputs either as an iterable or as iterate=, not both")
     if iterable is not None:
         if isinstance(iterable, (str, bytes, Mapping)):
-            raise TypeError("iterable must be a sequence of inputs; for named inputs use "
-                            "iterate={'x': [...]}")
+            raise TypeError(
+                "iterable must be a sequence of inputs; for named inputs use iterate={'x': [...]}"
+            )
         items = [(item,) for item in iterable]
         if not items:
             raise ValueError("there are no inputs")
@@ -873,8 +972,9 @@ def _inputs(iterable: Iterable[Any] | None,
     return [{k: v[i] for k, v in columns.items()} for i in range(count)]
 
 
-def _task_names(names: str | Sequence[str] | None,
-                iterate: Mapping[str, Sequence[Any]] | None, count: int) -> list[str]:
+def _task_names(
+    names: str | Sequence[str] | None, iterate: Mapping[str, Sequence[Any]] | None, count: int
+) -> list[str]:
     if names is None:
         prefix = f"unnamed_task_{secrets.token_hex(6)}"
         return [f"{prefix}_{i + 1}" for i in range(count)]
@@ -934,12 +1034,16 @@ def _check_host(host: str, tls: TLS, allow_public: bool) -> None:
     if (address.is_global or address.is_unspecified) and not allow_public:
         raise ValueError(
             f"host {host!r} is reachable from the internet or binds every interface; "
-            "use the address of the network your workers share, or pass allow_public=True")
+            "use the address of the network your workers share, or pass allow_public=True"
+        )
     if not address.is_loopback and not tls.enabled:
         warnings.warn(
             f"host {host!r} is not loopback and TLS is off: the secret handshake keeps rogue "
             "workers out, but anyone on the network path can read or alter tasks. "
-            "Use tls='automatic'.", CrewWarning, stacklevel=3)
+            "Use tls='automatic'.",
+            CrewWarning,
+            stacklevel=3,
+        )
 
 
 def local_controller(
@@ -996,10 +1100,22 @@ def local_controller(
     """
     return Controller(
         LocalLauncher(log_directory=log_directory, log_join=log_join),
-        name=name, workers=workers, host=host, port=port, tls=tls,
-        seconds_interval=seconds_interval, seconds_timeout=seconds_timeout,
-        seconds_launch=seconds_launch, seconds_idle=seconds_idle, seconds_wall=seconds_wall,
-        tasks_max=tasks_max, tasks_timers=tasks_timers, reset_globals=reset_globals,
-        reset_modules=reset_modules, garbage_collection=garbage_collection,
-        crashes_max=crashes_max, seed=seed, allow_public=allow_public,
+        name=name,
+        workers=workers,
+        host=host,
+        port=port,
+        tls=tls,
+        seconds_interval=seconds_interval,
+        seconds_timeout=seconds_timeout,
+        seconds_launch=seconds_launch,
+        seconds_idle=seconds_idle,
+        seconds_wall=seconds_wall,
+        tasks_max=tasks_max,
+        tasks_timers=tasks_timers,
+        reset_globals=reset_globals,
+        reset_modules=reset_modules,
+        garbage_collection=garbage_collection,
+        crashes_max=crashes_max,
+        seed=seed,
+        allow_public=allow_public,
     )

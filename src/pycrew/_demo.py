@@ -5,6 +5,10 @@ from __future__ import annotations
 import math
 import random
 import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._task import TaskResult
 
 
 def _task(i: int) -> float:
@@ -29,9 +33,13 @@ def run_demo(tasks: int = 200, workers: int = 2, tls: str = "automatic") -> int:
         console.print(f"controller listening on [cyan]{ctl.url}[/]")
         for i in range(tasks):
             ctl.push(_task, i, name=f"task_{i + 1}")
-        results = []
-        columns = (*Progress.get_default_columns()[:1], BarColumn(), MofNCompleteColumn(),
-                   TimeElapsedColumn())
+        results: list[TaskResult] = []
+        columns = (
+            *Progress.get_default_columns()[:1],
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+        )
         with Progress(*columns, console=console) as progress:
             bar = progress.add_task("running", total=tasks)
             while len(results) < tasks:
@@ -43,20 +51,23 @@ def run_demo(tasks: int = 200, workers: int = 2, tls: str = "automatic") -> int:
         summary = ctl.summary()
     elapsed = time.perf_counter() - started
     assert summary is not None
-    table = Table(title="summary")
-    for column in ("controller", "tasks", "seconds", "success", "error", "crash", "cancel",
-                   "timeout", "warning"):
-        table.add_column(column, justify="right")
-    row = summary.as_dict()
-    row["seconds"] = f"{row['seconds']:.3f}"
-    table.add_row(*(str(v) for v in row.values()))
+    table = Table(title="summary", show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value", justify="right")
+    for key, value in summary.as_dict().items():
+        table.add_row(key, f"{value:.3f}" if isinstance(value, float) else str(value))
     console.print(table)
     per_worker = {pid: sum(1 for r in results if r.pid == pid) for pid in pids}
     console.print("tasks per worker pid: " + ", ".join(f"{p}: {n}" for p, n in per_worker.items()))
     total = sum(r.result for r in results)
-    console.print(f"sum of results: {total:.4f} (expected {sum(math.sqrt(i) for i in range(tasks)):.4f})")
-    left = [pid for pid in pids if psutil.pid_exists(pid)
-            and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
+    console.print(
+        f"sum of results: {total:.4f} (expected {sum(math.sqrt(i) for i in range(tasks)):.4f})"
+    )
+    left = [
+        pid
+        for pid in pids
+        if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    ]
     if left:
         console.print(f"[red]workers still running: {left}[/]")
         return 1

@@ -32,13 +32,15 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import _wire
 from ._errors import ProtocolError
 from ._task import Status
 from ._wire import Kind
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 log = logging.getLogger("pycrew")
 
@@ -55,11 +57,30 @@ _TLS_SHAKE, _AUTH, _READY = 0, 1, 2
 class Task:
     """The controller's and the dispatcher's view of one pushed task."""
 
-    __slots__ = ("command", "deadline", "detail", "frame", "id", "name", "outcome", "raw",
-                 "record", "seed", "state", "worker")
+    __slots__ = (
+        "command",
+        "deadline",
+        "detail",
+        "frame",
+        "id",
+        "name",
+        "outcome",
+        "raw",
+        "record",
+        "seed",
+        "state",
+        "worker",
+    )
 
-    def __init__(self, task_id: int, name: str, command: str | None, frame: list[Any],
-                 seed: int | None, deadline: float | None) -> None:
+    def __init__(
+        self,
+        task_id: int,
+        name: str,
+        command: str | None,
+        frame: list[Any],
+        seed: int | None,
+        deadline: float | None,
+    ) -> None:
         self.id = task_id
         self.name = name
         self.command = command
@@ -87,8 +108,19 @@ class WorkerInfo:
 class Conn:
     """One worker connection as the dispatcher sees it."""
 
-    __slots__ = ("decoder", "deadline", "info", "kill_at", "leaving", "nonce", "out", "sock",
-                 "stage", "task", "want_write")
+    __slots__ = (
+        "deadline",
+        "decoder",
+        "info",
+        "kill_at",
+        "leaving",
+        "nonce",
+        "out",
+        "sock",
+        "stage",
+        "task",
+        "want_write",
+    )
 
     def __init__(self, sock: socket.socket, stage: int) -> None:
         self.sock = sock
@@ -118,9 +150,16 @@ class Dispatcher:
         on_kill: called with a worker id whose task would not stop.
     """
 
-    def __init__(self, host: str, port: int, secret: bytes, tls: ssl.SSLContext | None,
-                 settings: dict[str, Any], on_worker: Callable[[str, str], None],
-                 on_kill: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        secret: bytes,
+        tls: ssl.SSLContext | None,
+        settings: dict[str, Any],
+        on_worker: Callable[[str, str], None],
+        on_kill: Callable[[str], None],
+    ) -> None:
         self.secret = secret
         self.tls = tls
         self.settings = settings
@@ -351,8 +390,9 @@ class Dispatcher:
 
             keepalive(sock)
             if self.tls is not None:
-                tls_sock = self.tls.wrap_socket(sock, server_side=True,
-                                                do_handshake_on_connect=False)
+                tls_sock = self.tls.wrap_socket(
+                    sock, server_side=True, do_handshake_on_connect=False
+                )
                 conn = Conn(tls_sock, _TLS_SHAKE)
                 self._register(conn)
                 self._tls_step(conn)
@@ -413,8 +453,7 @@ class Dispatcher:
                         return
                     decoder.feed(data)
                     n = len(data)
-            except (BlockingIOError, InterruptedError, ssl.SSLWantReadError,
-                    ssl.SSLWantWriteError):
+            except (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
                 break
             if decoder.frames:
                 frames, decoder.frames = decoder.frames, []
@@ -473,7 +512,8 @@ class Dispatcher:
             except ValueError:
                 nonce_w = b""
             ok = len(nonce_w) >= 16 and _wire.check_mac(
-                self.secret, b"worker", conn.nonce, nonce_w, auth.get("mac"))
+                self.secret, b"worker", conn.nonce, nonce_w, auth.get("mac")
+            )
             if not ok:
                 problem = "authentication failed"
         worker_id = str(auth.get("id") or f"anonymous-{secrets.token_hex(4)}")
@@ -483,12 +523,15 @@ class Dispatcher:
             self._write(conn, _wire.encode(Kind.REJECT, _wire.json_meta({"reason": problem})))
             self._drop(conn, f"rejected: {problem}")
             return
-        reply = {"mac": _wire.mac(self.secret, b"controller", nonce_w, conn.nonce),
-                 "settings": self.settings}
+        reply = {
+            "mac": _wire.mac(self.secret, b"controller", nonce_w, conn.nonce),
+            "settings": self.settings,
+        }
         self._write(conn, _wire.encode(Kind.WELCOME, _wire.json_meta(reply)))
         pid = auth.get("pid")
-        conn.info = WorkerInfo(worker_id, pid if isinstance(pid, int) else None,
-                               str(auth.get("host", "")) or None)
+        conn.info = WorkerInfo(
+            worker_id, pid if isinstance(pid, int) else None, str(auth.get("host", "")) or None
+        )
         conn.stage = _READY
         conn.decoder = _wire.Decoder(1 << 40, allow_buffers=True)
         self.workers[worker_id] = conn

@@ -14,11 +14,13 @@ import sys
 import time
 import traceback
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._task import Status
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 TEXT_MAX = 2048
 WARNINGS_MAX = 50
@@ -29,7 +31,7 @@ CODE = 1
 Outcome = tuple[str, Any, "str | None", "str | None", "str | None", "float | None", "int | None"]
 
 
-class Interrupted(BaseException):  # noqa: N818 - a control-flow signal, not an error
+class Interrupted(BaseException):
     """Raised inside a running task when the controller cancels it or its time runs out."""
 
 
@@ -154,7 +156,7 @@ def evaluate(payload: tuple[Any, ...], cleanup: Cleanup, interruptible: Interrup
             for key in data:
                 main.pop(key, None)
             main.update(shadowed)
-        for space, names in zip(spaces, before):
+        for space, names in zip(spaces, before, strict=False):
             for key in set(space) - names:
                 del space[key]
         if modules_before is not None:

@@ -17,12 +17,15 @@ import collections
 import logging
 import threading
 import time
-from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ._autoscale import Autoscaler
 from ._errors import LaunchError
-from .launchers import Launcher, WorkerSpec
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from ._autoscale import Autoscaler
+    from .launchers import Launcher, WorkerSpec
 
 log = logging.getLogger("pycrew")
 
@@ -49,9 +52,14 @@ class Scaler:
         interval: the longest time between two rounds.
     """
 
-    def __init__(self, launcher: Launcher, autoscaler: Autoscaler,
-                 make_spec: Callable[[], WorkerSpec], unresolved: Callable[[], int],
-                 interval: float) -> None:
+    def __init__(
+        self,
+        launcher: Launcher,
+        autoscaler: Autoscaler,
+        make_spec: Callable[[], WorkerSpec],
+        unresolved: Callable[[], int],
+        interval: float,
+    ) -> None:
         self.launcher = launcher
         self.autoscaler = autoscaler
         self.make_spec = make_spec
@@ -193,7 +201,7 @@ class Scaler:
         handles = self.launcher.launch_workers(specs)
         if len(handles) != len(specs):
             raise LaunchError(f"launcher returned {len(handles)} handles for {n} workers")
-        for spec, handle in zip(specs, handles):
+        for spec, handle in zip(specs, handles, strict=False):
             self.handles[spec.worker_id] = handle
         self.autoscaler.on_launched([s.worker_id for s in specs], time.monotonic())
         return n

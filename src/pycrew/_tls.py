@@ -14,12 +14,14 @@ import ipaddress
 import os
 import ssl
 import tempfile
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from ._errors import TlsConfigError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
 
 Mode = Literal["none", "automatic", "custom"]
 _MODES = ("none", "automatic", "custom")

@@ -87,8 +87,17 @@ class Decoder:
         allow_buffers: whether frames may carry out-of-band buffers.
     """
 
-    __slots__ = ("_bufs", "_filled", "_kind", "_lens", "_meta", "allow_buffers", "buf", "frames",
-                 "max_meta")
+    __slots__ = (
+        "_bufs",
+        "_filled",
+        "_kind",
+        "_lens",
+        "_meta",
+        "allow_buffers",
+        "buf",
+        "frames",
+        "max_meta",
+    )
 
     def __init__(self, max_meta: int, allow_buffers: bool) -> None:
         self.max_meta = max_meta
@@ -151,8 +160,9 @@ class Decoder:
                 return
             meta = bytes(buf[start:end])
             if nbuf:
-                self._lens = [LENGTH.unpack_from(buf, HEADER.size + LENGTH.size * i)[0]
-                              for i in range(nbuf)]
+                self._lens = [
+                    LENGTH.unpack_from(buf, HEADER.size + LENGTH.size * i)[0] for i in range(nbuf)
+                ]
                 self._kind, self._meta = kind, meta
                 self._bufs = [bytearray(self._lens[0])]
                 self._filled = 0

@@ -30,9 +30,10 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from . import _wire
+from ._errors import ProtocolError
 from ._evaluate import Cleanup, Interrupted, Interruptible, describe, evaluate
 from ._task import Status
 from ._tls import client_context
@@ -77,7 +78,7 @@ def _read_exact(stream: IO[bytes], n: int) -> bytes:
 def read_frame(stream: IO[bytes], max_meta: int, allow_buffers: bool) -> _wire.Frame:
     kind, _flags, nbuf, meta_len = _wire.HEADER.unpack(_read_exact(stream, _wire.HEADER.size))
     if meta_len > max_meta or (nbuf and not allow_buffers):
-        raise _wire.ProtocolError("oversized or unexpected frame from the controller")
+        raise ProtocolError("oversized or unexpected frame from the controller")
     lens = [_wire.LENGTH.unpack(_read_exact(stream, 8))[0] for _ in range(nbuf)]
     meta = _read_exact(stream, meta_len)
     bufs = []
@@ -107,8 +108,11 @@ def _hard_exit(code: int) -> None:
 
 
 def _log(message: str) -> None:
-    print(f"pycrew worker {os.environ.get(_wire.WORKER_ENV, '?')}: {message}", file=sys.stderr,
-          flush=True)
+    print(
+        f"pycrew worker {os.environ.get(_wire.WORKER_ENV, '?')}: {message}",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def _limit(value: Any) -> float:
@@ -144,7 +148,7 @@ class Worker:
                     self.cancel(task_id)
                 elif kind == Kind.EXIT:
                     break
-        except (EOFError, OSError, ValueError, _wire.ProtocolError):
+        except (EOFError, OSError, ValueError, ProtocolError):
             pass
         # The controller is gone or asked us to stop: nothing we hold matters now.
         _hard_exit(EXIT_CONNECTION)
@@ -206,19 +210,39 @@ class Worker:
             self.current = task_id
             skip = task_id in self.cancelled
         if skip:
-            outcome: tuple[Any, ...] = (Status.CANCEL.value, None, "cancelled", None, None, None,
-                                        None)
+            outcome: tuple[Any, ...] = (
+                Status.CANCEL.value,
+                None,
+                "cancelled",
+                None,
+                None,
+                None,
+                None,
+            )
         else:
             try:
                 payload = _wire.loads(memoryview(meta)[_wire.TASK_ID.size :], bufs)
                 outcome = evaluate(payload, self.settings.cleanup, self.interruptible)
             except Interrupted:
-                outcome = (Status.CANCEL.value, None, "the task was interrupted", None, None,
-                           None, None)
+                outcome = (
+                    Status.CANCEL.value,
+                    None,
+                    "the task was interrupted",
+                    None,
+                    None,
+                    None,
+                    None,
+                )
             except Exception as exc:
-                outcome = (Status.ERROR.value, None,
-                           f"the worker could not load the task: {describe(exc)}", None, None,
-                           None, None)
+                outcome = (
+                    Status.ERROR.value,
+                    None,
+                    f"the worker could not load the task: {describe(exc)}",
+                    None,
+                    None,
+                    None,
+                    None,
+                )
         with self.lock:
             self.current = 0
             self.cancelled.discard(task_id)
@@ -248,7 +272,7 @@ def connect(address: str, tls: bool) -> tuple[socket.socket, IO[bytes], Settings
     except ValueError:
         secret = b""
     if not secret:
-        raise _wire.ProtocolError(f"no valid secret in ${_wire.SECRET_ENV}")
+        raise ProtocolError(f"no valid secret in ${_wire.SECRET_ENV}")
     host, _, port = address.rpartition(":")
     host = host.strip("[]")
     sock = socket.create_connection((host, int(port)), timeout=HANDSHAKE_SECONDS)
@@ -257,12 +281,12 @@ def connect(address: str, tls: bool) -> tuple[socket.socket, IO[bytes], Settings
     if tls:
         trust = os.environ.pop(_wire.TRUST_ENV, "")
         if not trust:
-            raise _wire.ProtocolError(f"TLS is on but ${_wire.TRUST_ENV} is empty")
+            raise ProtocolError(f"TLS is on but ${_wire.TRUST_ENV} is empty")
         sock = client_context(trust).wrap_socket(sock, server_hostname=host)
-    stream = sock.makefile("rb", buffering=1 << 18)
+    stream = cast("IO[bytes]", sock.makefile("rb", buffering=1 << 18))
     kind, meta, _ = read_frame(stream, _wire.PREAUTH_MAX, False)
     if kind != Kind.HELLO:
-        raise _wire.ProtocolError("the controller did not say hello")
+        raise ProtocolError("the controller did not say hello")
     hello = _wire.parse_json(meta)
     problem = _wire.version_problem(hello)
     nonce_c = bytes.fromhex(str(hello.get("nonce", "")))
@@ -276,15 +300,15 @@ def connect(address: str, tls: bool) -> tuple[socket.socket, IO[bytes], Settings
     }
     _send(sock, _wire.encode(Kind.AUTH, _wire.json_meta(auth)))
     if problem is not None:
-        raise _wire.ProtocolError(problem)
+        raise ProtocolError(problem)
     kind, meta, _ = read_frame(stream, _wire.PREAUTH_MAX, False)
     reply = _wire.parse_json(meta)
     if kind == Kind.REJECT:
-        raise _wire.ProtocolError(f"the controller refused us: {reply.get('reason')}")
+        raise ProtocolError(f"the controller refused us: {reply.get('reason')}")
     if kind != Kind.WELCOME or not _wire.check_mac(
         secret, b"controller", nonce_w, nonce_c, reply.get("mac")
     ):
-        raise _wire.ProtocolError("the controller did not prove it knows the secret")
+        raise ProtocolError("the controller did not prove it knows the secret")
     sock.settimeout(None)
     raw = reply.get("settings", {})
     settings = Settings(
@@ -316,7 +340,7 @@ def main(address: str, tls: bool) -> int:
     _die_with_parent()
     try:
         sock, stream, settings = connect(address, tls)
-    except (OSError, ValueError, EOFError, ssl.SSLError, _wire.ProtocolError) as exc:
+    except (OSError, ValueError, EOFError, ssl.SSLError, ProtocolError) as exc:
         _log(f"could not join the controller at {address}: {exc}")
         return EXIT_STARTUP
     _log(f"connected to {address} (pid {os.getpid()})")

@@ -6,11 +6,13 @@ import contextlib
 import os
 import subprocess
 import time
-from collections.abc import Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from ._base import Launcher, WorkerSpec
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 PARENT_ENV = "PYCREW_PARENT_PID"
 
@@ -25,8 +27,9 @@ class LocalLauncher(Launcher):
             ``<id>-stdout.log`` and ``<id>-stderr.log``.
     """
 
-    def __init__(self, log_directory: str | os.PathLike[str] | None = None,
-                 log_join: bool = True) -> None:
+    def __init__(
+        self, log_directory: str | os.PathLike[str] | None = None, log_join: bool = True
+    ) -> None:
         if log_directory is not None and not str(log_directory):
             raise ValueError("log_directory must be None or a non-empty path")
         if not isinstance(log_join, bool):
