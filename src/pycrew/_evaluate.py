@@ -49,6 +49,37 @@ class Interruptible:
     active: bool = False
 
 
+class _WarningSink:
+    """Collects the warnings of the running task (cheaper than catch_warnings per task)."""
+
+    def __init__(self) -> None:
+        self.messages: list[Warning | str] | None = None
+        self.fallback = warnings.showwarning
+
+    def show(
+        self,
+        message: Warning | str,
+        category: type[Warning],
+        filename: str,
+        lineno: int,
+        file: Any = None,
+        line: str | None = None,
+    ) -> None:
+        if self.messages is not None:
+            self.messages.append(message)
+        else:
+            self.fallback(message, category, filename, lineno, file, line)
+
+
+_SINK = _WarningSink()
+
+
+def capture_warnings() -> None:
+    """Route every warning of this process to the running task's record (workers only)."""
+    warnings.simplefilter("always")
+    warnings.showwarning = _SINK.show
+
+
 def _clip(text: str) -> str:
     return text if len(text) <= TEXT_MAX else text[: TEXT_MAX - 3] + "..."
 
@@ -124,31 +155,36 @@ def evaluate(payload: tuple[Any, ...], cleanup: Cleanup, interruptible: Interrup
                 if key in main:
                     shadowed[key] = main[key]
                 main[key] = item
-        with warnings.catch_warnings(record=True) as records:
-            warnings.simplefilter("always")
-            start = time.perf_counter()
+        filters = list(warnings.filters)
+        records: list[Warning | str] = []
+        _SINK.messages = records
+        start = time.perf_counter()
+        try:
+            interruptible.active = True
             try:
-                interruptible.active = True
-                try:
-                    if kind == CODE:
-                        value = _run_code(target, main)
-                    else:
-                        call: Callable[..., Any] = target
-                        value = call(*args, **kwargs)
-                finally:
-                    interruptible.active = False
-            except Interrupted:
-                status, error = Status.CANCEL.value, "the task was interrupted"
-                value = None
-            except Exception as exc:
-                status, error = Status.ERROR.value, describe(exc)
-                trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-                value = None
-                print(f"Error: {error}", file=sys.stderr)
-            seconds = time.perf_counter() - start
-        for record in records[:WARNINGS_MAX]:
-            text = str(record.message) or "."
-            caught.append(text)
+                if kind == CODE:
+                    value = _run_code(target, main)
+                else:
+                    call: Callable[..., Any] = target
+                    value = call(*args, **kwargs)
+            finally:
+                interruptible.active = False
+        except Interrupted:
+            status, error = Status.CANCEL.value, "the task was interrupted"
+            value = None
+        except Exception as exc:
+            status, error = Status.ERROR.value, describe(exc)
+            trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+            value = None
+            print(f"Error: {error}", file=sys.stderr)
+        seconds = time.perf_counter() - start
+        _SINK.messages = None
+        if warnings.filters != filters:
+            # the task changed the warning filters: undo that for the next task
+            warnings.filters[:] = filters  # type: ignore[index]
+            warnings._filters_mutated()  # type: ignore[attr-defined]
+        for message in records[:WARNINGS_MAX]:
+            caught.append(str(message) or ".")
         for text in caught:
             print(f"Warning: {text}", file=sys.stderr)
     finally:

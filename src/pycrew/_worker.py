@@ -34,7 +34,14 @@ from typing import IO, Any, cast
 
 from . import _wire
 from ._errors import ProtocolError
-from ._evaluate import Cleanup, Interrupted, Interruptible, describe, evaluate
+from ._evaluate import (
+    Cleanup,
+    Interrupted,
+    Interruptible,
+    capture_warnings,
+    describe,
+    evaluate,
+)
 from ._task import Status
 from ._tls import client_context
 from ._wire import Kind
@@ -345,6 +352,7 @@ def main(address: str, tls: bool) -> int:
         return EXIT_STARTUP
     _log(f"connected to {address} (pid {os.getpid()})")
     worker = Worker(sock, stream, settings)
+    capture_warnings()
     signal.signal(signal.SIGUSR1, worker.on_signal)
     reader = threading.Thread(target=worker.read_forever, name="pycrew-reader", daemon=True)
     reader.start()
