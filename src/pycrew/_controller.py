@@ -232,6 +232,7 @@ class Controller:
         self._crashes: dict[str, int] = {}
         self._summary: dict[str, float] | None = None
         self._ids = itertools.count(1)
+        self._name_prefix = secrets.token_hex(6)
         self._worker_numbers = itertools.count(1)
         self._env: dict[str, str] = {}
         self._url = ""
@@ -426,7 +427,9 @@ class Controller:
         seconds_timeout: float | None,
     ) -> Task:
         if name is None:
-            name = f"unnamed_task_{secrets.token_hex(8)}"
+            # a random prefix per controller plus a counter: unique, and it
+            # spares a slow os.urandom() call on every push
+            name = f"unnamed_task_{self._name_prefix}_{next(self._ids)}"
         elif not isinstance(name, str) or not name:
             raise ValueError(f"task name must be a non-empty string, got {name!r}")
         if name in self._tasks:
