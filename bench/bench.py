@@ -21,7 +21,7 @@ Measurements (see bench/README.md):
 
 Usage (from the repository root):
 
-  python bench/bench.py                      # full run, about 5 minutes
+  python bench/bench.py                      # full run, about 3 minutes on 2 cores
   python bench/bench.py --quick              # small counts, under a minute
   python bench/bench.py --systems pycrew,ppe --json /tmp/r.json
 
@@ -135,7 +135,7 @@ QUICK = dataclasses.replace(
     floor_child_timeout_s=30.0,
 )
 
-# Targets for pycrew: (json key, "le"/"ge", plain target, TLS target)
+# Targets for pycrew: summary key -> ("le" or "ge", target with tls="none", with TLS)
 TARGETS = {
     "rt_median_us": ("le", 150.0, 150.0),
     "tasks_per_s": ("ge", 20_000.0, 20_000.0),
@@ -400,14 +400,22 @@ class Descendants:
             os.replace(tmp, self.pidfile)
 
     def alive(self, grace_s: float) -> list[dict[str, Any]]:
-        """Those recorded that are still running after ``grace_s`` seconds."""
-        procs = _live_matching([(d["pid"], d["create_time"]) for d in self.seen.values()])
-        if not procs:
-            return []
+        """Those recorded that still run after up to ``grace_s`` seconds.
+
+        Resource trackers (multiprocessing, loky) exit with this interpreter by
+        design, so they are listed without waiting for them.
+        """
         import psutil
 
-        _, alive = psutil.wait_procs(procs, timeout=grace_s)
-        return [self.seen[p.pid] for p in alive if p.pid in self.seen]
+        procs = _live_matching([(d["pid"], d["create_time"]) for d in self.seen.values()])
+        trackers = [p for p in procs if is_tracker(self.seen[p.pid])]
+        others = [p for p in procs if p not in trackers]
+        alive = psutil.wait_procs(others, timeout=grace_s)[1] if others else []
+        return [self.seen[p.pid] for p in [*alive, *trackers]]
+
+
+def is_tracker(proc_info: dict[str, Any]) -> bool:
+    return "resource_tracker" in proc_info.get("cmdline", "")
 
 
 def _live_matching(recorded: Iterable[Sequence[float]]) -> list[Any]:
@@ -605,7 +613,7 @@ def child_warm(key: str, cfg: Config, procs: Descendants) -> dict[str, Any]:
         except Exception as exc:
             out["errors"]["shutdown"] = error_text(exc)
         out["shutdown_s"] = now() - t1
-        out["alive_3s_after_shutdown"] = procs.alive(3.0)
+        out["alive_after_shutdown"] = procs.alive(3.0)
         out["processes_seen"] = list(procs.seen.values())
     return out
 
@@ -637,7 +645,7 @@ def child_cold(key: str, cfg: Config, procs: Descendants, t_exec: float | None) 
         except Exception as exc:
             out["errors"]["shutdown"] = error_text(exc)
         out["shutdown_s"] = now() - t2
-        out["alive_3s_after_shutdown"] = procs.alive(3.0)
+        out["alive_after_shutdown"] = procs.alive(3.0)
     return out
 
 
@@ -863,6 +871,10 @@ def orchestrate(args: argparse.Namespace) -> int:
             )
         entry["summary"] = summarize_system(entry)
         log(f"{key}: {entry['summary']}")
+    log("floor again, at the end ...")
+    run["floor_end"] = run_child(
+        ["--system", "floor"], cfg.floor_child_timeout_s, workdir, "floor-end", args.quick
+    )
     run["meta"]["loadavg_end"] = os.getloadavg()
     run["meta"]["wall_s"] = now() - t_run
     run["meta"]["child_logs"] = str(workdir)
@@ -885,9 +897,8 @@ def summarize_system(entry: dict[str, Any]) -> dict[str, Any]:
     cold_s, import_s = med("cold_s"), med("import_s")
     exec_s, shut_s = med("exec_to_first_s"), med("shutdown_s")
     parts = [warm, *entry.get("cold", [])]
-    lingering = [p for part in parts for p in part.get("alive_3s_after_shutdown", [])]
-    # multiprocessing/loky resource trackers exit with their interpreter, by design
-    trackers = [p for p in lingering if "resource_tracker" in p.get("cmdline", "")]
+    lingering = [p for part in parts for p in part.get("alive_after_shutdown", [])]
+    trackers = [p for p in lingering if is_tracker(p)]
     return {
         "rt_median_us": warm.get("round_trip", {}).get("median"),
         "rt_p90_us": warm.get("round_trip", {}).get("p90"),
@@ -988,6 +999,14 @@ def render(run: dict[str, Any]) -> str:
             f"{US}, n={b['n']}); with both ends busy-polling {fmt(bp.get('median'), 1)} {US}. "
             f"'{TIMES} floor' = round trip median / blocking floor."
         )
+        end = run.get("floor_end", {})
+        if end.get("blocking"):
+            add("")
+            add(
+                f"Floor re-measured at the end of the run: {fmt(end['blocking']['median'], 1)} "
+                f"{US}, busy-polling {fmt(end.get('busy_poll', {}).get('median'), 1)} {US} "
+                "(the blocking figure is much lower when the CPUs are awake)."
+            )
     else:
         add(f"Raw floor: not measured ({_errors_line(floor)})")
     add("")
@@ -1045,8 +1064,9 @@ def render(run: dict[str, Any]) -> str:
         for part in [entry.get("warm", {}), *entry.get("cold", [])]
         if part.get("errors")
     ]
-    if floor.get("errors"):
-        errors.append(f"- floor: {_errors_line(floor)}")
+    for tag in ("floor", "floor_end"):
+        if run.get(tag, {}).get("errors"):
+            errors.append(f"- {tag}: {_errors_line(run[tag])}")
     if errors:
         add("Errors (full text in the JSON):")
         add("")
