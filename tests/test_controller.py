@@ -15,6 +15,7 @@ import psutil
 import pytest
 
 import pycrew
+import pycrew.launchers
 from tests import tasks
 from tests.conftest import wait_until
 
@@ -478,3 +479,51 @@ def test_ps_never_shows_the_secret(controller: pycrew.Controller) -> None:
     for proc in psutil.process_iter(["cmdline"]):
         assert secret not in " ".join(proc.info["cmdline"] or [])
     assert secret not in repr(controller)
+
+
+def test_wall_time_retires_workers() -> None:
+    with pycrew.local_controller(seconds_wall=0.5, seconds_interval=0.05) as ctl:
+        first = ctl.push(tasks.pid).result(timeout=30).result
+        wait_until(lambda: ctl.pids() == [], what="the worker to leave at its wall time")
+        assert (
+            not psutil.pid_exists(first) or psutil.Process(first).status() == psutil.STATUS_ZOMBIE
+        )
+        assert ctl.push(tasks.pid).result(timeout=30).result != first
+        ctl.collect()
+        summary = ctl.summary()
+        assert summary is not None
+        assert summary.crash == 0
+
+
+def test_reset_modules_and_garbage_collection() -> None:
+    code = "import sys\nimport colorsys\n'colorsys' in sys.modules"
+    check = "import sys\n'colorsys' in sys.modules"
+    with pycrew.local_controller(reset_modules=True, garbage_collection=True) as ctl:
+        assert ctl.push(code).result(timeout=30).result is True
+        assert ctl.push(check).result(timeout=30).result is False
+    with pycrew.local_controller() as ctl:
+        ctl.push(code).result(timeout=30)
+        assert ctl.push(check).result(timeout=30).result is True
+
+
+class _FlakyLauncher(pycrew.launchers.LocalLauncher):
+    """Every other launch starts nothing, like a scheduler that loses jobs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def launch_worker(self, spec: pycrew.launchers.WorkerSpec) -> object:
+        self.calls += 1
+        if self.calls % 2 == 1:
+            return None
+        return super().launch_worker(spec)
+
+
+def test_failed_launches_are_replaced() -> None:
+    ctl = pycrew.Controller(_FlakyLauncher(), workers=2, seconds_launch=1, seconds_interval=0.05)
+    with ctl:
+        # 20 x 0.1 s outlasts seconds_launch, so the lost launch is noticed and replaced
+        records = ctl.map(tasks.sleep, [0.1] * 20)
+        assert [r.result for r in records] == [0.1] * 20
+        assert ctl.workers_status()["failed"] >= 1
