@@ -527,3 +527,51 @@ def test_failed_launches_are_replaced() -> None:
         records = ctl.map(tasks.sleep, [0.1] * 20)
         assert [r.result for r in records] == [0.1] * 20
         assert ctl.workers_status()["failed"] >= 1
+
+
+def test_short_tasks_never_wait_behind_a_long_one() -> None:
+    # A busy worker may hold tasks ahead (prefetch); an idle worker takes them back.
+    with pycrew.local_controller(workers=2, seconds_interval=0.05) as ctl:
+        ctl.launch(2)
+        wait_until(lambda: len(ctl.pids()) == 2, what="two workers")
+        long = ctl.push(tasks.sleep, 30, name="long")
+        short = [ctl.push(tasks.sleep, 0.05, name=f"short{i}") for i in range(8)]
+        started = time.monotonic()
+        for future in short:
+            assert future.result(timeout=15).status is pycrew.Status.SUCCESS
+        assert time.monotonic() - started < 10
+        assert not long.done()
+        ctl.cancel(names=["long"])
+        assert long.result(timeout=10).status is pycrew.Status.CANCEL
+
+
+def test_tasks_held_behind_a_crash_are_rerun_not_crashed() -> None:
+    with pycrew.local_controller(workers=1, seconds_interval=0.05) as ctl:
+        ctl.launch(1)
+        wait_until(lambda: len(ctl.pids()) == 1, what="a worker")
+        doomed = ctl.push(tasks.suicide, name="doomed")
+        after = [ctl.push(tasks.add, i, 1, name=f"after{i}") for i in range(5)]
+        assert doomed.result(timeout=30).status is pycrew.Status.CRASH
+        assert [f.result(timeout=30).result for f in after] == [1, 2, 3, 4, 5]
+        assert all(f.result().status is pycrew.Status.SUCCESS for f in after)
+
+
+def test_cancel_a_task_waiting_on_a_busy_worker() -> None:
+    with pycrew.local_controller(workers=1, seconds_interval=0.05) as ctl:
+        ctl.launch(1)
+        wait_until(lambda: len(ctl.pids()) == 1, what="a worker")
+        pid = ctl.pids()[0]
+        long = ctl.push(tasks.sleep, 1e6, name="long")
+        waiting = ctl.push(tasks.add, 1, 1, name="waiting")
+        ctl.cancel(names=["waiting"])
+        assert waiting.result(timeout=5).status is pycrew.Status.CANCEL
+        assert not long.done()
+        ctl.cancel(names=["long"])
+        assert long.result(timeout=5).status is pycrew.Status.CANCEL
+        # the same worker lives on: the waiting task was skipped, the long one interrupted
+        record = ctl.push(tasks.pid).result(timeout=30)
+        assert record.result == pid
+        ctl.collect()
+        summary = ctl.summary()
+        assert summary is not None
+        assert (summary.cancel, summary.crash) == (2, 0)

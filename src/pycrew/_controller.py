@@ -54,6 +54,11 @@ if TYPE_CHECKING:
     from types import TracebackType
 
 ErrorMode = Literal["stop", "warn", "silent"]
+_STATUSES = {status.value: status for status in Status}
+_HOST_ERRORS = {
+    Status.CANCEL: "the task was cancelled",
+    Status.TIMEOUT: "the task ran past its seconds_timeout",
+}
 _ERROR_MODES = ("stop", "warn", "silent")
 
 
@@ -302,6 +307,8 @@ class Controller:
                 settings,
                 on_worker=lambda kind, wid: self._on_worker(kind, wid),
                 on_kill=lambda wid: self._on_kill(wid),
+                # a worker that may leave after a task must not hold another
+                prefetch=math.isinf(self.tasks_max) and math.isinf(self.seconds_wall),
             )
             scheme = "tls+tcp" if session is not None else "tcp"
             host = f"[{self.host}]" if ":" in self.host else self.host
@@ -737,38 +744,26 @@ class Controller:
         return records
 
     def _record(self, task: Task) -> TaskResult:
+        """Build a task's record once (unpickling its result here, in the caller's thread)."""
         if task.record is not None:
             return cast("TaskResult", task.record)
         worker = task.worker
-        base: dict[str, Any] = {
-            "name": task.name,
-            "command": task.command,
-            "result": None,
-            "trace": None,
-            "warnings": None,
-            "seconds": None,
-            "seed": task.seed,
-            "controller": self.name,
-            "worker": worker.id if worker else None,
-            "pid": worker.pid if worker else None,
-            "host": worker.host if worker else None,
-        }
+        value = trace = warned = seconds = None
+        seed = task.seed
         if task.outcome is not None:
             status = task.outcome
-            error = {
-                Status.CANCEL: "the task was cancelled",
-                Status.TIMEOUT: "the task ran past its seconds_timeout",
-            }.get(status)
             if status is Status.CRASH:
-                error = self._crash_detail(task)
-            record = TaskResult(status=status, error=error, code=CODES[status], **base)
+                error: str | None = self._crash_detail(task)
+            else:
+                error = _HOST_ERRORS.get(status)
         else:
             assert task.raw is not None
             meta, bufs = task.raw
+            task.raw = None
             try:
                 outcome = _wire.loads(memoryview(meta)[_wire.RESULT_HEAD.size :], bufs)
                 status_text, value, error, trace, warned, seconds, seed = outcome
-                status = Status(status_text)
+                status = _STATUSES[status_text]
             except Exception as exc:
                 status, value, trace, warned, seconds, seed = (
                     Status.ERROR,
@@ -779,9 +774,22 @@ class Controller:
                     task.seed,
                 )
                 error = f"the result could not be unpickled here: {describe(exc)}"
-            base.update(result=value, trace=trace, warnings=warned, seconds=seconds, seed=seed)
-            record = TaskResult(status=status, error=error, code=CODES[status], **base)
-            task.raw = None
+        record = TaskResult(
+            task.name,
+            task.command,
+            value,
+            status,
+            error,
+            CODES[status],
+            trace,
+            warned,
+            seconds,
+            seed,
+            self.name,
+            worker.id if worker else None,
+            worker.pid if worker else None,
+            worker.host if worker else None,
+        )
         task.record = record
         return record
 

@@ -50,6 +50,8 @@ HANDSHAKE_SECONDS = 10.0
 CANCEL_GRACE = 1.0
 #: unauthenticated connections held at once; more are closed at accept
 PREAUTH_CONNECTIONS = 64
+#: tasks a worker may hold at once when prefetching (one running, the rest waiting)
+PREFETCH_DEPTH = 4
 _READ_CHUNK = 1 << 18
 _TLS_SHAKE, _AUTH, _READY = 0, 1, 2
 
@@ -118,7 +120,7 @@ class Conn:
         "out",
         "sock",
         "stage",
-        "task",
+        "tasks",
         "want_write",
     )
 
@@ -131,7 +133,9 @@ class Conn:
         self.deadline = time.monotonic() + HANDSHAKE_SECONDS
         self.nonce = b""
         self.info: WorkerInfo | None = None
-        self.task: Task | None = None
+        # tasks sent to this worker, oldest (running) first; more than one only
+        # when prefetching
+        self.tasks: collections.deque[Task] = collections.deque()
         self.leaving = False
         self.kill_at: float | None = None
 
@@ -148,6 +152,9 @@ class Dispatcher:
         on_worker: called (on this thread, briefly) with ``("connected" |
             "disconnected", worker_id)``.
         on_kill: called with a worker id whose task would not stop.
+        prefetch: let a busy worker hold one more task, so it starts the next
+            task without waiting for a round trip. A worker that goes idle
+            while another holds an unstarted task asks for it back.
     """
 
     def __init__(
@@ -159,6 +166,7 @@ class Dispatcher:
         settings: dict[str, Any],
         on_worker: Callable[[str, str], None],
         on_kill: Callable[[str], None],
+        prefetch: bool = False,
     ) -> None:
         self.secret = secret
         self.tls = tls
@@ -168,13 +176,21 @@ class Dispatcher:
         self.lock = threading.Lock()
         self.cv = threading.Condition(self.lock)
         self.queue: collections.deque[Task] = collections.deque()
-        self.idle: list[Conn] = []
+        self.depth = PREFETCH_DEPTH if prefetch else 1
+        # free capacity, as insertion-ordered sets: idle workers, and busy
+        # workers that may take one task ahead (prefetch)
+        self.idle: dict[Conn, None] = {}
+        self.room: dict[Conn, None] = {}
+        self.releasing: dict[int, Conn] = {}
         self.resolved: collections.deque[Task] = collections.deque()
         self.live: dict[int, Task] = {}
         self.workers: dict[str, Conn] = {}
         self.conns: dict[int, Conn] = {}
         self.deadlines: list[tuple[float, int]] = []
         self.pending_out: set[Conn] = set()
+        # connections with bytes written since the last flush: flushing once
+        # per batch sends many small frames in one system call
+        self.dirty: set[Conn] = set()
         self.cumulative = 0
         self.completed = 0
         self.failure: BaseException | None = None
@@ -202,26 +218,30 @@ class Dispatcher:
 
     # ------------------------------------------------------------------ API
     def submit(self, task: Task) -> None:
-        """Queue a task, or hand it to an idle worker right away."""
+        """Hand a task to a free worker right away, or queue it."""
         with self.lock:
             self.live[task.id] = task
             if task.deadline is not None:
                 heapq.heappush(self.deadlines, (task.deadline, task.id))
                 self._wake_locked()
-            if self.idle and not self.queue:
-                self._assign(self.idle.pop(), task)
-            else:
+            if self.queue or not (self.idle or self.room):
                 self.queue.append(task)
+                return
+            conn = self.idle.popitem()[0] if self.idle else self.room.popitem()[0]
+            self._assign(conn, task)
+            self._place(conn)
+            self._flush_dirty()
 
     def cancel(self, tasks: list[Task], status: Status = Status.CANCEL) -> None:
         with self.lock:
             for task in tasks:
                 self._stop(task, status)
+            self._flush_dirty()
 
     def counts(self) -> tuple[int, int, int, int, int]:
         """(connections, cumulative, awaiting, executing, completed), like mirai's info()."""
         with self.lock:
-            busy = sum(1 for c in self.workers.values() if c.task is not None)
+            busy = sum(1 for c in self.workers.values() if c.tasks)
             queued = len(self.queue)
             return len(self.workers), self.cumulative, queued, busy, self.completed
 
@@ -247,23 +267,46 @@ class Dispatcher:
             with contextlib.suppress(OSError):
                 self._wake_w.send(b"\0")
 
+    def _place(self, conn: Conn) -> None:
+        """File a worker under idle or room (or neither) by how many tasks it holds."""
+        self.idle.pop(conn, None)
+        self.room.pop(conn, None)
+        if conn.leaving or self.closing or conn.stage != _READY:
+            return
+        held = len(conn.tasks)
+        if held == 0:
+            self.idle[conn] = None
+        elif held < self.depth:
+            self.room[conn] = None
+
     def _assign(self, conn: Conn, task: Task) -> None:
-        conn.task = task
+        conn.tasks.append(task)
         task.state = RUNNING
         task.worker = conn.info
         self._write(conn, task.frame)
 
     def _write(self, conn: Conn, pieces: list[Any]) -> None:
+        """Queue bytes for a worker; they leave at the next ``_flush_dirty()``."""
         conn.out.extend(memoryview(p).cast("B") for p in pieces)
-        self._flush(conn)
-        if conn.out and not conn.want_write:
-            self.pending_out.add(conn)
-            if threading.current_thread() is not self.thread:
-                self._wake_locked()
+        self.dirty.add(conn)
+
+    def _flush_dirty(self) -> None:
+        for conn in self.dirty:
+            self._flush(conn)
+            if conn.out and not conn.want_write:
+                self.pending_out.add(conn)
+                if threading.current_thread() is not self.thread:
+                    self._wake_locked()
+        self.dirty.clear()
 
     def _flush(self, conn: Conn) -> None:
         out = conn.out
         sock = conn.sock
+        if len(out) > 1 and out[0].nbytes < _wire.OOB_MIN and out[1].nbytes < _wire.OOB_MIN:
+            merged: list[memoryview] = []
+            while out and out[0].nbytes < _wire.OOB_MIN and len(merged) < 256:
+                merged.append(out.popleft())
+            out.appendleft(memoryview(b"".join(merged)))
         try:
             while out:
                 head = out[0]
@@ -297,21 +340,37 @@ class Dispatcher:
             return
         self._resolve(task, status)
         for conn in self.workers.values():
-            if conn.task is task:
+            if task in conn.tasks:
                 self._write(conn, _wire.encode(Kind.CANCEL, _wire.TASK_ID.pack(task.id)))
-                conn.kill_at = time.monotonic() + CANCEL_GRACE
-                self._wake_locked()
+                if conn.tasks[0] is task:
+                    # running now; one that waits behind it is skipped by the worker
+                    conn.kill_at = time.monotonic() + CANCEL_GRACE
+                    self._wake_locked()
                 break
 
-    def _idle(self, conn: Conn) -> None:
-        if conn.leaving or self.closing:
-            return
-        while self.queue:
-            task = self.queue.popleft()
-            if task.state == QUEUED:
-                self._assign(conn, task)
+    def _refill(self, conn: Conn) -> None:
+        """Give a worker with free capacity queued tasks, then file it."""
+        if not (conn.leaving or self.closing):
+            while self.queue and len(conn.tasks) < self.depth:
+                task = self.queue.popleft()
+                if task.state == QUEUED:
+                    self._assign(conn, task)
+        self._place(conn)
+        if self.depth > 1 and conn in self.idle:
+            self._steal()
+
+    def _steal(self) -> None:
+        """An idle worker and an empty queue: ask busy workers for tasks they hold unstarted."""
+        wanted = len(self.idle)
+        for other in self.workers.values():
+            if wanted <= 0:
                 return
-        self.idle.append(conn)
+            if len(other.tasks) > 1:
+                task = other.tasks[-1]
+                if task.id not in self.releasing and task.state == RUNNING:
+                    self.releasing[task.id] = other
+                    self._write(other, _wire.encode(Kind.RELEASE, _wire.TASK_ID.pack(task.id)))
+                    wanted -= 1
 
     # --------------------------------------------------------- the loop
     def _run(self) -> None:
@@ -325,6 +384,7 @@ class Dispatcher:
                     for key, mask in events:
                         self._on_event(key, mask)
                     self._on_timers()
+                    self._flush_dirty()
                     self._sync_interest()
         except BaseException as exc:  # surfaced to the user at the next call
             log.exception("pycrew dispatcher failed")
@@ -470,36 +530,61 @@ class Dispatcher:
             self._on_auth(conn, kind, meta)
         elif kind == Kind.RESULT:
             task_id, last = _wire.RESULT_HEAD.unpack_from(meta)
-            task = conn.task
-            if task is None or task.id != task_id:
+            if not conn.tasks or conn.tasks[0].id != task_id:
                 raise ProtocolError("a result for a task this worker was not given")
-            conn.task = None
+            task = conn.tasks.popleft()
+            self.releasing.pop(task_id, None)
             conn.kill_at = None
+            if conn.tasks and conn.tasks[0].state == DONE:
+                # the next one was cancelled while it waited: it must stop quickly
+                conn.kill_at = time.monotonic() + CANCEL_GRACE
             if last:
                 conn.leaving = True
             if task.state != DONE:
                 task.raw = (meta, bufs)
                 self._resolve(task, None)
-            self._idle(conn)
+            self._refill(conn)
+        elif kind == Kind.RELEASED:
+            (task_id,) = _wire.TASK_ID.unpack_from(meta)
+            self.releasing.pop(task_id, None)
+            given = next((t for t in conn.tasks if t.id == task_id), None)
+            if given is None:
+                raise ProtocolError("released a task this worker was not given")
+            conn.tasks.remove(given)
+            if given.state == RUNNING:
+                given.state = QUEUED
+                given.worker = None
+                self._requeue(given)
+            self._refill(conn)
         elif kind == Kind.BYE:
+            # Sent while idle: whatever is on its way to this worker never ran.
             conn.leaving = True
-            with contextlib.suppress(ValueError):
-                self.idle.remove(conn)
-            task = conn.task
-            if task is not None and task.state == RUNNING:
-                # Sent before the worker saw this task: it never ran, so it goes back first.
-                conn.task = None
-                task.state = QUEUED
-                task.worker = None
-                self._requeue(task)
+            self._place(conn)
+            self._give_back(conn)
         else:
             raise ProtocolError(f"unexpected message kind {kind}")
 
     def _requeue(self, task: Task) -> None:
-        if self.idle:
-            self._assign(self.idle.pop(), task)
+        """A task that never started goes to an idle worker, or first in the queue."""
+        if self.idle and not self.queue:
+            conn = self.idle.popitem()[0]
+            self._assign(conn, task)
+            self._place(conn)
         else:
             self.queue.appendleft(task)
+
+    def _give_back(self, conn: Conn) -> None:
+        """Requeue, in order, the tasks a worker holds that it never started."""
+        held = [t for t in conn.tasks if t.state == RUNNING]
+        conn.tasks.clear()
+        for task in reversed(held):
+            self.releasing.pop(task.id, None)
+            task.state = QUEUED
+            task.worker = None
+            self.queue.appendleft(task)
+        if held:
+            for other in list(self.idle):
+                self._refill(other)
 
     def _on_auth(self, conn: Conn, kind: int, meta: bytes) -> None:
         if kind != Kind.AUTH:
@@ -537,7 +622,7 @@ class Dispatcher:
         self.workers[worker_id] = conn
         self.cumulative += 1
         self.on_worker("connected", worker_id)
-        self._idle(conn)
+        self._refill(conn)
 
     def _drop(self, conn: Conn, why: str | None) -> None:
         """Forget a connection; a task it was running becomes a crash."""
@@ -552,25 +637,24 @@ class Dispatcher:
         with contextlib.suppress(OSError):
             conn.sock.close()
         self.pending_out.discard(conn)
-        with contextlib.suppress(ValueError):
-            self.idle.remove(conn)
+        self.dirty.discard(conn)
+        self.idle.pop(conn, None)
+        self.room.pop(conn, None)
         info = conn.info
         if info is None:
             if why:
                 log.info("dropped a connection before authentication: %s", why)
             return
         self.workers.pop(info.id, None)
-        task = conn.task
-        conn.task = None
-        if task is not None and task.state == RUNNING:
-            if conn.leaving:
-                task.state = QUEUED
-                self._requeue(task)
-            else:
-                detail = f"worker {info.id} (pid {info.pid}) was lost during the task"
-                if why:
-                    detail += f": {why}"
-                self._resolve(task, Status.CRASH, detail)
+        head = conn.tasks[0] if conn.tasks else None
+        if head is not None and head.state == RUNNING and not conn.leaving:
+            # the worker died while running its oldest task; any behind it never started
+            conn.tasks.popleft()
+            detail = f"worker {info.id} (pid {info.pid}) was lost during the task"
+            if why:
+                detail += f": {why}"
+            self._resolve(head, Status.CRASH, detail)
+        self._give_back(conn)
         if why:
             log.info("worker %s dropped: %s", info.id, why)
         self.on_worker("disconnected", info.id)
@@ -617,6 +701,7 @@ class Dispatcher:
             self.conns.clear()
             self.workers.clear()
             self.idle.clear()
+            self.room.clear()
             with contextlib.suppress(OSError):
                 self.listener.close()
             self.selector.close()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 
 class Status(str, enum.Enum):
@@ -30,9 +30,8 @@ CODES = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class TaskResult:
-    """The record of one finished task.
+class TaskResult(NamedTuple):
+    """The record of one finished task (immutable).
 
     Attributes:
         name: the task name.
@@ -68,7 +67,7 @@ class TaskResult:
 
     def as_dict(self) -> dict[str, Any]:
         """The record as a plain dict (``status`` as a str)."""
-        out = asdict(self)
+        out = self._asdict()
         out["status"] = self.status.value
         return out
 

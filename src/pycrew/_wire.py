@@ -61,6 +61,8 @@ class Kind(enum.IntEnum):
     CANCEL = 12
     BYE = 13
     EXIT = 14
+    RELEASE = 15
+    RELEASED = 16
 
 
 Frame = tuple[int, bytes, list[bytearray]]

@@ -138,7 +138,11 @@ class Worker:
         )
         self.current = 0
         self.cancelled: set[int] = set()
+        # tasks received and not yet started, and those handed back unstarted
+        self.pending: set[int] = set()
+        self.released: set[int] = set()
         self.lock = threading.Lock()
+        self.send_lock = threading.Lock()
         self.interruptible = Interruptible()
         self.main_thread = threading.main_thread().ident
 
@@ -149,7 +153,12 @@ class Worker:
                 kind, meta, bufs = read_frame(self.stream, 1 << 40, True)
                 if kind == Kind.TASK:
                     (task_id,) = _wire.TASK_ID.unpack_from(meta)
+                    with self.lock:
+                        self.pending.add(task_id)
                     self.inbox.put((task_id, meta, bufs))
+                elif kind == Kind.RELEASE:
+                    (task_id,) = _wire.TASK_ID.unpack_from(meta)
+                    self.release(task_id)
                 elif kind == Kind.CANCEL:
                     (task_id,) = _wire.TASK_ID.unpack_from(meta)
                     self.cancel(task_id)
@@ -160,8 +169,23 @@ class Worker:
         # The controller is gone or asked us to stop: nothing we hold matters now.
         _hard_exit(EXIT_CONNECTION)
 
+    def release(self, task_id: int) -> None:
+        """Hand back a task that has not started, for an idle worker to run."""
+        with self.lock:
+            if task_id not in self.pending:
+                return  # started or finished already: its result will tell
+            self.pending.discard(task_id)
+            self.released.add(task_id)
+        self.send(_wire.encode(Kind.RELEASED, _wire.TASK_ID.pack(task_id)))
+
+    def send(self, pieces: list[Any]) -> None:
+        with self.send_lock:
+            _send(self.sock, pieces)
+
     def cancel(self, task_id: int) -> None:
         with self.lock:
+            if task_id not in self.pending and task_id != self.current:
+                return
             self.cancelled.add(task_id)
             running = self.current == task_id
         if running:
@@ -202,6 +226,12 @@ class Worker:
             if item is None:
                 return EXIT_CONNECTION
             task_id, meta, bufs = item
+            with self.lock:
+                self.pending.discard(task_id)
+                if task_id in self.released:
+                    self.released.discard(task_id)
+                    continue
+                self.current = task_id
             wall_passed = timers_on and time.monotonic() - started >= s.seconds_wall
             done += 1
             last = wall_passed or done >= s.tasks_max
@@ -214,7 +244,6 @@ class Worker:
 
     def run_task(self, task_id: int, meta: bytes, bufs: list[bytearray], last: bool) -> None:
         with self.lock:
-            self.current = task_id
             skip = task_id in self.cancelled
         if skip:
             outcome: tuple[Any, ...] = (
@@ -260,13 +289,13 @@ class Worker:
             reason = f"the result could not be pickled: {describe(exc)}"
             fallback = (Status.ERROR.value, None, reason, None, outcome[4], outcome[5], outcome[6])
             body, out_bufs = _wire.dumps(fallback)
-        _send(self.sock, _wire.encode(Kind.RESULT, head + body, out_bufs))
+        self.send(_wire.encode(Kind.RESULT, head + body, out_bufs))
 
     def leave(self, code: int, announce: bool = True) -> int:
         reasons = {EXIT_IDLE: "idle", EXIT_WALL: "wall", EXIT_TASKS: "tasks"}
         if announce:
             with contextlib.suppress(OSError):
-                _send(self.sock, _wire.encode(Kind.BYE, reasons[code].encode()))
+                self.send(_wire.encode(Kind.BYE, reasons[code].encode()))
         _log(f"leaving: {reasons.get(code, 'done')} limit reached")
         return code
 
