@@ -575,3 +575,19 @@ def test_cancel_a_task_waiting_on_a_busy_worker() -> None:
         summary = ctl.summary()
         assert summary is not None
         assert (summary.cancel, summary.crash) == (2, 0)
+
+
+def test_received_buffers_are_reused_only_when_free() -> None:
+    np = pytest.importorskip("numpy")
+    first = np.full(300_000, 1.0)  # 2.4 MB: travels out of band, into a reusable buffer
+    second = np.full(300_000, 2.0)
+    keep = "import __main__\n__main__.kept = a\nfloat(a.sum())"
+    check = "import __main__\nfloat(__main__.kept.sum())"
+    with pycrew.local_controller(reset_globals=False) as ctl:
+        assert ctl.push(keep, data={"a": first}).result(timeout=30).result == 300_000.0
+        # the first buffer is still held by the worker's global: it must not be reused
+        assert ctl.push("float(a.sum())", data={"a": second}).result(timeout=30).result == 600_000.0
+        assert ctl.push(check).result(timeout=30).result == 300_000.0
+        for value in (3.0, 4.0, 5.0):
+            array = np.full(300_000, value)
+            assert ctl.push(np.sum, array).result(timeout=30).result == 300_000 * value

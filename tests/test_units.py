@@ -389,3 +389,25 @@ def test_every_error_is_a_crew_error() -> None:
             assert issubclass(obj, pycrew.CrewError), name
     assert issubclass(pycrew.CrewTimeoutError, TimeoutError)
     assert issubclass(pycrew.CrewWarning, UserWarning)
+
+
+def test_buffer_pool_reuses_only_buffers_nobody_holds() -> None:
+    np = pytest.importorskip("numpy")
+    from pycrew._worker import BufferPool
+
+    pool = BufferPool(keep=2)
+    small = pool.take(100)
+    assert isinstance(small, bytearray)
+    size = 2 << 20
+    big = pool.take(size)
+    view = np.frombuffer(big, dtype=np.uint8)  # a task's array over the buffer
+    pool.recycle()
+    assert pool.spares == []  # still in use
+    again = pool.take(size)
+    assert again is not big
+    del view
+    pool.recycle()
+    assert big in pool.spares
+    assert pool.take(size) is big
+    pool.drop_spares()
+    assert pool.spares == []

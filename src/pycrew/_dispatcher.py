@@ -92,7 +92,7 @@ class Task:
         self.state = QUEUED
         self.outcome: Status | None = None
         self.detail: str | None = None
-        self.raw: tuple[bytes, list[bytearray]] | None = None
+        self.raw: tuple[bytes, list[_wire.Buffer]] | None = None
         self.worker: WorkerInfo | None = None
         # built once, on first request, by the controller (unpickling happens there)
         self.record: Any = None
