@@ -221,7 +221,8 @@ class Adapter:
 class PycrewAdapter(Adapter):
     key = "pycrew"
     label = "pycrew tls=none"
-    modules = ("pycrew",)
+    # pycrew loads its controller side on first use; import it with the library
+    modules = ("pycrew", "pycrew._controller")
     dists = ("pycrew", "cloudpickle", "cryptography")
     notes = "local_controller(workers=2): controller in this process, workers dial in over TCP"
     tls = "none"

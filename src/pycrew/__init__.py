@@ -10,21 +10,62 @@ authenticated TCP port (optionally TLS).
         results = ctl.map(pow, iterate={"base": [2, 3], "exp": [10, 2]})
 """
 
-from ._controller import Controller, TaskFuture, local_controller
-from ._errors import (
-    ClosedError,
-    CrashLimitError,
-    CrewError,
-    CrewTimeoutError,
-    CrewWarning,
-    LaunchError,
-    ProtocolError,
-    TaskError,
-    TlsConfigError,
-)
-from ._task import Status, Summary, TaskResult
-from ._tls import TLS
+# The names below load on first use, so that a worker process (which imports
+# this package to reach pycrew._worker) does not pay for the controller side.
 from ._version import __version__
+
+TYPE_CHECKING = False  # typing itself is slow to import
+
+if TYPE_CHECKING:
+    from ._controller import Controller, TaskFuture, local_controller
+    from ._errors import (
+        ClosedError,
+        CrashLimitError,
+        CrewError,
+        CrewTimeoutError,
+        CrewWarning,
+        LaunchError,
+        ProtocolError,
+        TaskError,
+        TlsConfigError,
+    )
+    from ._task import Status, Summary, TaskResult
+    from ._tls import TLS
+
+_HOMES = {
+    "Controller": "_controller",
+    "TaskFuture": "_controller",
+    "local_controller": "_controller",
+    "ClosedError": "_errors",
+    "CrashLimitError": "_errors",
+    "CrewError": "_errors",
+    "CrewTimeoutError": "_errors",
+    "CrewWarning": "_errors",
+    "LaunchError": "_errors",
+    "ProtocolError": "_errors",
+    "TaskError": "_errors",
+    "TlsConfigError": "_errors",
+    "Status": "_task",
+    "Summary": "_task",
+    "TaskResult": "_task",
+    "TLS": "_tls",
+}
+
+
+def __getattr__(name: str) -> object:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'pycrew' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f"pycrew.{home}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
 
 __all__ = [
     "TLS",

@@ -2,13 +2,53 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 from ._version import __version__
 
 
+def _worker_fast_path(argv: list[str]) -> int | None:
+    """``worker --address A [--id I] [--tls]`` without argparse, which is slow to import.
+
+    Worker start-up time is cold-start time for every task of a fresh
+    worker; anything unusual falls back to the full parser.
+    """
+    if not argv or argv[0] != "worker":
+        return None
+    options: dict[str, str | bool] = {}
+    rest = argv[1:]
+    while rest:
+        flag = rest.pop(0)
+        if flag == "--tls":
+            options["tls"] = True
+        elif flag in ("--address", "--id") and rest:
+            options[flag[2:]] = rest.pop(0)
+        else:
+            return None
+    address = options.get("address")
+    if not isinstance(address, str):
+        return None
+    return _run_worker(address, str(options.get("id", "")), bool(options.get("tls", False)))
+
+
+def _run_worker(address: str, worker_id: str, tls: bool) -> int:
+    import os
+
+    from . import _wire
+    from ._worker import main as worker_main
+
+    if worker_id:
+        os.environ.setdefault(_wire.WORKER_ENV, worker_id)
+    return worker_main(address, tls)
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    fast = _worker_fast_path(list(argv))
+    if fast is not None:
+        return fast
+    import argparse
+
     parser = argparse.ArgumentParser(prog="pycrew", description="pycrew: crew for Python")
     parser.add_argument("--version", action="version", version=f"pycrew {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -22,14 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--tls", default="automatic", choices=["none", "automatic"])
     args = parser.parse_args(argv)
     if args.command == "worker":
-        import os
-
-        from . import _wire
-        from ._worker import main as worker_main
-
-        if args.id:
-            os.environ.setdefault(_wire.WORKER_ENV, args.id)
-        return worker_main(args.address, args.tls)
+        return _run_worker(args.address, args.id, args.tls)
     from ._demo import run_demo
 
     return run_demo(tasks=args.tasks, workers=args.workers, tls=args.tls)

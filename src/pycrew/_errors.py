@@ -15,7 +15,7 @@ CrewWarning (a UserWarning)                   task errors or warnings with error
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+TYPE_CHECKING = False
 
 if TYPE_CHECKING:
     from ._task import TaskResult

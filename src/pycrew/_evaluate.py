@@ -7,20 +7,18 @@ controller adds the name, command and worker details when it builds the
 
 from __future__ import annotations
 
-import ast
 import gc
 import random
 import sys
 import time
-import traceback
 import warnings
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
 
-from ._task import Status
-
+TYPE_CHECKING = False  # typing itself is slow to import, and workers start often
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from typing import Any
+
+    Outcome = tuple[str, Any, str | None, str | None, str | None, float | None, int | None]
 
 TEXT_MAX = 2048
 WARNINGS_MAX = 50
@@ -28,25 +26,32 @@ WARNINGS_MAX = 50
 CALLABLE = 0
 CODE = 1
 
-Outcome = tuple[str, Any, "str | None", "str | None", "str | None", "float | None", "int | None"]
+#: statuses as the worker reports them (the values of pycrew.Status)
+SUCCESS, ERROR, CANCEL = "success", "error", "cancel"
 
 
 class Interrupted(BaseException):
     """Raised inside a running task when the controller cancels it or its time runs out."""
 
 
-@dataclass
 class Cleanup:
-    reset_globals: bool = True
-    reset_modules: bool = False
-    garbage_collection: bool = False
+    """What to undo after each task."""
+
+    def __init__(
+        self,
+        reset_globals: bool = True,
+        reset_modules: bool = False,
+        garbage_collection: bool = False,
+    ) -> None:
+        self.reset_globals = reset_globals
+        self.reset_modules = reset_modules
+        self.garbage_collection = garbage_collection
 
 
-@dataclass
 class Interruptible:
     """Whether the main thread is inside user code, where an interrupt may land."""
 
-    active: bool = False
+    active = False
 
 
 class _WarningSink:
@@ -92,6 +97,8 @@ def describe(exc: BaseException) -> str:
 
 def _run_code(source: str, namespace: dict[str, Any]) -> Any:
     """Run a code string; its value is the value of a trailing expression, as in a notebook."""
+    import ast
+
     tree = ast.parse(source, mode="exec")
     last = tree.body[-1] if tree.body else None
     if isinstance(last, ast.Expr):
@@ -146,7 +153,7 @@ def evaluate(payload: tuple[Any, ...], cleanup: Cleanup, interruptible: Interrup
     saved_seeds = _seed_all(seed) if seed is not None else None
     caught: list[str] = []
     value: Any = None
-    status, error, trace, seconds = Status.SUCCESS.value, None, None, None
+    status, error, trace, seconds = SUCCESS, None, None, None
     try:
         for space in spaces:
             space.update(task_globals)
@@ -170,10 +177,12 @@ def evaluate(payload: tuple[Any, ...], cleanup: Cleanup, interruptible: Interrup
             finally:
                 interruptible.active = False
         except Interrupted:
-            status, error = Status.CANCEL.value, "the task was interrupted"
+            status, error = CANCEL, "the task was interrupted"
             value = None
         except Exception as exc:
-            status, error = Status.ERROR.value, describe(exc)
+            status, error = ERROR, describe(exc)
+            import traceback
+
             trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
             value = None
             print(f"Error: {error}", file=sys.stderr)

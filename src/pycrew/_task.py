@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import asdict, dataclass
 from typing import Any, NamedTuple
 
 
@@ -72,8 +71,7 @@ class TaskResult(NamedTuple):
         return out
 
 
-@dataclass(frozen=True, slots=True)
-class Summary:
+class Summary(NamedTuple):
     """Cumulative statistics of the tasks collected since the controller started."""
 
     controller: str
@@ -88,4 +86,4 @@ class Summary:
 
     def as_dict(self) -> dict[str, Any]:
         """The summary as a plain dict."""
-        return asdict(self)
+        return self._asdict()

@@ -31,12 +31,13 @@ import mmap
 import pickle
 import struct
 import sys
-from typing import Any
-
-import cloudpickle
 
 from ._errors import ProtocolError
 from ._version import __version__
+
+TYPE_CHECKING = False  # typing itself is slow to import, and workers start often
+if TYPE_CHECKING:
+    from typing import Any
 
 PROTOCOL = 1
 PREAUTH_MAX = 4096
@@ -209,6 +210,8 @@ def dumps(obj: Any) -> tuple[bytes, list[memoryview]]:
         data = b"__main__"
     if b"__main__" in data:
         buffers.clear()
+        import cloudpickle  # only when needed: it is slow to import
+
         data = cloudpickle.dumps(obj, protocol=5, buffer_callback=keep)
     return data, buffers
 

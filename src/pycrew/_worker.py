@@ -23,19 +23,17 @@ import math
 import mmap
 import os
 import queue
-import secrets
 import signal
 import socket
-import ssl
 import sys
 import threading
 import time
-from dataclasses import dataclass
-from typing import IO, TYPE_CHECKING, Any, cast
 
 from . import _wire
 from ._errors import ProtocolError
 from ._evaluate import (
+    CANCEL,
+    ERROR,
     Cleanup,
     Interrupted,
     Interruptible,
@@ -43,12 +41,12 @@ from ._evaluate import (
     describe,
     evaluate,
 )
-from ._task import Status
-from ._tls import client_context
 from ._wire import Kind
 
+TYPE_CHECKING = False  # typing itself is slow to import, and workers start often
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from typing import IO, Any
 
 EXIT_CONNECTION, EXIT_IDLE, EXIT_WALL, EXIT_TASKS, EXIT_STARTUP = 0, 1, 2, 3, 4
 PARENT_ENV = "PYCREW_PARENT_PID"
@@ -58,13 +56,22 @@ INTERRUPT_EVERY = 0.2
 SPARES_SECONDS = 2.0
 
 
-@dataclass
 class Settings:
-    seconds_idle: float
-    seconds_wall: float
-    tasks_max: float
-    tasks_timers: int
-    cleanup: Cleanup
+    """Worker limits and clean-up flags, as the controller sent them."""
+
+    def __init__(
+        self,
+        seconds_idle: float,
+        seconds_wall: float,
+        tasks_max: float,
+        tasks_timers: int,
+        cleanup: Cleanup,
+    ) -> None:
+        self.seconds_idle = seconds_idle
+        self.seconds_wall = seconds_wall
+        self.tasks_max = tasks_max
+        self.tasks_timers = tasks_timers
+        self.cleanup = cleanup
 
 
 def _die_with_parent() -> None:
@@ -331,7 +338,7 @@ class Worker:
             skip = task_id in self.cancelled
         if skip:
             outcome: tuple[Any, ...] = (
-                Status.CANCEL.value,
+                CANCEL,
                 None,
                 "cancelled",
                 None,
@@ -345,7 +352,7 @@ class Worker:
                 outcome = evaluate(payload, self.settings.cleanup, self.interruptible)
             except Interrupted:
                 outcome = (
-                    Status.CANCEL.value,
+                    CANCEL,
                     None,
                     "the task was interrupted",
                     None,
@@ -355,7 +362,7 @@ class Worker:
                 )
             except Exception as exc:
                 outcome = (
-                    Status.ERROR.value,
+                    ERROR,
                     None,
                     f"the worker could not load the task: {describe(exc)}",
                     None,
@@ -371,7 +378,7 @@ class Worker:
             body, out_bufs = _wire.dumps(outcome)
         except Exception as exc:
             reason = f"the result could not be pickled: {describe(exc)}"
-            fallback = (Status.ERROR.value, None, reason, None, outcome[4], outcome[5], outcome[6])
+            fallback = (ERROR, None, reason, None, outcome[4], outcome[5], outcome[6])
             body, out_bufs = _wire.dumps(fallback)
         self.send(_wire.encode(Kind.RESULT, head + body, out_bufs))
 
@@ -402,15 +409,17 @@ def connect(address: str, tls: bool) -> tuple[socket.socket, IO[bytes], Settings
         trust = os.environ.pop(_wire.TRUST_ENV, "")
         if not trust:
             raise ProtocolError(f"TLS is on but ${_wire.TRUST_ENV} is empty")
+        from ._tls import client_context
+
         sock = client_context(trust).wrap_socket(sock, server_hostname=host)
-    stream = cast("IO[bytes]", sock.makefile("rb", buffering=1 << 18))
+    stream: IO[bytes] = sock.makefile("rb", buffering=1 << 18)  # type: ignore[assignment]
     kind, meta, _ = read_frame(stream, _wire.PREAUTH_MAX, False)
     if kind != Kind.HELLO:
         raise ProtocolError("the controller did not say hello")
     hello = _wire.parse_json(meta)
     problem = _wire.version_problem(hello)
     nonce_c = bytes.fromhex(str(hello.get("nonce", "")))
-    nonce_w = secrets.token_bytes(32)
+    nonce_w = os.urandom(32)
     auth = _wire.hello_fields() | {
         "nonce": nonce_w.hex(),
         "mac": _wire.mac(secret, b"worker", nonce_c, nonce_w),
@@ -460,7 +469,7 @@ def main(address: str, tls: bool) -> int:
     _die_with_parent()
     try:
         sock, stream, settings = connect(address, tls)
-    except (OSError, ValueError, EOFError, ssl.SSLError, ProtocolError) as exc:
+    except (OSError, ValueError, EOFError, ProtocolError) as exc:  # ssl.SSLError is an OSError
         _log(f"could not join the controller at {address}: {exc}")
         return EXIT_STARTUP
     _log(f"connected to {address} (pid {os.getpid()})")
