@@ -224,13 +224,10 @@ class Dispatcher:
             if task.deadline is not None:
                 heapq.heappush(self.deadlines, (task.deadline, task.id))
                 self._wake_locked()
-            if self.queue or not (self.idle or self.room):
-                self.queue.append(task)
-                return
-            conn = self.idle.popitem()[0] if self.idle else self.room.popitem()[0]
-            self._assign(conn, task)
-            self._place(conn)
-            self._flush_dirty()
+            self.queue.append(task)
+            if self.idle or self.room:
+                self._drain()
+                self._flush_dirty()
 
     def cancel(self, tasks: list[Task], status: Status = Status.CANCEL) -> None:
         with self.lock:
@@ -242,7 +239,7 @@ class Dispatcher:
         """(connections, cumulative, awaiting, executing, completed), like mirai's info()."""
         with self.lock:
             busy = sum(1 for c in self.workers.values() if c.tasks)
-            queued = len(self.queue)
+            queued = sum(1 for t in self.queue if t.state == QUEUED)
             return len(self.workers), self.cumulative, queued, busy, self.completed
 
     def worker_pids(self) -> list[int]:
@@ -334,8 +331,8 @@ class Dispatcher:
         if task.state == DONE:
             return
         if task.state == QUEUED:
-            with contextlib.suppress(ValueError):
-                self.queue.remove(task)
+            # left in the queue, and skipped when its turn comes: removing it
+            # now would cost a scan of the queue per cancelled task
             self._resolve(task, status)
             return
         self._resolve(task, status)
@@ -347,6 +344,17 @@ class Dispatcher:
                     conn.kill_at = time.monotonic() + CANCEL_GRACE
                     self._wake_locked()
                 break
+
+    def _drain(self) -> None:
+        """Hand queued tasks to free workers: idle ones first, then those with room."""
+        queue = self.queue
+        while queue and (self.idle or self.room):
+            task = queue.popleft()
+            if task.state != QUEUED:
+                continue
+            conn = self.idle.popitem()[0] if self.idle else self.room.popitem()[0]
+            self._assign(conn, task)
+            self._place(conn)
 
     def _refill(self, conn: Conn) -> None:
         """Give a worker with free capacity queued tasks, then file it."""
@@ -565,13 +573,9 @@ class Dispatcher:
             raise ProtocolError(f"unexpected message kind {kind}")
 
     def _requeue(self, task: Task) -> None:
-        """A task that never started goes to an idle worker, or first in the queue."""
-        if self.idle and not self.queue:
-            conn = self.idle.popitem()[0]
-            self._assign(conn, task)
-            self._place(conn)
-        else:
-            self.queue.appendleft(task)
+        """A task that never started goes first in the queue, and on if a worker is free."""
+        self.queue.appendleft(task)
+        self._drain()
 
     def _give_back(self, conn: Conn) -> None:
         """Requeue, in order, the tasks a worker holds that it never started."""
@@ -583,8 +587,7 @@ class Dispatcher:
             task.worker = None
             self.queue.appendleft(task)
         if held:
-            for other in list(self.idle):
-                self._refill(other)
+            self._drain()
 
     def _on_auth(self, conn: Conn, kind: int, meta: bytes) -> None:
         if kind != Kind.AUTH:
