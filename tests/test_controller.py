@@ -254,15 +254,20 @@ def test_cancel_a_running_task(controller: pycrew.Controller, task: object) -> N
     args = (1e6,) if task is tasks.sleep else ()
     future = controller.push(task, *args, name="long")  # type: ignore[arg-type]
     wait_until(lambda: _busy(controller), what="task running")
+    pid = controller.pids()[0]
     started = time.monotonic()
     controller.cancel(names=["long"])
     record = future.result(timeout=5)
     assert record.status is pycrew.Status.CANCEL
     assert record.code == 20
-    # the worker is usable (or replaced) within 2 seconds, and no crash is counted
+    # the task really stops within 2 s: the worker is free again, or killed if the
+    # task holds the GIL in C code
+    wait_until(lambda: not _busy(controller), seconds=5, what="the worker to stop the task")
+    assert time.monotonic() - started < 2
+    assert (pid in controller.pids()) is (task is tasks.sleep)
+    # a worker (the same or a replacement) takes the next task, and no crash is counted
     after = controller.push(tasks.add, 1, 1).result(timeout=30)
     assert after.status is pycrew.Status.SUCCESS
-    assert time.monotonic() - started < 2 + 1.5  # + start-up of a replacement worker
     controller.collect()
     summary = controller.summary()
     assert summary is not None
@@ -310,7 +315,7 @@ def test_idle_workers_exit_and_are_relaunched() -> None:
             ),
             what="the idle worker to exit",
         )
-        assert ctl.pids() == []
+        wait_until(lambda: ctl.pids() == [], what="the controller to see it leave")
         second = ctl.push(tasks.pid).result(timeout=30).result
         assert second != first
 

@@ -51,7 +51,10 @@ CANCEL_GRACE = 1.0
 #: unauthenticated connections held at once; more are closed at accept
 PREAUTH_CONNECTIONS = 64
 #: tasks a worker may hold at once when prefetching (one running, the rest waiting)
-PREFETCH_DEPTH = 4
+PREFETCH_DEPTH = 8
+#: larger tasks go only to idle workers: a worker holding several big
+#: payloads ahead would hold their memory too
+PREFETCH_BYTES = 1 << 20
 _READ_CHUNK = 1 << 18
 _TLS_SHAKE, _AUTH, _READY = 0, 1, 2
 
@@ -70,6 +73,7 @@ class Task:
         "raw",
         "record",
         "seed",
+        "small",
         "state",
         "worker",
     )
@@ -87,6 +91,8 @@ class Task:
         self.name = name
         self.command = command
         self.frame = frame
+        # only small tasks are sent ahead to busy workers
+        self.small = sum(len(memoryview(p).cast("B")) for p in frame) <= PREFETCH_BYTES
         self.seed = seed
         self.deadline = deadline
         self.state = QUEUED
@@ -191,6 +197,8 @@ class Dispatcher:
         # connections with bytes written since the last flush: flushing once
         # per batch sends many small frames in one system call
         self.dirty: set[Conn] = set()
+        # connections with a clock running: a handshake deadline or a kill time
+        self.watch: set[Conn] = set()
         self.cumulative = 0
         self.completed = 0
         self.failure: BaseException | None = None
@@ -273,7 +281,7 @@ class Dispatcher:
         held = len(conn.tasks)
         if held == 0:
             self.idle[conn] = None
-        elif held < self.depth:
+        elif held <= self.depth // 2:
             self.room[conn] = None
 
     def _assign(self, conn: Conn, task: Task) -> None:
@@ -342,6 +350,7 @@ class Dispatcher:
                 if conn.tasks[0] is task:
                     # running now; one that waits behind it is skipped by the worker
                     conn.kill_at = time.monotonic() + CANCEL_GRACE
+                    self.watch.add(conn)
                     self._wake_locked()
                 break
 
@@ -349,18 +358,29 @@ class Dispatcher:
         """Hand queued tasks to free workers: idle ones first, then those with room."""
         queue = self.queue
         while queue and (self.idle or self.room):
-            task = queue.popleft()
+            task = queue[0]
             if task.state != QUEUED:
+                queue.popleft()
                 continue
-            conn = self.idle.popitem()[0] if self.idle else self.room.popitem()[0]
+            if self.idle:
+                conn = self.idle.popitem()[0]
+            elif task.small:
+                conn = self.room.popitem()[0]
+            else:
+                return  # a large task waits, first in line, for an idle worker
+            queue.popleft()
             self._assign(conn, task)
             self._place(conn)
 
     def _refill(self, conn: Conn) -> None:
         """Give a worker with free capacity queued tasks, then file it."""
-        if not (conn.leaving or self.closing):
+        # refill at half depth, so that one write carries several tasks
+        if not (conn.leaving or self.closing) and len(conn.tasks) <= self.depth // 2:
             while self.queue and len(conn.tasks) < self.depth:
-                task = self.queue.popleft()
+                task = self.queue[0]
+                if task.state == QUEUED and conn.tasks and not task.small:
+                    break  # a large task waits, first in line, for an idle worker
+                self.queue.popleft()
                 if task.state == QUEUED:
                     self._assign(conn, task)
         self._place(conn)
@@ -383,8 +403,9 @@ class Dispatcher:
     # --------------------------------------------------------- the loop
     def _run(self) -> None:
         try:
-            while True:
+            with self.lock:
                 timeout = self._next_timeout()
+            while True:
                 events = self.selector.select(timeout)
                 with self.lock:
                     if self.closing:
@@ -394,6 +415,7 @@ class Dispatcher:
                     self._on_timers()
                     self._flush_dirty()
                     self._sync_interest()
+                    timeout = self._next_timeout()
         except BaseException as exc:  # surfaced to the user at the next call
             log.exception("pycrew dispatcher failed")
             with self.lock:
@@ -403,17 +425,17 @@ class Dispatcher:
             self._shutdown()
 
     def _next_timeout(self) -> float:
-        with self.lock:
-            now = time.monotonic()
-            soon = now + 1.0
-            if self.deadlines:
-                soon = min(soon, self.deadlines[0][0])
-            for conn in self.conns.values():
-                if conn.stage != _READY:
-                    soon = min(soon, conn.deadline)
-                elif conn.kill_at is not None:
-                    soon = min(soon, conn.kill_at)
-            return max(0.0, soon - now)
+        """Seconds until the next deadline (at most 1); call with the lock held."""
+        now = time.monotonic()
+        soon = now + 1.0
+        if self.deadlines:
+            soon = min(soon, self.deadlines[0][0])
+        for conn in self.watch:
+            if conn.stage != _READY:
+                soon = min(soon, conn.deadline)
+            elif conn.kill_at is not None:
+                soon = min(soon, conn.kill_at)
+        return max(0.0, soon - now)
 
     def _on_event(self, key: selectors.SelectorKey, mask: int) -> None:
         if key.fileobj is self.listener:
@@ -471,6 +493,7 @@ class Dispatcher:
 
     def _register(self, conn: Conn) -> None:
         self.conns[conn.sock.fileno()] = conn
+        self.watch.add(conn)
         self.selector.register(conn.sock, selectors.EVENT_READ, conn)
 
     def _tls_step(self, conn: Conn) -> None:
@@ -546,6 +569,8 @@ class Dispatcher:
             if conn.tasks and conn.tasks[0].state == DONE:
                 # the next one was cancelled while it waited: it must stop quickly
                 conn.kill_at = time.monotonic() + CANCEL_GRACE
+            if conn.kill_at is None:
+                self.watch.discard(conn)
             if last:
                 conn.leaving = True
             if task.state != DONE:
@@ -621,6 +646,7 @@ class Dispatcher:
             worker_id, pid if isinstance(pid, int) else None, str(auth.get("host", "")) or None
         )
         conn.stage = _READY
+        self.watch.discard(conn)
         conn.decoder = _wire.Decoder(1 << 40, allow_buffers=True)
         self.workers[worker_id] = conn
         self.cumulative += 1
@@ -641,6 +667,7 @@ class Dispatcher:
             conn.sock.close()
         self.pending_out.discard(conn)
         self.dirty.discard(conn)
+        self.watch.discard(conn)
         self.idle.pop(conn, None)
         self.room.pop(conn, None)
         info = conn.info
@@ -669,7 +696,7 @@ class Dispatcher:
             task = self.live.get(task_id)
             if task is not None:
                 self._stop(task, Status.TIMEOUT)
-        for conn in list(self.conns.values()):
+        for conn in list(self.watch):
             if conn.stage != _READY and conn.deadline <= now:
                 self._drop(conn, "handshake deadline passed")
             elif conn.kill_at is not None and conn.kill_at <= now and conn.info is not None:
