@@ -92,7 +92,7 @@ class Task:
         self.command = command
         self.frame = frame
         # only small tasks are sent ahead to busy workers
-        self.small = sum(len(memoryview(p).cast("B")) for p in frame) <= PREFETCH_BYTES
+        self.small = sum(memoryview(p).nbytes for p in frame) <= PREFETCH_BYTES
         self.seed = seed
         self.deadline = deadline
         self.state = QUEUED
