@@ -12,6 +12,7 @@ import pytest
 import pycrew
 
 if TYPE_CHECKING:
+    import socket
     from collections.abc import Iterator
 
 # Workers import test task functions as ``tests.tasks``.
@@ -70,3 +71,29 @@ def wait_until(condition, seconds: float = 10.0, what: str = "condition") -> Non
             return
         time.sleep(0.02)
     raise AssertionError(f"timed out after {seconds} s waiting for {what}")
+
+
+def address(ctl: pycrew.Controller) -> tuple[str, int]:
+    """The (host, port) a started controller listens on."""
+    host, _, port = ctl.url.split("://", 1)[1].rpartition(":")
+    return host, int(port)
+
+
+def read_until_closed(sock: socket.socket, seconds: float = 5.0) -> bytes:
+    """Everything the peer sends until it closes; fail if it is still open after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    data = b""
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError(f"the connection is still open after {seconds} s")
+        sock.settimeout(left)
+        try:
+            chunk = sock.recv(65536)
+        except TimeoutError:
+            continue
+        except ConnectionResetError:
+            return data
+        if not chunk:
+            return data
+        data += chunk

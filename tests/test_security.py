@@ -21,7 +21,7 @@ import pycrew._dispatcher
 from pycrew import _wire
 from pycrew._wire import PREAUTH_MAX, Kind
 from tests import tasks
-from tests.conftest import wait_until
+from tests.conftest import address, read_until_closed, wait_until
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -31,34 +31,11 @@ DROP_SECONDS = 5.0
 
 
 # ------------------------------------------------------------------ helpers
-def _address(ctl: pycrew.Controller) -> tuple[str, int]:
-    host, _, port = ctl.url.split("://", 1)[1].rpartition(":")
-    return host, int(port)
 
 
 def _frame(kind: int, meta: bytes, buffers: list[bytes] | None = None) -> bytes:
     pieces = _wire.encode(kind, meta, [memoryview(b) for b in buffers or []])
     return b"".join(bytes(p) for p in pieces)
-
-
-def _until_closed(sock: socket.socket, seconds: float = DROP_SECONDS) -> bytes:
-    """Everything the peer sends until it closes; fail if it is still open after ``seconds``."""
-    deadline = time.monotonic() + seconds
-    data = b""
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise AssertionError(f"the connection is still open after {seconds} s")
-        sock.settimeout(left)
-        try:
-            chunk = sock.recv(65536)
-        except TimeoutError:
-            continue
-        except ConnectionResetError:
-            return data
-        if not chunk:
-            return data
-        data += chunk
 
 
 def _frames(data: bytes) -> list[_wire.Frame]:
@@ -97,7 +74,7 @@ def _auth(hello: dict[str, Any], secret: bytes, **changes: Any) -> bytes:
 
 @contextlib.contextmanager
 def _rogue(ctl: pycrew.Controller) -> Iterator[tuple[socket.socket, dict[str, Any]]]:
-    sock = socket.create_connection(_address(ctl), timeout=DROP_SECONDS)
+    sock = socket.create_connection(address(ctl), timeout=DROP_SECONDS)
     try:
         yield sock, _read_hello(sock)
     finally:
@@ -155,7 +132,7 @@ def test_rogue_client_is_dropped_while_worker_keeps_working(rogue: str) -> None:
             assert hello["pycrew"] == pycrew.__version__
             sock.sendall(make(hello))
             started = time.monotonic()
-            reply = _until_closed(sock)
+            reply = read_until_closed(sock, DROP_SECONDS)
             # dropped at once, not at the handshake deadline
             assert time.monotonic() - started < pycrew._dispatcher.HANDSHAKE_SECONDS / 2
         frames = _frames(reply)
@@ -179,13 +156,13 @@ def test_many_rogues_at_once_do_not_stop_the_controller() -> None:
     with pycrew.local_controller(workers=2, seconds_interval=0.05) as ctl:
         assert ctl.push(tasks.add, 1, 1).result(timeout=30).result == 2
         assert len(ctl.collect()) == 1
-        socks = [socket.create_connection(_address(ctl), timeout=DROP_SECONDS) for _ in range(20)]
+        socks = [socket.create_connection(address(ctl), timeout=DROP_SECONDS) for _ in range(20)]
         try:
             for sock in socks:
                 _read_hello(sock)
                 sock.sendall(b"\xff" * 8)
             for sock in socks:
-                _until_closed(sock)
+                read_until_closed(sock, DROP_SECONDS)
         finally:
             for sock in socks:
                 sock.close()
@@ -238,7 +215,7 @@ def test_nothing_is_unpickled_before_authentication(tmp_path: Path) -> None:
             for attempt in attempts:
                 with _rogue(ctl) as (sock, hello):
                     sock.sendall(attempt(hello))
-                    _until_closed(sock)
+                    read_until_closed(sock, DROP_SECONDS)
             assert _AUDIT["find_class"] == 0
         finally:
             _AUDIT["on"] = False
@@ -268,7 +245,7 @@ def test_silent_client_is_dropped_after_handshake_deadline(
             started = time.monotonic()
             if sends:
                 sock.sendall(sends)
-            assert _frames(_until_closed(sock, seconds=deadline + 4)) == []
+            assert _frames(read_until_closed(sock, seconds=deadline + 4)) == []
             elapsed = time.monotonic() - started
         # not before the deadline (less the time HELLO took to read), and not long after
         assert deadline - 0.2 <= elapsed < deadline + 4

@@ -20,7 +20,7 @@ import pycrew._dispatcher
 from pycrew import _wire
 from pycrew._wire import PREAUTH_MAX, Kind
 from tests import tasks
-from tests.conftest import wait_until
+from tests.conftest import address, read_until_closed, wait_until
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -29,29 +29,6 @@ PASSWORD = "k3y-Pa55-w0rd"
 
 
 # ------------------------------------------------------------------ helpers
-def _address(ctl: pycrew.Controller) -> tuple[str, int]:
-    host, _, port = ctl.url.split("://", 1)[1].rpartition(":")
-    return host, int(port)
-
-
-def _until_closed(sock: socket.socket, seconds: float = 5.0) -> bytes:
-    """Everything the peer sends until it closes; fail if it is still open after ``seconds``."""
-    deadline = time.monotonic() + seconds
-    data = b""
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise AssertionError(f"the connection is still open after {seconds} s")
-        sock.settimeout(left)
-        try:
-            chunk = sock.recv(65536)
-        except TimeoutError:
-            continue
-        except ConnectionResetError:
-            return data
-        if not chunk:
-            return data
-        data += chunk
 
 
 def _write_chain(
@@ -148,12 +125,12 @@ def test_automatic_tls_port_speaks_only_tls() -> None:
     with pycrew.local_controller(workers=1, tls="automatic", seconds_interval=0.05) as ctl:
         ctl.start()
         trust = ctl._env[_wire.TRUST_ENV]
-        address = _address(ctl)
+        where = address(ctl)
         # a client that trusts the one-time CA sees the pycrew HELLO inside TLS
         client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         client.load_verify_locations(cadata=trust)
         with (
-            socket.create_connection(address, timeout=5) as raw,
+            socket.create_connection(where, timeout=5) as raw,
             client.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
         ):
             assert tls.version() in ("TLSv1.2", "TLSv1.3")
@@ -166,7 +143,7 @@ def test_automatic_tls_port_speaks_only_tls() -> None:
         # the one-time CA is not trusted by anyone else
         stranger = ssl.create_default_context()
         with (
-            socket.create_connection(address, timeout=5) as raw,
+            socket.create_connection(where, timeout=5) as raw,
             pytest.raises(ssl.SSLCertVerificationError),
         ):
             stranger.wrap_socket(raw, server_hostname="127.0.0.1")
@@ -187,10 +164,10 @@ def test_plain_tcp_rogue_is_dropped_while_workers_keep_working(sends: str) -> No
         before = ctl.push(tasks.pid).result(timeout=30)
         assert before.status is pycrew.Status.SUCCESS
         running = ctl.push(tasks.sleep, 0.3)
-        with socket.create_connection(_address(ctl), timeout=5) as sock:
+        with socket.create_connection(address(ctl), timeout=5) as sock:
             sock.sendall(ROGUE_PLAIN[sends])
             started = time.monotonic()
-            reply = _until_closed(sock)
+            reply = read_until_closed(sock)
             assert time.monotonic() - started < pycrew._dispatcher.HANDSHAKE_SECONDS / 2
         # no pycrew message ever travels in the clear
         assert b"nonce" not in reply
@@ -209,9 +186,9 @@ def test_silent_plain_client_is_dropped_at_the_tls_handshake_deadline(
     monkeypatch.setattr(pycrew._dispatcher, "HANDSHAKE_SECONDS", 0.5)
     with pycrew.local_controller(workers=1, tls="automatic", seconds_interval=0.05) as ctl:
         ctl.start()
-        with socket.create_connection(_address(ctl), timeout=5) as sock:
+        with socket.create_connection(address(ctl), timeout=5) as sock:
             started = time.monotonic()
-            assert _until_closed(sock, seconds=5) == b""
+            assert read_until_closed(sock, seconds=5) == b""
             elapsed = time.monotonic() - started
         assert 0.3 <= elapsed < 5
         assert ctl.push(tasks.add, 1, 1).result(timeout=30).result == 2
