@@ -45,6 +45,7 @@ from ._errors import (
 from ._evaluate import CALLABLE, CODE, describe
 from ._scaler import Scaler
 from ._task import CODES, Status, Summary, TaskResult
+from ._throttle import Throttle
 from ._tls import TLS, resolve_tls
 from ._wire import Kind
 from .launchers import Launcher, LocalLauncher, WorkerSpec
@@ -320,7 +321,13 @@ class Controller:
                 autoscaler,
                 self._worker_spec,
                 lambda: len(dispatcher.live),
-                self.seconds_interval,
+                # crew's launcher throttle: a fixed period, or a fast start when
+                # workers are transient and must be replaced quickly
+                Throttle(
+                    seconds_max=self.seconds_interval,
+                    seconds_min=1e-6 if math.isfinite(self.tasks_max) else self.seconds_interval,
+                    seconds_start=1e-6 if math.isfinite(self.tasks_max) else self.seconds_interval,
+                ),
             )
 
     def terminate(self) -> None:

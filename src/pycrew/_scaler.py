@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from ._autoscale import Autoscaler
+    from ._throttle import Throttle
     from .launchers import Launcher, WorkerSpec
 
 log = logging.getLogger("pycrew")
@@ -49,7 +50,10 @@ class Scaler:
         autoscaler: the pure policy and worker bookkeeping.
         make_spec: builds the spec for one new worker.
         unresolved: how many tasks are queued or running now.
-        interval: the longest time between two rounds.
+        throttle: paces the rounds nobody asked for: soon after a round that
+            launched workers, then backing off to its maximum (crew's
+            launcher throttle). Pushes, worker exits and requests start a
+            round at once whatever the throttle says.
     """
 
     def __init__(
@@ -58,13 +62,13 @@ class Scaler:
         autoscaler: Autoscaler,
         make_spec: Callable[[], WorkerSpec],
         unresolved: Callable[[], int],
-        interval: float,
+        throttle: Throttle,
     ) -> None:
         self.launcher = launcher
         self.autoscaler = autoscaler
         self.make_spec = make_spec
         self.unresolved = unresolved
-        self.interval = interval
+        self.throttle = throttle
         self.handles: dict[str, Any] = {}
         self.exit_codes: dict[str, int] = {}
         self._gone: set[str] = set()
@@ -122,7 +126,7 @@ class Scaler:
         while True:
             with self._cv:
                 if not (self._poked or self._events or self._requests or self._stopping):
-                    self._cv.wait(self.interval)
+                    self._cv.wait(self.throttle.seconds_interval)
                 if self._stopping:
                     for req in self._requests:
                         req.error = LaunchError("the controller is shutting down")
@@ -134,13 +138,14 @@ class Scaler:
                 requests = list(self._requests)
                 self._requests.clear()
             try:
-                self._step(events, requests)
+                self.throttle.update(self._step(events, requests) > 0)
             except Exception as exc:  # a launcher bug must not kill scaling silently
                 log.exception("pycrew scaling round failed")
                 self.failure = LaunchError(f"launching workers failed: {exc}")
                 self.failure.__cause__ = exc
 
-    def _step(self, events: list[tuple[str, str]], requests: list[_Request]) -> None:
+    def _step(self, events: list[tuple[str, str]], requests: list[_Request]) -> int:
+        """One round: bookkeeping, requests, then auto-scaling; returns how many it launched."""
         auto = self.autoscaler
         for kind, worker_id in events:
             if kind == "connected":
@@ -162,7 +167,7 @@ class Scaler:
                 req.error = exc if isinstance(exc, LaunchError) else LaunchError(str(exc))
             req.done.set()
         self._reap()
-        self._round()
+        return self._round()
 
     def _reap(self) -> None:
         """Launches that died before connecting, or took too long, count as failed."""
