@@ -596,3 +596,52 @@ def test_received_buffers_are_reused_only_when_free() -> None:
         for value in (3.0, 4.0, 5.0):
             array = np.full(300_000, value)
             assert ctl.push(np.sum, array).result(timeout=30).result == 300_000 * value
+
+
+def test_pushes_from_many_threads_keep_names_unique(controller: pycrew.Controller) -> None:
+    import concurrent.futures
+
+    def push_all(offset: int) -> int:
+        accepted = 0
+        for i in range(200):
+            try:
+                controller.push(tasks.add, i, offset, name=f"shared_{i}")
+                accepted += 1
+            except ValueError:
+                pass
+        return accepted
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        accepted = sum(pool.map(push_all, range(4)))
+    assert accepted == 200
+    assert controller.wait(seconds_timeout=60)
+    records = controller.collect()
+    assert sorted(r.name for r in records) == sorted(f"shared_{i}" for i in range(200))
+    summary = controller.summary()
+    assert summary is not None
+    assert summary.success == 200
+
+
+def test_workers_end_when_the_script_forgets_terminate() -> None:
+    script = textwrap.dedent("""
+        import pycrew
+        ctl = pycrew.local_controller(workers=2)
+        ctl.launch(2)
+        print(ctl.push(abs, -3).result(timeout=30).result)
+        print(*ctl.pids(), flush=True)
+    """)
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    lines = done.stdout.splitlines()
+    assert lines[0] == "3"
+    pids = [int(p) for p in lines[1].split()]
+    assert pids
+
+    def gone() -> bool:
+        return not any(
+            psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
+            for p in pids
+        )
+
+    wait_until(gone, seconds=5, what="workers of a script that exited without terminate()")

@@ -17,6 +17,8 @@ dispatcher's.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import hashlib
 import ipaddress
 import itertools
@@ -28,6 +30,7 @@ import sys
 import threading
 import time
 import warnings
+import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, cast
 
@@ -316,6 +319,7 @@ class Controller:
             self._url = f"{scheme}://{host}:{dispatcher.port}"
             self._autoscaler = autoscaler
             self._dispatcher = dispatcher
+            _LIVE.add(self)
             self._scaler = Scaler(
                 self.launcher,
                 autoscaler,
@@ -342,6 +346,7 @@ class Controller:
             self._dispatcher = None
             self._scaler = None
             self._url = ""
+            _LIVE.discard(self)
             dispatcher.close()
             handles = scaler.stop()
             self.launcher.shutdown(handles, seconds=5.0)
@@ -425,8 +430,9 @@ class Controller:
         """
         self.start()
         self._raise_failure()
-        task = self._make_task(fn, args, kwargs, name, data, globals, seed, seconds_timeout)
-        self._submit([task])
+        with self._lock:  # the name check and the insertion, as one step
+            task = self._make_task(fn, args, kwargs, name, data, globals, seed, seconds_timeout)
+            self._submit([task])
         return TaskFuture(self, task)
 
     def _make_task(
@@ -524,6 +530,19 @@ class Controller:
         self._raise_failure()
         if len(set(task_names)) != count:
             raise ValueError("task names must be unique")
+        with self._lock:
+            return self._walk(fn, inputs, task_names, data, globals, seed, seconds_timeout)
+
+    def _walk(
+        self,
+        fn: Callable[..., Any] | str,
+        inputs: list[Any],
+        task_names: list[str],
+        data: Mapping[str, Any] | None,
+        globals: Mapping[str, Any] | None,
+        seed: int | None,
+        seconds_timeout: float | None,
+    ) -> list[TaskFuture]:
         clash = [n for n in task_names if n in self._tasks]
         if clash:
             raise ValueError(f"task name {clash[0]!r} is in use: pop or collect it first")
@@ -710,6 +729,10 @@ class Controller:
 
     def _take(self, tasks: list[Task]) -> list[TaskResult]:
         """Remove tasks from the table, count them, then enforce the crash limit."""
+        with self._lock:
+            return self._take_locked(tasks)
+
+    def _take_locked(self, tasks: list[Task]) -> list[TaskResult]:
         dispatcher = self._dispatcher
         if dispatcher is not None and tasks:
             wanted = {t.id for t in tasks}
@@ -924,6 +947,17 @@ class Controller:
             "launching": len(auto.launching),
             "failed": auto.failed,
         }
+
+
+#: started controllers, terminated at interpreter exit if the user did not
+_LIVE: weakref.WeakSet[Controller] = weakref.WeakSet()
+
+
+@atexit.register
+def _terminate_all() -> None:
+    for controller in list(_LIVE):
+        with contextlib.suppress(Exception):
+            controller.terminate()
 
 
 def _check_mapping(label: str, value: Mapping[str, Any] | None) -> dict[str, Any]:
