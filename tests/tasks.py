@@ -44,11 +44,6 @@ def suicide() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-def spin_in_c() -> int:
-    # sum() over a huge range runs in C without releasing the GIL
-    return sum(range(10**13))
-
-
 def env(name: str) -> str | None:
     return os.environ.get(name)
 
@@ -64,3 +59,16 @@ def has_global(name: str) -> bool:
     import __main__
 
     return hasattr(__main__, name)
+
+
+def mark_then_sleep(path: str, seconds: float) -> float:
+    """Leave a file behind, so a test knows the task really runs, then sleep."""
+    open(path, "w").close()
+    time.sleep(seconds)
+    return seconds
+
+
+def mark_then_spin(path: str) -> int:
+    """Leave a file behind, then hold the GIL in C code for a very long time."""
+    open(path, "w").close()
+    return sum(range(10**13))

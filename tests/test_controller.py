@@ -10,6 +10,7 @@ import sys
 import textwrap
 import threading
 import time
+from typing import TYPE_CHECKING
 
 import psutil
 import pytest
@@ -18,6 +19,9 @@ import pycrew
 import pycrew.launchers
 from tests import tasks
 from tests.conftest import wait_until
+
+if TYPE_CHECKING:
+    import pathlib
 
 
 def test_round_trip_record(controller: pycrew.Controller) -> None:
@@ -249,12 +253,16 @@ def test_crashes_max(via: str) -> None:
         assert ctl.crashes("x") == 0
 
 
-@pytest.mark.parametrize("task", [tasks.sleep, tasks.spin_in_c])
-def test_cancel_a_running_task(controller: pycrew.Controller, task: object) -> None:
-    args = (1e6,) if task is tasks.sleep else ()
-    future = controller.push(task, *args, name="long")  # type: ignore[arg-type]
-    wait_until(lambda: _busy(controller), what="task running")
-    pid = controller.pids()[0]
+@pytest.mark.parametrize("in_c", [False, True], ids=["sleep", "spin_in_c"])
+def test_cancel_a_running_task(
+    controller: pycrew.Controller, in_c: bool, tmp_path: pathlib.Path
+) -> None:
+    marker = tmp_path / "running"
+    if in_c:
+        future = controller.push(tasks.mark_then_spin, str(marker), name="long")
+    else:
+        future = controller.push(tasks.mark_then_sleep, str(marker), 1e6, name="long")
+    wait_until(marker.exists, what="the task to start")
     started = time.monotonic()
     controller.cancel(names=["long"])
     record = future.result(timeout=5)
@@ -264,7 +272,7 @@ def test_cancel_a_running_task(controller: pycrew.Controller, task: object) -> N
     # task holds the GIL in C code
     wait_until(lambda: not _busy(controller), seconds=5, what="the worker to stop the task")
     assert time.monotonic() - started < 2
-    assert (pid in controller.pids()) is (task is tasks.sleep)
+    assert (record.pid in controller.pids()) is (not in_c)
     # a worker (the same or a replacement) takes the next task, and no crash is counted
     after = controller.push(tasks.add, 1, 1).result(timeout=30)
     assert after.status is pycrew.Status.SUCCESS
