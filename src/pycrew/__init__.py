@@ -17,7 +17,7 @@ from ._version import __version__
 TYPE_CHECKING = False  # typing itself is slow to import
 
 if TYPE_CHECKING:
-    from ._controller import Controller, TaskFuture, local_controller
+    from ._controller import Controller, TaskFuture
     from ._errors import (
         ClosedError,
         CrashLimitError,
@@ -29,13 +29,14 @@ if TYPE_CHECKING:
         TaskError,
         TlsConfigError,
     )
+    from ._local import local_controller
     from ._task import Status, Summary, TaskResult
     from ._tls import TLS
 
 _HOMES = {
     "Controller": "_controller",
     "TaskFuture": "_controller",
-    "local_controller": "_controller",
+    "local_controller": "_local",
     "ClosedError": "_errors",
     "CrashLimitError": "_errors",
     "CrewError": "_errors",

@@ -19,23 +19,32 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import hashlib
-import ipaddress
 import itertools
 import math
 import secrets
 import signal
-import socket
 import sys
 import threading
 import time
 import warnings
 import weakref
-from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 from . import _wire
 from ._autoscale import Autoscaler
+from ._checks import (
+    ERROR_MODES,
+    blame,
+    check_count,
+    check_error,
+    check_host,
+    check_mapping,
+    check_seconds,
+    command_text,
+    derived_seed,
+    task_inputs,
+    task_names,
+)
 from ._dispatcher import DONE, Dispatcher, Task, timeout_deadline
 from ._errors import (
     ClosedError,
@@ -51,10 +60,10 @@ from ._task import CODES, Status, Summary, TaskResult
 from ._throttle import Throttle
 from ._tls import TLS, resolve_tls
 from ._wire import Kind
-from .launchers import Launcher, LocalLauncher, WorkerSpec
+from .launchers import Launcher, WorkerSpec
 
 if TYPE_CHECKING:
-    import os
+    from collections.abc import Callable, Iterable, Mapping, Sequence
     from types import TracebackType
 
 ErrorMode = Literal["stop", "warn", "silent"]
@@ -63,38 +72,6 @@ _HOST_ERRORS = {
     Status.CANCEL: "the task was cancelled",
     Status.TIMEOUT: "the task ran past its seconds_timeout",
 }
-_ERROR_MODES = ("stop", "warn", "silent")
-
-
-def _check_seconds(label: str, value: float, allow_inf: bool = True) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
-        raise TypeError(f"{label} must be a number of seconds, got {value!r}")
-    if value < 0:
-        raise ValueError(f"{label} must be >= 0, got {value!r}")
-    if not allow_inf and math.isinf(value):
-        raise ValueError(f"{label} must be finite")
-    return float(value)
-
-
-def _check_count(label: str, value: float, minimum: int) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
-        raise TypeError(f"{label} must be a whole number or math.inf, got {value!r}")
-    if value < minimum or (not math.isinf(value) and value != int(value)):
-        raise ValueError(f"{label} must be a whole number >= {minimum} or math.inf, got {value!r}")
-    return value
-
-
-def _command_text(fn: Any) -> str:
-    module = getattr(fn, "__module__", None)
-    qualname = getattr(fn, "__qualname__", None)
-    if qualname is None:
-        return repr(fn)
-    return f"{module}.{qualname}" if module and module != "builtins" else str(qualname)
-
-
-def _derived_seed(seed: int, key: str) -> int:
-    digest = hashlib.sha256(f"{seed}\0{key}".encode()).digest()
-    return int.from_bytes(digest[:4], "little")
 
 
 def _signal_name(code: int) -> str:
@@ -197,18 +174,18 @@ class Controller:
                 f"port must be an int from 0 to 65535 (0: any free port), got {port!r}"
             )
         self.tls = resolve_tls(tls)
-        _check_host(host, self.tls, allow_public)
-        self.seconds_interval = _check_seconds("seconds_interval", seconds_interval, False)
+        check_host(host, self.tls, allow_public)
+        self.seconds_interval = check_seconds("seconds_interval", seconds_interval, False)
         if self.seconds_interval <= 0:
             raise ValueError("seconds_interval must be > 0")
-        self.seconds_timeout = _check_seconds("seconds_timeout", seconds_timeout)
+        self.seconds_timeout = check_seconds("seconds_timeout", seconds_timeout)
         if self.seconds_timeout < self.seconds_interval:
             raise ValueError("seconds_timeout must be >= seconds_interval")
-        self.seconds_launch = _check_seconds("seconds_launch", seconds_launch)
-        self.seconds_idle = _check_seconds("seconds_idle", seconds_idle)
-        self.seconds_wall = _check_seconds("seconds_wall", seconds_wall)
-        self.tasks_max = _check_count("tasks_max", tasks_max, 1)
-        self.tasks_timers = int(_check_count("tasks_timers", tasks_timers, 0))
+        self.seconds_launch = check_seconds("seconds_launch", seconds_launch)
+        self.seconds_idle = check_seconds("seconds_idle", seconds_idle)
+        self.seconds_wall = check_seconds("seconds_wall", seconds_wall)
+        self.tasks_max = check_count("tasks_max", tasks_max, 1)
+        self.tasks_timers = int(check_count("tasks_timers", tasks_timers, 0))
         for label, flag in (
             ("reset_globals", reset_globals),
             ("reset_modules", reset_modules),
@@ -216,7 +193,7 @@ class Controller:
         ):
             if not isinstance(flag, bool):
                 raise TypeError(f"{label} must be True or False, got {flag!r}")
-        self.crashes_max = int(_check_count("crashes_max", crashes_max, 0))
+        self.crashes_max = int(check_count("crashes_max", crashes_max, 0))
         if math.isinf(crashes_max):
             raise ValueError("crashes_max must be finite")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
@@ -456,14 +433,14 @@ class Controller:
             raise ValueError(
                 f"task name {name!r} is in use: pop or collect it first, or choose another name"
             )
-        data = _check_mapping("data", data)
-        task_globals = _check_mapping("globals", task_globals)
+        data = check_mapping("data", data)
+        task_globals = check_mapping("globals", task_globals)
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
             raise TypeError(f"seed must be None or an int, got {seed!r}")
         if seconds_timeout is not None:
-            _check_seconds("seconds_timeout", seconds_timeout)
+            check_seconds("seconds_timeout", seconds_timeout)
         if seed is None and self.seed is not None:
-            seed = _derived_seed(self.seed, name)
+            seed = derived_seed(self.seed, name)
         payload: tuple[Any, ...]
         if isinstance(fn, str):
             if args or kwargs:
@@ -482,14 +459,14 @@ class Controller:
             if clash:
                 raise ValueError(f"{sorted(clash)} given both in data= and as keyword arguments")
             payload = (CALLABLE, fn, tuple(args), {**data, **kwargs}, {}, task_globals, seed)
-            command = _command_text(fn)
+            command = command_text(fn)
         else:
             raise TypeError(f"a task is a callable or a string of code, not {type(fn).__name__}")
         task_id = next(self._ids)
         try:
             body, buffers = _wire.dumps(payload)
         except Exception as exc:
-            raise TypeError(f"task {name!r} cannot be pickled: {_blame(payload, exc)}") from exc
+            raise TypeError(f"task {name!r} cannot be pickled: {blame(payload, exc)}") from exc
         frame = _wire.encode(Kind.TASK, _wire.TASK_ID.pack(task_id) + body, buffers)
         return Task(task_id, name, command, frame, seed, timeout_deadline(seconds_timeout))
 
@@ -523,44 +500,44 @@ class Controller:
         values name the tasks, or a sequence of names. With ``seed``, task i
         gets a seed derived from ``(seed, i)``.
         """
-        inputs = _inputs(iterable, iterate)
+        inputs = task_inputs(iterable, iterate)
         count = len(inputs)
-        task_names = _task_names(names, iterate, count)
+        names_list = task_names(names, iterate, count)
         self.start()
         self._raise_failure()
-        if len(set(task_names)) != count:
+        if len(set(names_list)) != count:
             raise ValueError("task names must be unique")
         with self._lock:
-            return self._walk(fn, inputs, task_names, data, globals, seed, seconds_timeout)
+            return self._walk(fn, inputs, names_list, data, globals, seed, seconds_timeout)
 
     def _walk(
         self,
         fn: Callable[..., Any] | str,
         inputs: list[Any],
-        task_names: list[str],
+        names: list[str],
         data: Mapping[str, Any] | None,
         globals: Mapping[str, Any] | None,
         seed: int | None,
         seconds_timeout: float | None,
     ) -> list[TaskFuture]:
-        clash = [n for n in task_names if n in self._tasks]
+        clash = [n for n in names if n in self._tasks]
         if clash:
             raise ValueError(f"task name {clash[0]!r} is in use: pop or collect it first")
         tasks = []
         for i, item in enumerate(inputs):
-            task_seed = None if seed is None else _derived_seed(seed, str(i))
+            task_seed = None if seed is None else derived_seed(seed, str(i))
             if isinstance(item, dict):
                 merged = {**(data or {}), **item}
                 if isinstance(fn, str):
                     tasks.append(
                         self._make_task(
-                            fn, (), {}, task_names[i], merged, globals, task_seed, seconds_timeout
+                            fn, (), {}, names[i], merged, globals, task_seed, seconds_timeout
                         )
                     )
                 else:
                     tasks.append(
                         self._make_task(
-                            fn, (), item, task_names[i], data, globals, task_seed, seconds_timeout
+                            fn, (), item, names[i], data, globals, task_seed, seconds_timeout
                         )
                     )
             else:
@@ -570,7 +547,7 @@ class Controller:
                     )
                 tasks.append(
                     self._make_task(
-                        fn, (item[0],), {}, task_names[i], data, globals, task_seed, seconds_timeout
+                        fn, (item[0],), {}, names[i], data, globals, task_seed, seconds_timeout
                     )
                 )
         self._submit(tasks)
@@ -604,8 +581,8 @@ class Controller:
             TaskError: with ``error="stop"``, when a task did not succeed.
             CrashLimitError: a task name crashed more than ``crashes_max`` times.
         """
-        if error not in _ERROR_MODES:
-            raise ValueError(f"error must be one of {_ERROR_MODES}, got {error!r}")
+        if error not in ERROR_MODES:
+            raise ValueError(f"error must be one of {ERROR_MODES}, got {error!r}")
         if self._tasks:
             raise CrewError(
                 f"map() needs an empty controller, but {len(self._tasks)} "
@@ -671,7 +648,7 @@ class Controller:
         if mode not in ("all", "one"):
             raise ValueError(f"mode must be 'all' or 'one', got {mode!r}")
         if seconds_timeout is not None:
-            _check_seconds("seconds_timeout", seconds_timeout)
+            check_seconds("seconds_timeout", seconds_timeout)
         dispatcher = self._dispatcher
         if dispatcher is None or not self._tasks:
             return mode == "all"
@@ -700,7 +677,7 @@ class Controller:
             error: ``None``/``"silent"`` return the record as it is; ``"stop"``
                 raises :class:`TaskError` if it did not succeed; ``"warn"`` warns.
         """
-        _check_error(error)
+        check_error(error)
         dispatcher = self._dispatcher
         if dispatcher is None:
             return None
@@ -715,7 +692,7 @@ class Controller:
 
     def collect(self, error: ErrorMode | None = None) -> list[TaskResult]:
         """Remove and return every resolved task's record (an empty list if none)."""
-        _check_error(error)
+        check_error(error)
         dispatcher = self._dispatcher
         if dispatcher is None:
             return []
@@ -960,22 +937,6 @@ def _terminate_all() -> None:
             controller.terminate()
 
 
-def _check_mapping(label: str, value: Mapping[str, Any] | None) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        raise TypeError(f"{label} must be a dict of names to values")
-    bad = [k for k in value if not isinstance(k, str) or not k.isidentifier()]
-    if bad:
-        raise ValueError(f"{label} keys must be valid Python names, got {bad[0]!r}")
-    return dict(value)
-
-
-def _check_error(error: str | None) -> None:
-    if error is not None and error not in _ERROR_MODES:
-        raise ValueError(f"error must be None or one of {_ERROR_MODES}, got {error!r}")
-
-
 def _react(records: list[TaskResult], error: str | None) -> None:
     failed = [r for r in records if r.status is not Status.SUCCESS]
     if not failed or error in (None, "silent"):
@@ -988,75 +949,6 @@ def _react(records: list[TaskResult], error: str | None) -> None:
 
 def _warn(message: str) -> None:
     warnings.warn(message, CrewWarning, stacklevel=3)
-
-
-def _inputs(
-    iterable: Iterable[Any] | None, iterate: Mapping[str, Sequence[Any]] | None
-) -> list[Any]:
-    """Task inputs: 1-tuples for positional items, dicts for iterate."""
-    if (iterable is None) == (iterate is None):
-        raise ValueError("give the inputs either as an iterable or as iterate=, not both")
-    if iterable is not None:
-        if isinstance(iterable, (str, bytes, Mapping)):
-            raise TypeError(
-                "iterable must be a sequence of inputs; for named inputs use iterate={'x': [...]}"
-            )
-        items = [(item,) for item in iterable]
-        if not items:
-            raise ValueError("there are no inputs")
-        return items
-    assert iterate is not None
-    if not isinstance(iterate, Mapping) or not iterate:
-        raise ValueError("iterate must be a non-empty dict of equal-length sequences")
-    columns = {}
-    for key, values in iterate.items():
-        if not isinstance(key, str) or not key.isidentifier():
-            raise ValueError(f"iterate keys must be valid Python names, got {key!r}")
-        if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
-            raise TypeError(f"iterate[{key!r}] must be a sequence")
-        columns[key] = list(values)
-    lengths = {k: len(v) for k, v in columns.items()}
-    if len(set(lengths.values())) != 1:
-        raise ValueError(f"iterate sequences must have equal lengths, got {lengths}")
-    count = next(iter(lengths.values()))
-    if count == 0:
-        raise ValueError("iterate sequences are empty: there are no inputs")
-    return [{k: v[i] for k, v in columns.items()} for i in range(count)]
-
-
-def _task_names(
-    names: str | Sequence[str] | None, iterate: Mapping[str, Sequence[Any]] | None, count: int
-) -> list[str]:
-    if names is None:
-        prefix = f"unnamed_task_{secrets.token_hex(6)}"
-        return [f"{prefix}_{i + 1}" for i in range(count)]
-    if isinstance(names, str):
-        if iterate is None or names not in iterate:
-            raise ValueError(f"names={names!r} must be a key of iterate")
-        out = [str(v) for v in iterate[names]]
-    else:
-        out = list(names)
-        if any(not isinstance(n, str) or not n for n in out):
-            raise ValueError("names must be non-empty strings")
-    if len(out) != count:
-        raise ValueError(f"{len(out)} names for {count} inputs")
-    return out
-
-
-def _blame(payload: tuple[Any, ...], exc: Exception) -> str:
-    """Name the part of a task that cannot be pickled."""
-    _kind, target, args, kwargs, data, task_globals, _seed = payload
-    parts: list[tuple[str, Any]] = [("the function", target)]
-    parts += [(f"argument {i + 1}", a) for i, a in enumerate(args)]
-    parts += [(f"keyword argument {k!r}", v) for k, v in kwargs.items()]
-    parts += [(f"data[{k!r}]", v) for k, v in data.items()]
-    parts += [(f"globals[{k!r}]", v) for k, v in task_globals.items()]
-    for label, value in parts:
-        try:
-            _wire.dumps(value)
-        except Exception as inner:
-            return f"{label} ({type(value).__name__}): {inner}"
-    return str(exc)
 
 
 def _progress(total: int) -> Callable[[int | None], None]:
@@ -1073,101 +965,3 @@ def _progress(total: int) -> Callable[[int | None], None]:
             bar.update(task_id, completed=done)
 
     return update
-
-
-def _check_host(host: str, tls: TLS, allow_public: bool) -> None:
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        try:
-            address = ipaddress.ip_address(socket.gethostbyname(host))
-        except (OSError, ValueError):
-            return
-    if (address.is_global or address.is_unspecified) and not allow_public:
-        raise ValueError(
-            f"host {host!r} is reachable from the internet or binds every interface; "
-            "use the address of the network your workers share, or pass allow_public=True"
-        )
-    if not address.is_loopback and not tls.enabled:
-        warnings.warn(
-            f"host {host!r} is not loopback and TLS is off: the secret handshake keeps rogue "
-            "workers out, but anyone on the network path can read or alter tasks. "
-            "Use tls='automatic'.",
-            CrewWarning,
-            stacklevel=3,
-        )
-
-
-def local_controller(
-    name: str | None = None,
-    workers: int = 1,
-    host: str = "127.0.0.1",
-    port: int = 0,
-    tls: TLS | str | None = None,
-    seconds_interval: float = 0.25,
-    seconds_timeout: float = 60,
-    seconds_launch: float = 30,
-    seconds_idle: float = 300,
-    seconds_wall: float = math.inf,
-    tasks_max: float = math.inf,
-    tasks_timers: int = 0,
-    reset_globals: bool = True,
-    reset_modules: bool = False,
-    garbage_collection: bool = False,
-    crashes_max: int = 5,
-    log_directory: str | os.PathLike[str] | None = None,
-    log_join: bool = True,
-    seed: int | None = None,
-    allow_public: bool = False,
-) -> Controller:
-    """A controller whose workers are subprocesses of this machine.
-
-    Args:
-        name: the controller's name (default: 8 random hex characters).
-        workers: the most workers auto-scaling keeps at once.
-        host: the address to listen on; workers dial it.
-        port: the port to listen on; 0 lets the OS pick a free one.
-        tls: ``None``/``"none"``, ``"automatic"``, or a :class:`pycrew.TLS`.
-        seconds_interval: the longest pause between scaling rounds and waits.
-        seconds_timeout: bound for the controller's own blocking steps (launches).
-        seconds_launch: a launched worker that has not connected by then is
-            counted as failed and replaced.
-        seconds_idle: a worker with no task for this long exits.
-        seconds_wall: a worker exits after its current task once this much
-            time has passed since it connected.
-        tasks_max: a worker exits after this many tasks (1: one task per process).
-        tasks_timers: the idle and wall timers start only after this many tasks.
-        reset_globals: remove globals a task added to the worker's ``__main__``.
-        reset_modules: unload modules a task imported.
-        garbage_collection: run ``gc.collect()`` after each task.
-        crashes_max: how many consecutive crashes of one task name are
-            returned as records before pop/collect/map raise
-            :class:`CrashLimitError`.
-        log_directory: one log file per worker here (task output included),
-            or ``None`` to discard worker output.
-        log_join: stdout and stderr in one file (``True``) or two.
-        seed: with a seed, every task gets a seed derived from it and the task
-            name, so a rerun reproduces its random numbers on any worker.
-        allow_public: allow a public or wildcard ``host``.
-    """
-    return Controller(
-        LocalLauncher(log_directory=log_directory, log_join=log_join),
-        name=name,
-        workers=workers,
-        host=host,
-        port=port,
-        tls=tls,
-        seconds_interval=seconds_interval,
-        seconds_timeout=seconds_timeout,
-        seconds_launch=seconds_launch,
-        seconds_idle=seconds_idle,
-        seconds_wall=seconds_wall,
-        tasks_max=tasks_max,
-        tasks_timers=tasks_timers,
-        reset_globals=reset_globals,
-        reset_modules=reset_modules,
-        garbage_collection=garbage_collection,
-        crashes_max=crashes_max,
-        seed=seed,
-        allow_public=allow_public,
-    )

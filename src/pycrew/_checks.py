@@ -1,0 +1,163 @@
+"""Checks and shaping of what users pass in, before anything is queued.
+
+Every function here raises ``ValueError`` or ``TypeError`` with a message
+that says what to do, and has no side effects beyond a warning.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import math
+import secrets
+import socket
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from . import _wire
+from ._errors import CrewWarning
+
+if TYPE_CHECKING:
+    from ._tls import TLS
+
+ERROR_MODES = ("stop", "warn", "silent")
+
+
+def check_seconds(label: str, value: float, allow_inf: bool = True) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+        raise TypeError(f"{label} must be a number of seconds, got {value!r}")
+    if value < 0:
+        raise ValueError(f"{label} must be >= 0, got {value!r}")
+    if not allow_inf and math.isinf(value):
+        raise ValueError(f"{label} must be finite")
+    return float(value)
+
+
+def check_count(label: str, value: float, minimum: int) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+        raise TypeError(f"{label} must be a whole number or math.inf, got {value!r}")
+    if value < minimum or (not math.isinf(value) and value != int(value)):
+        raise ValueError(f"{label} must be a whole number >= {minimum} or math.inf, got {value!r}")
+    return value
+
+
+def command_text(fn: Any) -> str:
+    module = getattr(fn, "__module__", None)
+    qualname = getattr(fn, "__qualname__", None)
+    if qualname is None:
+        return repr(fn)
+    return f"{module}.{qualname}" if module and module != "builtins" else str(qualname)
+
+
+def derived_seed(seed: int, key: str) -> int:
+    digest = hashlib.sha256(f"{seed}\0{key}".encode()).digest()
+    return int.from_bytes(digest[:4], "little")
+
+
+def check_mapping(label: str, value: Mapping[str, Any] | None) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise TypeError(f"{label} must be a dict of names to values")
+    bad = [k for k in value if not isinstance(k, str) or not k.isidentifier()]
+    if bad:
+        raise ValueError(f"{label} keys must be valid Python names, got {bad[0]!r}")
+    return dict(value)
+
+
+def check_error(error: str | None) -> None:
+    if error is not None and error not in ERROR_MODES:
+        raise ValueError(f"error must be None or one of {ERROR_MODES}, got {error!r}")
+
+
+def task_inputs(
+    iterable: Iterable[Any] | None, iterate: Mapping[str, Sequence[Any]] | None
+) -> list[Any]:
+    """Task inputs: 1-tuples for positional items, dicts for iterate."""
+    if (iterable is None) == (iterate is None):
+        raise ValueError("give the inputs either as an iterable or as iterate=, not both")
+    if iterable is not None:
+        if isinstance(iterable, (str, bytes, Mapping)):
+            raise TypeError(
+                "iterable must be a sequence of inputs; for named inputs use iterate={'x': [...]}"
+            )
+        items = [(item,) for item in iterable]
+        if not items:
+            raise ValueError("there are no inputs")
+        return items
+    assert iterate is not None
+    if not isinstance(iterate, Mapping) or not iterate:
+        raise ValueError("iterate must be a non-empty dict of equal-length sequences")
+    columns = {}
+    for key, values in iterate.items():
+        if not isinstance(key, str) or not key.isidentifier():
+            raise ValueError(f"iterate keys must be valid Python names, got {key!r}")
+        if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
+            raise TypeError(f"iterate[{key!r}] must be a sequence")
+        columns[key] = list(values)
+    lengths = {k: len(v) for k, v in columns.items()}
+    if len(set(lengths.values())) != 1:
+        raise ValueError(f"iterate sequences must have equal lengths, got {lengths}")
+    count = next(iter(lengths.values()))
+    if count == 0:
+        raise ValueError("iterate sequences are empty: there are no inputs")
+    return [{k: v[i] for k, v in columns.items()} for i in range(count)]
+
+
+def task_names(
+    names: str | Sequence[str] | None, iterate: Mapping[str, Sequence[Any]] | None, count: int
+) -> list[str]:
+    if names is None:
+        prefix = f"unnamed_task_{secrets.token_hex(6)}"
+        return [f"{prefix}_{i + 1}" for i in range(count)]
+    if isinstance(names, str):
+        if iterate is None or names not in iterate:
+            raise ValueError(f"names={names!r} must be a key of iterate")
+        out = [str(v) for v in iterate[names]]
+    else:
+        out = list(names)
+        if any(not isinstance(n, str) or not n for n in out):
+            raise ValueError("names must be non-empty strings")
+    if len(out) != count:
+        raise ValueError(f"{len(out)} names for {count} inputs")
+    return out
+
+
+def blame(payload: tuple[Any, ...], exc: Exception) -> str:
+    """Name the part of a task that cannot be pickled."""
+    _kind, target, args, kwargs, data, task_globals, _seed = payload
+    parts: list[tuple[str, Any]] = [("the function", target)]
+    parts += [(f"argument {i + 1}", a) for i, a in enumerate(args)]
+    parts += [(f"keyword argument {k!r}", v) for k, v in kwargs.items()]
+    parts += [(f"data[{k!r}]", v) for k, v in data.items()]
+    parts += [(f"globals[{k!r}]", v) for k, v in task_globals.items()]
+    for label, value in parts:
+        try:
+            _wire.dumps(value)
+        except Exception as inner:
+            return f"{label} ({type(value).__name__}): {inner}"
+    return str(exc)
+
+
+def check_host(host: str, tls: TLS, allow_public: bool) -> None:
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        try:
+            address = ipaddress.ip_address(socket.gethostbyname(host))
+        except (OSError, ValueError):
+            return
+    if (address.is_global or address.is_unspecified) and not allow_public:
+        raise ValueError(
+            f"host {host!r} is reachable from the internet or binds every interface; "
+            "use the address of the network your workers share, or pass allow_public=True"
+        )
+    if not address.is_loopback and not tls.enabled:
+        warnings.warn(
+            f"host {host!r} is not loopback and TLS is off: the secret handshake keeps rogue "
+            "workers out, but anyone on the network path can read or alter tasks. "
+            "Use tls='automatic'.",
+            CrewWarning,
+            stacklevel=3,
+        )

@@ -1,0 +1,89 @@
+"""``local_controller()``: a controller whose workers are subprocesses of this machine."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+from ._controller import Controller
+from .launchers import LocalLauncher
+
+if TYPE_CHECKING:
+    import os
+
+    from ._tls import TLS
+
+
+def local_controller(
+    name: str | None = None,
+    workers: int = 1,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    tls: TLS | str | None = None,
+    seconds_interval: float = 0.25,
+    seconds_timeout: float = 60,
+    seconds_launch: float = 30,
+    seconds_idle: float = 300,
+    seconds_wall: float = math.inf,
+    tasks_max: float = math.inf,
+    tasks_timers: int = 0,
+    reset_globals: bool = True,
+    reset_modules: bool = False,
+    garbage_collection: bool = False,
+    crashes_max: int = 5,
+    log_directory: str | os.PathLike[str] | None = None,
+    log_join: bool = True,
+    seed: int | None = None,
+    allow_public: bool = False,
+) -> Controller:
+    """A controller whose workers are subprocesses of this machine.
+
+    Args:
+        name: the controller's name (default: 8 random hex characters).
+        workers: the most workers auto-scaling keeps at once.
+        host: the address to listen on; workers dial it.
+        port: the port to listen on; 0 lets the OS pick a free one.
+        tls: ``None``/``"none"``, ``"automatic"``, or a :class:`pycrew.TLS`.
+        seconds_interval: the longest pause between scaling rounds and waits.
+        seconds_timeout: bound for the controller's own blocking steps (launches).
+        seconds_launch: a launched worker that has not connected by then is
+            counted as failed and replaced.
+        seconds_idle: a worker with no task for this long exits.
+        seconds_wall: a worker exits after its current task once this much
+            time has passed since it connected.
+        tasks_max: a worker exits after this many tasks (1: one task per process).
+        tasks_timers: the idle and wall timers start only after this many tasks.
+        reset_globals: remove globals a task added to the worker's ``__main__``.
+        reset_modules: unload modules a task imported.
+        garbage_collection: run ``gc.collect()`` after each task.
+        crashes_max: how many consecutive crashes of one task name are
+            returned as records before pop/collect/map raise
+            :class:`CrashLimitError`.
+        log_directory: one log file per worker here (task output included),
+            or ``None`` to discard worker output.
+        log_join: stdout and stderr in one file (``True``) or two.
+        seed: with a seed, every task gets a seed derived from it and the task
+            name, so a rerun reproduces its random numbers on any worker.
+        allow_public: allow a public or wildcard ``host``.
+    """
+    return Controller(
+        LocalLauncher(log_directory=log_directory, log_join=log_join),
+        name=name,
+        workers=workers,
+        host=host,
+        port=port,
+        tls=tls,
+        seconds_interval=seconds_interval,
+        seconds_timeout=seconds_timeout,
+        seconds_launch=seconds_launch,
+        seconds_idle=seconds_idle,
+        seconds_wall=seconds_wall,
+        tasks_max=tasks_max,
+        tasks_timers=tasks_timers,
+        reset_globals=reset_globals,
+        reset_modules=reset_modules,
+        garbage_collection=garbage_collection,
+        crashes_max=crashes_max,
+        seed=seed,
+        allow_public=allow_public,
+    )
