@@ -297,6 +297,7 @@ class Controller:
             self._autoscaler = autoscaler
             self._dispatcher = dispatcher
             _LIVE.add(self)
+            fastest = 1e-6 if math.isfinite(self.tasks_max) else self.seconds_interval
             self._scaler = Scaler(
                 self.launcher,
                 autoscaler,
@@ -305,9 +306,7 @@ class Controller:
                 # crew's launcher throttle: a fixed period, or a fast start when
                 # workers are transient and must be replaced quickly
                 Throttle(
-                    seconds_max=self.seconds_interval,
-                    seconds_min=1e-6 if math.isfinite(self.tasks_max) else self.seconds_interval,
-                    seconds_start=1e-6 if math.isfinite(self.tasks_max) else self.seconds_interval,
+                    seconds_max=self.seconds_interval, seconds_min=fastest, seconds_start=fastest
                 ),
             )
 
@@ -600,6 +599,7 @@ class Controller:
         )
         tasks = [f._task for f in futures]
         self._wait_for(tasks, progress)
+        self._running().forget_resolved(tasks)
         records = self._take(tasks)
         failed = [r for r in records if r.status is not Status.SUCCESS]
         warned = [r for r in records if r.warnings is not None]
@@ -710,14 +710,6 @@ class Controller:
             return self._take_locked(tasks)
 
     def _take_locked(self, tasks: list[Task]) -> list[TaskResult]:
-        dispatcher = self._dispatcher
-        if dispatcher is not None and tasks:
-            wanted = {t.id for t in tasks}
-            with dispatcher.lock:
-                if any(t.id in wanted for t in dispatcher.resolved):
-                    kept = [t for t in dispatcher.resolved if t.id not in wanted]
-                    dispatcher.resolved.clear()
-                    dispatcher.resolved.extend(kept)
         records = [self._record(task) for task in tasks]
         over: list[tuple[str, int]] = []
         summary = self._summary

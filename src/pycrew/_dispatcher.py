@@ -158,8 +158,8 @@ class Dispatcher:
         on_worker: called (on this thread, briefly) with ``("connected" |
             "disconnected", worker_id)``.
         on_kill: called with a worker id whose task would not stop.
-        prefetch: let a busy worker hold one more task, so it starts the next
-            task without waiting for a round trip. A worker that goes idle
+        prefetch: let a busy worker hold up to ``PREFETCH_DEPTH`` small tasks,
+            so it starts the next without waiting for a round trip. A worker that goes idle
             while another holds an unstarted task asks for it back.
     """
 
@@ -184,7 +184,7 @@ class Dispatcher:
         self.queue: collections.deque[Task] = collections.deque()
         self.depth = PREFETCH_DEPTH if prefetch else 1
         # free capacity, as insertion-ordered sets: idle workers, and busy
-        # workers that may take one task ahead (prefetch)
+        # workers that may take more tasks ahead (prefetch)
         self.idle: dict[Conn, None] = {}
         self.room: dict[Conn, None] = {}
         self.releasing: dict[int, Conn] = {}
@@ -242,6 +242,14 @@ class Dispatcher:
             for task in tasks:
                 self._stop(task, status)
             self._flush_dirty()
+
+    def forget_resolved(self, tasks: list[Task]) -> None:
+        """Drop tasks collected by other means (map) from the resolved queue."""
+        wanted = {t.id for t in tasks}
+        with self.lock:
+            kept = [t for t in self.resolved if t.id not in wanted]
+            self.resolved.clear()
+            self.resolved.extend(kept)
 
     def counts(self) -> tuple[int, int, int, int, int]:
         """(connections, cumulative, awaiting, executing, completed), like mirai's info()."""
