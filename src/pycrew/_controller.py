@@ -18,6 +18,7 @@ dispatcher's.
 from __future__ import annotations
 
 import atexit
+import collections
 import contextlib
 import itertools
 import math
@@ -158,6 +159,7 @@ class Controller:
         crashes_max: int = 5,
         seed: int | None = None,
         allow_public: bool = False,
+        bytes_max: int = _wire.BYTES_MAX,
     ) -> None:
         if name is None:
             name = secrets.token_hex(4)
@@ -198,6 +200,12 @@ class Controller:
             raise ValueError("crashes_max must be finite")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
             raise TypeError(f"seed must be None or an int, got {seed!r}")
+        if isinstance(bytes_max, bool) or not isinstance(bytes_max, int):
+            raise TypeError(f"bytes_max must be an int, got {bytes_max!r}")
+        if not 1024 <= bytes_max <= _wire.BYTES_LIMIT:
+            raise ValueError(
+                f"bytes_max must be from 1024 to {_wire.BYTES_LIMIT} bytes, got {bytes_max}"
+            )
         if not isinstance(launcher, Launcher):
             raise TypeError("launcher must be a pycrew.launchers.Launcher")
         self.name = name
@@ -208,6 +216,7 @@ class Controller:
         self.reset_modules = reset_modules
         self.garbage_collection = garbage_collection
         self.seed = seed
+        self.bytes_max = bytes_max
         self.launcher = launcher
         #: results of the last ``map(error="stop")`` that raised; you may clear it
         self.error: list[TaskResult] | None = None
@@ -223,6 +232,9 @@ class Controller:
         self._env: dict[str, str] = {}
         self._url = ""
         self._lock = threading.RLock()
+        # why workers holding the secret were refused; told to the user once each
+        self._refusals: collections.deque[str] = collections.deque(maxlen=100)
+        self._refusals_told: set[str] = set()
 
     # ------------------------------------------------------------ lifecycle
     def __repr__(self) -> str:
@@ -267,6 +279,7 @@ class Controller:
                 "reset_globals": self.reset_globals,
                 "reset_modules": self.reset_modules,
                 "garbage_collection": self.garbage_collection,
+                "bytes_max": self.bytes_max,
             }
             autoscaler = Autoscaler(self.workers, self.seconds_launch)
             self._tasks = {}
@@ -288,6 +301,8 @@ class Controller:
                 settings,
                 on_worker=lambda kind, wid: self._on_worker(kind, wid),
                 on_kill=lambda wid: self._on_kill(wid),
+                on_refused=lambda wid, why: self._refusals.append(why),
+                bytes_max=self.bytes_max,
                 # a worker that may leave after a task must not hold another
                 prefetch=math.isinf(self.tasks_max) and math.isinf(self.seconds_wall),
             )
@@ -364,6 +379,11 @@ class Controller:
         return dispatcher
 
     def _raise_failure(self) -> None:
+        while self._refusals:
+            why = self._refusals.popleft()
+            if why not in self._refusals_told:
+                self._refusals_told.add(why)
+                _warn(f"a worker of controller {self.name!r} was refused: {why}")
         dispatcher, scaler = self._dispatcher, self._scaler
         if dispatcher is not None and dispatcher.failure is not None:
             raise CrewError("the dispatcher thread failed") from dispatcher.failure
@@ -466,6 +486,11 @@ class Controller:
             body, buffers = _wire.dumps(payload)
         except Exception as exc:
             raise TypeError(f"task {name!r} cannot be pickled: {blame(payload, exc)}") from exc
+        problem = _wire.too_large(_wire.TASK_ID.size + len(body), buffers, self.bytes_max)
+        if problem is not None:
+            raise ValueError(
+                f"task {name!r} is {problem}: pass large data through files, or raise bytes_max"
+            )
         frame = _wire.encode(Kind.TASK, _wire.TASK_ID.pack(task_id) + body, buffers)
         return Task(task_id, name, command, frame, seed, timeout_deadline(seconds_timeout))
 

@@ -30,6 +30,7 @@ import secrets
 import selectors
 import socket
 import ssl
+import struct
 import threading
 import time
 from typing import TYPE_CHECKING, Any
@@ -48,8 +49,11 @@ QUEUED, RUNNING, DONE = 0, 1, 2
 HANDSHAKE_SECONDS = 10.0
 #: a cancelled task has this long to stop before its worker is killed
 CANCEL_GRACE = 1.0
-#: unauthenticated connections held at once; more are closed at accept
+#: unauthenticated connections held at once; a new one beyond this evicts the
+#: oldest, so a flood of stalled peers cannot keep a real worker out for long
 PREAUTH_CONNECTIONS = 64
+#: at most one log line per this many seconds about dropped unauthenticated peers
+DROP_LOG_SECONDS = 1.0
 #: tasks a worker may hold at once when prefetching (one running, the rest waiting)
 PREFETCH_DEPTH = 8
 #: larger tasks go only to idle workers: a worker holding several big
@@ -158,6 +162,9 @@ class Dispatcher:
         on_worker: called (on this thread, briefly) with ``("connected" |
             "disconnected", worker_id)``.
         on_kill: called with a worker id whose task would not stop.
+        on_refused: called with ``(worker_id, reason)`` when a peer that
+            proved it knows the secret is refused (another version, say).
+        bytes_max: the largest frame a worker may send after authentication.
         prefetch: let a busy worker hold up to ``PREFETCH_DEPTH`` small tasks,
             so it starts the next without waiting for a round trip. A worker that goes idle
             while another holds an unstarted task asks for it back.
@@ -172,6 +179,8 @@ class Dispatcher:
         settings: dict[str, Any],
         on_worker: Callable[[str, str], None],
         on_kill: Callable[[str], None],
+        on_refused: Callable[[str, str], None] | None = None,
+        bytes_max: int = _wire.BYTES_MAX,
         prefetch: bool = False,
     ) -> None:
         self.secret = secret
@@ -179,6 +188,8 @@ class Dispatcher:
         self.settings = settings
         self.on_worker = on_worker
         self.on_kill = on_kill
+        self.on_refused = on_refused
+        self.bytes_max = bytes_max
         self.lock = threading.Lock()
         self.cv = threading.Condition(self.lock)
         self.queue: collections.deque[Task] = collections.deque()
@@ -192,6 +203,10 @@ class Dispatcher:
         self.live: dict[int, Task] = {}
         self.workers: dict[str, Conn] = {}
         self.conns: dict[int, Conn] = {}
+        # connections not yet authenticated, oldest first
+        self.unauthenticated: dict[Conn, None] = {}
+        self._drops_logged_at = -math.inf
+        self._drops_unlogged = 0
         self.deadlines: list[tuple[float, int]] = []
         self.pending_out: set[Conn] = set()
         # connections with bytes written since the last flush: flushing once
@@ -464,7 +479,7 @@ class Dispatcher:
                     self._flush(conn)
                 if mask & selectors.EVENT_READ:
                     self._read(conn)
-            except (ProtocolError, ssl.SSLError, ValueError) as exc:
+            except (ProtocolError, ssl.SSLError, ValueError, struct.error) as exc:
                 self._drop(conn, f"broke the protocol: {exc}")
             except OSError as exc:
                 self._drop(conn, f"connection error: {exc}")
@@ -478,10 +493,9 @@ class Dispatcher:
             except OSError as exc:
                 log.warning("accept failed: %s", exc)
                 return
-            unauthenticated = sum(1 for c in self.conns.values() if c.stage != _READY)
-            if unauthenticated >= PREAUTH_CONNECTIONS:
-                sock.close()
-                continue
+            while len(self.unauthenticated) >= PREAUTH_CONNECTIONS:
+                oldest = next(iter(self.unauthenticated))
+                self._drop(oldest, "evicted: too many connections waiting to authenticate")
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             from ._worker import keepalive
@@ -501,6 +515,7 @@ class Dispatcher:
 
     def _register(self, conn: Conn) -> None:
         self.conns[conn.sock.fileno()] = conn
+        self.unauthenticated[conn] = None
         self.watch.add(conn)
         self.selector.register(conn.sock, selectors.EVENT_READ, conn)
 
@@ -568,6 +583,8 @@ class Dispatcher:
         if conn.stage == _AUTH:
             self._on_auth(conn, kind, meta)
         elif kind == Kind.RESULT:
+            if len(meta) < _wire.RESULT_HEAD.size:
+                raise ProtocolError("a result too short to name its task")
             task_id, last = _wire.RESULT_HEAD.unpack_from(meta)
             if not conn.tasks or conn.tasks[0].id != task_id:
                 raise ProtocolError("a result for a task this worker was not given")
@@ -586,6 +603,8 @@ class Dispatcher:
                 self._resolve(task, None)
             self._refill(conn)
         elif kind == Kind.RELEASED:
+            if len(meta) != _wire.TASK_ID.size:
+                raise ProtocolError("a release that names no task")
             (task_id,) = _wire.TASK_ID.unpack_from(meta)
             self.releasing.pop(task_id, None)
             given = next((t for t in conn.tasks if t.id == task_id), None)
@@ -626,23 +645,26 @@ class Dispatcher:
         if kind != Kind.AUTH:
             raise ProtocolError("expected the worker's AUTH message")
         auth = _wire.parse_json(meta)
-        problem = _wire.version_problem(auth)
-        if problem is None:
-            try:
-                nonce_w = bytes.fromhex(str(auth.get("nonce", "")))
-            except ValueError:
-                nonce_w = b""
-            ok = len(nonce_w) >= 16 and _wire.check_mac(
-                self.secret, b"worker", conn.nonce, nonce_w, auth.get("mac")
-            )
-            if not ok:
-                problem = "authentication failed"
+        try:
+            nonce_w = bytes.fromhex(str(auth.get("nonce", "")))
+        except ValueError:
+            nonce_w = b""
+        proven = len(nonce_w) >= 16 and _wire.check_mac(
+            self.secret, b"worker", conn.nonce, nonce_w, auth.get("mac")
+        )
         worker_id = str(auth.get("id") or f"anonymous-{secrets.token_hex(4)}")
+        problem = _wire.version_problem(auth)
+        if problem is None and not proven:
+            problem = "authentication failed"
         if problem is None and worker_id in self.workers:
             problem = f"worker id {worker_id!r} is already connected"
         if problem is not None:
             self._write(conn, _wire.encode(Kind.REJECT, _wire.json_meta({"reason": problem})))
             self._drop(conn, f"rejected: {problem}")
+            # only a peer holding the secret is one of ours: a stranger's claims
+            # about itself are not worth the user's attention
+            if proven and self.on_refused is not None:
+                self.on_refused(worker_id, problem)
             return
         reply = {
             "mac": _wire.mac(self.secret, b"controller", nonce_w, conn.nonce),
@@ -655,7 +677,8 @@ class Dispatcher:
         )
         conn.stage = _READY
         self.watch.discard(conn)
-        conn.decoder = _wire.Decoder(1 << 40, allow_buffers=True)
+        self.unauthenticated.pop(conn, None)
+        conn.decoder = _wire.Decoder(self.bytes_max, allow_buffers=True)
         self.workers[worker_id] = conn
         self.cumulative += 1
         self.on_worker("connected", worker_id)
@@ -676,12 +699,13 @@ class Dispatcher:
         self.pending_out.discard(conn)
         self.dirty.discard(conn)
         self.watch.discard(conn)
+        self.unauthenticated.pop(conn, None)
         self.idle.pop(conn, None)
         self.room.pop(conn, None)
         info = conn.info
         if info is None:
             if why:
-                log.info("dropped a connection before authentication: %s", why)
+                self._log_drop(why)
             return
         self.workers.pop(info.id, None)
         head = conn.tasks[0] if conn.tasks else None
@@ -696,6 +720,21 @@ class Dispatcher:
         if why:
             log.info("worker %s dropped: %s", info.id, why)
         self.on_worker("disconnected", info.id)
+
+    def _log_drop(self, why: str) -> None:
+        """Log dropped strangers at a bounded rate: a flood must not flood the log too."""
+        now = time.monotonic()
+        if now - self._drops_logged_at < DROP_LOG_SECONDS:
+            self._drops_unlogged += 1
+            return
+        more = f" (and {self._drops_unlogged} more since the last report)"
+        log.info(
+            "dropped a connection before authentication: %s%s",
+            why,
+            more if self._drops_unlogged else "",
+        )
+        self._drops_logged_at = now
+        self._drops_unlogged = 0
 
     def _on_timers(self) -> None:
         now = time.monotonic()
@@ -737,6 +776,7 @@ class Dispatcher:
                 with contextlib.suppress(OSError):
                     conn.sock.close()
             self.conns.clear()
+            self.unauthenticated.clear()
             self.workers.clear()
             self.idle.clear()
             self.room.clear()

@@ -35,6 +35,7 @@ def local_controller(
     log_join: bool = True,
     seed: int | None = None,
     allow_public: bool = False,
+    bytes_max: int = 4 << 30,
 ) -> Controller:
     """A controller whose workers are subprocesses of this machine.
 
@@ -65,6 +66,10 @@ def local_controller(
         seed: with a seed, every task gets a seed derived from it and the task
             name, so a rerun reproduces its random numbers on any worker.
         allow_public: allow a public or wildcard ``host``.
+        bytes_max: the largest task (with its data) or result, in bytes. A
+            larger push raises ``ValueError``, a larger result becomes an
+            ``error`` record, and a worker that sends more anyway is cut off
+            before any memory is set aside for it.
     """
     return Controller(
         LocalLauncher(log_directory=log_directory, log_join=log_join),
@@ -86,4 +91,5 @@ def local_controller(
         crashes_max=crashes_max,
         seed=seed,
         allow_public=allow_public,
+        bytes_max=bytes_max,
     )

@@ -19,6 +19,8 @@ Handshake, before which nothing is unpickled in either direction::
                   or       REJECT  {reason}
 
 Frames before WELCOME are capped at ``PREAUTH_MAX`` bytes and carry no buffers.
+After it, a frame (meta and buffers together) may be at most ``bytes_max``
+bytes, checked from the header before any memory is set aside for it.
 """
 
 from __future__ import annotations
@@ -41,6 +43,12 @@ if TYPE_CHECKING:
 
 PROTOCOL = 1
 PREAUTH_MAX = 4096
+#: default limit on one frame after authentication: a task with its data, or a result
+BYTES_MAX = 4 << 30
+#: the most ``bytes_max`` may be
+BYTES_LIMIT = 1 << 40
+#: the pickle stream of one frame (buffers aside) is at most this long: its length is a u32
+META_MAX = (1 << 32) - 1
 #: buffers smaller than this stay inside the pickle stream
 OOB_MIN = 64 * 1024
 HEADER = struct.Struct("<BBHI")
@@ -49,6 +57,7 @@ TASK_ID = struct.Struct("<Q")
 RESULT_HEAD = struct.Struct("<QB")
 SECRET_ENV = "PYCREW_SECRET"
 TRUST_ENV = "PYCREW_TLS_TRUST"
+TLS_NAME_ENV = "PYCREW_TLS_NAME"
 CONTROLLER_ENV = "PYCREW_CONTROLLER"
 WORKER_ENV = "PYCREW_WORKER"
 
@@ -101,7 +110,8 @@ class Decoder:
     """Incremental frame parser for a non-blocking socket.
 
     Args:
-        max_meta: the largest ``meta`` accepted, checked before the bytes arrive.
+        limit: the largest frame accepted (meta and buffers), checked from the
+            header before its bytes arrive or any room is made for them.
         allow_buffers: whether frames may carry out-of-band buffers.
     """
 
@@ -114,11 +124,11 @@ class Decoder:
         "allow_buffers",
         "buf",
         "frames",
-        "max_meta",
+        "limit",
     )
 
-    def __init__(self, max_meta: int, allow_buffers: bool) -> None:
-        self.max_meta = max_meta
+    def __init__(self, limit: int, allow_buffers: bool) -> None:
+        self.limit = limit
         self.allow_buffers = allow_buffers
         self.buf = bytearray()
         self.frames: list[Frame] = []
@@ -168,25 +178,42 @@ class Decoder:
             if len(buf) < HEADER.size:
                 return
             kind, _flags, nbuf, meta_len = HEADER.unpack_from(buf)
-            if meta_len > self.max_meta:
-                raise ProtocolError(f"frame of {meta_len} bytes exceeds the {self.max_meta} limit")
             if nbuf and not self.allow_buffers:
                 raise ProtocolError("buffers are not allowed before authentication")
+            check_size(meta_len, self.limit)
             start = HEADER.size + LENGTH.size * nbuf
+            if len(buf) < start:
+                return
+            lens = [LENGTH.unpack_from(buf, HEADER.size + LENGTH.size * i)[0] for i in range(nbuf)]
+            check_size(meta_len + sum(lens), self.limit)
             end = start + meta_len
             if len(buf) < end:
                 return
             meta = bytes(buf[start:end])
             if nbuf:
-                self._lens = [
-                    LENGTH.unpack_from(buf, HEADER.size + LENGTH.size * i)[0] for i in range(nbuf)
-                ]
+                self._lens = lens
                 self._kind, self._meta = kind, meta
-                self._bufs = [receive_buffer(self._lens[0])]
+                self._bufs = [receive_buffer(lens[0])]
                 self._filled = 0
             else:
                 self.frames.append((kind, meta, []))
             del buf[:end]
+
+
+def check_size(size: int, limit: int) -> None:
+    """Refuse a frame larger than ``limit`` (called before anything is allocated for it)."""
+    if size > limit:
+        raise ProtocolError(f"a frame of {size} bytes exceeds the limit of {limit} bytes")
+
+
+def too_large(meta: int, buffers: list[memoryview], limit: int) -> str | None:
+    """Why a frame of this meta length and these buffers may not be sent, or None."""
+    size = meta + sum(b.nbytes for b in buffers)
+    if size > limit:
+        return f"{size} bytes, more than bytes_max ({limit})"
+    if meta > META_MAX:
+        return f"{meta} bytes of pickled objects, more than one frame holds ({META_MAX})"
+    return None
 
 
 def dumps(obj: Any) -> tuple[bytes, list[memoryview]]:

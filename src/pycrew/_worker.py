@@ -25,6 +25,7 @@ import os
 import queue
 import signal
 import socket
+import struct
 import sys
 import threading
 import time
@@ -66,11 +67,13 @@ class Settings:
         tasks_max: float,
         tasks_timers: int,
         cleanup: Cleanup,
+        bytes_max: int = _wire.BYTES_MAX,
     ) -> None:
         self.seconds_idle = seconds_idle
         self.seconds_wall = seconds_wall
         self.tasks_max = tasks_max
         self.tasks_timers = tasks_timers
+        self.bytes_max = bytes_max
         self.cleanup = cleanup
 
 
@@ -149,14 +152,16 @@ class BufferPool:
 
 def read_frame(
     stream: IO[bytes],
-    max_meta: int,
+    limit: int,
     allow_buffers: bool,
     alloc: Callable[[int], _wire.Buffer] = _wire.receive_buffer,
 ) -> _wire.Frame:
     kind, _flags, nbuf, meta_len = _wire.HEADER.unpack(_read_exact(stream, _wire.HEADER.size))
-    if meta_len > max_meta or (nbuf and not allow_buffers):
-        raise ProtocolError("oversized or unexpected frame from the controller")
+    if nbuf and not allow_buffers:
+        raise ProtocolError("buffers before authentication")
+    _wire.check_size(meta_len, limit)
     lens = [_wire.LENGTH.unpack(_read_exact(stream, 8))[0] for _ in range(nbuf)]
+    _wire.check_size(meta_len + sum(lens), limit)
     meta = _read_exact(stream, meta_len)
     bufs = []
     for n in lens:
@@ -220,7 +225,8 @@ class Worker:
     def read_forever(self) -> None:
         try:
             while True:
-                kind, meta, bufs = read_frame(self.stream, 1 << 40, True, self.pool.take)
+                limit = self.settings.bytes_max
+                kind, meta, bufs = read_frame(self.stream, limit, True, self.pool.take)
                 if kind == Kind.TASK:
                     (task_id,) = _wire.TASK_ID.unpack_from(meta)
                     with self.lock:
@@ -234,7 +240,7 @@ class Worker:
                     self.cancel(task_id)
                 elif kind == Kind.EXIT:
                     break
-        except (EOFError, OSError, ValueError, ProtocolError):
+        except (EOFError, OSError, ValueError, ProtocolError, struct.error):
             pass
         # The controller is gone or asked us to stop: nothing we hold matters now.
         _hard_exit(EXIT_CONNECTION)
@@ -376,8 +382,14 @@ class Worker:
         head = _wire.RESULT_HEAD.pack(task_id, 1 if last else 0)
         try:
             body, out_bufs = _wire.dumps(outcome)
+            reason = None
         except Exception as exc:
             reason = f"the result could not be pickled: {describe(exc)}"
+        else:
+            problem = _wire.too_large(len(head) + len(body), out_bufs, self.settings.bytes_max)
+            if problem is not None:
+                reason = f"the result is {problem}"
+        if reason is not None:
             fallback = (ERROR, None, reason, None, outcome[4], outcome[5], outcome[6])
             body, out_bufs = _wire.dumps(fallback)
         self.send(_wire.encode(Kind.RESULT, head + body, out_bufs))
@@ -391,8 +403,17 @@ class Worker:
         return code
 
 
+class _Closed(Exception):
+    """The controller closed the connection before the handshake was over."""
+
+
 def connect(address: str, tls: bool) -> tuple[socket.socket, IO[bytes], Settings]:
-    """Dial, authenticate both ways, and receive the settings."""
+    """Dial, authenticate both ways, and receive the settings.
+
+    A connection closed mid-handshake is tried again for a while: a controller
+    under a flood of strangers evicts its oldest unauthenticated connections,
+    and one of them may be ours. A refusal is final.
+    """
     secret_hex = os.environ.pop(_wire.SECRET_ENV, "")
     try:
         secret = bytes.fromhex(secret_hex)
@@ -402,16 +423,55 @@ def connect(address: str, tls: bool) -> tuple[socket.socket, IO[bytes], Settings
         raise ProtocolError(f"no valid secret in ${_wire.SECRET_ENV}")
     host, _, port = address.rpartition(":")
     host = host.strip("[]")
-    sock = socket.create_connection((host, int(port)), timeout=HANDSHAKE_SECONDS)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    keepalive(sock)
+    context = None
+    server_name = os.environ.pop(_wire.TLS_NAME_ENV, "") or host
     if tls:
         trust = os.environ.pop(_wire.TRUST_ENV, "")
         if not trust:
             raise ProtocolError(f"TLS is on but ${_wire.TRUST_ENV} is empty")
         from ._tls import client_context
 
-        sock = client_context(trust).wrap_socket(sock, server_hostname=host)
+        context = client_context(trust)
+    deadline = time.monotonic() + HANDSHAKE_SECONDS
+    pause = 0.05
+    while True:
+        try:
+            return _handshake(host, int(port), secret, context, server_name)
+        except _Closed as exc:
+            if time.monotonic() + pause > deadline:
+                raise ProtocolError(f"the controller kept closing the connection: {exc}") from exc
+            time.sleep(pause)
+            pause = min(2 * pause, 1.0)
+
+
+def _handshake(
+    host: str, port: int, secret: bytes, context: Any, server_name: str
+) -> tuple[socket.socket, IO[bytes], Settings]:
+    sock = socket.create_connection((host, port), timeout=HANDSHAKE_SECONDS)
+    try:
+        return _authenticate(sock, secret, context, server_name)
+    except (EOFError, ConnectionResetError, ConnectionAbortedError, BrokenPipeError) as exc:
+        sock.close()
+        raise _Closed(describe(exc)) from exc
+    except OSError as exc:
+        sock.close()
+        # ssl.SSLEOFError (the peer hung up mid-handshake) is worth a retry; a
+        # certificate that fails verification is not
+        if type(exc).__name__ == "SSLEOFError":
+            raise _Closed(describe(exc)) from exc
+        raise
+    except BaseException:
+        sock.close()
+        raise
+
+
+def _authenticate(
+    sock: socket.socket, secret: bytes, context: Any, server_name: str
+) -> tuple[socket.socket, IO[bytes], Settings]:
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    keepalive(sock)
+    if context is not None:
+        sock = context.wrap_socket(sock, server_hostname=server_name)
     stream: IO[bytes] = sock.makefile("rb", buffering=1 << 18)  # type: ignore[assignment]
     kind, meta, _ = read_frame(stream, _wire.PREAUTH_MAX, False)
     if kind != Kind.HELLO:
@@ -445,6 +505,7 @@ def connect(address: str, tls: bool) -> tuple[socket.socket, IO[bytes], Settings
         seconds_wall=_limit(raw.get("seconds_wall")),
         tasks_max=_limit(raw.get("tasks_max")),
         tasks_timers=int(raw.get("tasks_timers", 0)),
+        bytes_max=int(raw.get("bytes_max", _wire.BYTES_MAX)),
         cleanup=Cleanup(
             reset_globals=bool(raw.get("reset_globals", True)),
             reset_modules=bool(raw.get("reset_modules", False)),
