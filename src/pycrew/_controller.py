@@ -293,6 +293,8 @@ class Controller:
             }
             if session is not None:
                 self._env[_wire.TRUST_ENV] = session.trust_pem
+                if session.server_name is not None:
+                    self._env[_wire.TLS_NAME_ENV] = session.server_name
             dispatcher = Dispatcher(
                 self.host,
                 self.port,
