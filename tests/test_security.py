@@ -273,6 +273,10 @@ def test_secret_is_not_visible_in_ps_repr_logs_or_tasks(tmp_path: Path) -> None:
         assert [r.result for r in records] == [None, None]
         assert {r.pid for r in records} == set(ctl.pids())
         assert ctl.push(tasks.env, _wire.SECRET_ENV).result(timeout=30).result is None
+        # nor can a task read it back from the process's initial environment block
+        if sys.platform.startswith("linux"):
+            peek = "open('/proc/self/environ', 'rb').read().count(secret.encode())"
+            assert ctl.push(peek, data={"secret": secret}).result(timeout=30).result == 0
 
         seen_workers = set()
         for proc in psutil.process_iter(["pid", "cmdline"]):
@@ -393,6 +397,58 @@ def test_worker_refuses_an_impostor_controller(tmp_path: Path) -> None:
     assert proc.returncode == 4, err
     assert "did not prove" in err.decode()
     assert not canary.exists()
+
+
+def test_worker_of_another_version_is_refused_and_the_user_is_told() -> None:
+    """A worker holding the secret but running another pycrew is refused, visibly."""
+    with pycrew.local_controller(workers=1, seconds_interval=0.05) as ctl:
+        assert ctl.push(tasks.add, 1, 2).result(timeout=30).result == 3
+        address = ctl.url.split("://", 1)[1]
+        env = _worker_env(ctl._env[_wire.SECRET_ENV])
+        code = (
+            "import sys, pycrew._version as v\n"
+            "v.__version__ = '9.9.9'\n"
+            "from pycrew._cli import main\n"
+            "sys.exit(main(sys.argv[1:]))"
+        )
+        proc = subprocess.Popen(
+            [sys.executable, "-c", code, "worker", "--address", address, "--id", "old-worker"],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            _, err = proc.communicate(timeout=10)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=10)
+        # the worker says why in its log, and exits with the start-up failure code
+        assert proc.returncode == 4, err
+        assert f"the controller runs pycrew '{pycrew.__version__}' and the worker '9.9.9'" in (
+            err.decode()
+        )
+        # the user hears it at the next call, once
+        with pytest.warns(
+            pycrew.CrewWarning,
+            match=r"was refused: the worker runs pycrew '9.9.9' and the controller",
+        ):
+            record = ctl.push(tasks.add, 2, 3).result(timeout=30)
+        assert record.result == 5
+        assert ctl.workers_status()["cumulative"] == 1
+
+
+def test_a_stranger_claiming_another_version_does_not_reach_the_user() -> None:
+    with pycrew.local_controller(workers=1, seconds_interval=0.05) as ctl:
+        assert ctl.push(tasks.add, 1, 2).result(timeout=30).result == 3
+        with _rogue(ctl) as (sock, hello):
+            sock.sendall(_auth(hello, WRONG_SECRET, pycrew="9.9.9"))
+            read_until_closed(sock, DROP_SECONDS)
+        # filterwarnings=error: any warning here fails the test
+        assert ctl.push(tasks.add, 2, 3).result(timeout=30).result == 5
+        assert len(ctl.collect()) == 2
+        assert ctl._refusals_told == set()
 
 
 # --------------------------------------------------- (6) public host refused

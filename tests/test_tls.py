@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import logging
 import pickle
+import secrets
 import socket
 import ssl
 import time
-from typing import TYPE_CHECKING
+from pathlib import Path
 
+import psutil
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -22,9 +25,6 @@ from pycrew import _wire
 from pycrew._wire import PREAUTH_MAX, Kind
 from tests import pki, tasks
 from tests.conftest import address, read_until_closed, wait_until
-
-if TYPE_CHECKING:
-    from pathlib import Path
 
 PASSWORD = "k3y-Pa55-w0rd"
 
@@ -558,3 +558,42 @@ def test_automatic_key_never_rests_on_disk_in_clear(monkeypatch: pytest.MonkeyPa
     assert session is not None
     assert len(written) == 1
     assert b"BEGIN ENCRYPTED PRIVATE KEY" in written[0]
+
+
+def test_key_password_is_nowhere_to_be_found(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Not in argv, worker environments, logs, reprs, records, or worker specs."""
+    password = "pw-" + secrets.token_hex(12)
+    key, certs, _ = _three_level_files(_subdir(tmp_path, "certs"), password)
+    logs = tmp_path / "logs"
+    monkeypatch.setenv("PYCREW_TEST_KEY_PASSWORD", password)
+    caplog.set_level(logging.DEBUG, logger="pycrew")
+    tls = pycrew.TLS("custom", key=key, certificates=certs, password_env="PYCREW_TEST_KEY_PASSWORD")
+    with pycrew.local_controller(
+        workers=2, tls=tls, seconds_interval=0.05, log_directory=logs
+    ) as ctl:
+        _runs_tasks(ctl)
+        failed = ctl.push(tasks.fail, "boom").result(timeout=30)
+        assert failed.status is pycrew.Status.ERROR
+        # the variable holding the password does not reach workers at all
+        assert ctl.push(tasks.env, "PYCREW_TEST_KEY_PASSWORD").result(timeout=30).result is None
+        with socket.create_connection(address(ctl), timeout=5) as sock:  # a failed handshake
+            sock.sendall(b"\x16\x03\x01\x00\x05hello")
+            read_until_closed(sock)
+        pids = ctl.pids()
+        assert pids
+        for pid in pids:
+            proc = psutil.Process(pid)
+            assert password not in " ".join(proc.cmdline())
+            assert password.encode() not in Path(f"/proc/{pid}/environ").read_bytes()
+        for proc in psutil.process_iter(["cmdline"]):
+            assert password not in " ".join(proc.info["cmdline"] or [])
+        spec = ctl._worker_spec()
+        assert password not in repr(spec) + " ".join([*spec.command, *spec.env.values()])
+        shown = repr(ctl) + repr(tls) + repr(failed) + str(ctl.summary())
+        assert password not in shown
+    text = "".join(p.read_text(errors="replace") for p in logs.glob("*.log"))
+    assert "connected to" in text
+    assert password not in text
+    assert password not in caplog.text

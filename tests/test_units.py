@@ -332,17 +332,19 @@ def test_check_mac_rejects_the_right_mac_as_bytes() -> None:
 
 def test_version_problem() -> None:
     ours = _wire.hello_fields()
-    assert _wire.version_problem(ours) is None
-    other_pycrew = _wire.version_problem(ours | {"pycrew": pycrew.__version__ + ".post9"})
-    assert other_pycrew is not None
-    assert "pycrew" in other_pycrew
-    other_protocol = _wire.version_problem(ours | {"protocol": _wire.PROTOCOL + 1})
-    assert other_protocol is not None
-    assert "protocol" in other_protocol
-    other_python = _wire.version_problem(ours | {"python": "2.7"})
+    assert _wire.version_problem(ours, "worker") is None
+    newer = pycrew.__version__ + ".post9"
+    assert _wire.version_problem(ours | {"pycrew": newer}, "worker") == (
+        f"the worker runs pycrew {newer!r} and the controller {pycrew.__version__!r}"
+    )
+    other_protocol = _wire.version_problem(ours | {"protocol": _wire.PROTOCOL + 1}, "controller")
+    assert other_protocol == (
+        f"the controller runs wire protocol {_wire.PROTOCOL + 1} and the worker {_wire.PROTOCOL}"
+    )
+    other_python = _wire.version_problem(ours | {"python": "2.7"}, "worker")
     assert other_python is not None
-    assert "Python" in other_python
-    assert _wire.version_problem({}) is not None
+    assert "runs Python '2.7'" in other_python
+    assert _wire.version_problem({}, "worker") is not None
 
 
 @pytest.mark.parametrize("meta", [b"not json", b"\xff\xfe", b"[1, 2]", b'"str"', b"1"])

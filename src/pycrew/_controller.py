@@ -372,7 +372,14 @@ class Controller:
             command.append("--tls")
         env = dict(self._env)
         env[_wire.WORKER_ENV] = worker_id
-        return WorkerSpec(command=command, env=env, worker_id=worker_id, controller=self.name)
+        hidden = frozenset([self.tls.password_env] if self.tls.password_env else [])
+        return WorkerSpec(
+            command=command,
+            env=env,
+            worker_id=worker_id,
+            controller=self.name,
+            env_remove=hidden,
+        )
 
     def _running(self) -> Dispatcher:
         dispatcher = self._dispatcher

@@ -653,7 +653,7 @@ class Dispatcher:
             self.secret, b"worker", conn.nonce, nonce_w, auth.get("mac")
         )
         worker_id = str(auth.get("id") or f"anonymous-{secrets.token_hex(4)}")
-        problem = _wire.version_problem(auth)
+        problem = _wire.version_problem(auth, "worker")
         if problem is None and not proven:
             problem = "authentication failed"
         if problem is None and worker_id in self.workers:

@@ -90,7 +90,10 @@ def _clip(text: str) -> str:
 
 
 def describe(exc: BaseException) -> str:
-    message = str(exc)
+    try:
+        message = str(exc)
+    except Exception:  # a task's exception may be hostile or broken; its report must not be
+        message = "(its message could not be formatted)"
     name = type(exc).__qualname__
     return _clip(f"{name}: {message}" if message else name)
 
@@ -179,7 +182,7 @@ def evaluate(payload: tuple[Any, ...], cleanup: Cleanup, interruptible: Interrup
         except Interrupted:
             status, error = CANCEL, "the task was interrupted"
             value = None
-        except Exception as exc:
+        except BaseException as exc:  # SystemExit too: a task may not end its worker that way
             status, error = ERROR, describe(exc)
             import traceback
 

@@ -271,14 +271,16 @@ def parse_json(meta: bytes) -> dict[str, Any]:
     return value
 
 
-def version_problem(peer: dict[str, Any]) -> str | None:
-    """Why a peer's versions cannot work with ours, or None."""
-    if peer.get("protocol") != PROTOCOL:
-        return f"wire protocol {peer.get('protocol')!r} differs from ours ({PROTOCOL})"
-    if peer.get("pycrew") != __version__:
-        return f"pycrew {peer.get('pycrew')!r} differs from the controller's {__version__}"
-    if peer.get("python") != python_version():
-        return f"Python {peer.get('python')!r} differs from the controller's {python_version()}"
+def version_problem(peer: dict[str, Any], peer_role: str) -> str | None:
+    """Why a peer's versions cannot work with ours, or None.
+
+    ``peer_role`` is what the peer is ("worker" or "controller"), for the message.
+    """
+    us = "controller" if peer_role == "worker" else "worker"
+    mine = hello_fields()
+    for field, label in (("protocol", "wire protocol"), ("pycrew", "pycrew"), ("python", "Python")):
+        if peer.get(field) != mine[field]:
+            return f"the {peer_role} runs {label} {peer.get(field)!r} and the {us} {mine[field]!r}"
     return None
 
 

@@ -403,6 +403,26 @@ class Worker:
         return code
 
 
+def _take_env(name: str) -> str:
+    """Remove a variable from the environment, its bytes in /proc/self/environ too.
+
+    ``os.environ.pop`` only unlinks the variable: its bytes stay in the
+    process's initial environment block, where a task could read them back
+    from /proc/self/environ. Overwrite them first.
+    """
+    value = os.environ.get(name, "")
+    if value and sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError, ValueError):
+            libc = ctypes.CDLL(None)
+            libc.getenv.restype = ctypes.c_void_p
+            libc.getenv.argtypes = [ctypes.c_char_p]
+            where = libc.getenv(name.encode())
+            if where:
+                ctypes.memset(where, 0, len(os.fsencode(value)))
+    os.environ.pop(name, None)
+    return value
+
+
 class _Closed(Exception):
     """The controller closed the connection before the handshake was over."""
 
@@ -414,7 +434,7 @@ def connect(address: str, tls: bool) -> tuple[socket.socket, IO[bytes], Settings
     under a flood of strangers evicts its oldest unauthenticated connections,
     and one of them may be ours. A refusal is final.
     """
-    secret_hex = os.environ.pop(_wire.SECRET_ENV, "")
+    secret_hex = _take_env(_wire.SECRET_ENV)
     try:
         secret = bytes.fromhex(secret_hex)
     except ValueError:
@@ -477,7 +497,7 @@ def _authenticate(
     if kind != Kind.HELLO:
         raise ProtocolError("the controller did not say hello")
     hello = _wire.parse_json(meta)
-    problem = _wire.version_problem(hello)
+    problem = _wire.version_problem(hello, "controller")
     nonce_c = bytes.fromhex(str(hello.get("nonce", "")))
     nonce_w = os.urandom(32)
     auth = _wire.hello_fields() | {

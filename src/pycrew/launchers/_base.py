@@ -22,12 +22,17 @@ class WorkerSpec:
             environment or a private file, never on a command line or in a log.
         worker_id: the worker's id, unique within one controller start.
         controller: the controller's name.
+        env_remove: variables of the controller's own environment that must
+            not reach the worker, such as the one holding the TLS key's
+            password. A launcher whose workers inherit that environment drops
+            these.
     """
 
     command: list[str]
     env: dict[str, str] = field(repr=False)
     worker_id: str
     controller: str
+    env_remove: frozenset[str] = frozenset()
 
 
 class Launcher(abc.ABC):

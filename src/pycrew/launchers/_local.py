@@ -50,6 +50,8 @@ class LocalLauncher(Launcher):
 
     def launch_worker(self, spec: WorkerSpec) -> subprocess.Popen[bytes]:
         env = os.environ.copy()
+        for name in spec.env_remove:
+            env.pop(name, None)
         env.update(spec.env)
         # The kernel kills the worker if the thread that launched it dies
         # (PR_SET_PDEATHSIG); the controller launches from a thread that
