@@ -277,6 +277,9 @@ def test_secret_is_not_visible_in_ps_repr_logs_or_tasks(tmp_path: Path) -> None:
         if sys.platform.startswith("linux"):
             peek = "open('/proc/self/environ', 'rb').read().count(secret.encode())"
             assert ctl.push(peek, data={"secret": secret}).result(timeout=30).result == 0
+            # and the block still reads whole: the variables after it are intact
+            for pid in ctl.pids():
+                assert psutil.Process(pid).environ()[_wire.CONTROLLER_ENV] == ctl.name
 
         seen_workers = set()
         for proc in psutil.process_iter(["pid", "cmdline"]):

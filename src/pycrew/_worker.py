@@ -418,7 +418,8 @@ def _take_env(name: str) -> str:
             libc.getenv.argtypes = [ctypes.c_char_p]
             where = libc.getenv(name.encode())
             if where:
-                ctypes.memset(where, 0, len(os.fsencode(value)))
+                # not NUL bytes: readers of the block take an empty entry for its end
+                ctypes.memset(where, ord("x"), len(os.fsencode(value)))
     os.environ.pop(name, None)
     return value
 
