@@ -72,3 +72,91 @@ def mark_then_spin(path: str) -> int:
     """Leave a file behind, then hold the GIL in C code for a very long time."""
     open(path, "w").close()
     return sum(range(10**13))
+
+
+def nbytes(data: bytes) -> int:
+    return len(data)
+
+
+def blob(n: int) -> bytes:
+    """A result of ``n`` bytes."""
+    return b"\x01" * n
+
+
+class EvilError(Exception):
+    """An exception that would run code wherever it is unpickled: it creates ``path``."""
+
+    def __init__(self, path: str, text: str) -> None:
+        super().__init__(path, text)
+        self.path = path
+        self.text = text
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (open, (self.path, "w"))
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def raise_evil(path: str, text: str) -> None:
+    raise EvilError(path, text)
+
+
+#: what the hostile objects below raise, by name
+RAISES: dict[str, type[BaseException]] = {
+    "RuntimeError": RuntimeError,
+    "SystemExit": SystemExit,
+    "KeyboardInterrupt": KeyboardInterrupt,
+}
+
+
+class BadStrError(Exception):
+    """An exception whose text cannot be had: ``str()`` and ``repr()`` raise ``raises``."""
+
+    def __init__(self, raises: str) -> None:
+        super().__init__(raises)
+        self.raises = raises
+
+    def __str__(self) -> str:
+        raise RAISES[self.raises]("str() refused")
+
+    def __repr__(self) -> str:
+        raise RAISES[self.raises]("repr() refused")
+
+
+def raise_bad_str(raises: str = "RuntimeError") -> None:
+    raise BadStrError(raises)
+
+
+class FlakyWarning(UserWarning):
+    """A warning whose ``str()`` works once (for ``warnings.warn``), then raises."""
+
+    def __init__(self, raises: str) -> None:
+        super().__init__(raises)
+        self.raises = raises
+        self.calls = 0
+
+    def __str__(self) -> str:
+        self.calls += 1
+        if self.calls > 1:
+            raise RAISES[self.raises]("str() refused")
+        return "a flaky warning"
+
+
+def warn_flaky(raises: str, value: int) -> int:
+    warnings.warn(FlakyWarning(raises), stacklevel=1)
+    return value
+
+
+class Unpicklable:
+    """A value whose pickling raises ``raises``."""
+
+    def __init__(self, raises: str) -> None:
+        self.raises = raises
+
+    def __reduce__(self) -> tuple[object, ...]:
+        raise RAISES[self.raises]("pickling refused")
+
+
+def return_unpicklable(raises: str) -> Unpicklable:
+    return Unpicklable(raises)

@@ -128,6 +128,24 @@ def test_unpicklable_result_is_an_error_and_the_worker_lives(
     assert again.pid == record.pid
 
 
+@pytest.mark.parametrize(
+    ("code", "error"),
+    [
+        ("import sys\nsys.exit(3)", "SystemExit: 3"),
+        ("raise KeyboardInterrupt", "KeyboardInterrupt"),
+    ],
+    ids=["SystemExit", "KeyboardInterrupt"],
+)
+def test_a_task_cannot_end_its_worker_by_raising(
+    controller: pycrew.Controller, code: str, error: str
+) -> None:
+    record = controller.push(code).result(timeout=30)
+    assert record.status is pycrew.Status.ERROR
+    assert record.error == error
+    again = controller.push(tasks.pid).result(timeout=30)
+    assert again.pid == record.pid
+
+
 def test_map_in_input_order_with_iterate_and_data(controller: pycrew.Controller) -> None:
     records = controller.map(
         "x + y + a + b", iterate={"x": [1, 2], "y": [3, 4]}, data={"a": 5, "b": 6}

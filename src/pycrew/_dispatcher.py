@@ -483,6 +483,12 @@ class Dispatcher:
                 self._drop(conn, f"broke the protocol: {exc}")
             except OSError as exc:
                 self._drop(conn, f"connection error: {exc}")
+            except Exception as exc:
+                # A peer found input this loop does not expect: a bug of ours,
+                # but one that must cost only that connection, never the
+                # dispatcher and every other worker with it.
+                log.exception("unexpected error on a connection; dropping it")
+                self._drop(conn, f"unexpected error: {exc!r}")
 
     def _accept(self) -> None:
         for _ in range(64):

@@ -89,11 +89,20 @@ def _clip(text: str) -> str:
     return text if len(text) <= TEXT_MAX else text[: TEXT_MAX - 3] + "..."
 
 
-def describe(exc: BaseException) -> str:
+def _text(obj: object, fallback: str) -> str:
+    """``str(obj)``, or ``fallback`` when the task's object will not say.
+
+    An object a task made may be hostile or broken, even raising SystemExit
+    from ``__str__``; reporting it must not end the worker.
+    """
     try:
-        message = str(exc)
-    except Exception:  # a task's exception may be hostile or broken; its report must not be
-        message = "(its message could not be formatted)"
+        return str(obj)
+    except BaseException:
+        return fallback
+
+
+def describe(exc: BaseException) -> str:
+    message = _text(exc, "(its message could not be formatted)")
     name = type(exc).__qualname__
     return _clip(f"{name}: {message}" if message else name)
 
@@ -186,7 +195,10 @@ def evaluate(payload: tuple[Any, ...], cleanup: Cleanup, interruptible: Interrup
             status, error = ERROR, describe(exc)
             import traceback
 
-            trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+            try:
+                trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+            except BaseException:
+                trace = None
             value = None
             print(f"Error: {error}", file=sys.stderr)
         seconds = time.perf_counter() - start
@@ -196,7 +208,7 @@ def evaluate(payload: tuple[Any, ...], cleanup: Cleanup, interruptible: Interrup
             warnings.filters[:] = filters  # type: ignore[index]
             warnings._filters_mutated()  # type: ignore[attr-defined]
         for message in records[:WARNINGS_MAX]:
-            caught.append(str(message) or ".")
+            caught.append(_text(message, "(a warning that could not be formatted)") or ".")
         for text in caught:
             print(f"Warning: {text}", file=sys.stderr)
     finally:

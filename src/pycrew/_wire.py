@@ -252,7 +252,9 @@ def mac(secret: bytes, role: bytes, first: bytes, second: bytes) -> str:
 
 
 def check_mac(secret: bytes, role: bytes, first: bytes, second: bytes, claimed: object) -> bool:
-    if not isinstance(claimed, str):
+    # compare_digest refuses non-ASCII text with a TypeError: a stranger's mac
+    # must get a plain "no" instead
+    if not isinstance(claimed, str) or not claimed.isascii():
         return False
     return hmac.compare_digest(mac(secret, role, first, second), claimed)
 
@@ -264,7 +266,7 @@ def json_meta(obj: dict[str, Any]) -> bytes:
 def parse_json(meta: bytes) -> dict[str, Any]:
     try:
         value = json.loads(meta)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise ProtocolError("handshake message is not JSON") from exc
     if not isinstance(value, dict):
         raise ProtocolError("handshake message is not a JSON object")

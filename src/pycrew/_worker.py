@@ -366,7 +366,7 @@ class Worker:
                     None,
                     None,
                 )
-            except Exception as exc:
+            except BaseException as exc:  # unpickling runs the pusher's code, SystemExit too
                 outcome = (
                     ERROR,
                     None,
@@ -383,7 +383,7 @@ class Worker:
         try:
             body, out_bufs = _wire.dumps(outcome)
             reason = None
-        except Exception as exc:
+        except BaseException as exc:  # a result's __reduce__ is the task's code, SystemExit too
             reason = f"the result could not be pickled: {describe(exc)}"
         else:
             problem = _wire.too_large(len(head) + len(body), out_bufs, self.settings.bytes_max)
@@ -551,7 +551,7 @@ def main(address: str, tls: bool) -> int:
     _die_with_parent()
     try:
         sock, stream, settings = connect(address, tls)
-    except (OSError, ValueError, EOFError, ProtocolError) as exc:  # ssl.SSLError is an OSError
+    except Exception as exc:  # whatever the other side sent, a clean refusal: no traceback
         _log(f"could not join the controller at {address}: {exc}")
         return EXIT_STARTUP
     _log(f"connected to {address} (pid {os.getpid()})")
