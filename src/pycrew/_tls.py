@@ -28,8 +28,8 @@ if TYPE_CHECKING:
     from cryptography import x509
     from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
-# cryptography is imported inside the functions that need it: workers import
-# this module for client_context() alone, and start-up time matters there.
+# cryptography is imported inside the functions that need it: it is slow to
+# import, and only custom certificates need it before a start.
 
 Mode = Literal["none", "automatic", "custom"]
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -242,14 +242,6 @@ class TLS:
         assert self.key is not None
         context = _server_context(chain_pem, None, self.key, self._key_password())
         return TlsSession(context, custom.chain[-1].public_bytes(pem).decode(), self.server_name)
-
-
-def client_context(trust_pem: str) -> ssl.SSLContext:
-    """The worker's context: verify the controller against ``trust_pem``, host name included."""
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.load_verify_locations(cadata=trust_pem)
-    return ctx
 
 
 def _read_certificates(path: Path) -> list[x509.Certificate]:

@@ -450,8 +450,6 @@ def connect(address: str, tls: bool) -> tuple[socket.socket, IO[bytes], Settings
         trust = os.environ.pop(_wire.TRUST_ENV, "")
         if not trust:
             raise ProtocolError(f"TLS is on but ${_wire.TRUST_ENV} is empty")
-        from ._tls import client_context
-
         context = client_context(trust)
     deadline = time.monotonic() + HANDSHAKE_SECONDS
     pause = 0.05
@@ -534,6 +532,19 @@ def _authenticate(
         ),
     )
     return sock, stream, settings
+
+
+def client_context(trust_pem: str) -> Any:
+    """Verify the controller against ``trust_pem`` (the root only), host name included.
+
+    Here rather than in _tls.py, whose imports would cost every worker's start.
+    """
+    import ssl
+
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_verify_locations(cadata=trust_pem)
+    return ctx
 
 
 def keepalive(sock: socket.socket) -> None:
