@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import datetime
 import inspect
 import os
 import pickle
@@ -28,17 +27,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import psutil
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 import pycrew
 import pycrew._dispatcher
 from pycrew import _wire
 from pycrew._wire import PREAUTH_MAX, Kind
 from pycrew.launchers import LocalLauncher, WorkerSpec
-from tests import tasks
+from tests import peers, pki, tasks
 from tests.conftest import address, read_until_closed, wait_until
 
 if TYPE_CHECKING:
@@ -46,62 +41,10 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
     from pathlib import Path
 
-DROP_SECONDS = 5.0
 SUCCESS = pycrew.Status.SUCCESS
-WRONG_SECRET = secrets.token_bytes(32)
 
 
 # ------------------------------------------------------------------ helpers
-def _frame(kind: int, meta: bytes, buffers: list[bytes] | None = None) -> bytes:
-    pieces = _wire.encode(kind, meta, [memoryview(b) for b in buffers or []])
-    return b"".join(bytes(p) for p in pieces)
-
-
-def _frames(data: bytes) -> list[_wire.Frame]:
-    """The pre-authentication frames in ``data`` (all of it must parse)."""
-    decoder = _wire.Decoder(PREAUTH_MAX, False)
-    decoder.feed(data)
-    assert not decoder.buf, "a partial frame"
-    return decoder.frames
-
-
-def _read_hello(sock: socket.socket) -> dict[str, Any]:
-    """Read the controller's HELLO, which it sends as soon as it accepts."""
-    decoder = _wire.Decoder(PREAUTH_MAX, False)
-    sock.settimeout(DROP_SECONDS)
-    while not decoder.frames:
-        chunk = sock.recv(4096)
-        assert chunk, "the controller closed before saying hello"
-        decoder.feed(chunk)
-    kind, meta, _ = decoder.frames[0]
-    assert (kind, len(decoder.frames)) == (Kind.HELLO, 1)
-    return _wire.parse_json(meta)
-
-
-def _auth(hello: dict[str, Any], secret: bytes, **changes: Any) -> bytes:
-    """An AUTH message answering ``hello``, its MAC made with ``secret``."""
-    nonce_c = bytes.fromhex(hello["nonce"])
-    nonce_w = secrets.token_bytes(32)
-    auth = _wire.hello_fields() | {
-        "nonce": nonce_w.hex(),
-        "mac": _wire.mac(secret, b"worker", nonce_c, nonce_w),
-        "id": "rogue",
-        "pid": os.getpid(),
-        "host": "rogue-host",
-    }
-    auth.update(changes)
-    return _frame(Kind.AUTH, _wire.json_meta(auth))
-
-
-@contextlib.contextmanager
-def _rogue(ctl: pycrew.Controller) -> Iterator[tuple[socket.socket, dict[str, Any]]]:
-    sock = socket.create_connection(address(ctl), timeout=DROP_SECONDS)
-    try:
-        yield sock, _read_hello(sock)
-    finally:
-        sock.close()
-
-
 def _ok(future: pycrew.TaskFuture, expected: Any = None) -> pycrew.TaskResult:
     record = future.result(timeout=30)
     assert record.status is SUCCESS, record.error
@@ -224,13 +167,13 @@ def test_replayed_worker_handshake_is_rejected(tls: str) -> None:
             recorded = bytes(relay.sent[0])
             running = ctl.push(tasks.sleep, 0.3)
             for replay in _replays(recorded, tls):
-                with socket.create_connection(address(ctl), timeout=DROP_SECONDS) as sock:
+                with socket.create_connection(address(ctl), timeout=peers.DROP_SECONDS) as sock:
                     if tls == "none":
-                        _read_hello(sock)  # a fresh nonce, which the replay cannot answer
+                        peers.read_hello(sock)  # a fresh nonce, which the replay cannot answer
                     sock.sendall(replay)
-                    reply = read_until_closed(sock, DROP_SECONDS)
+                    reply = read_until_closed(sock, peers.DROP_SECONDS)
                 if tls == "none":
-                    frames = _frames(reply)
+                    frames = peers.frames(reply)
                     assert [kind for kind, _, _ in frames] == [Kind.REJECT]
                     reason = _wire.parse_json(frames[0][1])["reason"]
                     assert reason == "authentication failed"
@@ -267,21 +210,7 @@ def _replays(recorded: bytes, tls: str) -> list[bytes]:
 # ------------------------------------------------ (2) TLS impostor clients
 def _unrelated_ca() -> str:
     """A self-signed CA certificate (PEM) that has nothing to do with the controller."""
-    now = datetime.datetime.now(datetime.timezone.utc)
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "unrelated test CA")])
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    return cert.public_bytes(serialization.Encoding.PEM).decode()
+    return pki.issue("unrelated test CA", ca=True).pem().decode()
 
 
 def _tls_client_is_refused(
@@ -293,12 +222,14 @@ def _tls_client_is_refused(
         running = ctl.push(tasks.sleep, 0.3)
         context = make_context(ctl)
         with (
-            socket.create_connection(address(ctl), timeout=DROP_SECONDS) as raw,
+            socket.create_connection(address(ctl), timeout=peers.DROP_SECONDS) as raw,
             pytest.raises(ssl.SSLError) as caught,
         ):
             context.wrap_socket(raw, server_hostname="127.0.0.1")
         # the controller let go of that connection too, long before the handshake deadline
-        wait_until(lambda: _connections(ctl) == 1, DROP_SECONDS, "the TLS client to be dropped")
+        wait_until(
+            lambda: _connections(ctl) == 1, peers.DROP_SECONDS, "the TLS client to be dropped"
+        )
         assert _ok(running).pid == before.result
         assert _ok(ctl.push(tasks.add, 2, 3), 5).pid == before.result
         status = ctl.workers_status()
@@ -347,7 +278,7 @@ class _FakeWorker:
         self.sock = sock
         self.decoder = _wire.Decoder(1 << 30, allow_buffers=True)
 
-    def frame(self, seconds: float = DROP_SECONDS) -> _wire.Frame:
+    def frame(self, seconds: float = peers.DROP_SECONDS) -> _wire.Frame:
         deadline = time.monotonic() + seconds
         while not self.decoder.frames:
             left = deadline - time.monotonic()
@@ -370,8 +301,8 @@ class _FakeWorker:
 @contextlib.contextmanager
 def _fake_worker(ctl: pycrew.Controller, worker_id: str = "fake") -> Iterator[_FakeWorker]:
     secret = bytes.fromhex(ctl._env[_wire.SECRET_ENV])
-    with _rogue(ctl) as (sock, hello):
-        sock.sendall(_auth(hello, secret, id=worker_id))
+    with peers.rogue(ctl) as (sock, hello):
+        sock.sendall(peers.auth(hello, secret, id=worker_id))
         fake = _FakeWorker(sock)
         kind, _meta, _ = fake.frame()
         assert kind == Kind.WELCOME
@@ -392,7 +323,9 @@ class _Scene:
     def spread(self) -> None:
         """Push tasks until the fake worker holds one."""
         wait_until(
-            lambda: self.ctl.workers_status()["connected"] == 2, DROP_SECONDS, "the fake to join"
+            lambda: self.ctl.workers_status()["connected"] == 2,
+            peers.DROP_SECONDS,
+            "the fake to join",
         )
         self.futures = [self.ctl.push(tasks.add, i, 100) for i in range(6)]
         self.held_id = self.fake.next_task()
@@ -482,12 +415,12 @@ def test_push_over_bytes_max_raises_and_result_over_it_is_an_error() -> None:
 
 # ------------------------------ (4b) hostile handshake values, found by fuzzing
 HOSTILE_AUTH: dict[str, Callable[[dict[str, Any]], bytes]] = {
-    "mac-non-ascii": lambda h: _auth(h, WRONG_SECRET, mac="\u00e9" * 64),
-    "mac-non-ascii-short": lambda h: _auth(h, WRONG_SECRET, mac="\u2603"),
-    "json-nested-too-deep": lambda h: _frame(Kind.AUTH, b"[" * 2000 + b"]" * 2000),
-    "json-huge-number": lambda h: _frame(Kind.AUTH, b'{"protocol":' + b"9" * 4000 + b"}"),
-    "nonce-non-ascii": lambda h: _auth(h, WRONG_SECRET, nonce="\u00e9" * 64),
-    "id-huge-list": lambda h: _auth(h, WRONG_SECRET, id=list(range(900))),
+    "mac-non-ascii": lambda h: peers.auth(h, peers.WRONG_SECRET, mac="\u00e9" * 64),
+    "mac-non-ascii-short": lambda h: peers.auth(h, peers.WRONG_SECRET, mac="\u2603"),
+    "json-nested-too-deep": lambda h: peers.frame(Kind.AUTH, b"[" * 2000 + b"]" * 2000),
+    "json-huge-number": lambda h: peers.frame(Kind.AUTH, b'{"protocol":' + b"9" * 4000 + b"}"),
+    "nonce-non-ascii": lambda h: peers.auth(h, peers.WRONG_SECRET, nonce="\u00e9" * 64),
+    "id-huge-list": lambda h: peers.auth(h, peers.WRONG_SECRET, id=list(range(900))),
 }
 
 
@@ -499,12 +432,12 @@ def test_hostile_auth_values_are_refused_and_the_controller_serves_on(variant: s
     with pycrew.local_controller(workers=1, seconds_interval=0.05) as ctl:
         pid = _ok(ctl.push(tasks.pid)).result
         running = ctl.push(tasks.sleep, 0.3)
-        with _rogue(ctl) as (sock, hello):
+        with peers.rogue(ctl) as (sock, hello):
             message = HOSTILE_AUTH[variant](hello)
             assert len(message) <= _wire.HEADER.size + PREAUTH_MAX
             sock.sendall(message)
-            reply = read_until_closed(sock, DROP_SECONDS)
-        kinds = [kind for kind, _, _ in _frames(reply)]
+            reply = read_until_closed(sock, peers.DROP_SECONDS)
+        kinds = [kind for kind, _, _ in peers.frames(reply)]
         assert kinds in ([], [Kind.REJECT])
         assert _dispatcher(ctl).failure is None
         assert _ok(running).pid == pid
@@ -553,11 +486,11 @@ def test_worker_cleanly_refuses_an_impostor_controller_with_hostile_values(
                     hello_meta = _wire.json_meta(_wire.hello_fields() | {"nonce": nonce})
                 task = _wire.TASK_ID.pack(1) + pickle.dumps(_Canary(str(canary)), protocol=5)
                 with contextlib.suppress(OSError):
-                    conn.sendall(_frame(Kind.HELLO, hello_meta))
+                    conn.sendall(peers.frame(Kind.HELLO, hello_meta))
                     conn.settimeout(10)
                     conn.recv(PREAUTH_MAX)  # the worker's AUTH, if it gets that far
                     welcome = _wire.json_meta({"mac": welcome_mac, "settings": {}})
-                    conn.sendall(_frame(Kind.WELCOME, welcome) + _frame(Kind.TASK, task))
+                    conn.sendall(peers.frame(Kind.WELCOME, welcome) + peers.frame(Kind.TASK, task))
                 _, err = proc.communicate(timeout=20)
         finally:
             if proc.poll() is None:
@@ -605,7 +538,9 @@ def test_500_bogus_connections_while_1000_tasks_run() -> None:
         assert [r.result for r in records] == [x + 7 for x in range(1000)]
         assert {r.pid for r in records} <= set(pids)
         # every bogus connection is gone; only the two workers remain
-        wait_until(lambda: _connections(ctl) == 2, DROP_SECONDS, "bogus connections to be dropped")
+        wait_until(
+            lambda: _connections(ctl) == 2, peers.DROP_SECONDS, "bogus connections to be dropped"
+        )
         assert _ok(ctl.push(tasks.add, 1, 2), 3).pid in pids
         status = ctl.workers_status()
         assert (status["connected"], status["cumulative"]) == (2, 2)
@@ -615,7 +550,7 @@ def test_500_bogus_connections_while_1000_tasks_run() -> None:
 def _bogus(
     where: tuple[str, int], kind: int, rng: random.Random, held: list[socket.socket]
 ) -> None:
-    sock = socket.create_connection(where, timeout=DROP_SECONDS)
+    sock = socket.create_connection(where, timeout=peers.DROP_SECONDS)
     if kind == 3:
         held.append(sock)  # open and silent
         return
@@ -626,7 +561,7 @@ def _bogus(
         elif kind == 2:
             sock.sendall(rng.randbytes(rng.randint(1, 64)))
         elif kind == 4:
-            sock.sendall(_frame(Kind.AUTH, _wire.json_meta({"nonce": "00" * 32, "mac": "0"})))
+            sock.sendall(peers.frame(Kind.AUTH, _wire.json_meta({"nonce": "00" * 32, "mac": "0"})))
 
 
 # ------------------------------------------------------------ (6) slowloris
@@ -640,7 +575,7 @@ class _Slowloris:
         # a header announcing a long AUTH message, then its bytes, one per period
         self.trickle = _wire.HEADER.pack(Kind.AUTH, 0, 0, PREAUTH_MAX - 16) + b"{" * 4000
         for _ in range(count):
-            sock = socket.create_connection(where, timeout=DROP_SECONDS)
+            sock = socket.create_connection(where, timeout=peers.DROP_SECONDS)
             sock.setblocking(False)
             self.opened[sock] = time.monotonic()
         self._stop = threading.Event()
@@ -729,21 +664,21 @@ def test_slowloris_does_not_lock_out_a_new_worker(monkeypatch: pytest.MonkeyPatc
 
 # ------------------------------------- (7) malformed frames from a worker
 MALFORMED: dict[str, Callable[[_Scene], bytes]] = {
-    "unknown-kind": lambda s: _frame(200, _wire.TASK_ID.pack(s.held_id)),
-    "task-kind-from-worker": lambda s: _frame(Kind.TASK, _wire.TASK_ID.pack(s.held_id)),
-    "result-3-byte-meta": lambda s: _frame(Kind.RESULT, b"\x01\x02\x03"),
-    "result-empty-meta": lambda s: _frame(Kind.RESULT, b""),
-    "result-unknown-task": lambda s: _frame(
+    "unknown-kind": lambda s: peers.frame(200, _wire.TASK_ID.pack(s.held_id)),
+    "task-kind-from-worker": lambda s: peers.frame(Kind.TASK, _wire.TASK_ID.pack(s.held_id)),
+    "result-3-byte-meta": lambda s: peers.frame(Kind.RESULT, b"\x01\x02\x03"),
+    "result-empty-meta": lambda s: peers.frame(Kind.RESULT, b""),
+    "result-unknown-task": lambda s: peers.frame(
         Kind.RESULT, _wire.RESULT_HEAD.pack(2**63 + 5, 0) + pickle.dumps(None)
     ),
-    "result-for-another-worker's-task": lambda s: _frame(
+    "result-for-another-worker's-task": lambda s: peers.frame(
         Kind.RESULT,
         _wire.RESULT_HEAD.pack(next(f._task.id for f in s.futures if f is not s.held), 0)
         + pickle.dumps(("success", 0, None, None, None, 0.0, None)),
     ),
-    "released-unknown-task": lambda s: _frame(Kind.RELEASED, _wire.TASK_ID.pack(2**62)),
-    "released-short-meta": lambda s: _frame(Kind.RELEASED, b"\x07"),
-    "auth-again": lambda s: _frame(Kind.AUTH, b"{}"),
+    "released-unknown-task": lambda s: peers.frame(Kind.RELEASED, _wire.TASK_ID.pack(2**62)),
+    "released-short-meta": lambda s: peers.frame(Kind.RELEASED, b"\x07"),
+    "auth-again": lambda s: peers.frame(Kind.AUTH, b"{}"),
     "truncated-then-close": lambda s: _wire.HEADER.pack(Kind.RESULT, 0, 0, 100) + b"x" * 10,
 }
 
@@ -754,7 +689,7 @@ def test_malformed_frame_from_a_worker_mid_task_drops_only_that_worker(variant: 
         scene.fake.sock.sendall(MALFORMED[variant](scene))
         if variant == "truncated-then-close":
             scene.fake.sock.shutdown(socket.SHUT_WR)
-        read_until_closed(scene.fake.sock, DROP_SECONDS)
+        read_until_closed(scene.fake.sock, peers.DROP_SECONDS)
         scene.check()
 
 

@@ -15,15 +15,8 @@ import pycrew
 import pycrew._dispatcher
 from pycrew import ProtocolError, _wire
 from pycrew._wire import HEADER, LENGTH, PREAUTH_MAX, Kind
-from tests import tasks
+from tests import peers, tasks
 from tests.conftest import address, read_until_closed, wait_until
-from tests.test_attacks import (
-    WRONG_SECRET,
-    _auth,
-    _frame,
-    _frames,
-    _read_hello,
-)
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -251,7 +244,7 @@ def test_live_controller_survives_fuzzed_handshakes(monkeypatch: pytest.MonkeyPa
         # found by this fuzzer: each of these killed the dispatcher thread
         @example(garbage=None, mutations=[], hang_up=False, changes={"mac": "\u00e9"})
         @example(
-            garbage=_frame(Kind.AUTH, b"[" * 2000 + b"]" * 2000),
+            garbage=peers.frame(Kind.AUTH, b"[" * 2000 + b"]" * 2000),
             mutations=[],
             hang_up=False,
             changes={},
@@ -274,10 +267,10 @@ def test_live_controller_survives_fuzzed_handshakes(monkeypatch: pytest.MonkeyPa
         ) -> None:
             assert not killers, "the dispatcher thread died"
             with socket.create_connection(address(ctl), timeout=5) as sock:
-                hello = _read_hello(sock)
+                hello = peers.read_hello(sock)
                 if garbage is None:
                     # a mutated AUTH; made with a wrong secret, so no mutation can pass
-                    payload = _mutate(_auth(hello, WRONG_SECRET, **changes), mutations)
+                    payload = _mutate(peers.auth(hello, peers.WRONG_SECRET, **changes), mutations)
                 else:
                     payload = garbage
                 started = time.monotonic()
@@ -290,7 +283,7 @@ def test_live_controller_survives_fuzzed_handshakes(monkeypatch: pytest.MonkeyPa
             if disp.failure is not None:
                 killers.append(payload)
             assert not killers, "the dispatcher thread died"
-            kinds = [kind for kind, _, _ in _frames(reply)]
+            kinds = [kind for kind, _, _ in peers.frames(reply)]
             assert kinds in ([], [Kind.REJECT]), kinds
             replies.append(kinds)
 

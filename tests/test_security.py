@@ -20,65 +20,15 @@ import pycrew
 import pycrew._dispatcher
 from pycrew import _wire
 from pycrew._wire import PREAUTH_MAX, Kind
-from tests import tasks
+from tests import peers, tasks
 from tests.conftest import address, read_until_closed, wait_until
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable
     from pathlib import Path
-
-DROP_SECONDS = 5.0
 
 
 # ------------------------------------------------------------------ helpers
-
-
-def _frame(kind: int, meta: bytes, buffers: list[bytes] | None = None) -> bytes:
-    pieces = _wire.encode(kind, meta, [memoryview(b) for b in buffers or []])
-    return b"".join(bytes(p) for p in pieces)
-
-
-def _frames(data: bytes) -> list[_wire.Frame]:
-    decoder = _wire.Decoder(PREAUTH_MAX, allow_buffers=False)
-    decoder.feed(data)
-    return decoder.frames
-
-
-def _read_hello(sock: socket.socket) -> dict[str, Any]:
-    """Read the controller's HELLO, which it sends as soon as it accepts."""
-    decoder = _wire.Decoder(PREAUTH_MAX, allow_buffers=False)
-    sock.settimeout(DROP_SECONDS)
-    while not decoder.frames:
-        chunk = sock.recv(4096)
-        assert chunk, "the controller closed before saying hello"
-        decoder.feed(chunk)
-    assert len(decoder.frames) == 1
-    kind, meta, _ = decoder.frames[0]
-    assert kind == Kind.HELLO
-    return _wire.parse_json(meta)
-
-
-def _auth(hello: dict[str, Any], secret: bytes, **changes: Any) -> bytes:
-    nonce_c = bytes.fromhex(hello["nonce"])
-    nonce_w = secrets.token_bytes(32)
-    auth = _wire.hello_fields() | {
-        "nonce": nonce_w.hex(),
-        "mac": _wire.mac(secret, b"worker", nonce_c, nonce_w),
-        "id": "rogue",
-        "pid": os.getpid(),
-        "host": "rogue-host",
-    }
-    auth.update(changes)
-    return _frame(Kind.AUTH, _wire.json_meta(auth))
-
-
-@contextlib.contextmanager
-def _rogue(ctl: pycrew.Controller) -> Iterator[tuple[socket.socket, dict[str, Any]]]:
-    sock = socket.create_connection(address(ctl), timeout=DROP_SECONDS)
-    try:
-        yield sock, _read_hello(sock)
-    finally:
-        sock.close()
 
 
 class _Canary:
@@ -92,32 +42,37 @@ class _Canary:
 
 
 # ------------------------------------------------------ (1) rogue clients
-WRONG_SECRET = secrets.token_bytes(32)
 
 ROGUES: dict[str, tuple[Callable[[dict[str, Any]], bytes], str | None]] = {
     # name: (what the rogue sends after HELLO, the REJECT reason expected or None)
     "http": (lambda h: b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", None),
     "zeros": (lambda h: b"\0" * 64, None),
     "binary": (lambda h: bytes(range(256))[::-1], None),
-    "auth-not-json": (lambda h: _frame(Kind.AUTH, b"\x80\x05not json"), None),
-    "auth-json-list": (lambda h: _frame(Kind.AUTH, b"[1,2,3]"), None),
-    "task-before-auth": (lambda h: _frame(Kind.TASK, b"\0" * 16), None),
-    "buffers-before-auth": (lambda h: _frame(Kind.AUTH, b"{}", [b"x" * 100]), None),
+    "auth-not-json": (lambda h: peers.frame(Kind.AUTH, b"\x80\x05not json"), None),
+    "auth-json-list": (lambda h: peers.frame(Kind.AUTH, b"[1,2,3]"), None),
+    "task-before-auth": (lambda h: peers.frame(Kind.TASK, b"\0" * 16), None),
+    "buffers-before-auth": (lambda h: peers.frame(Kind.AUTH, b"{}", [b"x" * 100]), None),
     "oversized-header-only": (
         lambda h: _wire.HEADER.pack(Kind.AUTH, 0, 0, PREAUTH_MAX + 1),
         None,
     ),
-    "oversized-whole": (lambda h: _frame(Kind.AUTH, b" " * (PREAUTH_MAX + 1)), None),
+    "oversized-whole": (lambda h: peers.frame(Kind.AUTH, b" " * (PREAUTH_MAX + 1)), None),
     "huge-header": (lambda h: _wire.HEADER.pack(Kind.AUTH, 0, 0, 0xFFFFFFFF), None),
-    "wrong-mac": (lambda h: _auth(h, WRONG_SECRET), "authentication failed"),
-    "mac-not-str": (lambda h: _auth(h, WRONG_SECRET, mac=12345), "authentication failed"),
-    "no-mac": (lambda h: _auth(h, WRONG_SECRET, mac=None), "authentication failed"),
-    "short-nonce": (lambda h: _auth(h, WRONG_SECRET, nonce="00"), "authentication failed"),
-    "replayed-nonce": (
-        lambda h: _auth(h, WRONG_SECRET, nonce=h["nonce"]),
+    "wrong-mac": (lambda h: peers.auth(h, peers.WRONG_SECRET), "authentication failed"),
+    "mac-not-str": (
+        lambda h: peers.auth(h, peers.WRONG_SECRET, mac=12345),
         "authentication failed",
     ),
-    "other-version": (lambda h: _auth(h, WRONG_SECRET, pycrew="0.0.0-rogue"), "pycrew"),
+    "no-mac": (lambda h: peers.auth(h, peers.WRONG_SECRET, mac=None), "authentication failed"),
+    "short-nonce": (
+        lambda h: peers.auth(h, peers.WRONG_SECRET, nonce="00"),
+        "authentication failed",
+    ),
+    "replayed-nonce": (
+        lambda h: peers.auth(h, peers.WRONG_SECRET, nonce=h["nonce"]),
+        "authentication failed",
+    ),
+    "other-version": (lambda h: peers.auth(h, peers.WRONG_SECRET, pycrew="0.0.0-rogue"), "pycrew"),
 }
 
 
@@ -128,14 +83,14 @@ def test_rogue_client_is_dropped_while_worker_keeps_working(rogue: str) -> None:
         before = ctl.push(tasks.pid).result(timeout=30)
         assert before.status is pycrew.Status.SUCCESS
         running = ctl.push(tasks.sleep, 0.3)
-        with _rogue(ctl) as (sock, hello):
+        with peers.rogue(ctl) as (sock, hello):
             assert hello["pycrew"] == pycrew.__version__
             sock.sendall(make(hello))
             started = time.monotonic()
-            reply = read_until_closed(sock, DROP_SECONDS)
+            reply = read_until_closed(sock, peers.DROP_SECONDS)
             # dropped at once, not at the handshake deadline
             assert time.monotonic() - started < pycrew._dispatcher.HANDSHAKE_SECONDS / 2
-        frames = _frames(reply)
+        frames = peers.frames(reply)
         assert all(kind != Kind.WELCOME for kind, _, _ in frames)
         if reason is None:
             assert frames == []
@@ -156,13 +111,15 @@ def test_many_rogues_at_once_do_not_stop_the_controller() -> None:
     with pycrew.local_controller(workers=2, seconds_interval=0.05) as ctl:
         assert ctl.push(tasks.add, 1, 1).result(timeout=30).result == 2
         assert len(ctl.collect()) == 1
-        socks = [socket.create_connection(address(ctl), timeout=DROP_SECONDS) for _ in range(20)]
+        socks = [
+            socket.create_connection(address(ctl), timeout=peers.DROP_SECONDS) for _ in range(20)
+        ]
         try:
             for sock in socks:
-                _read_hello(sock)
+                peers.read_hello(sock)
                 sock.sendall(b"\xff" * 8)
             for sock in socks:
-                read_until_closed(sock, DROP_SECONDS)
+                read_until_closed(sock, peers.DROP_SECONDS)
         finally:
             for sock in socks:
                 sock.close()
@@ -199,13 +156,13 @@ def test_nothing_is_unpickled_before_authentication(tmp_path: Path) -> None:
     finally:
         _AUDIT["on"], _AUDIT["find_class"] = False, 0
 
-    result_frame = _frame(Kind.RESULT, _wire.RESULT_HEAD.pack(1, 0) + payload)
+    result_frame = peers.frame(Kind.RESULT, _wire.RESULT_HEAD.pack(1, 0) + payload)
     attempts: list[Callable[[dict[str, Any]], bytes]] = [
         lambda h: result_frame,
-        lambda h: _frame(Kind.AUTH, payload),
-        lambda h: _frame(Kind.TASK, _wire.TASK_ID.pack(1) + payload),
-        lambda h: _auth(h, WRONG_SECRET) + result_frame,
-        lambda h: _frame(Kind.RESULT, _wire.RESULT_HEAD.pack(1, 0), [payload]),
+        lambda h: peers.frame(Kind.AUTH, payload),
+        lambda h: peers.frame(Kind.TASK, _wire.TASK_ID.pack(1) + payload),
+        lambda h: peers.auth(h, peers.WRONG_SECRET) + result_frame,
+        lambda h: peers.frame(Kind.RESULT, _wire.RESULT_HEAD.pack(1, 0), [payload]),
     ]
     with pycrew.local_controller(workers=1, seconds_interval=0.05) as ctl:
         before = ctl.push(tasks.add, 1, 2).result(timeout=30)
@@ -213,9 +170,9 @@ def test_nothing_is_unpickled_before_authentication(tmp_path: Path) -> None:
         _AUDIT["on"] = True
         try:
             for attempt in attempts:
-                with _rogue(ctl) as (sock, hello):
+                with peers.rogue(ctl) as (sock, hello):
                     sock.sendall(attempt(hello))
-                    read_until_closed(sock, DROP_SECONDS)
+                    read_until_closed(sock, peers.DROP_SECONDS)
             assert _AUDIT["find_class"] == 0
         finally:
             _AUDIT["on"] = False
@@ -241,11 +198,11 @@ def test_silent_client_is_dropped_after_handshake_deadline(
     deadline = 0.5
     monkeypatch.setattr(pycrew._dispatcher, "HANDSHAKE_SECONDS", deadline)
     with pycrew.local_controller(workers=1, seconds_interval=0.05) as ctl:
-        with _rogue(ctl) as (sock, _hello):
+        with peers.rogue(ctl) as (sock, _hello):
             started = time.monotonic()
             if sends:
                 sock.sendall(sends)
-            assert _frames(read_until_closed(sock, seconds=deadline + 4)) == []
+            assert peers.frames(read_until_closed(sock, seconds=deadline + 4)) == []
             elapsed = time.monotonic() - started
         # not before the deadline (less the time HELLO took to read), and not long after
         assert deadline - 0.2 <= elapsed < deadline + 4
@@ -366,7 +323,7 @@ def test_worker_refuses_an_impostor_controller(tmp_path: Path) -> None:
             with conn:
                 nonce_c = secrets.token_bytes(32)
                 conn.sendall(
-                    _frame(
+                    peers.frame(
                         Kind.HELLO, _wire.json_meta(_wire.hello_fields() | {"nonce": nonce_c.hex()})
                     )
                 )
@@ -385,12 +342,12 @@ def test_worker_refuses_an_impostor_controller(tmp_path: Path) -> None:
                 assert _wire.check_mac(
                     bytes.fromhex(secret), b"worker", nonce_c, nonce_w, auth["mac"]
                 )
-                bad_mac = _wire.mac(WRONG_SECRET, b"controller", nonce_w, nonce_c)
+                bad_mac = _wire.mac(peers.WRONG_SECRET, b"controller", nonce_w, nonce_c)
                 task = _wire.TASK_ID.pack(1) + pickle.dumps(_Canary(canary), protocol=5)
                 with contextlib.suppress(OSError):
                     conn.sendall(
-                        _frame(Kind.WELCOME, _wire.json_meta({"mac": bad_mac, "settings": {}}))
-                        + _frame(Kind.TASK, task)
+                        peers.frame(Kind.WELCOME, _wire.json_meta({"mac": bad_mac, "settings": {}}))
+                        + peers.frame(Kind.TASK, task)
                     )
                 _, err = proc.communicate(timeout=10)
         finally:
@@ -445,9 +402,9 @@ def test_worker_of_another_version_is_refused_and_the_user_is_told() -> None:
 def test_a_stranger_claiming_another_version_does_not_reach_the_user() -> None:
     with pycrew.local_controller(workers=1, seconds_interval=0.05) as ctl:
         assert ctl.push(tasks.add, 1, 2).result(timeout=30).result == 3
-        with _rogue(ctl) as (sock, hello):
-            sock.sendall(_auth(hello, WRONG_SECRET, pycrew="9.9.9"))
-            read_until_closed(sock, DROP_SECONDS)
+        with peers.rogue(ctl) as (sock, hello):
+            sock.sendall(peers.auth(hello, peers.WRONG_SECRET, pycrew="9.9.9"))
+            read_until_closed(sock, peers.DROP_SECONDS)
         # filterwarnings=error: any warning here fails the test
         assert ctl.push(tasks.add, 2, 3).result(timeout=30).result == 5
         assert len(ctl.collect()) == 2
