@@ -172,17 +172,22 @@ class Scaler:
     def _reap(self) -> None:
         """Launches that died before connecting, or took too long, count as failed."""
         auto = self.autoscaler
-        for worker_id in list(self._gone):
-            code = self.launcher.exit_code(self.handles.get(worker_id))
-            if code is not None or worker_id not in self.handles:
+        gone = [w for w in self._gone if w in self.handles]
+        self._gone.intersection_update(gone)
+        launching = [w for w in auto.launching if w in self.handles]
+        watched = gone + launching
+        # one question for all of them: a scheduler is asked once, not per worker
+        codes = self.launcher.exit_codes([self.handles[w] for w in watched]) if watched else []
+        if len(codes) != len(watched):
+            raise LaunchError(f"exit_codes() gave {len(codes)} codes for {len(watched)} workers")
+        for worker_id, code in zip(gone, codes[: len(gone)], strict=True):
+            if code is not None:
                 self._gone.discard(worker_id)
                 self.handles.pop(worker_id, None)
-                if code is not None:
-                    self.exit_codes[worker_id] = code
+                self.exit_codes[worker_id] = code
         while len(self.exit_codes) > 10_000:
             del self.exit_codes[next(iter(self.exit_codes))]
-        for worker_id in list(auto.launching):
-            code = self.launcher.exit_code(self.handles.get(worker_id))
+        for worker_id, code in zip(launching, codes[len(gone) :], strict=True):
             if code is not None:
                 log.warning("worker %s exited with code %s before connecting", worker_id, code)
                 auto.on_died(worker_id)

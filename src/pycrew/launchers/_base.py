@@ -55,8 +55,20 @@ class Launcher(abc.ABC):
         """Stop a worker now, best effort; workers also leave on their own."""
 
     def exit_code(self, handle: Any) -> int | None:
-        """The worker's exit code if it has ended and the launcher knows it."""
+        """The worker's exit code if it has ended and the launcher knows it.
+
+        A negative code ``-N`` means the worker was killed by signal ``N``.
+        """
         return None
+
+    def exit_codes(self, handles: Sequence[Any]) -> list[int | None]:
+        """``exit_code`` of many workers at once.
+
+        The controller calls this every scaling round for workers that are
+        starting or gone. A plugin that must ask a scheduler overrides it to ask
+        once for all of them, and not more often than the scheduler likes.
+        """
+        return [self.exit_code(handle) for handle in handles]
 
     def shutdown(self, handles: Sequence[Any], seconds: float) -> None:
         """After the controller closed: make sure these workers are gone within ``seconds``."""
