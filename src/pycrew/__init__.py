@@ -30,6 +30,8 @@ if TYPE_CHECKING:
         TlsConfigError,
     )
     from ._local import local_controller
+    from ._plugin import controller
+    from ._slurm import SlurmMonitor, slurm_controller
     from ._task import Status, Summary, TaskResult
     from ._tls import TLS
 
@@ -37,6 +39,9 @@ _HOMES = {
     "Controller": "_controller",
     "TaskFuture": "_controller",
     "local_controller": "_local",
+    "controller": "_plugin",
+    "slurm_controller": "_slurm",
+    "SlurmMonitor": "_slurm",
     "ClosedError": "_errors",
     "CrashLimitError": "_errors",
     "CrewError": "_errors",
@@ -78,6 +83,7 @@ __all__ = [
     "CrewWarning",
     "LaunchError",
     "ProtocolError",
+    "SlurmMonitor",
     "Status",
     "Summary",
     "TaskError",
@@ -85,5 +91,7 @@ __all__ = [
     "TaskResult",
     "TlsConfigError",
     "__version__",
+    "controller",
     "local_controller",
+    "slurm_controller",
 ]

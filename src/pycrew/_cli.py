@@ -1,4 +1,4 @@
-"""Command line: ``pycrew worker`` (what launchers run) and ``pycrew demo``."""
+"""Command line: ``pycrew worker`` (what launchers run), ``pycrew demo``, ``pycrew monitor``."""
 
 from __future__ import annotations
 
@@ -42,6 +42,28 @@ def _run_worker(address: str, worker_id: str, tls: bool) -> int:
     return worker_main(address, tls)
 
 
+def _monitor(user: str | None, ids: list[str] | None, everything: bool) -> int:
+    from ._errors import LaunchError
+    from ._slurm import SlurmMonitor
+
+    monitor = SlurmMonitor(user)
+    try:
+        if ids or everything:
+            cancelled = monitor.terminate(ids=ids, all=everything)
+            print(f"cancelled {len(cancelled)} job(s): {' '.join(cancelled) or '-'}")
+            return 0
+        jobs = monitor.jobs()
+    except LaunchError as exc:
+        print(f"pycrew monitor: {exc}", file=sys.stderr)
+        return 1
+    print(f"{'JOB':<16} {'STATE':<12} {'AGE':>8}  CONTROLLER")
+    for job in jobs:
+        age = "-" if job.seconds is None else f"{job.seconds:.0f}s"
+        print(f"{job.id:<16} {job.state:<12} {age:>8}  {job.controller}")
+    print(f"{len(jobs)} pycrew job(s) of {monitor.user}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     fast = _worker_fast_path(list(argv))
@@ -60,9 +82,17 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--tasks", type=int, default=200)
     demo.add_argument("--workers", type=int, default=2)
     demo.add_argument("--tls", default="automatic", choices=["none", "automatic"])
+    monitor = sub.add_parser("monitor", help="list or cancel pycrew's jobs on a scheduler")
+    monitor.add_argument("scheduler", choices=["slurm"])
+    monitor.add_argument("--user", default=None, help="whose jobs (default: yours)")
+    cancel = monitor.add_mutually_exclusive_group()
+    cancel.add_argument("--terminate", nargs="+", metavar="ID", help="cancel these jobs")
+    cancel.add_argument("--terminate-all", action="store_true", help="cancel every pycrew job")
     args = parser.parse_args(argv)
     if args.command == "worker":
         return _run_worker(args.address, args.id, args.tls)
+    if args.command == "monitor":
+        return _monitor(args.user, args.terminate, args.terminate_all)
     from ._demo import run_demo
 
     return run_demo(tasks=args.tasks, workers=args.workers, tls=args.tls)

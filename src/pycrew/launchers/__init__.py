@@ -7,5 +7,15 @@ under the entry point group ``pycrew.launchers``.
 
 from ._base import Launcher, WorkerSpec
 from ._local import LocalLauncher
+from ._registry import available, load
+from ._slurm import SlurmJob, SlurmLauncher
 
-__all__ = ["Launcher", "LocalLauncher", "WorkerSpec"]
+__all__ = [
+    "Launcher",
+    "LocalLauncher",
+    "SlurmJob",
+    "SlurmLauncher",
+    "WorkerSpec",
+    "available",
+    "load",
+]

@@ -1,0 +1,367 @@
+"""Workers as SLURM jobs: one ``sbatch --array`` per scaling step.
+
+```
+ scaler thread ── launch_workers(specs) ──► sbatch --parsable --array=0-(n-1)  (script on stdin)
+      │                                        job name  pycrew.<controller>.<start token>
+      │                                        secret    in sbatch's environment, never the script
+      ├── exit_codes(handles) ──► squeue --name (one call, at most every few seconds, backing off)
+      │                            └─► scontrol show job <array> for jobs that left the queue
+      └── shutdown() ──► scancel <every job of this start>, then wait until squeue is clear
+```
+
+Liveness comes from workers dialing in and their connections; the queue is
+only asked about jobs that have not connected yet or have just left, and
+never more often than ``POLL_MAX`` backs off to.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import math
+import os
+import re
+import secrets
+import shlex
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .._errors import LaunchError
+from ._base import Launcher
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from ._base import WorkerSpec
+
+#: seconds between queue polls right after a launch, and at most after backing off
+POLL_MIN, POLL_MAX = 1.0, 30.0
+#: how long one sbatch, squeue, scancel or scontrol call may take
+COMMAND_SECONDS = 60.0
+#: SLURM's default MaxArraySize, used when the configuration cannot be read
+MAX_ARRAY_SIZE = 1001
+#: job names are ``pycrew.<controller>.<token>``
+JOB_PREFIX = "pycrew."
+_EXIT = re.compile(r"\bExitCode=(\d+):(\d+)")
+_JOB = re.compile(r"\bJobId=(\d+)")
+_TASK = re.compile(r"\bArrayTaskId=(\d+)")
+_ARRAY = re.compile(r"\bArrayJobId=(\d+)")
+
+
+@dataclass(frozen=True)
+class SlurmJob:
+    """The handle of one worker: a job, or one element of a job array."""
+
+    job_id: str
+    index: int | None = None
+
+    @property
+    def id(self) -> str:
+        """The id SLURM shows for it: ``123`` or ``123_4``."""
+        return self.job_id if self.index is None else f"{self.job_id}_{self.index}"
+
+
+def _megabytes(label: str, gigabytes: float | None) -> str | None:
+    if gigabytes is None:
+        return None
+    if isinstance(gigabytes, bool) or not isinstance(gigabytes, (int, float)):
+        raise TypeError(f"{label} must be a number of gigabytes, got {gigabytes!r}")
+    if not gigabytes > 0 or math.isinf(gigabytes):
+        raise ValueError(f"{label} must be a positive number of gigabytes, got {gigabytes!r}")
+    return f"{round(1024 * gigabytes)}M"
+
+
+def _positive_int(label: str, value: int | None) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{label} must be a whole number >= 1, got {value!r}")
+    return value
+
+
+def _lines(label: str, value: Sequence[str]) -> list[str]:
+    if isinstance(value, str):
+        raise TypeError(f"{label} must be a list of strings, not one string")
+    lines = list(value)
+    for line in lines:
+        if not isinstance(line, str) or "\n" in line:
+            raise ValueError(f"each of {label} must be a string of one line, got {line!r}")
+    return lines
+
+
+class SlurmLauncher(Launcher):
+    """Start workers as SLURM jobs, a job array per scaling step.
+
+    Args:
+        partition: ``#SBATCH --partition``.
+        cpus_per_task: ``#SBATCH --cpus-per-task``.
+        memory_gigabytes_per_cpu: ``#SBATCH --mem-per-cpu`` (in MiB, rounded).
+        memory_gigabytes_required: ``#SBATCH --mem`` (in MiB, rounded).
+        time_minutes: ``#SBATCH --time``: the job's wall-time limit.
+        script_lines: lines run before the worker starts, such as
+            ``module load python``.
+        script_directory: keep each job script here, for reading; by default
+            scripts go to ``sbatch`` on its standard input and leave no file.
+        log_output: ``#SBATCH --output``: the workers' standard output;
+            SLURM patterns such as ``%A_%a`` allowed. ``None``: SLURM's default.
+        log_error: ``#SBATCH --error``, likewise.
+        sbatch_options: more ``#SBATCH`` options, such as ``"--qos=long"``.
+        python: the Python interpreter on the compute nodes (default: this
+            one, which suits a shared file system).
+        array: one job array per scaling step (``True``), or one job per worker.
+
+    The controller's secret reaches the jobs through ``sbatch``'s environment
+    (``--export=ALL``, SLURM's default), never the script; variables the
+    controller must keep to itself (``WorkerSpec.env_remove``) are left out.
+    """
+
+    def __init__(
+        self,
+        *,
+        partition: str | None = None,
+        cpus_per_task: int | None = None,
+        memory_gigabytes_per_cpu: float | None = None,
+        memory_gigabytes_required: float | None = None,
+        time_minutes: int | None = None,
+        script_lines: Sequence[str] = (),
+        script_directory: str | os.PathLike[str] | None = None,
+        log_output: str | None = "/dev/null",
+        log_error: str | None = "/dev/null",
+        sbatch_options: Sequence[str] = (),
+        python: str | None = None,
+        array: bool = True,
+    ) -> None:
+        if partition is not None and (not isinstance(partition, str) or not partition):
+            raise ValueError(f"partition must be a non-empty string, got {partition!r}")
+        for label, value in (("log_output", log_output), ("log_error", log_error)):
+            if value is not None and (not isinstance(value, str) or not value):
+                raise ValueError(f"{label} must be a path (a non-empty string) or None")
+        if python is not None and (not isinstance(python, str) or not python):
+            raise ValueError(f"python must be a path to an interpreter, got {python!r}")
+        if not isinstance(array, bool):
+            raise TypeError(f"array must be True or False, got {array!r}")
+        self.partition = partition
+        self.cpus_per_task = _positive_int("cpus_per_task", cpus_per_task)
+        self.memory_per_cpu = _megabytes("memory_gigabytes_per_cpu", memory_gigabytes_per_cpu)
+        self.memory = _megabytes("memory_gigabytes_required", memory_gigabytes_required)
+        self.time_minutes = _positive_int("time_minutes", time_minutes)
+        self.script_lines = _lines("script_lines", script_lines)
+        self.sbatch_options = _lines("sbatch_options", sbatch_options)
+        self.script_directory = (
+            Path(script_directory).expanduser() if script_directory is not None else None
+        )
+        self.log_output = log_output
+        self.log_error = log_error
+        self.python = python
+        self.array = array
+        #: how many times each SLURM command ran, for the curious and the tests
+        self.calls: collections.Counter[str] = collections.Counter()
+        self._token = secrets.token_hex(4)
+        self._names: set[str] = set()
+        self._submitted: list[str] = []
+        self._max_array: int | None = None
+        self._live: set[str] = set()
+        self._ended: dict[str, int] = {}
+        self._polled_at = -math.inf
+        self._poll_every = POLL_MIN
+
+    # ----------------------------------------------------------- commands
+    def _run(self, args: list[str], stdin: str | None = None, env: Any = None) -> str:
+        """Run a SLURM command; its standard output, or a LaunchError with its message."""
+        self.calls[args[0]] += 1
+        try:
+            done = subprocess.run(
+                args,
+                input=stdin,
+                capture_output=True,
+                text=True,
+                env=env,
+                timeout=COMMAND_SECONDS,
+                check=False,
+            )
+        except FileNotFoundError:
+            raise LaunchError(
+                f"{args[0]} was not found on PATH: run the controller where SLURM's "
+                "commands are installed (a login node)"
+            ) from None
+        except subprocess.TimeoutExpired:
+            raise LaunchError(f"{args[0]} did not answer in {COMMAND_SECONDS:.0f} s") from None
+        if done.returncode != 0:
+            message = (done.stderr or done.stdout).strip() or f"exit code {done.returncode}"
+            raise LaunchError(f"{args[0]} failed: {message}")
+        return done.stdout
+
+    def job_name(self, controller: str) -> str:
+        """The name every job of this controller start carries."""
+        return f"{JOB_PREFIX}{controller}.{self._token}"
+
+    def max_array_size(self) -> int:
+        """SLURM's MaxArraySize: array indices stay below it."""
+        if self._max_array is None:
+            self._max_array = MAX_ARRAY_SIZE
+            with contextlib.suppress(LaunchError):
+                for line in self._run(["scontrol", "show", "config"]).splitlines():
+                    key, _, value = line.partition("=")
+                    if key.strip() == "MaxArraySize" and value.strip().isdigit():
+                        self._max_array = max(1, int(value.strip()))
+        return self._max_array
+
+    # ------------------------------------------------------------- script
+    def script(self, specs: Sequence[WorkerSpec], name: str, array: bool) -> str:
+        """The job script for ``specs`` (one job, or one array when ``array``)."""
+        lines = ["#!/bin/sh", f"#SBATCH --job-name={name}"]
+        if array:
+            lines.append(f"#SBATCH --array=0-{len(specs) - 1}")
+        if self.log_output is not None:
+            lines.append(f"#SBATCH --output={self.log_output}")
+        if self.log_error is not None:
+            lines.append(f"#SBATCH --error={self.log_error}")
+        lines.append("#SBATCH --ntasks=1")
+        for option, value in (
+            ("--cpus-per-task", self.cpus_per_task),
+            ("--mem", self.memory),
+            ("--mem-per-cpu", self.memory_per_cpu),
+            ("--time", self.time_minutes),
+            ("--partition", self.partition),
+        ):
+            if value is not None:
+                lines.append(f"#SBATCH {option}={value}")
+        lines += [f"#SBATCH {option}" for option in self.sbatch_options]
+        lines += self.script_lines
+        if array:
+            lines.append('case "${SLURM_ARRAY_TASK_ID:-0}" in')
+            lines += [f"  {i}) id={shlex.quote(s.worker_id)} ;;" for i, s in enumerate(specs)]
+            lines.append("esac")
+        else:
+            lines.append(f"id={shlex.quote(specs[0].worker_id)}")
+        lines.append("PYCREW_WORKER=$id; export PYCREW_WORKER")
+        command = [shlex.quote(part) for part in specs[0].command]
+        if self.python is not None:
+            command[0] = shlex.quote(self.python)
+        # the worker id is the one argument that differs between array elements
+        command = ['"$id"' if part == shlex.quote(specs[0].worker_id) else part for part in command]
+        lines.append("exec " + " ".join(command))
+        return "\n".join(lines) + "\n"
+
+    def _environment(self, spec: WorkerSpec) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k not in spec.env_remove}
+        env.update(spec.env)
+        env.pop("PYCREW_WORKER", None)  # set per array element by the script
+        return env
+
+    # ------------------------------------------------------------ launching
+    def launch_worker(self, spec: WorkerSpec) -> SlurmJob:
+        return self.launch_workers([spec])[0]
+
+    def launch_workers(self, specs: Sequence[WorkerSpec]) -> list[SlurmJob]:
+        if not specs:
+            return []
+        name = self.job_name(specs[0].controller)
+        self._names.add(name)
+        handles: list[SlurmJob] = []
+        if self.array and len(specs) > 1:
+            size = self.max_array_size()
+            for start in range(0, len(specs), size):
+                chunk = specs[start : start + size]
+                job_id = self._submit(chunk, name, array=len(chunk) > 1)
+                handles += (
+                    [SlurmJob(job_id, i) for i in range(len(chunk))]
+                    if len(chunk) > 1
+                    else [SlurmJob(job_id)]
+                )
+        else:
+            for spec in specs:
+                handles.append(SlurmJob(self._submit([spec], name, array=False)))
+        self._poll_every = POLL_MIN
+        return handles
+
+    def _submit(self, specs: Sequence[WorkerSpec], name: str, array: bool) -> str:
+        text = self.script(specs, name, array)
+        args = ["sbatch", "--parsable"]
+        stdin: str | None = text
+        if self.script_directory is not None:
+            self.script_directory.mkdir(parents=True, exist_ok=True)
+            path = self.script_directory / f"{name}.{specs[0].worker_id}.sh"
+            path.write_text(text)
+            args.append(str(path))
+            stdin = None
+        out = self._run(args, stdin=stdin, env=self._environment(specs[0]))
+        # --parsable prints "jobid" or "jobid;cluster"
+        job_id = out.strip().split(";")[0]
+        if not job_id.isdigit():
+            raise LaunchError(f"sbatch printed no job id: {out.strip()!r}")
+        self._submitted.append(job_id)
+        return job_id
+
+    # ------------------------------------------------------------ watching
+    def terminate_worker(self, handle: Any) -> None:
+        if isinstance(handle, SlurmJob):
+            with contextlib.suppress(LaunchError):
+                self._run(["scancel", handle.id])
+
+    def exit_code(self, handle: Any) -> int | None:
+        return self.exit_codes([handle])[0]
+
+    def exit_codes(self, handles: Sequence[Any]) -> list[int | None]:
+        jobs = [h for h in handles if isinstance(h, SlurmJob)]
+        now = time.monotonic()
+        if jobs and now - self._polled_at >= self._poll_every:
+            self._poll(jobs)
+            self._polled_at = now
+        return [self._ended.get(h.id) if isinstance(h, SlurmJob) else None for h in handles]
+
+    def _poll(self, jobs: list[SlurmJob]) -> None:
+        """One squeue for every job of this start; scontrol for those that left the queue."""
+        live = set(self._queued())
+        left = [j for j in jobs if j.id not in live and j.id not in self._ended]
+        # back off while nothing changes; look again soon after something did
+        self._poll_every = POLL_MIN if left else min(POLL_MAX, 2 * self._poll_every)
+        for job_id in sorted({j.job_id for j in left}):
+            self._ended.update(self._exit_codes_of(job_id))
+        for job in left:
+            # forgotten by SLURM already (after MinJobAge): it ended, how is unknown
+            self._ended.setdefault(job.id, 0)
+
+    def _queued(self) -> list[str]:
+        """Ids of this start's jobs that SLURM still holds (pending, running, completing)."""
+        if not self._names:
+            return []
+        out = self._run(
+            ["squeue", "-h", "-r", f"--name={','.join(sorted(self._names))}", "-o", "%i"]
+        )
+        return [line.strip() for line in out.splitlines() if line.strip()]
+
+    def _exit_codes_of(self, job_id: str) -> dict[str, int]:
+        """Exit codes of a job or every element of an array, from ``scontrol``."""
+        codes: dict[str, int] = {}
+        with contextlib.suppress(LaunchError):
+            for line in self._run(["scontrol", "-o", "show", "job", job_id]).splitlines():
+                found = _EXIT.search(line)
+                if found is None:
+                    continue
+                code, signal = int(found[1]), int(found[2])
+                array, task = _ARRAY.search(line), _TASK.search(line)
+                job = _JOB.search(line)
+                key = f"{array[1]}_{task[1]}" if array and task else (job[1] if job else job_id)
+                codes[key] = -signal if signal else code
+        return codes
+
+    def shutdown(self, handles: Sequence[Any], seconds: float) -> None:
+        """Cancel every job of this start still queued or running, and wait for the queue."""
+        submitted = self._submitted
+        try:
+            if submitted:
+                with contextlib.suppress(LaunchError):
+                    self._run(["scancel", *submitted])
+                deadline = time.monotonic() + seconds
+                with contextlib.suppress(LaunchError):
+                    while self._queued() and time.monotonic() < deadline:
+                        time.sleep(0.25)
+        finally:
+            # the next start submits under a new name
+            self._submitted, self._names = [], set()
+            self._token = secrets.token_hex(4)
+            self._ended.clear()

@@ -1,0 +1,331 @@
+"""Workers as SLURM jobs, on a real one-node cluster (``scripts/slurm-cluster up``).
+
+Skipped where no cluster answers, unless ``PYCREW_REQUIRE_SLURM=1`` (CI), where
+a missing cluster fails instead. Every test ends with none of its jobs left in
+the queue.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from typing import TYPE_CHECKING
+
+import pytest
+
+import pycrew
+from pycrew import _wire
+from pycrew.launchers import SlurmJob, SlurmLauncher, WorkerSpec
+from tests import tasks
+from tests.conftest import wait_until
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+#: jobs that must stay queued: they may not start for an hour
+LATER = ["--begin=now+3600"]
+
+
+def _cluster_problem() -> str | None:
+    if shutil.which("sbatch") is None:
+        return "SLURM's commands are not installed (run scripts/slurm-cluster up as root)"
+    try:
+        done = subprocess.run(
+            ["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=20, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"sinfo failed: {exc}"
+    states = done.stdout.split()
+    if done.returncode != 0 or not any(s.rstrip("*") in ("idle", "mixed") for s in states):
+        return f"no SLURM node is up: {(done.stderr or done.stdout).strip()}"
+    return None
+
+
+@pytest.fixture(scope="module")
+def cluster() -> None:
+    problem = _cluster_problem()
+    if problem is not None:
+        if os.environ.get("PYCREW_REQUIRE_SLURM") == "1":
+            pytest.fail(f"PYCREW_REQUIRE_SLURM=1, but {problem}")
+        pytest.skip(problem)
+
+
+def _our_jobs() -> list[pycrew._slurm.SlurmJobInfo]:
+    return pycrew.SlurmMonitor().jobs()
+
+
+@pytest.fixture(autouse=True)
+def no_jobs_left(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail a test that leaves a pycrew job in the queue."""
+    if "cluster" not in request.fixturenames:
+        yield
+        return
+    yield
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        left = _our_jobs()
+        if not left:
+            return
+        time.sleep(0.2)
+    pycrew.SlurmMonitor().terminate(all=True)
+    pytest.fail(f"pycrew jobs left in the queue: {left}")
+
+
+def _slurm(**options: object) -> pycrew.Controller:
+    options.setdefault("seconds_interval", 0.1)
+    return pycrew.slurm_controller(**options)  # type: ignore[arg-type]
+
+
+def _launcher(ctl: pycrew.Controller) -> SlurmLauncher:
+    assert isinstance(ctl.launcher, SlurmLauncher)
+    return ctl.launcher
+
+
+# ------------------------------------------------------------ on the cluster
+def test_100_tasks_over_a_two_worker_array_with_tls(cluster: None) -> None:
+    with _slurm(workers=2) as ctl:
+        assert ctl.url.startswith("tls+tcp://")
+        ctl.launch(2)
+        launcher = _launcher(ctl)
+        assert launcher.calls["sbatch"] == 1  # one array for both workers
+        wait_until(lambda: len(ctl.pids()) == 2, 60, "both array workers to connect")
+        jobs = _our_jobs()
+        assert sorted(j.array_index for j in jobs) == [0, 1]
+        assert {j.controller for j in jobs} == {ctl.name}
+        records = ctl.map(tasks.add, iterate={"x": list(range(100)), "y": [1] * 100})
+        assert [r.result for r in records] == list(range(1, 101))
+        assert all(r.status is pycrew.Status.SUCCESS for r in records)
+        assert {r.pid for r in records} <= set(ctl.pids())
+        assert launcher.calls["sbatch"] == 1
+
+
+def test_scales_up_from_nothing_and_down_by_seconds_idle(cluster: None) -> None:
+    with _slurm(workers=2, seconds_idle=1.0) as ctl:
+        ctl.start()
+        assert _our_jobs() == []
+        assert ctl.pids() == []
+        futures = [ctl.push(tasks.sleep, 0.5) for _ in range(4)]
+        assert [f.result(timeout=60).status for f in futures] == [pycrew.Status.SUCCESS] * 4
+        assert ctl.workers_status()["cumulative"] >= 1
+        # idle workers leave on their own, and their jobs end with them
+        wait_until(lambda: ctl.workers_status()["connected"] == 0, 30, "idle workers to leave")
+        wait_until(lambda: _our_jobs() == [], 30, "the jobs to end")
+        # and work brings them back
+        assert ctl.push(tasks.add, 1, 2).result(timeout=60).result == 3
+
+
+def test_scancel_mid_task_is_a_crash(cluster: None, tmp_path: Path) -> None:
+    marker = tmp_path / "started"
+    with _slurm(workers=1) as ctl:
+        future = ctl.push(tasks.mark_then_sleep, str(marker), 300)
+        wait_until(marker.exists, 60, "the task to start")
+        (job,) = _our_jobs()
+        subprocess.run(["scancel", job.id], check=True, timeout=30)
+        record = future.result(timeout=60)
+        assert record.status is pycrew.Status.CRASH
+        assert record.code == 19
+        assert "was lost during the task" in (record.error or "")
+        # the controller carries on with a fresh job
+        assert ctl.push(tasks.add, 2, 3).result(timeout=60).result == 5
+
+
+def test_terminate_cancels_queued_and_running_jobs(cluster: None) -> None:
+    ctl = _slurm(workers=3, sbatch_options=LATER)
+    try:
+        ctl.launch(3)
+        jobs = _our_jobs()
+        assert len(jobs) == 3
+        assert {j.state for j in jobs} == {"PENDING"}
+    finally:
+        ctl.terminate()
+    # terminate() waits for the queue: nothing of ours is left, at once
+    assert _our_jobs() == []
+
+
+def test_an_invalid_partition_is_a_launch_error_with_sbatchs_message(cluster: None) -> None:
+    with _slurm(partition="no-such-partition") as ctl:
+        with pytest.raises(pycrew.LaunchError, match=r"sbatch failed: .*[Ii]nvalid partition"):
+            ctl.launch(1)
+        # a push gets the same answer from the scaling round it starts
+        ctl.push(tasks.add, 1, 1)
+        with pytest.raises(pycrew.LaunchError, match=r"[Ii]nvalid partition"):
+            wait_until(lambda: not ctl.wait(seconds_timeout=0.1), 30, "the launch error")
+
+
+def test_monitor_lists_and_cancels_our_jobs(cluster: None) -> None:
+    ctl = _slurm(workers=3, name="monitored", sbatch_options=LATER)
+    try:
+        ctl.launch(3)
+        monitor = pycrew.SlurmMonitor()
+        jobs = monitor.jobs()
+        assert len(jobs) == 3
+        assert {j.controller for j in jobs} == {"monitored"}
+        assert all(j.seconds is not None and 0 <= j.seconds < 120 for j in jobs)
+        first = jobs[0].id
+        # the command line shows the same jobs
+        shown = subprocess.run(
+            [sys.executable, "-m", "pycrew", "monitor", "slurm"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        ).stdout
+        assert all(j.id in shown for j in jobs)
+        assert monitor.terminate(ids=[first]) == [first]
+        wait_until(lambda: first not in {j.id for j in monitor.jobs()}, 20, "one job cancelled")
+        assert len(monitor.jobs()) == 2
+        # a job that is not pycrew's is never touched
+        other = subprocess.run(
+            ["sbatch", "--parsable", "--begin=now+3600", "--wrap", "true"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        ).stdout.strip()
+        try:
+            assert monitor.terminate(ids=[other]) == []
+            assert len(monitor.terminate(all=True)) == 2
+            wait_until(lambda: monitor.jobs() == [], 20, "every pycrew job cancelled")
+            queue = subprocess.run(
+                ["squeue", "-h", "-o", "%i"], capture_output=True, text=True, timeout=30
+            ).stdout.split()
+            assert other in queue
+        finally:
+            subprocess.run(["scancel", other], timeout=30, check=False)
+    finally:
+        ctl.terminate()
+
+
+def test_the_secret_is_not_in_the_job_script_or_scontrol(cluster: None, tmp_path: Path) -> None:
+    ctl = _slurm(workers=2, sbatch_options=LATER, script_directory=tmp_path)
+    try:
+        ctl.launch(2)
+        secret = ctl._env[_wire.SECRET_ENV]
+        scripts = list(tmp_path.glob("*.sh"))
+        assert len(scripts) == 1
+        text = scripts[0].read_text()
+        assert "#SBATCH --array=0-1" in text
+        assert "pycrew worker" in text.replace("'", "")
+        job = _our_jobs()[0].id.partition("_")[0]
+        for args in (
+            ["scontrol", "show", "job", job],
+            ["scontrol", "-d", "show", "job", job],
+            ["scontrol", "write", "batch_script", job, "-"],
+        ):
+            shown = subprocess.run(args, capture_output=True, text=True, timeout=30).stdout
+            assert shown, args
+            assert secret not in shown, args
+        assert secret not in text
+    finally:
+        ctl.terminate()
+
+
+def test_one_job_per_worker_without_arrays(cluster: None) -> None:
+    ctl = _slurm(workers=2, sbatch_options=LATER, array=False)
+    try:
+        ctl.launch(2)
+        assert _launcher(ctl).calls["sbatch"] == 2
+        assert [j.array_index for j in _our_jobs()] == [None, None]
+    finally:
+        ctl.terminate()
+
+
+def test_arrays_are_split_at_max_array_size(cluster: None) -> None:
+    ctl = _slurm(workers=5, sbatch_options=LATER)
+    try:
+        launcher = _launcher(ctl)
+        assert launcher.max_array_size() >= 2  # read from the cluster's configuration
+        launcher._max_array = 2  # as if the site allowed arrays of two
+        ctl.launch(5)
+        assert launcher.calls["sbatch"] == 3  # 2 + 2 + 1
+        jobs = _our_jobs()
+        assert len(jobs) == 5
+        assert sorted(j.array_index for j in jobs if j.array_index is not None) == [0, 0, 1, 1]
+    finally:
+        ctl.terminate()
+
+
+# ------------------------------------------------ the script (no cluster)
+def _spec(worker_id: str = "ctl-1") -> WorkerSpec:
+    return WorkerSpec(
+        command=[sys.executable, "-m", "pycrew", "worker", "--address", "h:1", "--id", worker_id],
+        env={_wire.SECRET_ENV: "ab" * 32},
+        worker_id=worker_id,
+        controller="ctl",
+    )
+
+
+def test_job_script_carries_every_option_and_no_secret() -> None:
+    launcher = SlurmLauncher(
+        partition="short,long",
+        cpus_per_task=4,
+        memory_gigabytes_per_cpu=2.096,
+        memory_gigabytes_required=4.1,
+        time_minutes=90,
+        script_lines=["module load python"],
+        log_output="logs/%A_%a.out",
+        log_error=None,
+        sbatch_options=["--qos=high"],
+        python="/opt/python/bin/python3",
+    )
+    text = launcher.script([_spec("ctl-1"), _spec("ctl-2")], "pycrew.ctl.0000", array=True)
+    lines = text.splitlines()
+    assert lines[:4] == [
+        "#!/bin/sh",
+        "#SBATCH --job-name=pycrew.ctl.0000",
+        "#SBATCH --array=0-1",
+        "#SBATCH --output=logs/%A_%a.out",
+    ]
+    for expected in (
+        "#SBATCH --ntasks=1",
+        "#SBATCH --cpus-per-task=4",
+        "#SBATCH --mem=4198M",
+        "#SBATCH --mem-per-cpu=2146M",
+        "#SBATCH --time=90",
+        "#SBATCH --partition=short,long",
+        "#SBATCH --qos=high",
+        "module load python",
+        "  0) id=ctl-1 ;;",
+        "  1) id=ctl-2 ;;",
+    ):
+        assert expected in lines
+    assert not any(line.startswith("#SBATCH --error") for line in lines)
+    assert lines[-1].startswith("exec /opt/python/bin/python3 -m pycrew worker")
+    assert lines[-1].endswith('--id "$id"')
+    assert "ab" * 32 not in text
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("cpus_per_task", 0),
+        ("cpus_per_task", -1),
+        ("memory_gigabytes_required", 0),
+        ("memory_gigabytes_per_cpu", float("inf")),
+        ("time_minutes", 1.5),
+        ("partition", ""),
+        ("script_lines", "module load python"),
+        ("script_lines", ["two\nlines"]),
+        ("log_output", ""),
+        ("array", "yes"),
+    ],
+)
+def test_bad_slurm_options_are_refused(option: str, value: object) -> None:
+    with pytest.raises((ValueError, TypeError), match=option.split("_")[0]):
+        SlurmLauncher(**{option: value})  # type: ignore[arg-type]
+
+
+def test_handles_name_jobs_and_array_elements() -> None:
+    assert SlurmJob("12").id == "12"
+    assert SlurmJob("12", 3).id == "12_3"
+
+
+def test_monitor_needs_ids_or_all() -> None:
+    with pytest.raises(ValueError, match="all=True"):
+        pycrew.SlurmMonitor().terminate()
+    with pytest.raises(ValueError, match="all=True"):
+        pycrew.SlurmMonitor().terminate(ids=["1"], all=True)
