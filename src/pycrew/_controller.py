@@ -832,13 +832,13 @@ class Controller:
         scaler = self._scaler
         if worker is None or scaler is None:
             return detail
-        handle = scaler.handles.get(worker.id)
+        # The scaler thread, the only one that talks to the launcher, learns the
+        # exit code soon after the connection drops; wait a moment for it.
         code = scaler.exit_codes.get(worker.id)
         deadline = time.monotonic() + 1.0
-        while code is None and handle is not None and time.monotonic() < deadline:
-            code = self.launcher.exit_code(handle)
-            if code is None:
-                time.sleep(0.01)
+        while code is None and worker.id in scaler.handles and time.monotonic() < deadline:
+            time.sleep(0.01)
+            code = scaler.exit_codes.get(worker.id)
         if code is None:
             return detail
         how = f"killed by {_signal_name(code)}" if code < 0 else f"exit code {code}"

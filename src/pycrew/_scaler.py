@@ -176,8 +176,9 @@ class Scaler:
         self._gone.intersection_update(gone)
         launching = [w for w in auto.launching if w in self.handles]
         watched = gone + launching
-        # one question for all of them: a scheduler is asked once, not per worker
-        codes = self.launcher.exit_codes([self.handles[w] for w in watched]) if watched else []
+        # one question for all of them, every round (often about none): a
+        # scheduler is asked once, not per worker
+        codes = self.launcher.exit_codes([self.handles[w] for w in watched])
         if len(codes) != len(watched):
             raise LaunchError(f"exit_codes() gave {len(codes)} codes for {len(watched)} workers")
         for worker_id, code in zip(gone, codes[: len(gone)], strict=True):

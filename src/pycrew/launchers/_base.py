@@ -64,9 +64,10 @@ class Launcher(abc.ABC):
     def exit_codes(self, handles: Sequence[Any]) -> list[int | None]:
         """``exit_code`` of many workers at once.
 
-        The controller calls this every scaling round for workers that are
-        starting or gone. A plugin that must ask a scheduler overrides it to ask
-        once for all of them, and not more often than the scheduler likes.
+        The controller calls this every scaling round with the workers that are
+        starting or have just left (often none). A plugin that must ask a
+        scheduler overrides it to ask once for all of them, and not more often
+        than the scheduler likes.
         """
         return [self.exit_code(handle) for handle in handles]
 

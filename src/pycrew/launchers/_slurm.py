@@ -163,7 +163,7 @@ class SlurmLauncher(Launcher):
         self._names: set[str] = set()
         self._submitted: list[str] = []
         self._max_array: int | None = None
-        self._live: set[str] = set()
+        self._asked: set[str] = set()
         self._ended: dict[str, int] = {}
         self._polled_at = -math.inf
         self._poll_every = POLL_MIN
@@ -308,14 +308,20 @@ class SlurmLauncher(Launcher):
     def exit_codes(self, handles: Sequence[Any]) -> list[int | None]:
         jobs = [h for h in handles if isinstance(h, SlurmJob)]
         now = time.monotonic()
-        if jobs and now - self._polled_at >= self._poll_every:
+        # a job not asked about last time (just launched, or just gone) is
+        # worth a look now; otherwise the back-off decides
+        asked = {j.id for j in jobs}
+        fresh = bool(asked - self._asked)
+        self._asked = asked
+        if jobs and (fresh or now - self._polled_at >= self._poll_every):
             self._poll(jobs)
             self._polled_at = now
         return [self._ended.get(h.id) if isinstance(h, SlurmJob) else None for h in handles]
 
     def _poll(self, jobs: list[SlurmJob]) -> None:
         """One squeue for every job of this start; scontrol for those that left the queue."""
-        live = set(self._queued())
+        # a completing job's worker has ended already, and its exit code is known
+        live = {i for i, state in self._queued().items() if state != "COMPLETING"}
         left = [j for j in jobs if j.id not in live and j.id not in self._ended]
         # back off while nothing changes; look again soon after something did
         self._poll_every = POLL_MIN if left else min(POLL_MAX, 2 * self._poll_every)
@@ -325,14 +331,14 @@ class SlurmLauncher(Launcher):
             # forgotten by SLURM already (after MinJobAge): it ended, how is unknown
             self._ended.setdefault(job.id, 0)
 
-    def _queued(self) -> list[str]:
-        """Ids of this start's jobs that SLURM still holds (pending, running, completing)."""
+    def _queued(self) -> dict[str, str]:
+        """This start's jobs that SLURM still holds (pending, running, completing): id to state."""
         if not self._names:
-            return []
-        out = self._run(
-            ["squeue", "-h", "-r", f"--name={','.join(sorted(self._names))}", "-o", "%i"]
-        )
-        return [line.strip() for line in out.splitlines() if line.strip()]
+            return {}
+        names = ",".join(sorted(self._names))
+        out = self._run(["squeue", "-h", "-r", f"--name={names}", "-o", "%i %T"])
+        pairs = (line.split() for line in out.splitlines())
+        return {pair[0]: pair[1] for pair in pairs if len(pair) == 2}
 
     def _exit_codes_of(self, job_id: str) -> dict[str, int]:
         """Exit codes of a job or every element of an array, from ``scontrol``."""
@@ -365,3 +371,4 @@ class SlurmLauncher(Launcher):
             self._submitted, self._names = [], set()
             self._token = secrets.token_hex(4)
             self._ended.clear()
+            self._asked = set()
