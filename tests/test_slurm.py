@@ -156,6 +156,23 @@ def test_an_invalid_partition_is_a_launch_error_with_sbatchs_message(cluster: No
             wait_until(lambda: not ctl.wait(seconds_timeout=0.1), 30, "the launch error")
 
 
+def test_a_job_that_never_starts_is_cancelled_after_seconds_launch(cluster: None) -> None:
+    with _slurm(workers=1, seconds_launch=2, sbatch_options=LATER) as ctl:
+        ctl.launch(1)
+        assert [j.state for j in _our_jobs()] == ["PENDING"]
+        wait_until(lambda: ctl.workers_status()["failed"] == 1, 30, "the launch to be given up")
+        wait_until(lambda: _our_jobs() == [], 30, "the pending job to be cancelled")
+
+
+def test_no_sbatch_is_a_clear_launch_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with (
+        _slurm(host="127.0.0.1") as ctl,
+        pytest.raises(pycrew.LaunchError, match="sbatch was not found on PATH"),
+    ):
+        ctl.launch(1)
+
+
 def test_monitor_lists_and_cancels_our_jobs(cluster: None) -> None:
     ctl = _slurm(workers=3, name="monitored", sbatch_options=LATER)
     try:
