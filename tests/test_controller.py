@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import socket
@@ -671,3 +672,44 @@ def test_workers_end_when_the_script_forgets_terminate() -> None:
         )
 
     wait_until(gone, seconds=5, what="workers of a script that exited without terminate()")
+
+
+class _NeverStarts(pycrew.launchers.LocalLauncher):
+    """Starts a process that exits at once instead of a worker."""
+
+    def launch_worker(self, spec: pycrew.launchers.WorkerSpec) -> subprocess.Popen[bytes]:
+        broken = dataclasses.replace(spec, command=[sys.executable, "-c", "raise SystemExit(3)"])
+        return super().launch_worker(broken)
+
+
+def test_workers_that_never_connect_become_a_launch_error() -> None:
+    with pycrew.controller(_NeverStarts(), workers=1, seconds_interval=0.05) as ctl:
+        ctl.push(tasks.add, 1, 2)
+        with pytest.raises(pycrew.LaunchError, match="10 launched workers in a row never"):
+            wait_until(lambda: ctl.wait(seconds_timeout=0.1), 60, "the launch error")
+        assert ctl.workers_status()["failed"] >= 10
+
+
+def test_the_command_line_id_wins_over_an_inherited_one() -> None:
+    with pycrew.local_controller(workers=1, seconds_interval=0.05) as ctl:
+        ctl.start()
+        spec = ctl._worker_spec()
+        env = {**os.environ, **spec.env, "PYCREW_WORKER": "an-inherited-id"}
+        proc = subprocess.Popen(spec.command, env=env, stdin=subprocess.DEVNULL)
+        try:
+            wait_until(lambda: ctl.workers_status()["connected"] == 1, 30, "the worker")
+            record = ctl.push(tasks.pid).result(timeout=30)
+            assert record.worker == spec.worker_id
+            assert record.result == proc.pid
+        finally:
+            ctl.terminate()
+            proc.wait(timeout=30)
+
+
+def test_launchers_are_reachable_from_the_package_root() -> None:
+    code = "import pycrew; print(pycrew.launchers.available())"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    ).stdout
+    assert "'local'" in out
+    assert "'slurm'" in out

@@ -59,11 +59,15 @@ _HOMES = {
 
 
 def __getattr__(name: str) -> object:
+    import importlib
+
+    if name == "launchers":  # the public sub-package, for plugin authors
+        value: object = importlib.import_module("pycrew.launchers")
+        globals()[name] = value
+        return value
     home = _HOMES.get(name)
     if home is None:
         raise AttributeError(f"module 'pycrew' has no attribute {name!r}")
-    import importlib
-
     value = getattr(importlib.import_module(f"pycrew.{home}"), name)
     globals()[name] = value
     return value

@@ -30,6 +30,8 @@ class Autoscaler:
     launching: dict[str, float] = field(default_factory=dict)
     connected: set[str] = field(default_factory=set)
     failed: int = 0
+    #: failures since a launched worker last connected
+    failed_in_a_row: int = 0
     launched_total: int = 0
 
     def on_launched(self, ids: list[str], now: float) -> None:
@@ -42,6 +44,7 @@ class Autoscaler:
         if self.launching.pop(worker_id, None) is None:
             return False
         self.connected.add(worker_id)
+        self.failed_in_a_row = 0
         return True
 
     def on_disconnected(self, worker_id: str) -> None:
@@ -51,6 +54,7 @@ class Autoscaler:
         """A launched worker's process ended before it connected."""
         if self.launching.pop(worker_id, None) is not None:
             self.failed += 1
+            self.failed_in_a_row += 1
 
     def expire(self, now: float) -> list[str]:
         """Ids still launching after ``seconds_launch``: counted failed and forgotten."""
@@ -60,6 +64,7 @@ class Autoscaler:
         for worker_id in late:
             del self.launching[worker_id]
         self.failed += len(late)
+        self.failed_in_a_row += len(late)
         return late
 
     def supply(self) -> int:

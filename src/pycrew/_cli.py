@@ -38,7 +38,8 @@ def _run_worker(address: str, worker_id: str, tls: bool) -> int:
     from ._worker import main as worker_main
 
     if worker_id:
-        os.environ.setdefault(_wire.WORKER_ENV, worker_id)
+        # the command line is the contract: its id wins over an inherited one
+        os.environ[_wire.WORKER_ENV] = worker_id
     return worker_main(address, tls)
 
 

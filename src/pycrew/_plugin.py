@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from ._controller import Controller
@@ -26,10 +27,11 @@ def controller(launcher: Launcher | str, **options: Any) -> Controller:
         name = launcher
         cls = load(name)
         try:
-            launcher = cls()
+            inspect.signature(cls).bind()
         except TypeError as exc:
             raise LaunchError(
                 f"launcher {name!r} cannot be made without arguments ({exc}); "
                 "make it yourself and pass the object"
             ) from exc
+        launcher = cls()
     return Controller(launcher, **options)

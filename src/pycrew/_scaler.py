@@ -30,6 +30,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("pycrew")
 
+#: launched workers in a row that never connect before the user hears of it
+LAUNCH_FAILURES = 10
+
 
 class _Request:
     __slots__ = ("arg", "done", "error", "kind", "result")
@@ -118,7 +121,9 @@ class Scaler:
         with self._cv:
             self._stopping = True
             self._cv.notify()
-        self.thread.join(timeout=30)
+        # a launcher call in flight (an sbatch) may take its whole time limit:
+        # shutting down under it would miss the jobs it submits
+        self.thread.join(timeout=90)
         return list(self.handles.values())
 
     # ------------------------------------------------------------- thread
@@ -196,7 +201,18 @@ class Scaler:
             log.warning("worker %s did not connect within seconds_launch", worker_id)
             handle = self.handles.get(worker_id)
             if handle is not None:
-                self.launcher.terminate_worker(handle)
+                try:
+                    self.launcher.terminate_worker(handle)
+                except Exception:  # best effort, as the contract says
+                    log.exception("terminating worker %s failed", worker_id)
+        if auto.failed_in_a_row >= LAUNCH_FAILURES:
+            auto.failed_in_a_row = 0
+            self.failure = LaunchError(
+                f"{LAUNCH_FAILURES} launched workers in a row never connected (they exited "
+                "first or outlived seconds_launch): check the workers' logs (log_directory "
+                "or log_output), the Python on the workers' side, and that they can reach "
+                "the controller's host and port"
+            )
 
     def _round(self) -> int:
         n = self.autoscaler.to_launch(self.unresolved())
