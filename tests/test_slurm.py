@@ -241,6 +241,17 @@ def test_the_secret_is_not_in_the_job_script_or_scontrol(cluster: None, tmp_path
         ctl.terminate()
 
 
+def test_worker_logs_follow_slurm_patterns(cluster: None, tmp_path: Path) -> None:
+    pattern = str(tmp_path / "worker-%A_%a.log")
+    with _slurm(workers=2, log_output=pattern, log_error=None) as ctl:
+        ctl.launch(2)
+        wait_until(lambda: len(ctl.pids()) == 2, 60, "both workers")
+        assert ctl.push(tasks.add, 1, 1).result(timeout=60).result == 2
+    logs = sorted(tmp_path.glob("worker-*_*.log"))
+    assert len(logs) == 2  # one file per array element
+    wait_until(lambda: all("connected to" in p.read_text() for p in logs), 30, "the logs")
+
+
 def test_one_job_per_worker_without_arrays(cluster: None) -> None:
     ctl = _slurm(workers=2, sbatch_options=LATER, array=False)
     try:
