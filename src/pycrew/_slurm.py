@@ -7,14 +7,12 @@ import datetime
 import getpass
 import math
 import socket
-import subprocess
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ._controller import Controller
-from ._errors import LaunchError
 from .launchers import SlurmLauncher
-from .launchers._slurm import COMMAND_SECONDS, JOB_PREFIX
+from .launchers._slurm import JOB_PREFIX, run_command
 
 if TYPE_CHECKING:
     import os
@@ -156,23 +154,10 @@ class SlurmMonitor:
     def __init__(self, user: str | None = None) -> None:
         self.user = user or getpass.getuser()
 
-    def _run(self, args: list[str]) -> str:
-        try:
-            done = subprocess.run(
-                args, capture_output=True, text=True, timeout=COMMAND_SECONDS, check=False
-            )
-        except FileNotFoundError:
-            raise LaunchError(f"{args[0]} was not found on PATH") from None
-        except subprocess.TimeoutExpired:
-            raise LaunchError(f"{args[0]} did not answer in {COMMAND_SECONDS:.0f} s") from None
-        if done.returncode != 0:
-            raise LaunchError(f"{args[0]} failed: {(done.stderr or done.stdout).strip()}")
-        return done.stdout
-
     def jobs(self) -> list[SlurmJobInfo]:
         """The user's pycrew jobs still queued or running, one per array element."""
         # %V is the submit time; "|" cannot occur in the fields asked for
-        out = self._run(["squeue", "-h", "-r", "-u", self.user, "-o", "%i|%j|%T|%V"])
+        out = run_command(["squeue", "-h", "-r", "-u", self.user, "-o", "%i|%j|%T|%V"])
         now = datetime.datetime.now()
         found = []
         for line in out.splitlines():
@@ -215,5 +200,5 @@ class SlurmMonitor:
             bases = {o.partition("_")[0] for o in ours}
             chosen = sorted({i for i in wanted if i in ours or i in bases})
         if chosen:
-            self._run(["scancel", *chosen])
+            run_command(["scancel", *chosen])
         return chosen

@@ -92,6 +92,31 @@ def _lines(label: str, value: Sequence[str]) -> list[str]:
     return lines
 
 
+def run_command(args: list[str], stdin: str | None = None, env: Any = None) -> str:
+    """Run a SLURM command; its standard output, or a LaunchError with its message."""
+    try:
+        done = subprocess.run(
+            args,
+            input=stdin,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=COMMAND_SECONDS,
+            check=False,
+        )
+    except FileNotFoundError:
+        raise LaunchError(
+            f"{args[0]} was not found on PATH: run the controller where SLURM's "
+            "commands are installed (a login node)"
+        ) from None
+    except subprocess.TimeoutExpired:
+        raise LaunchError(f"{args[0]} did not answer in {COMMAND_SECONDS:.0f} s") from None
+    if done.returncode != 0:
+        message = (done.stderr or done.stdout).strip() or f"exit code {done.returncode}"
+        raise LaunchError(f"{args[0]} failed: {message}")
+    return done.stdout
+
+
 class SlurmLauncher(Launcher):
     """Start workers as SLURM jobs, a job array per scaling step.
 
@@ -170,29 +195,8 @@ class SlurmLauncher(Launcher):
 
     # ----------------------------------------------------------- commands
     def _run(self, args: list[str], stdin: str | None = None, env: Any = None) -> str:
-        """Run a SLURM command; its standard output, or a LaunchError with its message."""
         self.calls[args[0]] += 1
-        try:
-            done = subprocess.run(
-                args,
-                input=stdin,
-                capture_output=True,
-                text=True,
-                env=env,
-                timeout=COMMAND_SECONDS,
-                check=False,
-            )
-        except FileNotFoundError:
-            raise LaunchError(
-                f"{args[0]} was not found on PATH: run the controller where SLURM's "
-                "commands are installed (a login node)"
-            ) from None
-        except subprocess.TimeoutExpired:
-            raise LaunchError(f"{args[0]} did not answer in {COMMAND_SECONDS:.0f} s") from None
-        if done.returncode != 0:
-            message = (done.stderr or done.stdout).strip() or f"exit code {done.returncode}"
-            raise LaunchError(f"{args[0]} failed: {message}")
-        return done.stdout
+        return run_command(args, stdin, env)
 
     def job_name(self, controller: str) -> str:
         """The name every job of this controller start carries."""
