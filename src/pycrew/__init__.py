@@ -30,6 +30,7 @@ if TYPE_CHECKING:
         TlsConfigError,
     )
     from ._local import local_controller
+    from ._metrics import Metrics
     from ._plugin import controller
     from ._slurm import SlurmMonitor, slurm_controller
     from ._task import Status, Summary, TaskResult
@@ -39,6 +40,7 @@ _HOMES = {
     "Controller": "_controller",
     "TaskFuture": "_controller",
     "local_controller": "_local",
+    "Metrics": "_metrics",
     "controller": "_plugin",
     "slurm_controller": "_slurm",
     "SlurmMonitor": "_slurm",
@@ -86,6 +88,7 @@ __all__ = [
     "CrewTimeoutError",
     "CrewWarning",
     "LaunchError",
+    "Metrics",
     "ProtocolError",
     "SlurmMonitor",
     "Status",

@@ -31,7 +31,7 @@ import warnings
 import weakref
 from typing import TYPE_CHECKING, Any, Literal, cast
 
-from . import _wire
+from . import _ledger, _wire
 from ._autoscale import Autoscaler
 from ._checks import (
     ERROR_MODES,
@@ -56,6 +56,7 @@ from ._errors import (
     TaskError,
 )
 from ._evaluate import CALLABLE, CODE, describe
+from ._metrics import Metrics
 from ._scaler import Scaler
 from ._task import CODES, Status, Summary, TaskResult
 from ._throttle import Throttle
@@ -160,6 +161,7 @@ class Controller:
         seed: int | None = None,
         allow_public: bool = False,
         bytes_max: int = _wire.BYTES_MAX,
+        metrics: Metrics | None = None,
     ) -> None:
         if name is None:
             name = secrets.token_hex(4)
@@ -206,6 +208,8 @@ class Controller:
             raise ValueError(
                 f"bytes_max must be from 1024 to {_wire.BYTES_LIMIT} bytes, got {bytes_max}"
             )
+        if metrics is not None and not isinstance(metrics, Metrics):
+            raise TypeError(f"metrics must be a pycrew.Metrics or None, got {metrics!r}")
         if not isinstance(launcher, Launcher):
             raise TypeError("launcher must be a pycrew.launchers.Launcher")
         self.name = name
@@ -217,7 +221,10 @@ class Controller:
         self.garbage_collection = garbage_collection
         self.seed = seed
         self.bytes_max = bytes_max
+        self.metrics = metrics
         self.launcher = launcher
+        #: a fresh random id per start, recorded with every launched worker
+        self.session = ""
         #: results of the last ``map(error="stop")`` that raised; you may clear it
         self.error: list[TaskResult] | None = None
         self._dispatcher: Dispatcher | None = None
@@ -270,6 +277,7 @@ class Controller:
             if self._dispatcher is not None:
                 return
             secret = secrets.token_bytes(32)
+            self.session = secrets.token_hex(6)
             session = self.tls.session(self.host)
             settings = {
                 "seconds_idle": None if math.isinf(self.seconds_idle) else self.seconds_idle,
@@ -280,6 +288,7 @@ class Controller:
                 "reset_modules": self.reset_modules,
                 "garbage_collection": self.garbage_collection,
                 "bytes_max": self.bytes_max,
+                "metrics": self.metrics.settings() if self.metrics else None,
             }
             autoscaler = Autoscaler(self.workers, self.seconds_launch)
             self._tasks = {}
@@ -325,6 +334,7 @@ class Controller:
                 Throttle(
                     seconds_max=self.seconds_interval, seconds_min=fastest, seconds_start=fastest
                 ),
+                on_launched=self._on_launched,
             )
 
     def terminate(self) -> None:
@@ -343,8 +353,20 @@ class Controller:
             dispatcher.close()
             handles = scaler.stop()
             self.launcher.shutdown(handles, seconds=5.0)
+            _ledger.end_session(self.session)
             self._tasks = {}
             self._env = {}
+
+    def _on_launched(self, specs: list[WorkerSpec], handles: list[Any]) -> None:
+        """Record launched workers where monitors look for leftovers (scaler thread)."""
+        _ledger.record_launches(
+            self.name,
+            self.session,
+            [
+                {"worker": spec.worker_id, **self.launcher.describe_worker(handle)}
+                for spec, handle in zip(specs, handles, strict=True)
+            ],
+        )
 
     def _on_worker(self, kind: str, worker_id: str) -> None:
         scaler = self._scaler
@@ -782,6 +804,8 @@ class Controller:
             return cast("TaskResult", task.record)
         worker = task.worker
         value = trace = warned = seconds = None
+        memory: int | None = None
+        cpu: float | None = None
         seed = task.seed
         if task.outcome is not None:
             status = task.outcome
@@ -795,8 +819,10 @@ class Controller:
             task.raw = None
             try:
                 outcome = _wire.loads(memoryview(meta)[_wire.RESULT_HEAD.size :], bufs)
-                status_text, value, error, trace, warned, seconds, seed = outcome
+                status_text, value, error, trace, warned, seconds, seed, *usage = outcome
                 status = _STATUSES[status_text]
+                if len(usage) == 2:  # peak resident bytes and CPU seconds, where measured
+                    memory, cpu = usage
             except Exception as exc:
                 status, value, trace, warned, seconds, seed = (
                     Status.ERROR,
@@ -822,6 +848,9 @@ class Controller:
             worker.id if worker else None,
             worker.pid if worker else None,
             worker.host if worker else None,
+            memory,
+            cpu,
+            task.attempts,
         )
         task.record = record
         return record

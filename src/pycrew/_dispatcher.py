@@ -67,6 +67,7 @@ class Task:
     """The controller's and the dispatcher's view of one pushed task."""
 
     __slots__ = (
+        "attempts",
         "command",
         "deadline",
         "detail",
@@ -99,6 +100,8 @@ class Task:
         self.small = sum(memoryview(p).nbytes for p in frame) <= PREFETCH_BYTES
         self.seed = seed
         self.deadline = deadline
+        # how many times the task was pushed, counting retries after crashes
+        self.attempts = 1
         self.state = QUEUED
         self.outcome: Status | None = None
         self.detail: str | None = None

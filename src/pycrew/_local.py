@@ -11,6 +11,7 @@ from .launchers import LocalLauncher
 if TYPE_CHECKING:
     import os
 
+    from ._metrics import Metrics
     from ._tls import TLS
 
 
@@ -36,6 +37,7 @@ def local_controller(
     seed: int | None = None,
     allow_public: bool = False,
     bytes_max: int = 4 << 30,
+    metrics: Metrics | None = None,
 ) -> Controller:
     """A controller whose workers are subprocesses of this machine.
 
@@ -70,6 +72,8 @@ def local_controller(
             larger push raises ``ValueError``, a larger result becomes an
             ``error`` record, and a worker that sends more anyway is cut off
             before any memory is set aside for it.
+        metrics: a :class:`pycrew.Metrics` to have every worker sample its own
+            CPU and memory use.
     """
     return Controller(
         LocalLauncher(log_directory=log_directory, log_join=log_join),
@@ -92,4 +96,5 @@ def local_controller(
         seed=seed,
         allow_public=allow_public,
         bytes_max=bytes_max,
+        metrics=metrics,
     )

@@ -53,6 +53,7 @@ class Scaler:
         autoscaler: the pure policy and worker bookkeeping.
         make_spec: builds the spec for one new worker.
         unresolved: how many tasks are queued or running now.
+        on_launched: called (on this thread) with each batch of specs and handles.
         throttle: paces the rounds nobody asked for: soon after a round that
             launched workers, then backing off to its maximum (crew's
             launcher throttle). Pushes, worker exits and requests start a
@@ -66,12 +67,14 @@ class Scaler:
         make_spec: Callable[[], WorkerSpec],
         unresolved: Callable[[], int],
         throttle: Throttle,
+        on_launched: Callable[[list[WorkerSpec], list[Any]], None] | None = None,
     ) -> None:
         self.launcher = launcher
         self.autoscaler = autoscaler
         self.make_spec = make_spec
         self.unresolved = unresolved
         self.throttle = throttle
+        self.on_launched = on_launched
         self.handles: dict[str, Any] = {}
         self.exit_codes: dict[str, int] = {}
         self._gone: set[str] = set()
@@ -231,4 +234,9 @@ class Scaler:
         for spec, handle in zip(specs, handles, strict=False):
             self.handles[spec.worker_id] = handle
         self.autoscaler.on_launched([s.worker_id for s in specs], time.monotonic())
+        if self.on_launched is not None:
+            try:
+                self.on_launched(specs, handles)
+            except Exception:  # a record of launches must never stop launching
+                log.exception("recording launched workers failed")
         return n

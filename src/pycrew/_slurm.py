@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     import os
     from collections.abc import Iterable, Sequence
 
+    from ._metrics import Metrics
     from ._tls import TLS
 
 
@@ -72,6 +73,7 @@ def slurm_controller(
     seed: int | None = None,
     allow_public: bool = False,
     bytes_max: int = 4 << 30,
+    metrics: Metrics | None = None,
 ) -> Controller:
     """A controller whose workers are SLURM jobs, submitted as job arrays.
 
@@ -129,6 +131,7 @@ def slurm_controller(
         seed=seed,
         allow_public=allow_public,
         bytes_max=bytes_max,
+        metrics=metrics,
     )
 
 

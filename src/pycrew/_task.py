@@ -47,6 +47,12 @@ class TaskResult(NamedTuple):
         worker: the id of the worker that ran the task, or ``None``.
         pid: process id of that worker, or ``None``.
         host: host name of that worker, or ``None``.
+        memory_peak: the most resident memory (bytes) the worker process held
+            while the task ran, or ``None`` where it cannot be measured.
+        cpu_seconds: CPU time (user and system) the task used, or ``None``.
+        attempts: how many times the task was run (more than 1 only when a
+            controller with ``retry_crashes`` pushed it again after a crash);
+            ``controller`` names where the last attempt ran.
     """
 
     name: str
@@ -63,6 +69,9 @@ class TaskResult(NamedTuple):
     worker: str | None
     pid: int | None
     host: str | None
+    memory_peak: int | None = None
+    cpu_seconds: float | None = None
+    attempts: int = 1
 
     def as_dict(self) -> dict[str, Any]:
         """The record as a plain dict (``status`` as a str)."""

@@ -71,6 +71,12 @@ class Launcher(abc.ABC):
         """
         return [self.exit_code(handle) for handle in handles]
 
+    def describe_worker(self, handle: Any) -> dict[str, Any]:
+        """What identifies a launched worker outside this process, for the record
+        that lets monitors find leftovers: ``{"pid": ..., "host": ...}`` for a
+        process, ``{"job": ...}`` for a scheduler's job. Plain JSON values."""
+        return {}
+
     def shutdown(self, handles: Sequence[Any], seconds: float) -> None:
         """After the controller closed: make sure these workers are gone within ``seconds``."""
         for handle in handles:

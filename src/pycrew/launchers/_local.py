@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -77,6 +78,11 @@ class LocalLauncher(Launcher):
         if isinstance(handle, subprocess.Popen) and handle.poll() is None:
             with contextlib.suppress(OSError):
                 handle.kill()
+
+    def describe_worker(self, handle: Any) -> dict[str, Any]:
+        if isinstance(handle, subprocess.Popen):
+            return {"pid": handle.pid, "host": socket.gethostname()}
+        return {}
 
     def exit_code(self, handle: Any) -> int | None:
         if isinstance(handle, subprocess.Popen):

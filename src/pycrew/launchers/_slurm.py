@@ -301,6 +301,9 @@ class SlurmLauncher(Launcher):
         return job_id
 
     # ------------------------------------------------------------ watching
+    def describe_worker(self, handle: Any) -> dict[str, Any]:
+        return {"job": handle.id} if isinstance(handle, SlurmJob) else {}
+
     def terminate_worker(self, handle: Any) -> None:
         if isinstance(handle, SlurmJob):
             with contextlib.suppress(LaunchError):
