@@ -29,16 +29,18 @@ if TYPE_CHECKING:
         TaskError,
         TlsConfigError,
     )
+    from ._group import ControllerGroup
     from ._local import local_controller
     from ._metrics import Metrics
     from ._plugin import controller
     from ._slurm import SlurmMonitor, slurm_controller
-    from ._task import Status, Summary, TaskResult
+    from ._task import Status, Summary, TaskResult, WorkerSummary
     from ._tls import TLS
 
 _HOMES = {
     "Controller": "_controller",
     "TaskFuture": "_controller",
+    "ControllerGroup": "_group",
     "local_controller": "_local",
     "Metrics": "_metrics",
     "controller": "_plugin",
@@ -56,6 +58,7 @@ _HOMES = {
     "Status": "_task",
     "Summary": "_task",
     "TaskResult": "_task",
+    "WorkerSummary": "_task",
     "TLS": "_tls",
 }
 
@@ -83,6 +86,7 @@ __all__ = [
     "TLS",
     "ClosedError",
     "Controller",
+    "ControllerGroup",
     "CrashLimitError",
     "CrewError",
     "CrewTimeoutError",
@@ -97,6 +101,7 @@ __all__ = [
     "TaskFuture",
     "TaskResult",
     "TlsConfigError",
+    "WorkerSummary",
     "__version__",
     "controller",
     "local_controller",

@@ -29,7 +29,7 @@ import threading
 import time
 import warnings
 import weakref
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, cast, overload
 
 from . import _ledger, _wire
 from ._autoscale import Autoscaler
@@ -58,7 +58,7 @@ from ._errors import (
 from ._evaluate import CALLABLE, CODE, describe
 from ._metrics import Metrics
 from ._scaler import Scaler
-from ._task import CODES, Status, Summary, TaskResult
+from ._task import CODES, Status, Summary, TaskResult, WorkerSummary
 from ._throttle import Throttle
 from ._tls import TLS, resolve_tls
 from ._wire import Kind
@@ -138,6 +138,9 @@ class Controller:
     ``push()``) and finally ``terminate()``.
     """
 
+    name: str
+    backup: Controller | None
+
     def __init__(
         self,
         launcher: Launcher,
@@ -162,6 +165,7 @@ class Controller:
         allow_public: bool = False,
         bytes_max: int = _wire.BYTES_MAX,
         metrics: Metrics | None = None,
+        backup: Controller | None = None,
     ) -> None:
         if name is None:
             name = secrets.token_hex(4)
@@ -210,6 +214,16 @@ class Controller:
             )
         if metrics is not None and not isinstance(metrics, Metrics):
             raise TypeError(f"metrics must be a pycrew.Metrics or None, got {metrics!r}")
+        if backup is not None:
+            if not isinstance(backup, Controller):
+                raise TypeError(f"backup must be a pycrew.Controller or None, got {backup!r}")
+            link: Controller | None = backup
+            while link is not None:
+                if link is self or link.name == name:
+                    raise ValueError(
+                        f"controller {name!r} cannot be its own backup, directly or down the chain"
+                    )
+                link = link.backup
         if not isinstance(launcher, Launcher):
             raise TypeError("launcher must be a pycrew.launchers.Launcher")
         self.name = name
@@ -222,7 +236,13 @@ class Controller:
         self.seed = seed
         self.bytes_max = bytes_max
         self.metrics = metrics
+        #: where a task name goes once it has crashed crashes_max times in a row here
+        self.backup = backup
         self.launcher = launcher
+        # called at every resolution, under the dispatcher's lock (groups wake this way)
+        self._listeners: list[Callable[[], None]] = []
+        # per worker id: [controller tasks, seconds, peak memory, cpu seconds]
+        self._by_worker: dict[str, list[float]] = {}
         #: a fresh random id per start, recorded with every launched worker
         self.session = ""
         #: results of the last ``map(error="stop")`` that raised; you may clear it
@@ -314,6 +334,7 @@ class Controller:
                 on_kill=lambda wid: self._on_kill(wid),
                 on_refused=lambda wid, why: self._refusals.append(why),
                 bytes_max=self.bytes_max,
+                listeners=self._listeners,
                 # a worker that may leave after a task must not hold another
                 prefetch=math.isinf(self.tasks_max) and math.isinf(self.seconds_wall),
             )
@@ -336,6 +357,7 @@ class Controller:
                 ),
                 on_launched=self._on_launched,
             )
+            self._by_worker = {}
 
     def terminate(self) -> None:
         """Stop every worker, free the port, and drop unfinished tasks. Safe to repeat.
@@ -455,6 +477,25 @@ class Controller:
             ValueError: the name is in use, or the arguments do not fit ``fn``.
             TypeError: something in the task cannot be pickled.
         """
+        backup = self.backup
+        if (
+            backup is not None
+            and name is not None
+            and self.crashes_max > 0
+            and self._crashes.get(name, 0) == self.crashes_max
+        ):
+            # crew's rule: this name crashed crashes_max times in a row here, so it
+            # goes down the chain (to a controller with more resources, say)
+            return backup.push(
+                fn,
+                *args,
+                name=name,
+                data=data,
+                globals=globals,
+                seed=seed,
+                seconds_timeout=seconds_timeout,
+                **kwargs,
+            )
         self.start()
         self._raise_failure()
         with self._lock:  # the name check and the insertion, as one step
@@ -779,6 +820,12 @@ class Controller:
                     summary["seconds"] += record.seconds
                 if record.warnings is not None:
                     summary["warning"] += 1
+            if record.worker is not None:
+                row = self._by_worker.setdefault(record.worker, [0, 0.0, 0, 0.0])
+                row[0] += 1
+                row[1] += record.seconds or 0.0
+                row[2] = max(row[2], record.memory_peak or 0)
+                row[3] += record.cpu_seconds or 0.0
             if record.status is Status.CRASH:
                 count = self._crashes.get(record.name, 0) + 1
                 self._crashes[record.name] = count
@@ -950,8 +997,28 @@ class Controller:
         """Consecutive crashes of task ``name`` so far (0 if none)."""
         return self._crashes.get(name, 0)
 
-    def summary(self) -> Summary | None:
-        """Statistics of collected tasks since the last start; ``None`` if never started."""
+    @overload
+    def summary(self, by: Literal["controller"] = ...) -> Summary | None: ...
+    @overload
+    def summary(self, by: Literal["worker"]) -> list[WorkerSummary]: ...
+
+    def summary(
+        self, by: Literal["controller", "worker"] = "controller"
+    ) -> Summary | list[WorkerSummary] | None:
+        """Statistics of collected tasks since the last start.
+
+        Args:
+            by: ``"controller"``: one :class:`Summary` (``None`` if never
+                started); ``"worker"``: one :class:`WorkerSummary` per worker
+                that ran a collected task (tasks, seconds, peak memory, CPU).
+        """
+        if by == "worker":
+            return [
+                WorkerSummary(self.name, worker, int(t), s, int(m) or None, c)
+                for worker, (t, s, m, c) in self._by_worker.items()
+            ]
+        if by != "controller":
+            raise ValueError(f"by must be 'controller' or 'worker', got {by!r}")
         if self._summary is None:
             return None
         s = self._summary

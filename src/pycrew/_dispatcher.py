@@ -168,6 +168,8 @@ class Dispatcher:
         on_refused: called with ``(worker_id, reason)`` when a peer that
             proved it knows the secret is refused (another version, say).
         bytes_max: the largest frame a worker may send after authentication.
+        listeners: called with no argument at every resolution, under the lock:
+            they must be quick and take no lock that is held while this one is.
         prefetch: let a busy worker hold up to ``PREFETCH_DEPTH`` small tasks,
             so it starts the next without waiting for a round trip. A worker that goes idle
             while another holds an unstarted task asks for it back.
@@ -185,6 +187,7 @@ class Dispatcher:
         on_refused: Callable[[str, str], None] | None = None,
         bytes_max: int = _wire.BYTES_MAX,
         prefetch: bool = False,
+        listeners: list[Callable[[], None]] | None = None,
     ) -> None:
         self.secret = secret
         self.tls = tls
@@ -193,6 +196,8 @@ class Dispatcher:
         self.on_kill = on_kill
         self.on_refused = on_refused
         self.bytes_max = bytes_max
+        # called (under this lock) at each resolution: how a group's wait wakes
+        self.listeners = listeners if listeners is not None else []
         self.lock = threading.Lock()
         self.cv = threading.Condition(self.lock)
         self.queue: collections.deque[Task] = collections.deque()
@@ -360,6 +365,8 @@ class Dispatcher:
         self.resolved.append(task)
         self.completed += 1
         self.cv.notify_all()
+        for listener in self.listeners:
+            listener()
 
     def _stop(self, task: Task, status: Status) -> None:
         if task.state == DONE:

@@ -38,6 +38,7 @@ def local_controller(
     allow_public: bool = False,
     bytes_max: int = 4 << 30,
     metrics: Metrics | None = None,
+    backup: Controller | None = None,
 ) -> Controller:
     """A controller whose workers are subprocesses of this machine.
 
@@ -74,6 +75,9 @@ def local_controller(
             before any memory is set aside for it.
         metrics: a :class:`pycrew.Metrics` to have every worker sample its own
             CPU and memory use.
+        backup: a controller that takes a task name once it has crashed
+            ``crashes_max`` times in a row here (one with more memory, say);
+            it applies the same rule to its own backup.
     """
     return Controller(
         LocalLauncher(log_directory=log_directory, log_join=log_join),
@@ -97,4 +101,5 @@ def local_controller(
         allow_public=allow_public,
         bytes_max=bytes_max,
         metrics=metrics,
+        backup=backup,
     )

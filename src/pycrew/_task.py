@@ -96,3 +96,18 @@ class Summary(NamedTuple):
     def as_dict(self) -> dict[str, Any]:
         """The summary as a plain dict."""
         return self._asdict()
+
+
+class WorkerSummary(NamedTuple):
+    """What one worker did for the tasks collected since the controller started."""
+
+    controller: str
+    worker: str
+    tasks: int
+    seconds: float
+    memory_peak: int | None
+    cpu_seconds: float
+
+    def as_dict(self) -> dict[str, Any]:
+        """The summary as a plain dict."""
+        return self._asdict()

@@ -1,0 +1,144 @@
+"""Controller groups and backup chains, with real workers."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+import pytest
+
+import pycrew
+from tests import tasks
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+
+def _member(name: str, **options: object) -> pycrew.Controller:
+    options.setdefault("seconds_interval", 0.05)
+    return pycrew.local_controller(name=name, **options)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def pair() -> Iterator[pycrew.ControllerGroup]:
+    group = pycrew.ControllerGroup(_member("a"), _member("b"))
+    try:
+        yield group
+    finally:
+        group.terminate()
+
+
+def test_push_goes_to_the_named_member(pair: pycrew.ControllerGroup) -> None:
+    on_b = pair.push(tasks.pid, controller="b").result(timeout=30)
+    assert on_b.controller == "b"
+    assert on_b.result in pair.pids(controllers="b")
+    assert pair.empty(controllers="a")
+    on_a = pair.push(tasks.pid).result(timeout=30)  # the first member by default
+    assert on_a.controller == "a"
+    assert on_a.result in pair.pids(controllers=["a"])
+    assert on_a.result != on_b.result
+    assert pair.size() == 2
+    records = pair.collect()
+    assert [r.controller for r in records] == ["a", "b"]  # member by member
+    assert pair.empty()
+    rows = pair.summary()
+    assert rows is not None
+    assert [(s.controller, s.tasks, s.success) for s in rows] == [("a", 1, 1), ("b", 1, 1)]
+    workers = pair.summary(by="worker")
+    assert workers is not None
+    assert sorted((w.controller, w.tasks) for w in workers) == [("a", 1), ("b", 1)]
+
+
+def test_map_and_walk_route_too(pair: pycrew.ControllerGroup) -> None:
+    records = pair.map(tasks.add, iterate={"x": [1, 2], "y": [3, 4]}, controller="b")
+    assert [(r.result, r.controller) for r in records] == [(4, "b"), (6, "b")]
+    futures = pair.walk(tasks.add, iterate={"x": [5], "y": [6]})
+    assert futures[0].result(timeout=30).controller == "a"
+
+
+def test_wait_one_wakes_on_any_member() -> None:
+    with pycrew.ControllerGroup(_member("a"), _member("b", workers=2)) as pair:
+        _wait_one(pair)
+
+
+def _wait_one(pair: pycrew.ControllerGroup) -> None:
+    pair.push(tasks.sleep, 30, name="slow", controller="a")
+    pair.push(tasks.sleep, 30, name="slower", controller="b")
+    assert pair.wait("all", seconds_timeout=0) is False
+    pair.push(tasks.add, 1, 1, name="done", controller="b")
+    started = time.monotonic()
+    assert pair.wait("one", seconds_timeout=30) is True
+    # it woke on the resolution, long before any sleeping task could finish
+    assert time.monotonic() - started < 20
+    record = pair.pop()
+    assert record is not None
+    assert (record.name, record.result, record.controller) == ("done", 2, "b")
+    pair.cancel(all=True)
+    assert pair.wait("all", seconds_timeout=30) is True
+    assert sorted(r.name for r in pair.collect()) == ["slow", "slower"]
+
+
+def test_cancel_by_name_finds_the_member(pair: pycrew.ControllerGroup) -> None:
+    pair.push(tasks.sleep, 30, name="long", controller="b")
+    pair.cancel(["long"])
+    assert pair.wait("all", seconds_timeout=30)
+    (record,) = pair.collect()
+    assert (record.name, record.status, record.controller) == ("long", pycrew.Status.CANCEL, "b")
+
+
+def test_a_backup_chain_takes_a_crashing_task_down_the_line() -> None:
+    """Spec: a->b->c, crashes_max=2: crashes 1-2 on a, 3-4 on b, 5-6 on c, the 7th raises."""
+    c = _member("c", crashes_max=2)
+    b = _member("b", crashes_max=2, backup=c)
+    a = _member("a", crashes_max=2, backup=b)
+    group = pycrew.ControllerGroup(a, b, c)
+    try:
+        where = []
+        for _ in range(6):
+            record = group.push(tasks.suicide, name="x").result(timeout=30)
+            assert record.status is pycrew.Status.CRASH
+            where.append(record.controller)
+            assert [r.name for r in group.collect()] == ["x"]
+        assert where == ["a", "a", "b", "b", "c", "c"]
+        assert group.crashes("x") == 6
+        # a success elsewhere does not reset a's count: x keeps going down the chain
+        assert a.crashes("x") == 2
+        group.push(tasks.suicide, name="x").result(timeout=30)
+        with pytest.raises(pycrew.CrashLimitError, match="crashed its worker 3 consecutive"):
+            group.collect()
+        rows = group.summary()
+        assert rows is not None
+        assert [(s.controller, s.crash) for s in rows] == [("a", 2), ("b", 2), ("c", 3)]
+        # other names are untouched by x's history
+        assert group.push(tasks.add, 1, 2, name="y").result(timeout=30).controller == "a"
+    finally:
+        group.terminate()
+
+
+def test_bad_groups_and_backups_are_refused() -> None:
+    with pytest.raises(ValueError, match="at least one controller"):
+        pycrew.ControllerGroup()
+    with pytest.raises(ValueError, match="named 'a'"):
+        pycrew.ControllerGroup(_member("a"), _member("a"))
+    with pytest.raises(TypeError, match="pycrew controllers"):
+        pycrew.ControllerGroup(_member("a"), "b")  # type: ignore[arg-type]
+    started = _member("s")
+    started.start()
+    try:
+        with pytest.raises(ValueError, match="already started"):
+            pycrew.ControllerGroup(started)
+    finally:
+        started.terminate()
+    group = pycrew.ControllerGroup(_member("a"), _member("b"))
+    with pytest.raises(ValueError, match=r"controller 'z' is not in this group"):
+        group.push(tasks.add, 1, 1, controller="z")
+    with pytest.raises(ValueError, match=r"controllers not found: \['z'\]"):
+        group.collect(controllers=["a", "z"])
+    with pytest.raises(ValueError, match="at least one member"):
+        group.size(controllers=[])
+    assert not group.started()
+    first = _member("first")
+    with pytest.raises(ValueError, match="its own backup"):
+        _member("first", backup=first)
+    with pytest.raises(TypeError, match="backup must be"):
+        _member("x", backup="first")  # type: ignore[arg-type]
