@@ -160,3 +160,19 @@ class Unpicklable:
 
 def return_unpicklable(raises: str) -> Unpicklable:
     return Unpicklable(raises)
+
+
+def crash_once(path: str) -> str:
+    """Kill the worker the first time (leaving a marker), succeed after."""
+    if not os.path.exists(path):
+        with open(path, "w"):
+            pass
+        os.kill(os.getpid(), signal.SIGKILL)
+    return "survived"
+
+
+def crash_unless(controller: str) -> str:
+    """Kill the worker unless it belongs to ``controller``."""
+    if os.environ.get("PYCREW_CONTROLLER") != controller:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return controller

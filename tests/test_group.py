@@ -12,6 +12,7 @@ from tests import tasks
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+    from pathlib import Path
 
 
 def _member(name: str, **options: object) -> pycrew.Controller:
@@ -142,3 +143,44 @@ def test_bad_groups_and_backups_are_refused() -> None:
         _member("first", backup=first)
     with pytest.raises(TypeError, match="backup must be"):
         _member("x", backup="first")  # type: ignore[arg-type]
+
+
+def test_retry_crashes_runs_a_task_again_until_it_succeeds(tmp_path: Path) -> None:
+    marker = tmp_path / "crashed-once"
+    with _member("a", retry_crashes=True, crashes_max=2) as ctl:
+        record = ctl.push(tasks.crash_once, str(marker), name="flaky").result(timeout=60)
+        assert (record.status, record.result) == (pycrew.Status.SUCCESS, "survived")
+        assert record.attempts == 2
+        assert record.controller == "a"
+        assert marker.exists()
+        assert [r.name for r in ctl.collect()] == ["flaky"]
+        assert ctl.empty()
+
+
+def test_retry_crashes_goes_down_the_backup_chain() -> None:
+    b = _member("b", retry_crashes=True, crashes_max=1)
+    a = _member("a", retry_crashes=True, crashes_max=1, backup=b)
+    with pycrew.ControllerGroup(a, b) as group:
+        record = group.push(tasks.crash_unless, "b", name="needs-b").result(timeout=60)
+        assert (record.status, record.result, record.controller) == (
+            pycrew.Status.SUCCESS,
+            "b",
+            "b",
+        )
+        assert record.attempts == 2
+        assert [r.name for r in group.collect()] == ["needs-b"]
+        assert group.empty()
+        # map follows its tasks down the chain too, in input order
+        records = a.map(tasks.crash_unless, iterate={"controller": ["b", "b"]})
+        assert [(r.result, r.controller, r.attempts) for r in records] == [
+            ("b", "b", 2),
+            ("b", "b", 2),
+        ]
+        assert group.empty()
+        # at the end of the chain the crash is the record, with every attempt counted
+        final = group.push(tasks.suicide, name="doomed").result(timeout=60)
+        assert (final.status, final.controller, final.attempts) == (
+            pycrew.Status.CRASH,
+            "b",
+            2,
+        )

@@ -21,6 +21,7 @@ import atexit
 import collections
 import contextlib
 import itertools
+import logging
 import math
 import secrets
 import signal
@@ -68,6 +69,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping, Sequence
     from types import TracebackType
 
+log = logging.getLogger("pycrew")
 ErrorMode = Literal["stop", "warn", "silent"]
 _STATUSES = {status.value: status for status in Status}
 _HOST_ERRORS = {
@@ -100,7 +102,10 @@ class TaskFuture:
         return self._task.name
 
     def done(self) -> bool:
-        return self._task.state == DONE
+        task = self._task
+        while task.state == DONE and task.forward is not None:
+            task = task.forward[1]
+        return task.state == DONE
 
     def result(self, timeout: float | None = None) -> TaskResult:
         """Wait for the task and return its record.
@@ -113,17 +118,23 @@ class TaskFuture:
         """
         ctl = self._controller
         task = self._task
-        if task.state != DONE:
-            disp = ctl._running()
-            deadline = None if timeout is None else time.monotonic() + timeout
-            with disp.cv:
-                while task.state != DONE:
-                    ctl._raise_failure()
-                    left = None if deadline is None else deadline - time.monotonic()
-                    if left is not None and left <= 0:
-                        raise CrewTimeoutError(f"task {task.name!r} is not done after {timeout} s")
-                    disp.cv.wait(ctl.seconds_interval if left is None else min(left, 1.0))
-        return ctl._record(task)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            if task.state != DONE:
+                disp = ctl._running()
+                with disp.cv:
+                    while task.state != DONE:
+                        ctl._raise_failure()
+                        left = None if deadline is None else deadline - time.monotonic()
+                        if left is not None and left <= 0:
+                            raise CrewTimeoutError(
+                                f"task {task.name!r} is not done after {timeout} s"
+                            )
+                        disp.cv.wait(ctl.seconds_interval if left is None else min(left, 1.0))
+            if task.forward is None:
+                return ctl._record(task)
+            # it crashed here and went down the backup chain: follow it
+            ctl, task = task.forward
 
     def __repr__(self) -> str:
         state = "done" if self.done() else "pending"
@@ -166,6 +177,7 @@ class Controller:
         bytes_max: int = _wire.BYTES_MAX,
         metrics: Metrics | None = None,
         backup: Controller | None = None,
+        retry_crashes: bool = False,
     ) -> None:
         if name is None:
             name = secrets.token_hex(4)
@@ -224,6 +236,8 @@ class Controller:
                         f"controller {name!r} cannot be its own backup, directly or down the chain"
                     )
                 link = link.backup
+        if not isinstance(retry_crashes, bool):
+            raise TypeError(f"retry_crashes must be True or False, got {retry_crashes!r}")
         if not isinstance(launcher, Launcher):
             raise TypeError("launcher must be a pycrew.launchers.Launcher")
         self.name = name
@@ -238,7 +252,12 @@ class Controller:
         self.metrics = metrics
         #: where a task name goes once it has crashed crashes_max times in a row here
         self.backup = backup
+        #: run a task that crashed its worker again: crashes_max attempts here,
+        #: then down the backup chain; the record says how many attempts it took
+        self.retry_crashes = retry_crashes
         self.launcher = launcher
+        # tasks handed to the backup, whose names are to leave the table here
+        self._forwarded: collections.deque[Task] = collections.deque()
         # called at every resolution, under the dispatcher's lock (groups wake this way)
         self._listeners: list[Callable[[], None]] = []
         # per worker id: [controller tasks, seconds, peak memory, cpu seconds]
@@ -335,6 +354,7 @@ class Controller:
                 on_refused=lambda wid, why: self._refusals.append(why),
                 bytes_max=self.bytes_max,
                 listeners=self._listeners,
+                on_crash=self._on_crash if self.retry_crashes else None,
                 # a worker that may leave after a task must not hold another
                 prefetch=math.isinf(self.tasks_max) and math.isinf(self.seconds_wall),
             )
@@ -389,6 +409,61 @@ class Controller:
                 for spec, handle in zip(specs, handles, strict=True)
             ],
         )
+
+    def _on_crash(self, task: Task, detail: str) -> bool:
+        """A task's worker died: try it again here, or hand it down the chain.
+
+        Runs on the dispatcher thread with its lock held. It may take the
+        backup's locks (the chain has no cycle, so always in the same order)
+        but never this controller's own table lock.
+        """
+        dispatcher = self._dispatcher
+        if dispatcher is None:
+            return False
+        task.crashes += 1
+        log.info("task %s crashed its worker (attempt %d): %s", task.name, task.attempts, detail)
+        if task.crashes < max(self.crashes_max, 1):
+            task.attempts += 1
+            dispatcher.retry(task)
+            return True
+        backup = self.backup
+        if backup is None:
+            return False  # the chain is exhausted: the crash is the record
+        taken = backup._adopt(task)
+        if taken is None:
+            return False
+        task.forward = (backup, taken)
+        dispatcher.retire(task)
+        self._forwarded.append(task)
+        return True
+
+    def _adopt(self, task: Task) -> Task | None:
+        """Take over a task that crashed its workers in the controller before us."""
+        self.start()
+        with self._lock:
+            if task.name in self._tasks:
+                return None  # the name is in use here: the crash stays where it was
+            taken = Task(
+                next(self._ids),
+                task.name,
+                task.command,
+                [],
+                task.seed,
+                task.deadline,
+            )
+            taken.frame = _wire.retag(task.frame, taken.id)
+            taken.small = task.small
+            taken.attempts = task.attempts + 1
+            self._submit([taken])
+        return taken
+
+    def _prune(self) -> None:
+        """Forget names whose tasks went down the backup chain (never under the dispatcher lock)."""
+        while self._forwarded:
+            task = self._forwarded.popleft()
+            with self._lock:
+                if self._tasks.get(task.name) is task:
+                    del self._tasks[task.name]
 
     def _on_worker(self, kind: str, worker_id: str) -> None:
         scaler = self._scaler
@@ -498,6 +573,7 @@ class Controller:
             )
         self.start()
         self._raise_failure()
+        self._prune()
         with self._lock:  # the name check and the insertion, as one step
             task = self._make_task(fn, args, kwargs, name, data, globals, seed, seconds_timeout)
             self._submit([task])
@@ -679,6 +755,7 @@ class Controller:
         """
         if error not in ERROR_MODES:
             raise ValueError(f"error must be one of {ERROR_MODES}, got {error!r}")
+        self._prune()
         if self._tasks:
             raise CrewError(
                 f"map() needs an empty controller, but {len(self._tasks)} "
@@ -697,7 +774,9 @@ class Controller:
         tasks = [f._task for f in futures]
         self._wait_for(tasks, progress)
         self._running().forget_resolved(tasks)
-        records = self._take(tasks)
+        own = iter(self._take([t for t in tasks if t.forward is None]))
+        # tasks that crashed here and went down the backup chain are taken where they ended
+        records = [next(own) if t.forward is None else _take_forwarded(t) for t in tasks]
         failed = [r for r in records if r.status is not Status.SUCCESS]
         warned = [r for r in records if r.warnings is not None]
         if warnings and warned:
@@ -747,7 +826,7 @@ class Controller:
         if seconds_timeout is not None:
             check_seconds("seconds_timeout", seconds_timeout)
         dispatcher = self._dispatcher
-        if dispatcher is None or not self._tasks:
+        if dispatcher is None or self.size() == 0:
             return mode == "all"
         deadline = None if seconds_timeout is None else time.monotonic() + seconds_timeout
         with dispatcher.cv:
@@ -779,6 +858,7 @@ class Controller:
         if dispatcher is None:
             return None
         self._raise_failure()
+        self._prune()
         with dispatcher.lock:
             task = dispatcher.resolved.popleft() if dispatcher.resolved else None
         if task is None:
@@ -794,6 +874,7 @@ class Controller:
         if dispatcher is None:
             return []
         self._raise_failure()
+        self._prune()
         with dispatcher.lock:
             tasks = list(dispatcher.resolved)
             dispatcher.resolved.clear()
@@ -971,13 +1052,14 @@ class Controller:
 
     def size(self) -> int:
         """Tasks not yet popped or collected, resolved or not."""
+        self._prune()
         return len(self._tasks)
 
     def empty(self) -> bool:
-        return not self._tasks
+        return self.size() == 0
 
     def nonempty(self) -> bool:
-        return bool(self._tasks)
+        return self.size() > 0
 
     def resolved(self) -> int:
         """Tasks resolved since start (cumulative, cancelled ones included)."""
@@ -1050,6 +1132,18 @@ class Controller:
 
 #: started controllers, terminated at interpreter exit if the user did not
 _LIVE: weakref.WeakSet[Controller] = weakref.WeakSet()
+
+
+def _take_forwarded(task: Task) -> TaskResult:
+    """Wait for a task down its backup chain, and take its record where it ended."""
+    ctl, last = task.forward
+    while True:
+        TaskFuture(ctl, last).result()
+        if last.forward is None:
+            break
+        ctl, last = last.forward
+    ctl._running().forget_resolved([last])
+    return cast("TaskResult", ctl._take([last])[0])
 
 
 @atexit.register

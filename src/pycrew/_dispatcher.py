@@ -69,8 +69,10 @@ class Task:
     __slots__ = (
         "attempts",
         "command",
+        "crashes",
         "deadline",
         "detail",
+        "forward",
         "frame",
         "id",
         "name",
@@ -100,8 +102,12 @@ class Task:
         self.small = sum(memoryview(p).nbytes for p in frame) <= PREFETCH_BYTES
         self.seed = seed
         self.deadline = deadline
-        # how many times the task was pushed, counting retries after crashes
+        # how many times the task was pushed, counting retries after crashes,
+        # and how many of them crashed in this controller
         self.attempts = 1
+        self.crashes = 0
+        # (controller, task) that took this task over after it crashed here
+        self.forward: Any = None
         self.state = QUEUED
         self.outcome: Status | None = None
         self.detail: str | None = None
@@ -168,6 +174,9 @@ class Dispatcher:
         on_refused: called with ``(worker_id, reason)`` when a peer that
             proved it knows the secret is refused (another version, say).
         bytes_max: the largest frame a worker may send after authentication.
+        on_crash: called with a task whose worker died and the reason; it may
+            ``retry()`` or ``retire()`` the task and return True, or return
+            False to let it resolve as a crash.
         listeners: called with no argument at every resolution, under the lock:
             they must be quick and take no lock that is held while this one is.
         prefetch: let a busy worker hold up to ``PREFETCH_DEPTH`` small tasks,
@@ -188,6 +197,7 @@ class Dispatcher:
         bytes_max: int = _wire.BYTES_MAX,
         prefetch: bool = False,
         listeners: list[Callable[[], None]] | None = None,
+        on_crash: Callable[[Task, str], bool] | None = None,
     ) -> None:
         self.secret = secret
         self.tls = tls
@@ -198,6 +208,7 @@ class Dispatcher:
         self.bytes_max = bytes_max
         # called (under this lock) at each resolution: how a group's wait wakes
         self.listeners = listeners if listeners is not None else []
+        self.on_crash = on_crash
         self.lock = threading.Lock()
         self.cv = threading.Condition(self.lock)
         self.queue: collections.deque[Task] = collections.deque()
@@ -355,6 +366,21 @@ class Dispatcher:
             return
         except OSError:
             out.clear()  # the read side will notice the broken connection
+
+    def retry(self, task: Task) -> None:
+        """Run a task that crashed its worker again, first in line (lock held)."""
+        task.state = QUEUED
+        task.worker = None
+        self._requeue(task)
+
+    def retire(self, task: Task) -> None:
+        """A task another controller took over: done here, but no record (lock held)."""
+        task.state = DONE
+        task.frame = []
+        self.live.pop(task.id, None)
+        self.cv.notify_all()
+        for listener in self.listeners:
+            listener()
 
     def _resolve(self, task: Task, outcome: Status | None, detail: str | None = None) -> None:
         task.state = DONE
@@ -731,7 +757,8 @@ class Dispatcher:
             detail = f"worker {info.id} (pid {info.pid}) was lost during the task"
             if why:
                 detail += f": {why}"
-            self._resolve(head, Status.CRASH, detail)
+            if self.on_crash is None or not self.on_crash(head, detail):
+                self._resolve(head, Status.CRASH, detail)
         self._give_back(conn)
         if why:
             log.info("worker %s dropped: %s", info.id, why)

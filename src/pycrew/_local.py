@@ -39,6 +39,7 @@ def local_controller(
     bytes_max: int = 4 << 30,
     metrics: Metrics | None = None,
     backup: Controller | None = None,
+    retry_crashes: bool = False,
 ) -> Controller:
     """A controller whose workers are subprocesses of this machine.
 
@@ -78,6 +79,10 @@ def local_controller(
         backup: a controller that takes a task name once it has crashed
             ``crashes_max`` times in a row here (one with more memory, say);
             it applies the same rule to its own backup.
+        retry_crashes: run a task that crashed its worker again by itself:
+            ``crashes_max`` attempts here (at least one), then down the
+            ``backup`` chain, until it succeeds or the chain ends. The record
+            says how many attempts it took (``attempts``) and where it ran.
     """
     return Controller(
         LocalLauncher(log_directory=log_directory, log_join=log_join),
@@ -102,4 +107,5 @@ def local_controller(
         bytes_max=bytes_max,
         metrics=metrics,
         backup=backup,
+        retry_crashes=retry_crashes,
     )

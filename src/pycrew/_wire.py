@@ -216,6 +216,14 @@ def too_large(meta: int, buffers: list[memoryview], limit: int) -> str | None:
     return None
 
 
+def retag(pieces: list[Any], task_id: int) -> list[Any]:
+    """A copy of an encoded TASK frame that carries another task id."""
+    head = bytearray(memoryview(pieces[0]).cast("B"))
+    nbuf = HEADER.unpack_from(head)[2]
+    TASK_ID.pack_into(head, HEADER.size + LENGTH.size * nbuf, task_id)
+    return [bytes(head), *pieces[1:]]
+
+
 def dumps(obj: Any) -> tuple[bytes, list[memoryview]]:
     """Pickle ``obj`` (protocol 5; callables by value where needed), large buffers apart."""
     buffers: list[memoryview] = []
