@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 from typing import TYPE_CHECKING
 
@@ -20,6 +21,8 @@ _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 os.environ["PYTHONPATH"] = os.pathsep.join(
     p for p in (_ROOT, os.environ.get("PYTHONPATH", "")) if p
 )
+# The record of launched workers goes to a folder of this test run, not the user's.
+os.environ.setdefault("PYCREW_STATE_DIR", tempfile.mkdtemp(prefix="pycrew-state-"))
 
 
 def _workers() -> list[psutil.Process]:

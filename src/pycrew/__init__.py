@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from ._group import ControllerGroup
     from ._local import local_controller
     from ._metrics import Metrics
+    from ._monitor import LocalMonitor
     from ._plugin import controller
     from ._slurm import SlurmMonitor, slurm_controller
     from ._task import Status, Summary, TaskResult, WorkerSummary
@@ -42,6 +43,7 @@ _HOMES = {
     "TaskFuture": "_controller",
     "ControllerGroup": "_group",
     "local_controller": "_local",
+    "LocalMonitor": "_monitor",
     "Metrics": "_metrics",
     "controller": "_plugin",
     "slurm_controller": "_slurm",
@@ -66,8 +68,8 @@ _HOMES = {
 def __getattr__(name: str) -> object:
     import importlib
 
-    if name == "launchers":  # the public sub-package, for plugin authors
-        value: object = importlib.import_module("pycrew.launchers")
+    if name in ("launchers", "metrics"):  # public sub-modules: plugins, reading metrics
+        value: object = importlib.import_module(f"pycrew.{name}")
         globals()[name] = value
         return value
     home = _HOMES.get(name)
@@ -92,6 +94,7 @@ __all__ = [
     "CrewTimeoutError",
     "CrewWarning",
     "LaunchError",
+    "LocalMonitor",
     "Metrics",
     "ProtocolError",
     "SlurmMonitor",

@@ -126,7 +126,7 @@ def task_names(
 
 def blame(payload: tuple[Any, ...], exc: Exception) -> str:
     """Name the part of a task that cannot be pickled."""
-    _kind, target, args, kwargs, data, task_globals, _seed = payload
+    _kind, target, args, kwargs, data, task_globals = payload[:6]
     parts: list[tuple[str, Any]] = [("the function", target)]
     parts += [(f"argument {i + 1}", a) for i, a in enumerate(args)]
     parts += [(f"keyword argument {k!r}", v) for k, v in kwargs.items()]

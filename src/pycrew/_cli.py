@@ -6,6 +6,11 @@ import sys
 
 from ._version import __version__
 
+TYPE_CHECKING = False  # typing is slow to import, and every worker starts here
+if TYPE_CHECKING:
+    import argparse
+    from typing import Any
+
 
 def _worker_fast_path(argv: list[str]) -> int | None:
     """``worker --address A [--id I] [--tls]`` without argparse, which is slow to import.
@@ -43,26 +48,138 @@ def _run_worker(address: str, worker_id: str, tls: bool) -> int:
     return worker_main(address, tls)
 
 
-def _monitor(user: str | None, ids: list[str] | None, everything: bool) -> int:
-    from ._errors import LaunchError
+def _add_metrics_parser(sub: Any) -> None:
+    """``pycrew metrics plot DIR [--metric resident|virtual|cpu] [--output PNG]``."""
+    metrics = sub.add_parser("metrics", help="read the samples of pycrew.Metrics")
+    action = metrics.add_subparsers(dest="metrics_command", required=True)
+    plot = action.add_parser("plot", help="draw one line per worker over time, tasks shaded")
+    plot.add_argument("path", metavar="DIR", help="a metrics folder, a worker log folder, a file")
+    plot.add_argument("--metric", default="resident", choices=["resident", "virtual", "cpu"])
+    plot.add_argument(
+        "--output", default=None, help="the PNG to write (default: memory.png, or cpu.png)"
+    )
+
+
+def _metrics_plot(args: argparse.Namespace) -> int:
+    from ._metrics import plot, read
+
+    output = args.output or ("cpu.png" if args.metric == "cpu" else "memory.png")
+    try:
+        records = read(args.path)
+        written = plot(records, args.metric, output)
+    except (OSError, ValueError, ImportError) as exc:
+        print(f"pycrew metrics: {exc}", file=sys.stderr)
+        return 1
+    workers = len({(r.get("worker"), r.get("pid")) for r in records})
+    print(f"{written}: {len(records)} samples of {workers} worker(s)")
+    return 0
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    for unit, size, most in (("s", 1, 120), ("m", 60, 120), ("h", 3600, 48)):
+        if seconds < size * most:
+            return f"{seconds / size:.0f}{unit}"
+    return f"{seconds / 86400:.0f}d"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> None:
+    """Columns as wide as their widest cell; the age (fourth) right-aligned, the last free."""
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header) - 1)]
+    for row in [header, *rows]:
+        cells = [
+            cell.rjust(width) if i == 3 else cell.ljust(width)
+            for i, (cell, width) in enumerate(zip(row, widths, strict=False))
+        ]
+        print("  ".join([*cells, row[-1]]).rstrip())
+
+
+def _state(state: str, stale: str | None) -> str:
+    return state if stale is None else f"{state}, stale: {stale}"
+
+
+def _problems(problems: list[str]) -> None:
+    for problem in problems[:3]:
+        print(f"pycrew monitor: ignored {problem}", file=sys.stderr)
+    if len(problems) > 3:
+        print(f"pycrew monitor: ... and {len(problems) - 3} more", file=sys.stderr)
+
+
+def _monitor_local(user: str | None, stale: bool, ids: list[str] | None, every: bool) -> int:
+    from ._monitor import LocalMonitor
+
+    monitor = LocalMonitor(user)
+    if every or ids is not None:
+        try:
+            pids = [int(i) for i in ids] if ids else None
+        except ValueError:
+            print("pycrew monitor: local workers are named by their pids", file=sys.stderr)
+            return 2
+        ended = monitor.terminate(pids, all=every or (pids is None and not stale), stale=stale)
+        _problems(monitor.problems)
+        print(f"ended {len(ended)} worker(s): {' '.join(map(str, ended)) or '-'}")
+        return 0
+    workers = monitor.stale() if stale else monitor.workers()
+    _problems(monitor.problems)
+    _table(
+        ["PID", "CONTROLLER", "WORKER", "AGE", "STATE"],
+        [
+            [
+                str(w.pid),
+                w.controller or "?",
+                w.worker or "?",
+                _age(w.seconds),
+                _state(w.state, w.stale),
+            ]
+            for w in workers
+        ],
+    )
+    print(f"{len(workers)} {'stale ' if stale else ''}pycrew worker(s) of {monitor.user}")
+    return 0
+
+
+def _monitor_slurm(user: str | None, stale: bool, ids: list[str] | None, every: bool) -> int:
     from ._slurm import SlurmMonitor
 
     monitor = SlurmMonitor(user)
+    if every or ids is not None:
+        cancelled = monitor.terminate(
+            ids=ids or None, all=every or (not ids and not stale), stale=stale
+        )
+        _problems(monitor.problems)
+        print(f"cancelled {len(cancelled)} job(s): {' '.join(cancelled) or '-'}")
+        return 0
+    jobs = monitor.jobs()
+    verdicts = monitor._verdicts(jobs)
+    _problems(monitor.problems)
+    rows = []
+    for job in jobs:
+        worker, gone = verdicts.get(job.id, ("", None))
+        if stale and gone is None:
+            continue
+        rows.append(
+            [job.id, job.controller, worker or "?", _age(job.seconds), _state(job.state, gone)]
+        )
+    _table(["JOB", "CONTROLLER", "WORKER", "AGE", "STATE"], rows)
+    print(f"{len(rows)} {'stale ' if stale else ''}pycrew job(s) of {monitor.user}")
+    return 0
+
+
+def _monitor(args: argparse.Namespace) -> int:
+    """``pycrew monitor local|slurm [--stale] [--terminate [ID ...] | --terminate-all]``."""
+    from ._errors import LaunchError
+
+    ids = args.terminate  # None: list; []: end the listed ones; [...]: end these
+    if args.stale and (ids or args.terminate_all):
+        print("pycrew monitor: --stale goes with a bare --terminate", file=sys.stderr)
+        return 2
+    run = _monitor_local if args.scheduler == "local" else _monitor_slurm
     try:
-        if ids or everything:
-            cancelled = monitor.terminate(ids=ids, all=everything)
-            print(f"cancelled {len(cancelled)} job(s): {' '.join(cancelled) or '-'}")
-            return 0
-        jobs = monitor.jobs()
+        return run(args.user, args.stale, ids, args.terminate_all)
     except LaunchError as exc:
         print(f"pycrew monitor: {exc}", file=sys.stderr)
         return 1
-    print(f"{'JOB':<16} {'STATE':<12} {'AGE':>8}  CONTROLLER")
-    for job in jobs:
-        age = "-" if job.seconds is None else f"{job.seconds:.0f}s"
-        print(f"{job.id:<16} {job.state:<12} {age:>8}  {job.controller}")
-    print(f"{len(jobs)} pycrew job(s) of {monitor.user}")
-    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,17 +200,32 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--tasks", type=int, default=200)
     demo.add_argument("--workers", type=int, default=2)
     demo.add_argument("--tls", default="automatic", choices=["none", "automatic"])
-    monitor = sub.add_parser("monitor", help="list or cancel pycrew's jobs on a scheduler")
-    monitor.add_argument("scheduler", choices=["slurm"])
-    monitor.add_argument("--user", default=None, help="whose jobs (default: yours)")
+    monitor = sub.add_parser(
+        "monitor", help="list or end pycrew's workers: local processes or SLURM jobs"
+    )
+    monitor.add_argument("scheduler", choices=["local", "slurm"])
+    monitor.add_argument("--user", default=None, help="whose workers (default: yours)")
+    monitor.add_argument(
+        "--stale", action="store_true", help="only workers whose controller is gone"
+    )
     cancel = monitor.add_mutually_exclusive_group()
-    cancel.add_argument("--terminate", nargs="+", metavar="ID", help="cancel these jobs")
-    cancel.add_argument("--terminate-all", action="store_true", help="cancel every pycrew job")
+    cancel.add_argument(
+        "--terminate",
+        nargs="*",
+        metavar="ID",
+        help="end these workers (pids, or job ids); with no ID, every one listed",
+    )
+    cancel.add_argument(
+        "--terminate-all", action="store_true", help="end every pycrew worker of the user"
+    )
+    _add_metrics_parser(sub)
     args = parser.parse_args(argv)
     if args.command == "worker":
         return _run_worker(args.address, args.id, args.tls)
+    if args.command == "metrics":
+        return _metrics_plot(args)
     if args.command == "monitor":
-        return _monitor(args.user, args.terminate, args.terminate_all)
+        return _monitor(args)
     from ._demo import run_demo
 
     return run_demo(tasks=args.tasks, workers=args.workers, tls=args.tls)

@@ -393,9 +393,8 @@ class Controller:
             self._url = ""
             _LIVE.discard(self)
             dispatcher.close()
-            handles = scaler.stop()
-            self.launcher.shutdown(handles, seconds=5.0)
-            _ledger.end_session(self.session)
+            scaler.stop(seconds=5.0)
+            _ledger.end_session(self.session, self.name)
             self._tasks = {}
             self._env = {}
 
@@ -619,13 +618,13 @@ class Controller:
                 compile(fn, "<pycrew task>", "exec")
             except SyntaxError as exc:
                 raise ValueError(f"task {name!r} is not valid Python: {exc}") from exc
-            payload = (CODE, fn, (), {}, data, task_globals, seed)
+            payload = (CODE, fn, (), {}, data, task_globals, seed, name)
             command = fn
         elif callable(fn):
             clash = set(data) & set(kwargs)
             if clash:
                 raise ValueError(f"{sorted(clash)} given both in data= and as keyword arguments")
-            payload = (CALLABLE, fn, tuple(args), {**data, **kwargs}, {}, task_globals, seed)
+            payload = (CALLABLE, fn, tuple(args), {**data, **kwargs}, {}, task_globals, seed, name)
             command = command_text(fn)
         else:
             raise TypeError(f"a task is a callable or a string of code, not {type(fn).__name__}")

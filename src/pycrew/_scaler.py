@@ -83,6 +83,7 @@ class Scaler:
         self._cv = threading.Condition()
         self._poked = False
         self._stopping = False
+        self._shutdown_seconds = 5.0
         self._events: collections.deque[tuple[str, str]] = collections.deque()
         self._requests: collections.deque[_Request] = collections.deque()
         self.thread = threading.Thread(target=self._run, name="pycrew-scaler", daemon=True)
@@ -119,15 +120,21 @@ class Scaler:
             self._requests.append(_Request("kill", worker_id))
             self._cv.notify()
 
-    def stop(self) -> list[Any]:
-        """End the thread; returns every handle launched, for the final clean-up."""
+    def stop(self, seconds: float = 5.0) -> None:
+        """End the thread, after the launcher's shutdown of every worker it launched.
+
+        The shutdown runs on this thread, as every launcher call does. That
+        also keeps local workers from being killed by the kernel's
+        parent-death signal (tied to this thread) before they could exit
+        cleanly: they get ``seconds`` to leave on their own.
+        """
         with self._cv:
             self._stopping = True
+            self._shutdown_seconds = seconds
             self._cv.notify()
         # a launcher call in flight (an sbatch) may take its whole time limit:
         # shutting down under it would miss the jobs it submits
-        self.thread.join(timeout=90)
-        return list(self.handles.values())
+        self.thread.join(timeout=90 + seconds)
 
     # ------------------------------------------------------------- thread
     def _run(self) -> None:
@@ -139,7 +146,7 @@ class Scaler:
                     for req in self._requests:
                         req.error = LaunchError("the controller is shutting down")
                         req.done.set()
-                    return
+                    break
                 self._poked = False
                 events = list(self._events)
                 self._events.clear()
@@ -151,6 +158,10 @@ class Scaler:
                 log.exception("pycrew scaling round failed")
                 self.failure = LaunchError(f"launching workers failed: {exc}")
                 self.failure.__cause__ = exc
+        try:
+            self.launcher.shutdown(list(self.handles.values()), self._shutdown_seconds)
+        except Exception:
+            log.exception("the launcher's shutdown failed")
 
     def _step(self, events: list[tuple[str, str]], requests: list[_Request]) -> int:
         """One round: bookkeeping, requests, then auto-scaling; returns how many it launched."""

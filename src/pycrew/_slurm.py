@@ -7,9 +7,11 @@ import datetime
 import getpass
 import math
 import socket
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from . import _ledger
 from ._controller import Controller
 from .launchers import SlurmLauncher
 from .launchers._slurm import JOB_PREFIX, run_command
@@ -74,6 +76,8 @@ def slurm_controller(
     allow_public: bool = False,
     bytes_max: int = 4 << 30,
     metrics: Metrics | None = None,
+    backup: Controller | None = None,
+    retry_crashes: bool = False,
 ) -> Controller:
     """A controller whose workers are SLURM jobs, submitted as job arrays.
 
@@ -132,6 +136,8 @@ def slurm_controller(
         allow_public=allow_public,
         bytes_max=bytes_max,
         metrics=metrics,
+        backup=backup,
+        retry_crashes=retry_crashes,
     )
 
 
@@ -151,11 +157,15 @@ class SlurmMonitor:
     """pycrew's jobs in the SLURM queue, to look at or cancel, even after a crash.
 
     Args:
-        user: whose jobs (default: the current user).
+        user: whose jobs (default: the current user). Staleness comes from the
+            current user's registry of launches on this machine, so it is
+            known only for jobs that controllers of this user submitted here.
     """
 
     def __init__(self, user: str | None = None) -> None:
         self.user = user or getpass.getuser()
+        #: what was wrong with the registry at the last ``stale()`` (unreadable lines)
+        self.problems: list[str] = []
 
     def jobs(self) -> list[SlurmJobInfo]:
         """The user's pycrew jobs still queued or running, one per array element."""
@@ -185,19 +195,52 @@ class SlurmMonitor:
             )
         return found
 
-    def terminate(self, ids: Iterable[str] | None = None, all: bool = False) -> list[str]:
-        """Cancel pycrew jobs: those in ``ids``, or every one of the user's with ``all``.
+    def stale(self) -> list[SlurmJobInfo]:
+        """The jobs whose controller is gone, by the registry of launches.
 
-        Only jobs that are pycrew's are touched, whatever ``ids`` holds.
-        Returns the ids cancelled.
+        Gone: its session ended (``terminate()`` finished, yet the job is
+        still queued or running), or it ran on this host and its process no
+        longer exists. A job the registry does not know is never stale.
         """
-        if (ids is None) == (not all):
-            raise ValueError("give the job ids to cancel, or all=True (not both)")
-        ours = {job.id for job in self.jobs()}
-        if all:
-            chosen = sorted(ours)
+        jobs = self.jobs()
+        verdicts = self._verdicts(jobs)
+        return [job for job in jobs if verdicts.get(job.id, ("", None))[1] is not None]
+
+    def _verdicts(self, jobs: Sequence[SlurmJobInfo]) -> dict[str, tuple[str, str | None]]:
+        """For each job the registry knows: its worker id and why its controller is gone."""
+        index, self.problems = _ledger.Index.load()
+        now = time.time()
+        verdicts: dict[str, tuple[str, str | None]] = {}
+        for job in jobs:
+            launch = index.by_job.get(job.id)
+            if launch is None or launch.controller != job.controller:
+                continue  # not ours to judge, or a job id SLURM has handed out again
+            submitted = None if job.seconds is None else now - job.seconds
+            # submitted well after that launch (minutes of slack: squeue's clock is
+            # the cluster's): another job that was given the same id
+            if submitted is not None and submitted > launch.time + 300:
+                continue
+            verdicts[job.id] = (launch.worker, index.gone(launch))
+        return verdicts
+
+    def terminate(
+        self, ids: Iterable[str] | None = None, all: bool = False, stale: bool = False
+    ) -> list[str]:
+        """Cancel pycrew jobs: those in ``ids``, every one of the user's, or the stale ones.
+
+        Exactly one of ``ids``, ``all=True`` and ``stale=True``. Only jobs
+        that are pycrew's are touched, whatever ``ids`` holds. Returns the
+        ids cancelled.
+        """
+        if sum((ids is not None, bool(all), bool(stale))) != 1:
+            raise ValueError("give the job ids to cancel, all=True or stale=True (exactly one)")
+        if stale:
+            chosen = sorted(job.id for job in self.stale())
+        elif all:
+            chosen = sorted({job.id for job in self.jobs()})
         else:
             assert ids is not None
+            ours = {job.id for job in self.jobs()}
             wanted = [ids] if isinstance(ids, str) else list(ids)
             # an element (123_4), or a whole job or array (123) with an element of ours
             bases = {o.partition("_")[0] for o in ours}

@@ -38,16 +38,20 @@ from ._evaluate import (
     Cleanup,
     Interrupted,
     Interruptible,
+    Meter,
     capture_warnings,
     describe,
     evaluate,
 )
+from ._version import __version__
 from ._wire import Kind
 
 TYPE_CHECKING = False  # typing itself is slow to import, and workers start often
 if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import IO, Any
+
+    from ._metrics import Sampler
 
 EXIT_CONNECTION, EXIT_IDLE, EXIT_WALL, EXIT_TASKS, EXIT_STARTUP = 0, 1, 2, 3, 4
 PARENT_ENV = "PYCREW_PARENT_PID"
@@ -68,6 +72,7 @@ class Settings:
         tasks_timers: int,
         cleanup: Cleanup,
         bytes_max: int = _wire.BYTES_MAX,
+        metrics: dict[str, Any] | None = None,
     ) -> None:
         self.seconds_idle = seconds_idle
         self.seconds_wall = seconds_wall
@@ -75,6 +80,8 @@ class Settings:
         self.tasks_timers = tasks_timers
         self.bytes_max = bytes_max
         self.cleanup = cleanup
+        #: ``{"path": ..., "seconds_interval": ...}`` to sample this process, or None
+        self.metrics = metrics
 
 
 def _die_with_parent() -> None:
@@ -183,7 +190,20 @@ def _send(sock: socket.socket, pieces: list[Any]) -> None:
         sock.sendall(piece)
 
 
+#: run once at exit, from whichever thread ends the process (the last metrics sample)
+_AT_EXIT: list[Callable[[], None]] = []
+_EXITING = threading.Lock()
+
+
 def _hard_exit(code: int) -> None:
+    # Two threads may get here at once (the main thread leaving on its idle
+    # limit, the reader seeing the controller close the connection on that):
+    # the first runs the exit steps and ends the process, the second waits
+    # for it, bounded, rather than end the process halfway through them.
+    if _EXITING.acquire(timeout=2.0):
+        while _AT_EXIT:
+            with contextlib.suppress(Exception):
+                _AT_EXIT.pop()()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
             stream.flush()
@@ -220,6 +240,9 @@ class Worker:
         self.send_lock = threading.Lock()
         self.interruptible = Interruptible()
         self.main_thread = threading.main_thread().ident
+        self.meter = Meter()
+        #: samples this process's resources while metrics are on (main() starts it)
+        self.sampler: Sampler | None = None
 
     # reader thread -------------------------------------------------------
     def read_forever(self) -> None:
@@ -343,39 +366,20 @@ class Worker:
         with self.lock:
             skip = task_id in self.cancelled
         if skip:
-            outcome: tuple[Any, ...] = (
-                CANCEL,
-                None,
-                "cancelled",
-                None,
-                None,
-                None,
-                None,
-            )
+            outcome = _unrun(CANCEL, "cancelled")
         else:
+            sampler = self.sampler
             try:
                 payload = _wire.loads(memoryview(meta)[_wire.TASK_ID.size :], bufs)
-                outcome = evaluate(payload, self.settings.cleanup, self.interruptible)
+                if sampler is not None:
+                    sampler.current = (_phase(payload), task_id)
+                outcome = evaluate(payload, self.settings.cleanup, self.interruptible, self.meter)
             except Interrupted:
-                outcome = (
-                    CANCEL,
-                    None,
-                    "the task was interrupted",
-                    None,
-                    None,
-                    None,
-                    None,
-                )
+                outcome = _unrun(CANCEL, "the task was interrupted")
             except BaseException as exc:  # unpickling runs the pusher's code, SystemExit too
-                outcome = (
-                    ERROR,
-                    None,
-                    f"the worker could not load the task: {describe(exc)}",
-                    None,
-                    None,
-                    None,
-                    None,
-                )
+                outcome = _unrun(ERROR, f"the worker could not load the task: {describe(exc)}")
+            if sampler is not None:
+                sampler.current = ("idle", None)
         with self.lock:
             self.current = 0
             self.cancelled.discard(task_id)
@@ -390,7 +394,7 @@ class Worker:
             if problem is not None:
                 reason = f"the result is {problem}"
         if reason is not None:
-            fallback = (ERROR, None, reason, None, outcome[4], outcome[5], outcome[6])
+            fallback = (ERROR, None, reason, None, *outcome[4:9])
             body, out_bufs = _wire.dumps(fallback)
         self.send(_wire.encode(Kind.RESULT, head + body, out_bufs))
 
@@ -401,6 +405,26 @@ class Worker:
                 self.send(_wire.encode(Kind.BYE, reasons[code].encode()))
         _log(f"leaving: {reasons.get(code, 'done')} limit reached")
         return code
+
+
+def _unrun(status: str, error: str) -> tuple[Any, ...]:
+    """The outcome of a task that did not run to its end here: nothing was measured.
+
+    Every outcome is ``(status, value, error, trace, warnings, seconds, seed,
+    memory_peak, cpu_seconds)``.
+    """
+    return (status, None, error, None, None, None, None, None, None)
+
+
+def _phase(payload: Any) -> str:
+    """What metrics samples call the running task: its name when the payload carries one.
+
+    The payload is ``(kind, target, args, kwargs, data, globals, seed)``; a
+    controller may append the task's name as an eighth item.
+    """
+    if isinstance(payload, tuple) and len(payload) > 7 and isinstance(payload[7], str):
+        return payload[7]
+    return "task"
 
 
 def _take_env(name: str) -> str:
@@ -525,6 +549,7 @@ def _authenticate(
         tasks_max=_limit(raw.get("tasks_max")),
         tasks_timers=int(raw.get("tasks_timers", 0)),
         bytes_max=int(raw.get("bytes_max", _wire.BYTES_MAX)),
+        metrics=raw.get("metrics") if isinstance(raw.get("metrics"), dict) else None,
         cleanup=Cleanup(
             reset_globals=bool(raw.get("reset_globals", True)),
             reset_modules=bool(raw.get("reset_modules", False)),
@@ -557,6 +582,26 @@ def keepalive(sock: socket.socket) -> None:
                 sock.setsockopt(socket.IPPROTO_TCP, option, value)
 
 
+def _start_sampler(metrics: dict[str, Any]) -> Sampler | None:
+    """Start sampling this process; on any failure, say why in the log and run tasks anyway."""
+    try:
+        from ._metrics import Sampler  # json and psutil load only when metrics are on
+
+        sampler = Sampler(
+            metrics,
+            worker=os.environ.get(_wire.WORKER_ENV, ""),
+            controller=os.environ.get(_wire.CONTROLLER_ENV, ""),
+            log=_log,
+        )
+    except Exception as exc:
+        _log(f"metrics are off: {describe(exc)}")
+        return None
+    if not sampler.start():
+        return None
+    _AT_EXIT.append(sampler.stop)
+    return sampler
+
+
 def main(address: str, tls: bool) -> int:
     """Entry point of ``pycrew worker``."""
     _die_with_parent()
@@ -565,8 +610,15 @@ def main(address: str, tls: bool) -> int:
     except Exception as exc:  # whatever the other side sent, a clean refusal: no traceback
         _log(f"could not join the controller at {address}: {exc}")
         return EXIT_STARTUP
-    _log(f"connected to {address} (pid {os.getpid()})")
+    # the log's header: enough to tell whose worker this was, and where it ran
+    version = ".".join(map(str, sys.version_info[:3]))
+    _log(
+        f"connected to {address}: controller {os.environ.get(_wire.CONTROLLER_ENV, '?')}, "
+        f"pid {os.getpid()}, host {socket.gethostname()}, Python {version}, pycrew {__version__}"
+    )
     worker = Worker(sock, stream, settings)
+    if settings.metrics is not None:
+        worker.sampler = _start_sampler(settings.metrics)
     capture_warnings()
     signal.signal(signal.SIGUSR1, worker.on_signal)
     reader = threading.Thread(target=worker.read_forever, name="pycrew-reader", daemon=True)
