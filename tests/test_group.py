@@ -48,6 +48,11 @@ def test_push_goes_to_the_named_member(pair: pycrew.ControllerGroup) -> None:
     workers = pair.summary(by="worker")
     assert workers is not None
     assert sorted((w.controller, w.tasks) for w in workers) == [("a", 1), ("b", 1)]
+    for row in workers:
+        assert row.worker in {r.worker for r in records}
+        assert row.memory_peak is not None
+        assert row.memory_peak > 1 << 20  # a Python process holds megabytes
+        assert row.cpu_seconds >= 0
 
 
 def test_map_and_walk_route_too(pair: pycrew.ControllerGroup) -> None:
