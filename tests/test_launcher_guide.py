@@ -21,7 +21,6 @@ import importlib
 import os
 import re
 import secrets
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -33,15 +32,13 @@ import pytest
 import pycrew
 import pycrew.launchers
 from pycrew.launchers import Launcher
-from tests.test_guide import FENCE, Step, matches
+from tests.test_guide import FENCE, Step, matches, run_step
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
 ROOT = Path(__file__).resolve().parent.parent
 GUIDE = ROOT / "docs" / "launchers.md"
-#: the longest one step may take; the whole guide takes a few seconds
-STEP_SECONDS = 60
 SHOWN = ("text", "toml")
 #: the first line of a block that is a file: ``# name.py``
 FILE_LINE = re.compile(r"\A# (?P<name>\w+\.py)\n")
@@ -166,17 +163,7 @@ def test_every_block_of_the_launcher_guide_runs(tmp_path: Path) -> None:
             name = file_name(step)
             if name is not None:
                 (tmp_path / name).write_text(step.code)
-            done = subprocess.run(
-                [sys.executable, "-c", step.code],
-                cwd=tmp_path,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                text=True,
-                timeout=STEP_SECONDS,
-                start_new_session=True,
-                check=False,
-            )
+            done = run_step(step, tmp_path, env)
             where = f"{GUIDE.name}:{step.line}"
             report = f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
             assert done.returncode == 0, f"{where} exited with {done.returncode}\n{report}"
