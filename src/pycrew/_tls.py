@@ -54,6 +54,7 @@ class _Custom:
 
     chain: list[x509.Certificate]
     labels: list[str]
+    key: PrivateKeyTypes
 
 
 class TLS:
@@ -190,7 +191,7 @@ class TLS:
                 else [f"{path} (#{i + 1})" for i in range(len(found))]
             )
         _check_chain(private_key, self.key, chain, labels, warn)
-        return _Custom(chain, labels)
+        return _Custom(chain, labels, private_key)
 
     def _check_key_mode(self, path: Path) -> None:
         mode = path.stat().st_mode & 0o777
@@ -231,16 +232,17 @@ class TLS:
         if self.mode == "none":
             return None
         if self.mode == "automatic":
-            chain_pem, key_pem, password, trust_pem = _automatic_credentials(host)
-            return TlsSession(_server_context(chain_pem, key_pem, password=password), trust_pem)
+            chain_pem, key, trust_pem = _automatic_credentials(host)
+            return TlsSession(_server_context(chain_pem, *_sealed(key)), trust_pem)
         from cryptography.hazmat.primitives import serialization
 
         custom = self._load(warn=False)
         _check_name(custom.chain[0], custom.labels[0], self.server_name or host)
         pem = serialization.Encoding.PEM
         chain_pem = "".join(c.public_bytes(pem).decode() for c in custom.chain)
-        assert self.key is not None
-        context = _server_context(chain_pem, None, self.key, self._key_password())
+        # the key read (and decrypted) once above is handed on sealed: the
+        # password is not asked for twice
+        context = _server_context(chain_pem, *_sealed(custom.key))
         return TlsSession(context, custom.chain[-1].public_bytes(pem).decode(), self.server_name)
 
 
@@ -350,26 +352,33 @@ def _dns_match(pattern: str, name: str) -> bool:
     return False
 
 
-def _server_context(
-    chain_pem: str,
-    key_pem: bytes | None,
-    key_path: Path | None = None,
-    password: bytes | None = None,
-) -> ssl.SSLContext:
-    """A server context from a chain and either a key in memory or the user's key file."""
+def _sealed(key: PrivateKeyTypes) -> tuple[bytes, bytes]:
+    """The key as PEM encrypted under a fresh one-time password, and that password."""
+    from cryptography.hazmat.primitives import serialization
+
+    password = secrets.token_bytes(32)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(password),
+    )
+    return pem, password
+
+
+def _server_context(chain_pem: str, key_pem: bytes, password: bytes) -> ssl.SSLContext:
+    """A server context from a chain and a sealed key (see ``_sealed``)."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    # load_cert_chain reads only files. Certificates are public; a key made in
-    # memory goes to disk only encrypted under a one-time password.
+    # load_cert_chain reads only files. Certificates are public; the key goes
+    # to disk only encrypted under a one-time password.
     with tempfile.TemporaryDirectory(prefix="pycrew-tls-") as folder:
         os.chmod(folder, 0o700)
         cert_path = Path(folder, "chain.pem")
         cert_path.write_text(chain_pem)
-        if key_pem is not None:
-            key_path = Path(folder, "key.pem")
-            fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(key_pem)
+        key_path = Path(folder, "key.pem")
+        fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(key_pem)
         try:
             ctx.load_cert_chain(cert_path, key_path, password=password)
         except (ssl.SSLError, ValueError) as exc:
@@ -377,12 +386,12 @@ def _server_context(
     return ctx
 
 
-def _automatic_credentials(host: str) -> tuple[str, bytes, bytes, str]:
+def _automatic_credentials(host: str) -> tuple[str, PrivateKeyTypes, str]:
     """A one-time CA and a server certificate for ``host``.
 
-    Returns the chain, the server key encrypted under a one-time password, that
-    password, and the CA certificate (PEM). The CA's key is dropped at once, so
-    nothing can ever be signed by it again: trust ends with this controller.
+    Returns the chain (PEM), the server key, and the CA certificate (PEM). The
+    CA's key is dropped at once, so nothing can ever be signed by it again:
+    trust ends with this controller.
     """
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
@@ -445,11 +454,7 @@ def _automatic_credentials(host: str) -> tuple[str, bytes, bytes, str]:
     pem = serialization.Encoding.PEM
     ca_pem = ca_cert.public_bytes(pem).decode()
     chain_pem = cert.public_bytes(pem).decode() + ca_pem
-    password = secrets.token_bytes(32)
-    key_pem = key.private_bytes(
-        pem, serialization.PrivateFormat.PKCS8, serialization.BestAvailableEncryption(password)
-    )
-    return chain_pem, key_pem, password, ca_pem
+    return chain_pem, key, ca_pem
 
 
 def resolve_tls(tls: TLS | str | None) -> TLS:
