@@ -46,7 +46,7 @@ SUCCESS = pycrew.Status.SUCCESS
 
 # ------------------------------------------------------------------ helpers
 def _ok(future: pycrew.TaskFuture, expected: Any = None) -> pycrew.TaskResult:
-    record = future.result(timeout=30)
+    record = future.record(timeout=30)
     assert record.status is SUCCESS, record.error
     if expected is not None:
         assert record.result == expected
@@ -334,7 +334,7 @@ class _Scene:
     def check(self) -> None:
         """The fake's task crashed; every other task succeeded on the real worker."""
         assert self.held is not None
-        record = self.held.result(timeout=30)
+        record = self.held.record(timeout=30)
         assert record.status is pycrew.Status.CRASH, record
         assert record.worker == "fake"
         for i, future in enumerate(self.futures):
@@ -404,7 +404,7 @@ def test_push_over_bytes_max_raises_and_result_over_it_is_an_error() -> None:
             ctl.push(tasks.nbytes, np.zeros(limit + 1, dtype=np.uint8))
         assert ctl.size() == 1  # the refused tasks left nothing behind
         assert _ok(ctl.push(tasks.nbytes, b"x" * (limit // 2)), limit // 2).pid == pid
-        big = ctl.push(tasks.blob, limit + 1).result(timeout=30)
+        big = ctl.push(tasks.blob, limit + 1).record(timeout=30)
         assert big.status is pycrew.Status.ERROR
         assert big.error is not None
         assert "bytes_max" in big.error
@@ -529,7 +529,7 @@ def test_500_bogus_connections_while_1000_tasks_run() -> None:
                 for i in range(50):
                     _bogus(where, i % 5, rng, held)
             # hold the last ones while the tasks finish
-            records = [f.result(timeout=60) for f in futures]
+            records = [f.record(timeout=60) for f in futures]
         finally:
             for sock in held:
                 sock.close()
@@ -718,7 +718,7 @@ def test_malicious_exception_is_reported_as_text_and_never_unpickled(tmp_path: P
         future = ctl.push(tasks.raise_evil, str(canary), text)
         _HOOK["on"], _HOOK["classes"] = True, []
         try:
-            record = future.result(timeout=30)
+            record = future.record(timeout=30)
             records = ctl.collect()
         finally:
             _HOOK["on"] = False
@@ -738,7 +738,7 @@ def test_malicious_exception_is_reported_as_text_and_never_unpickled(tmp_path: P
 def test_exception_whose_str_raises_is_an_error_and_the_worker_survives(raises: str) -> None:
     with pycrew.local_controller(workers=1, seconds_interval=0.05) as ctl:
         pid = _ok(ctl.push(tasks.pid)).result
-        record = ctl.push(tasks.raise_bad_str, raises).result(timeout=30)
+        record = ctl.push(tasks.raise_bad_str, raises).record(timeout=30)
         assert record.status is pycrew.Status.ERROR, record.error
         assert record.pid == pid
         # reported by its class, as a task failure (not as a task that could not load)
@@ -767,7 +767,7 @@ def test_warning_whose_str_fails_later_keeps_the_result_and_the_worker(raises: s
 def test_unpicklable_result_is_an_error_and_the_worker_survives(raises: str) -> None:
     with pycrew.local_controller(workers=1, seconds_interval=0.05) as ctl:
         pid = _ok(ctl.push(tasks.pid)).result
-        record = ctl.push(tasks.return_unpicklable, raises).result(timeout=30)
+        record = ctl.push(tasks.return_unpicklable, raises).record(timeout=30)
         assert record.status is pycrew.Status.ERROR, record.error
         assert record.error is not None
         assert "could not be pickled" in record.error

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 
 def test_round_trip_record(controller: pycrew.Controller) -> None:
-    result = controller.push(tasks.add, 1, 2, name="one").result(timeout=30)
+    result = controller.push(tasks.add, 1, 2, name="one").record(timeout=30)
     assert result.result == 3
     assert result.status is pycrew.Status.SUCCESS
     assert (result.error, result.trace, result.warnings, result.code) == (None, None, None, 0)
@@ -73,32 +73,32 @@ def test_duplicate_name_raises_until_popped(controller: pycrew.Controller) -> No
         controller.push(tasks.add, 1, 1, name="x")
     assert controller.wait(seconds_timeout=30)
     assert controller.pop() is not None
-    assert controller.push(tasks.add, 2, 2, name="x").result(timeout=30).result == 4
+    assert controller.push(tasks.add, 2, 2, name="x").record(timeout=30).result == 4
 
 
 def test_code_string_with_data_and_globals(controller: pycrew.Controller) -> None:
     code = "def helper(v):\n    return v * z\n[helper(v) for v in (x, y)]"
-    record = controller.push(code, data={"x": 1, "y": 2}, globals={"z": 3}).result(timeout=30)
+    record = controller.push(code, data={"x": 1, "y": 2}, globals={"z": 3}).record(timeout=30)
     assert record.result == [3, 6]
     assert record.command == code
     # the global does not leak into later tasks (reset_globals=True) nor into the host
-    leftover = controller.push("'z' in globals()").result(timeout=30)
+    leftover = controller.push("'z' in globals()").record(timeout=30)
     assert leftover.result is False
     assert "z" not in globals()
 
 
 def test_reset_globals_off_keeps_them() -> None:
     with pycrew.local_controller(reset_globals=False) as ctl:
-        ctl.push(tasks.set_global, "kept", 1).result(timeout=30)
-        assert ctl.push(tasks.has_global, "kept").result(timeout=30).result is True
+        ctl.push(tasks.set_global, "kept", 1).record(timeout=30)
+        assert ctl.push(tasks.has_global, "kept").record(timeout=30).result is True
     with pycrew.local_controller(reset_globals=True) as ctl:
-        ctl.push(tasks.set_global, "kept", 1).result(timeout=30)
-        assert ctl.push(tasks.has_global, "kept").result(timeout=30).result is False
+        ctl.push(tasks.set_global, "kept", 1).record(timeout=30)
+        assert ctl.push(tasks.has_global, "kept").record(timeout=30).result is False
 
 
 def test_closures_and_lambdas_from_the_test_module(controller: pycrew.Controller) -> None:
     offset = 10
-    assert controller.push(lambda v: v + offset, 5).result(timeout=30).result == 15
+    assert controller.push(lambda v: v + offset, 5).record(timeout=30).result == 15
 
 
 def test_bad_input_is_refused_and_nothing_is_queued(controller: pycrew.Controller) -> None:
@@ -121,10 +121,10 @@ def test_bad_input_is_refused_and_nothing_is_queued(controller: pycrew.Controlle
 def test_unpicklable_result_is_an_error_and_the_worker_lives(
     controller: pycrew.Controller,
 ) -> None:
-    record = controller.push("import threading\nthreading.Lock()").result(timeout=30)
+    record = controller.push("import threading\nthreading.Lock()").record(timeout=30)
     assert record.status is pycrew.Status.ERROR
     assert "could not be pickled" in (record.error or "")
-    again = controller.push(tasks.pid).result(timeout=30)
+    again = controller.push(tasks.pid).record(timeout=30)
     assert again.status is pycrew.Status.SUCCESS
     assert again.pid == record.pid
 
@@ -140,10 +140,10 @@ def test_unpicklable_result_is_an_error_and_the_worker_lives(
 def test_a_task_cannot_end_its_worker_by_raising(
     controller: pycrew.Controller, code: str, error: str
 ) -> None:
-    record = controller.push(code).result(timeout=30)
+    record = controller.push(code).record(timeout=30)
     assert record.status is pycrew.Status.ERROR
     assert record.error == error
-    again = controller.push(tasks.pid).result(timeout=30)
+    again = controller.push(tasks.pid).record(timeout=30)
     assert again.pid == record.pid
 
 
@@ -211,14 +211,14 @@ def test_map_error_modes(controller: pycrew.Controller, mode: str) -> None:
 
 def test_warnings_are_capped(controller: pycrew.Controller) -> None:
     code = "import warnings\nfor i in range(200):\n    warnings.warn('w' * 100)\n1"
-    record = controller.push(code).result(timeout=30)
+    record = controller.push(code).record(timeout=30)
     assert record.status is pycrew.Status.SUCCESS
     assert record.warnings is not None
     assert len(record.warnings) <= 2048
 
 
 def test_crash_by_sigkill_mid_task(controller: pycrew.Controller) -> None:
-    record = controller.push(tasks.suicide, name="doomed").result(timeout=30)
+    record = controller.push(tasks.suicide, name="doomed").record(timeout=30)
     assert record.status is pycrew.Status.CRASH
     assert record.code == 19
     assert "SIGKILL" in (record.error or "")
@@ -226,7 +226,7 @@ def test_crash_by_sigkill_mid_task(controller: pycrew.Controller) -> None:
     controller.collect()
     assert controller.crashes("doomed") == 1
     # a replacement worker takes the next task
-    assert controller.push(tasks.add, 2, 3).result(timeout=30).result == 5
+    assert controller.push(tasks.add, 2, 3).record(timeout=30).result == 5
 
 
 def test_crash_of_a_worker_killed_from_outside(controller: pycrew.Controller) -> None:
@@ -236,7 +236,7 @@ def test_crash_of_a_worker_killed_from_outside(controller: pycrew.Controller) ->
     for pid in controller.pids():
         os.kill(pid, signal.SIGKILL)
     started = time.monotonic()
-    record = future.result(timeout=10)
+    record = future.record(timeout=10)
     assert record.status is pycrew.Status.CRASH
     assert time.monotonic() - started < 5
 
@@ -267,7 +267,7 @@ def test_crashes_max(via: str) -> None:
         assert summary.crash == 3
         assert ctl.empty()
         # a success resets the count
-        ctl.push(tasks.add, 1, 1, name="x").result(timeout=30)
+        ctl.push(tasks.add, 1, 1, name="x").record(timeout=30)
         ctl.collect()
         assert ctl.crashes("x") == 0
 
@@ -284,7 +284,7 @@ def test_cancel_a_running_task(
     wait_until(marker.exists, what="the task to start")
     started = time.monotonic()
     controller.cancel(names=["long"])
-    record = future.result(timeout=5)
+    record = future.record(timeout=5)
     assert record.status is pycrew.Status.CANCEL
     assert record.code == 20
     # the task really stops within 2 s: the worker is free again, or killed if the
@@ -293,7 +293,7 @@ def test_cancel_a_running_task(
     assert time.monotonic() - started < 2
     assert (record.pid in controller.pids()) is (not in_c)
     # a worker (the same or a replacement) takes the next task, and no crash is counted
-    after = controller.push(tasks.add, 1, 1).result(timeout=30)
+    after = controller.push(tasks.add, 1, 1).record(timeout=30)
     assert after.status is pycrew.Status.SUCCESS
     controller.collect()
     summary = controller.summary()
@@ -313,11 +313,11 @@ def test_cancel_all_and_queued(controller: pycrew.Controller) -> None:
 
 def test_timeout_of_a_sleeping_task(controller: pycrew.Controller) -> None:
     started = time.monotonic()
-    record = controller.push(tasks.sleep, 1e6, seconds_timeout=0.5).result(timeout=10)
+    record = controller.push(tasks.sleep, 1e6, seconds_timeout=0.5).record(timeout=10)
     assert record.status is pycrew.Status.TIMEOUT
     assert record.code == 5
     assert time.monotonic() - started < 2.5
-    assert controller.push(tasks.add, 1, 1).result(timeout=30).result == 2
+    assert controller.push(tasks.add, 1, 1).record(timeout=30).result == 2
 
 
 def test_wait_returns_false_on_timeout_and_at_once_when_empty() -> None:
@@ -334,7 +334,7 @@ def test_wait_returns_false_on_timeout_and_at_once_when_empty() -> None:
 
 def test_idle_workers_exit_and_are_relaunched() -> None:
     with pycrew.local_controller(seconds_idle=0.5, seconds_interval=0.05) as ctl:
-        first = ctl.push(tasks.pid).result(timeout=30).result
+        first = ctl.push(tasks.pid).record(timeout=30).result
         wait_until(
             lambda: (
                 not psutil.pid_exists(first)
@@ -343,7 +343,7 @@ def test_idle_workers_exit_and_are_relaunched() -> None:
             what="the idle worker to exit",
         )
         wait_until(lambda: ctl.pids() == [], what="the controller to see it leave")
-        second = ctl.push(tasks.pid).result(timeout=30).result
+        second = ctl.push(tasks.pid).record(timeout=30).result
         assert second != first
 
 
@@ -356,13 +356,13 @@ def test_tasks_max_one_gives_transient_workers() -> None:
 
 def test_tasks_timers_delay_the_idle_timer() -> None:
     with pycrew.local_controller(seconds_idle=0.3, tasks_timers=2, seconds_interval=0.05) as ctl:
-        first = ctl.push(tasks.pid).result(timeout=30).result
+        first = ctl.push(tasks.pid).record(timeout=30).result
         # after one task the idle timer has not started: the worker stays
         deadline = time.monotonic() + 1.0
         while time.monotonic() < deadline:
             assert psutil.pid_exists(first)
             time.sleep(0.1)
-        assert ctl.push(tasks.pid).result(timeout=30).result == first
+        assert ctl.push(tasks.pid).record(timeout=30).result == first
         wait_until(lambda: ctl.pids() == [], what="idle exit after the second task")
 
 
@@ -371,20 +371,20 @@ def test_seeds_reproduce_across_controllers() -> None:
     for workers in (1, 2):
         with pycrew.local_controller(workers=workers, seed=123) as ctl:
             draws.append(
-                [ctl.push(tasks.draw, name=f"d{i}").result(timeout=30).result for i in range(4)]
+                [ctl.push(tasks.draw, name=f"d{i}").record(timeout=30).result for i in range(4)]
             )
     assert draws[0] == draws[1]
     assert len(set(draws[0])) == 4
     with pycrew.local_controller() as ctl:
-        a = ctl.push(tasks.draw, seed=7).result(timeout=30)
-        b = ctl.push(tasks.draw, seed=7).result(timeout=30)
-        c = ctl.push(tasks.draw, seed=8).result(timeout=30)
+        a = ctl.push(tasks.draw, seed=7).record(timeout=30)
+        b = ctl.push(tasks.draw, seed=7).record(timeout=30)
+        c = ctl.push(tasks.draw, seed=8).record(timeout=30)
     assert a.result == b.result != c.result
     assert a.seed == 7
 
 
 def test_controller_env_var_on_workers(controller: pycrew.Controller) -> None:
-    record = controller.push(tasks.env, "PYCREW_CONTROLLER").result(timeout=30)
+    record = controller.push(tasks.env, "PYCREW_CONTROLLER").record(timeout=30)
     assert record.result == controller.name
 
 
@@ -395,15 +395,15 @@ def test_log_directory(tmp_path: object) -> None:
     with pycrew.local_controller(log_directory=folder) as ctl:
         ctl.push(
             "print('hello from the task')\nimport warnings\nwarnings.warn('this-warning')"
-        ).result(timeout=30)
-        ctl.push(tasks.fail, "this-stop").result(timeout=30)
+        ).record(timeout=30)
+        ctl.push(tasks.fail, "this-stop").record(timeout=30)
     files = list(folder.glob("*.log"))
     assert len(files) == 1
     text = files[0].read_text()
     for needle in ("hello from the task", "Warning: this-warning", "Error: ValueError: this-stop"):
         assert needle in text
     with pycrew.local_controller(log_directory=folder / "split", log_join=False) as ctl:
-        ctl.push("print('to stdout')").result(timeout=30)
+        ctl.push("print('to stdout')").record(timeout=30)
     names = sorted(p.name.rsplit("-", 1)[-1] for p in (folder / "split").iterdir())
     assert names == ["stderr.log", "stdout.log"]
 
@@ -411,9 +411,9 @@ def test_log_directory(tmp_path: object) -> None:
 def test_large_numpy_array_round_trip(controller: pycrew.Controller) -> None:
     np = pytest.importorskip("numpy")
     array = np.arange(5_000_000, dtype=np.float64)
-    record = controller.push(np.sum, array).result(timeout=60)
+    record = controller.push(np.sum, array).record(timeout=60)
     assert record.result == array.sum()
-    echoed = controller.push("a * 2", data={"a": array}).result(timeout=60)
+    echoed = controller.push("a * 2", data={"a": array}).record(timeout=60)
     assert np.array_equal(echoed.result, array * 2)
 
 
@@ -421,12 +421,12 @@ def test_port_is_free_after_terminate() -> None:
     ctl = pycrew.local_controller()
     ctl.start()
     port = int(ctl.url.rsplit(":", 1)[1])
-    assert ctl.push(tasks.add, 1, 1).result(timeout=30).result == 2
+    assert ctl.push(tasks.add, 1, 1).record(timeout=30).result == 2
     ctl.terminate()
     ctl.terminate()  # idempotent
     with pycrew.local_controller(port=port) as again:
         assert again.url.endswith(f":{port}")
-        assert again.push(tasks.add, 2, 2).result(timeout=30).result == 4
+        assert again.push(tasks.add, 2, 2).record(timeout=30).result == 4
     probe = socket.socket()
     probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     probe.bind(("127.0.0.1", port))
@@ -434,7 +434,7 @@ def test_port_is_free_after_terminate() -> None:
 
 
 def test_restart_after_terminate_resets_summary(controller: pycrew.Controller) -> None:
-    controller.push(tasks.add, 1, 1).result(timeout=30)
+    controller.push(tasks.add, 1, 1).record(timeout=30)
     controller.collect()
     controller.terminate()
     assert controller.summary() is not None
@@ -442,7 +442,7 @@ def test_restart_after_terminate_resets_summary(controller: pycrew.Controller) -
     summary = controller.summary()
     assert summary is not None
     assert summary.tasks == 0
-    assert controller.push(tasks.add, 1, 2).result(timeout=30).result == 3
+    assert controller.push(tasks.add, 1, 2).record(timeout=30).result == 3
 
 
 def test_workers_exit_when_the_controller_is_killed(tmp_path: object) -> None:
@@ -500,13 +500,13 @@ def test_launch_and_scale_and_counters() -> None:
 
 def test_walk_returns_futures_in_order(controller: pycrew.Controller) -> None:
     futures = controller.walk(tasks.add, iterate={"x": [1, 2, 3], "y": [1, 1, 1]})
-    assert [f.result(timeout=30).result for f in futures] == [2, 3, 4]
+    assert [f.record(timeout=30).result for f in futures] == [2, 3, 4]
     assert controller.size() == 3
     assert len(controller.collect()) == 3
 
 
 def test_ps_never_shows_the_secret(controller: pycrew.Controller) -> None:
-    controller.push(tasks.add, 1, 1).result(timeout=30)
+    controller.push(tasks.add, 1, 1).record(timeout=30)
     secret = controller._env["PYCREW_SECRET"]
     for proc in psutil.process_iter(["cmdline"]):
         assert secret not in " ".join(proc.info["cmdline"] or [])
@@ -515,12 +515,12 @@ def test_ps_never_shows_the_secret(controller: pycrew.Controller) -> None:
 
 def test_wall_time_retires_workers() -> None:
     with pycrew.local_controller(seconds_wall=0.5, seconds_interval=0.05) as ctl:
-        first = ctl.push(tasks.pid).result(timeout=30).result
+        first = ctl.push(tasks.pid).record(timeout=30).result
         wait_until(lambda: ctl.pids() == [], what="the worker to leave at its wall time")
         assert (
             not psutil.pid_exists(first) or psutil.Process(first).status() == psutil.STATUS_ZOMBIE
         )
-        assert ctl.push(tasks.pid).result(timeout=30).result != first
+        assert ctl.push(tasks.pid).record(timeout=30).result != first
         ctl.collect()
         summary = ctl.summary()
         assert summary is not None
@@ -531,11 +531,11 @@ def test_reset_modules_and_garbage_collection() -> None:
     code = "import sys\nimport colorsys\n'colorsys' in sys.modules"
     check = "import sys\n'colorsys' in sys.modules"
     with pycrew.local_controller(reset_modules=True, garbage_collection=True) as ctl:
-        assert ctl.push(code).result(timeout=30).result is True
-        assert ctl.push(check).result(timeout=30).result is False
+        assert ctl.push(code).record(timeout=30).result is True
+        assert ctl.push(check).record(timeout=30).result is False
     with pycrew.local_controller() as ctl:
-        ctl.push(code).result(timeout=30)
-        assert ctl.push(check).result(timeout=30).result is True
+        ctl.push(code).record(timeout=30)
+        assert ctl.push(check).record(timeout=30).result is True
 
 
 class _FlakyLauncher(pycrew.launchers.LocalLauncher):
@@ -570,11 +570,11 @@ def test_short_tasks_never_wait_behind_a_long_one() -> None:
         short = [ctl.push(tasks.sleep, 0.05, name=f"short{i}") for i in range(8)]
         started = time.monotonic()
         for future in short:
-            assert future.result(timeout=15).status is pycrew.Status.SUCCESS
+            assert future.record(timeout=15).status is pycrew.Status.SUCCESS
         assert time.monotonic() - started < 10
         assert not long.done()
         ctl.cancel(names=["long"])
-        assert long.result(timeout=10).status is pycrew.Status.CANCEL
+        assert long.record(timeout=10).status is pycrew.Status.CANCEL
 
 
 def test_tasks_held_behind_a_crash_are_rerun_not_crashed() -> None:
@@ -583,9 +583,9 @@ def test_tasks_held_behind_a_crash_are_rerun_not_crashed() -> None:
         wait_until(lambda: len(ctl.pids()) == 1, what="a worker")
         doomed = ctl.push(tasks.suicide, name="doomed")
         after = [ctl.push(tasks.add, i, 1, name=f"after{i}") for i in range(5)]
-        assert doomed.result(timeout=30).status is pycrew.Status.CRASH
-        assert [f.result(timeout=30).result for f in after] == [1, 2, 3, 4, 5]
-        assert all(f.result().status is pycrew.Status.SUCCESS for f in after)
+        assert doomed.record(timeout=30).status is pycrew.Status.CRASH
+        assert [f.record(timeout=30).result for f in after] == [1, 2, 3, 4, 5]
+        assert all(f.record().status is pycrew.Status.SUCCESS for f in after)
 
 
 def test_cancel_a_task_waiting_on_a_busy_worker() -> None:
@@ -596,12 +596,12 @@ def test_cancel_a_task_waiting_on_a_busy_worker() -> None:
         long = ctl.push(tasks.sleep, 1e6, name="long")
         waiting = ctl.push(tasks.add, 1, 1, name="waiting")
         ctl.cancel(names=["waiting"])
-        assert waiting.result(timeout=5).status is pycrew.Status.CANCEL
+        assert waiting.record(timeout=5).status is pycrew.Status.CANCEL
         assert not long.done()
         ctl.cancel(names=["long"])
-        assert long.result(timeout=5).status is pycrew.Status.CANCEL
+        assert long.record(timeout=5).status is pycrew.Status.CANCEL
         # the same worker lives on: the waiting task was skipped, the long one interrupted
-        record = ctl.push(tasks.pid).result(timeout=30)
+        record = ctl.push(tasks.pid).record(timeout=30)
         assert record.result == pid
         ctl.collect()
         summary = ctl.summary()
@@ -616,13 +616,13 @@ def test_received_buffers_are_reused_only_when_free() -> None:
     keep = "import __main__\n__main__.kept = a\nfloat(a.sum())"
     check = "import __main__\nfloat(__main__.kept.sum())"
     with pycrew.local_controller(reset_globals=False) as ctl:
-        assert ctl.push(keep, data={"a": first}).result(timeout=30).result == 300_000.0
+        assert ctl.push(keep, data={"a": first}).record(timeout=30).result == 300_000.0
         # the first buffer is still held by the worker's global: it must not be reused
-        assert ctl.push("float(a.sum())", data={"a": second}).result(timeout=30).result == 600_000.0
-        assert ctl.push(check).result(timeout=30).result == 300_000.0
+        assert ctl.push("float(a.sum())", data={"a": second}).record(timeout=30).result == 600_000.0
+        assert ctl.push(check).record(timeout=30).result == 300_000.0
         for value in (3.0, 4.0, 5.0):
             array = np.full(300_000, value)
-            assert ctl.push(np.sum, array).result(timeout=30).result == 300_000 * value
+            assert ctl.push(np.sum, array).record(timeout=30).result == 300_000 * value
 
 
 def test_pushes_from_many_threads_keep_names_unique(controller: pycrew.Controller) -> None:
@@ -654,7 +654,7 @@ def test_workers_end_when_the_script_forgets_terminate() -> None:
         import pycrew
         ctl = pycrew.local_controller(workers=2)
         ctl.launch(2)
-        print(ctl.push(abs, -3).result(timeout=30).result)
+        print(ctl.push(abs, -3).record(timeout=30).result)
         print(*ctl.pids(), flush=True)
     """)
     done = subprocess.run(
@@ -698,7 +698,7 @@ def test_the_command_line_id_wins_over_an_inherited_one() -> None:
         proc = subprocess.Popen(spec.command, env=env, stdin=subprocess.DEVNULL)
         try:
             wait_until(lambda: ctl.workers_status()["connected"] == 1, 30, "the worker")
-            record = ctl.push(tasks.pid).result(timeout=30)
+            record = ctl.push(tasks.pid).record(timeout=30)
             assert record.worker == spec.worker_id
             assert record.result == proc.pid
         finally:

@@ -230,7 +230,7 @@ def test_live_controller_survives_fuzzed_handshakes(monkeypatch: pytest.MonkeyPa
     replies: list[list[int]] = []
     killers: list[bytes] = []
     with pycrew.local_controller(workers=1, seconds_interval=0.05) as ctl:
-        pid = ctl.push(tasks.pid).result(timeout=30).result
+        pid = ctl.push(tasks.pid).record(timeout=30).result
         assert isinstance(pid, int)
         disp = ctl._dispatcher
         assert disp is not None
@@ -302,7 +302,7 @@ def test_live_controller_survives_fuzzed_handshakes(monkeypatch: pytest.MonkeyPa
         assert [Kind.REJECT] in replies  # some attempts got as far as a verdict
         # the controller still serves the same worker
         wait_until(lambda: ctl.workers_status()["connected"] == 1, 5, "the worker")
-        after = ctl.push(tasks.add, 2, 3).result(timeout=30)
+        after = ctl.push(tasks.add, 2, 3).record(timeout=30)
         assert after.status is pycrew.Status.SUCCESS
         assert (after.result, after.pid) == (5, pid)
         status = ctl.workers_status()

@@ -30,11 +30,11 @@ def pair() -> Iterator[pycrew.ControllerGroup]:
 
 
 def test_push_goes_to_the_named_member(pair: pycrew.ControllerGroup) -> None:
-    on_b = pair.push(tasks.pid, controller="b").result(timeout=30)
+    on_b = pair.push(tasks.pid, controller="b").record(timeout=30)
     assert on_b.controller == "b"
     assert on_b.result in pair.pids(controllers="b")
     assert pair.empty(controllers="a")
-    on_a = pair.push(tasks.pid).result(timeout=30)  # the first member by default
+    on_a = pair.push(tasks.pid).record(timeout=30)  # the first member by default
     assert on_a.controller == "a"
     assert on_a.result in pair.pids(controllers=["a"])
     assert on_a.result != on_b.result
@@ -59,7 +59,7 @@ def test_map_and_walk_route_too(pair: pycrew.ControllerGroup) -> None:
     records = pair.map(tasks.add, iterate={"x": [1, 2], "y": [3, 4]}, controller="b")
     assert [(r.result, r.controller) for r in records] == [(4, "b"), (6, "b")]
     futures = pair.walk(tasks.add, iterate={"x": [5], "y": [6]})
-    assert futures[0].result(timeout=30).controller == "a"
+    assert futures[0].record(timeout=30).controller == "a"
 
 
 def test_wait_one_wakes_on_any_member() -> None:
@@ -101,7 +101,7 @@ def test_a_backup_chain_takes_a_crashing_task_down_the_line() -> None:
     try:
         where = []
         for _ in range(6):
-            record = group.push(tasks.suicide, name="x").result(timeout=30)
+            record = group.push(tasks.suicide, name="x").record(timeout=30)
             assert record.status is pycrew.Status.CRASH
             where.append(record.controller)
             assert [r.name for r in group.collect()] == ["x"]
@@ -109,14 +109,14 @@ def test_a_backup_chain_takes_a_crashing_task_down_the_line() -> None:
         assert group.crashes("x") == 6
         # a success elsewhere does not reset a's count: x keeps going down the chain
         assert a.crashes("x") == 2
-        group.push(tasks.suicide, name="x").result(timeout=30)
+        group.push(tasks.suicide, name="x").record(timeout=30)
         with pytest.raises(pycrew.CrashLimitError, match="crashed its worker 3 consecutive"):
             group.collect()
         rows = group.summary()
         assert rows is not None
         assert [(s.controller, s.crash) for s in rows] == [("a", 2), ("b", 2), ("c", 3)]
         # other names are untouched by x's history
-        assert group.push(tasks.add, 1, 2, name="y").result(timeout=30).controller == "a"
+        assert group.push(tasks.add, 1, 2, name="y").record(timeout=30).controller == "a"
     finally:
         group.terminate()
 
@@ -153,7 +153,7 @@ def test_bad_groups_and_backups_are_refused() -> None:
 def test_retry_crashes_runs_a_task_again_until_it_succeeds(tmp_path: Path) -> None:
     marker = tmp_path / "crashed-once"
     with _member("a", retry_crashes=True, crashes_max=2) as ctl:
-        record = ctl.push(tasks.crash_once, str(marker), name="flaky").result(timeout=60)
+        record = ctl.push(tasks.crash_once, str(marker), name="flaky").record(timeout=60)
         assert (record.status, record.result) == (pycrew.Status.SUCCESS, "survived")
         assert record.attempts == 2
         assert record.controller == "a"
@@ -166,7 +166,7 @@ def test_retry_crashes_goes_down_the_backup_chain() -> None:
     b = _member("b", retry_crashes=True, crashes_max=1)
     a = _member("a", retry_crashes=True, crashes_max=1, backup=b)
     with pycrew.ControllerGroup(a, b) as group:
-        record = group.push(tasks.crash_unless, "b", name="needs-b").result(timeout=60)
+        record = group.push(tasks.crash_unless, "b", name="needs-b").record(timeout=60)
         assert (record.status, record.result, record.controller) == (
             pycrew.Status.SUCCESS,
             "b",
@@ -183,7 +183,7 @@ def test_retry_crashes_goes_down_the_backup_chain() -> None:
         ]
         assert group.empty()
         # at the end of the chain the crash is the record, with every attempt counted
-        final = group.push(tasks.suicide, name="doomed").result(timeout=60)
+        final = group.push(tasks.suicide, name="doomed").record(timeout=60)
         assert (final.status, final.controller, final.attempts) == (
             pycrew.Status.CRASH,
             "b",

@@ -93,11 +93,11 @@ def _line(record: dict[str, object]) -> str:
 
 def test_records_carry_peak_memory_and_cpu_seconds() -> None:
     with pycrew.local_controller(workers=1, seconds_interval=0.05) as ctl:
-        baseline = ctl.push("None", name="baseline").result(WAIT)
-        big = ctl.push(ALLOCATE, data={"size": SIZE, "hold": 0}, name="allocate").result(WAIT)
-        busy = ctl.push(BUSY, data={"seconds": 0.3}, name="busy").result(WAIT)
-        idle = ctl.push("import time\ntime.sleep(0.3)", name="sleep").result(WAIT)
-        failed = ctl.push("raise ValueError('no')", name="fail").result(WAIT)
+        baseline = ctl.push("None", name="baseline").record(WAIT)
+        big = ctl.push(ALLOCATE, data={"size": SIZE, "hold": 0}, name="allocate").record(WAIT)
+        busy = ctl.push(BUSY, data={"seconds": 0.3}, name="busy").record(WAIT)
+        idle = ctl.push("import time\ntime.sleep(0.3)", name="sleep").record(WAIT)
+        failed = ctl.push("raise ValueError('no')", name="fail").record(WAIT)
     records = [baseline, big, busy, idle, failed]
     assert [r.status for r in records] == ["success"] * 4 + ["error"]
     assert len({r.pid for r in records}) == 1, "one worker ran them all"
@@ -126,8 +126,8 @@ def test_a_task_cancelled_before_it_starts_has_no_measurements() -> None:
         first = ctl.push("import time\ntime.sleep(1.0)", name="first")
         second = ctl.push("None", name="second")
         ctl.cancel(names=["second"])
-        record = second.result(WAIT)
-        assert first.result(WAIT).status == "success"
+        record = second.record(WAIT)
+        assert first.record(WAIT).status == "success"
     assert record.status == "cancel"
     assert record.memory_peak is None
     assert record.cpu_seconds is None
@@ -137,7 +137,7 @@ def test_workers_load_nothing_for_metrics_while_they_are_off() -> None:
     """psutil and the metrics module cost start-up time: only workers that sample load them."""
     probe = "import sys\nsorted(m for m in ('psutil', 'pycrew._metrics') if m in sys.modules)"
     with pycrew.local_controller(workers=1) as ctl:
-        assert ctl.push(probe).result(WAIT).result == []
+        assert ctl.push(probe).record(WAIT).result == []
 
 
 # metrics samples -------------------------------------------------------------
@@ -148,7 +148,7 @@ def test_metrics_files_show_a_task_allocating_memory_and_plot_it(tmp_path: Path)
     metrics = pycrew.Metrics(folder, seconds_interval=0.2)
     with pycrew.local_controller(workers=1, metrics=metrics, seconds_idle=0.3) as ctl:
         future = ctl.push(ALLOCATE, data={"size": SIZE, "hold": 2.0}, name="allocate")
-        record = future.result(WAIT)
+        record = future.record(WAIT)
         _wait_for_exit_sample(folder)
     assert record.status == "success"
     assert [p.name for p in folder.iterdir()] == [f"{record.worker}.metrics"]
@@ -221,7 +221,7 @@ def test_metrics_mixed_into_worker_logs_are_read_back(
         log_join=join,
         seconds_idle=0.3,
     ) as ctl:
-        record = ctl.push(task, name="chatty").result(WAIT)
+        record = ctl.push(task, name="chatty").record(WAIT)
         _wait_for_exit_sample(logs)
     assert record.status == "success"
     worker = record.worker

@@ -230,7 +230,7 @@ def test_an_unwritable_registry_never_stops_launching(
     monkeypatch.setenv(_ledger.DIR_ENV, str(blocker))
     caplog.set_level(logging.WARNING, logger="pycrew")
     with pycrew.local_controller(workers=1, seconds_interval=0.05) as ctl:
-        assert ctl.push(tasks.add, 1, 2).result(timeout=30).result == 3
+        assert ctl.push(tasks.add, 1, 2).record(timeout=30).result == 3
     assert any(
         "could not write the registry of launched workers" in r.getMessage()
         for r in caplog.records
@@ -270,7 +270,7 @@ def test_workers_are_listed_and_one_can_be_ended() -> None:
         assert ended == [victim]
         assert time.monotonic() - started < 20  # SIGTERM did it, not SIGKILL after the grace
         assert [w.pid for w in _ours(name)] == [listed[1].pid]
-        assert ctl.push(tasks.add, 2, 2).result(timeout=30).result == 4
+        assert ctl.push(tasks.add, 2, 2).record(timeout=30).result == 4
 
 
 def test_a_worker_still_running_after_its_session_ended_is_stale() -> None:

@@ -80,7 +80,7 @@ ROGUES: dict[str, tuple[Callable[[dict[str, Any]], bytes], str | None]] = {
 def test_rogue_client_is_dropped_while_worker_keeps_working(rogue: str) -> None:
     make, reason = ROGUES[rogue]
     with pycrew.local_controller(workers=1, seconds_interval=0.05) as ctl:
-        before = ctl.push(tasks.pid).result(timeout=30)
+        before = ctl.push(tasks.pid).record(timeout=30)
         assert before.status is pycrew.Status.SUCCESS
         running = ctl.push(tasks.sleep, 0.3)
         with peers.rogue(ctl) as (sock, hello):
@@ -98,8 +98,8 @@ def test_rogue_client_is_dropped_while_worker_keeps_working(rogue: str) -> None:
             assert [kind for kind, _, _ in frames] == [Kind.REJECT]
             assert reason in _wire.parse_json(frames[0][1])["reason"]
         # the worker was not disturbed: same process, its task done, the next one too
-        assert running.result(timeout=30).status is pycrew.Status.SUCCESS
-        after = ctl.push(tasks.add, 2, 3).result(timeout=30)
+        assert running.record(timeout=30).status is pycrew.Status.SUCCESS
+        after = ctl.push(tasks.add, 2, 3).record(timeout=30)
         assert after.result == 5
         assert after.pid == before.result
         status = ctl.workers_status()
@@ -109,7 +109,7 @@ def test_rogue_client_is_dropped_while_worker_keeps_working(rogue: str) -> None:
 
 def test_many_rogues_at_once_do_not_stop_the_controller() -> None:
     with pycrew.local_controller(workers=2, seconds_interval=0.05) as ctl:
-        assert ctl.push(tasks.add, 1, 1).result(timeout=30).result == 2
+        assert ctl.push(tasks.add, 1, 1).record(timeout=30).result == 2
         assert len(ctl.collect()) == 1
         socks = [
             socket.create_connection(address(ctl), timeout=peers.DROP_SECONDS) for _ in range(20)
@@ -165,7 +165,7 @@ def test_nothing_is_unpickled_before_authentication(tmp_path: Path) -> None:
         lambda h: peers.frame(Kind.RESULT, _wire.RESULT_HEAD.pack(1, 0), [payload]),
     ]
     with pycrew.local_controller(workers=1, seconds_interval=0.05) as ctl:
-        before = ctl.push(tasks.add, 1, 2).result(timeout=30)
+        before = ctl.push(tasks.add, 1, 2).record(timeout=30)
         assert before.result == 3
         _AUDIT["on"] = True
         try:
@@ -177,7 +177,7 @@ def test_nothing_is_unpickled_before_authentication(tmp_path: Path) -> None:
         finally:
             _AUDIT["on"] = False
         assert not canary.exists()
-        assert ctl.push(tasks.add, 3, 4).result(timeout=30).result == 7
+        assert ctl.push(tasks.add, 3, 4).record(timeout=30).result == 7
         assert ctl.workers_status()["cumulative"] == 1
     assert not canary.exists()
 
@@ -206,7 +206,7 @@ def test_silent_client_is_dropped_after_handshake_deadline(
             elapsed = time.monotonic() - started
         # not before the deadline (less the time HELLO took to read), and not long after
         assert deadline - 0.2 <= elapsed < deadline + 4
-        assert ctl.push(tasks.add, 1, 1).result(timeout=30).result == 2
+        assert ctl.push(tasks.add, 1, 1).record(timeout=30).result == 2
 
 
 def test_handshake_deadline_default_is_bounded() -> None:
@@ -225,15 +225,15 @@ def test_secret_is_not_visible_in_ps_repr_logs_or_tasks(tmp_path: Path) -> None:
         # both workers, each with one task, look for the secret in their environment
         code = "import os, time\ntime.sleep(0.3)\nos.environ.get(name)"
         futures = [ctl.push(code, data={"name": _wire.SECRET_ENV}) for _ in range(2)]
-        records = [f.result(timeout=30) for f in futures]
+        records = [f.record(timeout=30) for f in futures]
         assert [r.status for r in records] == [pycrew.Status.SUCCESS] * 2
         assert [r.result for r in records] == [None, None]
         assert {r.pid for r in records} == set(ctl.pids())
-        assert ctl.push(tasks.env, _wire.SECRET_ENV).result(timeout=30).result is None
+        assert ctl.push(tasks.env, _wire.SECRET_ENV).record(timeout=30).result is None
         # nor can a task read it back from the process's initial environment block
         if sys.platform.startswith("linux"):
             peek = "open('/proc/self/environ', 'rb').read().count(secret.encode())"
-            assert ctl.push(peek, data={"secret": secret}).result(timeout=30).result == 0
+            assert ctl.push(peek, data={"secret": secret}).record(timeout=30).result == 0
             # and the block still reads whole: the variables after it are intact
             for pid in ctl.pids():
                 assert psutil.Process(pid).environ()[_wire.CONTROLLER_ENV] == ctl.name
@@ -298,7 +298,7 @@ def test_worker_with_wrong_secret_exits_4_and_gets_no_task(
             _, err = proc.communicate(timeout=10)
             assert proc.returncode == 4, err
             assert message in err.decode()
-            record = future.result(timeout=30)
+            record = future.record(timeout=30)
             assert record.status is pycrew.Status.SUCCESS
             assert record.result != proc.pid
             assert record.worker != "x"
@@ -362,7 +362,7 @@ def test_worker_refuses_an_impostor_controller(tmp_path: Path) -> None:
 def test_worker_of_another_version_is_refused_and_the_user_is_told() -> None:
     """A worker holding the secret but running another pycrew is refused, visibly."""
     with pycrew.local_controller(workers=1, seconds_interval=0.05) as ctl:
-        assert ctl.push(tasks.add, 1, 2).result(timeout=30).result == 3
+        assert ctl.push(tasks.add, 1, 2).record(timeout=30).result == 3
         address = ctl.url.split("://", 1)[1]
         env = _worker_env(ctl._env[_wire.SECRET_ENV])
         code = (
@@ -394,19 +394,19 @@ def test_worker_of_another_version_is_refused_and_the_user_is_told() -> None:
             pycrew.CrewWarning,
             match=r"was refused: the worker runs pycrew '9.9.9' and the controller",
         ):
-            record = ctl.push(tasks.add, 2, 3).result(timeout=30)
+            record = ctl.push(tasks.add, 2, 3).record(timeout=30)
         assert record.result == 5
         assert ctl.workers_status()["cumulative"] == 1
 
 
 def test_a_stranger_claiming_another_version_does_not_reach_the_user() -> None:
     with pycrew.local_controller(workers=1, seconds_interval=0.05) as ctl:
-        assert ctl.push(tasks.add, 1, 2).result(timeout=30).result == 3
+        assert ctl.push(tasks.add, 1, 2).record(timeout=30).result == 3
         with peers.rogue(ctl) as (sock, hello):
             sock.sendall(peers.auth(hello, peers.WRONG_SECRET, pycrew="9.9.9"))
             read_until_closed(sock, peers.DROP_SECONDS)
         # filterwarnings=error: any warning here fails the test
-        assert ctl.push(tasks.add, 2, 3).result(timeout=30).result == 5
+        assert ctl.push(tasks.add, 2, 3).record(timeout=30).result == 5
         assert len(ctl.collect()) == 2
         assert ctl._refusals_told == set()
 

@@ -109,13 +109,13 @@ def test_scales_up_from_nothing_and_down_by_seconds_idle(cluster: None) -> None:
         assert _our_jobs() == []
         assert ctl.pids() == []
         futures = [ctl.push(tasks.sleep, 0.5) for _ in range(4)]
-        assert [f.result(timeout=60).status for f in futures] == [pycrew.Status.SUCCESS] * 4
+        assert [f.record(timeout=60).status for f in futures] == [pycrew.Status.SUCCESS] * 4
         assert ctl.workers_status()["cumulative"] >= 1
         # idle workers leave on their own, and their jobs end with them
         wait_until(lambda: ctl.workers_status()["connected"] == 0, 30, "idle workers to leave")
         wait_until(lambda: _our_jobs() == [], 30, "the jobs to end")
         # and work brings them back
-        assert ctl.push(tasks.add, 1, 2).result(timeout=60).result == 3
+        assert ctl.push(tasks.add, 1, 2).record(timeout=60).result == 3
 
 
 def test_scancel_mid_task_is_a_crash(cluster: None, tmp_path: Path) -> None:
@@ -125,12 +125,12 @@ def test_scancel_mid_task_is_a_crash(cluster: None, tmp_path: Path) -> None:
         wait_until(marker.exists, 60, "the task to start")
         (job,) = _our_jobs()
         subprocess.run(["scancel", job.id], check=True, timeout=30)
-        record = future.result(timeout=60)
+        record = future.record(timeout=60)
         assert record.status is pycrew.Status.CRASH
         assert record.code == 19
         assert "was lost during the task" in (record.error or "")
         # the controller carries on with a fresh job
-        assert ctl.push(tasks.add, 2, 3).result(timeout=60).result == 5
+        assert ctl.push(tasks.add, 2, 3).record(timeout=60).result == 5
 
 
 def test_terminate_cancels_queued_and_running_jobs(cluster: None) -> None:
@@ -246,7 +246,7 @@ def test_worker_logs_follow_slurm_patterns(cluster: None, tmp_path: Path) -> Non
     with _slurm(workers=2, log_output=pattern, log_error=None) as ctl:
         ctl.launch(2)
         wait_until(lambda: len(ctl.pids()) == 2, 60, "both workers")
-        assert ctl.push(tasks.add, 1, 1).result(timeout=60).result == 2
+        assert ctl.push(tasks.add, 1, 1).record(timeout=60).result == 2
     logs = sorted(tmp_path.glob("worker-*_*.log"))
     assert len(logs) == 2  # one file per array element
     wait_until(lambda: all("connected to" in p.read_text() for p in logs), 30, "the logs")

@@ -56,7 +56,7 @@ def test_automatic_tls_runs_tasks_and_workers_drop_the_trust_anchor() -> None:
         trust = ctl._env[_wire.TRUST_ENV]
         assert trust.startswith("-----BEGIN CERTIFICATE-----")
         assert "PRIVATE KEY" not in "".join(ctl._env.values())
-        assert ctl.push(tasks.env, _wire.TRUST_ENV).result(timeout=30).result is None
+        assert ctl.push(tasks.env, _wire.TRUST_ENV).record(timeout=30).result is None
 
 
 def test_automatic_tls_port_speaks_only_tls() -> None:
@@ -99,7 +99,7 @@ ROGUE_PLAIN = {
 @pytest.mark.parametrize("sends", sorted(ROGUE_PLAIN))
 def test_plain_tcp_rogue_is_dropped_while_workers_keep_working(sends: str) -> None:
     with pycrew.local_controller(workers=1, tls="automatic", seconds_interval=0.05) as ctl:
-        before = ctl.push(tasks.pid).result(timeout=30)
+        before = ctl.push(tasks.pid).record(timeout=30)
         assert before.status is pycrew.Status.SUCCESS
         running = ctl.push(tasks.sleep, 0.3)
         with socket.create_connection(address(ctl), timeout=5) as sock:
@@ -110,8 +110,8 @@ def test_plain_tcp_rogue_is_dropped_while_workers_keep_working(sends: str) -> No
         # no pycrew message ever travels in the clear
         assert b"nonce" not in reply
         assert b"pycrew" not in reply
-        assert running.result(timeout=30).status is pycrew.Status.SUCCESS
-        after = ctl.push(tasks.add, 2, 3).result(timeout=30)
+        assert running.record(timeout=30).status is pycrew.Status.SUCCESS
+        after = ctl.push(tasks.add, 2, 3).record(timeout=30)
         assert after.result == 5
         assert after.pid == before.result
         status = ctl.workers_status()
@@ -129,7 +129,7 @@ def test_silent_plain_client_is_dropped_at_the_tls_handshake_deadline(
             assert read_until_closed(sock, seconds=5) == b""
             elapsed = time.monotonic() - started
         assert 0.3 <= elapsed < 5
-        assert ctl.push(tasks.add, 1, 1).result(timeout=30).result == 2
+        assert ctl.push(tasks.add, 1, 1).record(timeout=30).result == 2
 
 
 # --------------------------------------------------------------- validation
@@ -510,10 +510,10 @@ def test_key_password_is_nowhere_to_be_found(
         workers=2, tls=tls, seconds_interval=0.05, log_directory=logs
     ) as ctl:
         _runs_tasks(ctl)
-        failed = ctl.push(tasks.fail, "boom").result(timeout=30)
+        failed = ctl.push(tasks.fail, "boom").record(timeout=30)
         assert failed.status is pycrew.Status.ERROR
         # the variable holding the password does not reach workers at all
-        assert ctl.push(tasks.env, "PYCREW_TEST_KEY_PASSWORD").result(timeout=30).result is None
+        assert ctl.push(tasks.env, "PYCREW_TEST_KEY_PASSWORD").record(timeout=30).result is None
         with socket.create_connection(address(ctl), timeout=5) as sock:  # a failed handshake
             sock.sendall(b"\x16\x03\x01\x00\x05hello")
             read_until_closed(sock)

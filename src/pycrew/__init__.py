@@ -17,8 +17,11 @@ from ._version import __version__
 TYPE_CHECKING = False  # typing itself is slow to import
 
 if TYPE_CHECKING:
-    from ._controller import Controller, TaskFuture
+    from ._asyncio import as_completed
+    from ._controller import Controller
     from ._errors import (
+        ArgumentError,
+        ArgumentTypeError,
         ClosedError,
         CrashLimitError,
         CrewError,
@@ -26,9 +29,17 @@ if TYPE_CHECKING:
         CrewWarning,
         LaunchError,
         ProtocolError,
+        RemoteTraceback,
+        TaskCancelledError,
+        TaskCrashError,
         TaskError,
+        TaskTimeoutError,
         TlsConfigError,
     )
+    from ._executor import Executor
+    from ._futures import TaskFuture
+    from ._pandas import to_pandas
+    from ._sequential import sequential_controller
     from ._group import ControllerGroup
     from ._local import local_controller
     from ._metrics import Metrics
@@ -40,7 +51,11 @@ if TYPE_CHECKING:
 
 _HOMES = {
     "Controller": "_controller",
-    "TaskFuture": "_controller",
+    "TaskFuture": "_futures",
+    "as_completed": "_asyncio",
+    "Executor": "_executor",
+    "to_pandas": "_pandas",
+    "sequential_controller": "_sequential",
     "ControllerGroup": "_group",
     "local_controller": "_local",
     "LocalMonitor": "_monitor",
@@ -48,6 +63,8 @@ _HOMES = {
     "controller": "_plugin",
     "slurm_controller": "_slurm",
     "SlurmMonitor": "_slurm",
+    "ArgumentError": "_errors",
+    "ArgumentTypeError": "_errors",
     "ClosedError": "_errors",
     "CrashLimitError": "_errors",
     "CrewError": "_errors",
@@ -55,7 +72,11 @@ _HOMES = {
     "CrewWarning": "_errors",
     "LaunchError": "_errors",
     "ProtocolError": "_errors",
+    "RemoteTraceback": "_errors",
+    "TaskCancelledError": "_errors",
+    "TaskCrashError": "_errors",
     "TaskError": "_errors",
+    "TaskTimeoutError": "_errors",
     "TlsConfigError": "_errors",
     "Status": "_task",
     "Summary": "_task",
@@ -86,6 +107,8 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "TLS",
+    "ArgumentError",
+    "ArgumentTypeError",
     "ClosedError",
     "Controller",
     "ControllerGroup",
@@ -93,20 +116,28 @@ __all__ = [
     "CrewError",
     "CrewTimeoutError",
     "CrewWarning",
+    "Executor",
     "LaunchError",
     "LocalMonitor",
     "Metrics",
     "ProtocolError",
+    "RemoteTraceback",
     "SlurmMonitor",
     "Status",
     "Summary",
+    "TaskCancelledError",
+    "TaskCrashError",
     "TaskError",
     "TaskFuture",
     "TaskResult",
+    "TaskTimeoutError",
     "TlsConfigError",
     "WorkerSummary",
     "__version__",
+    "as_completed",
     "controller",
     "local_controller",
+    "sequential_controller",
     "slurm_controller",
+    "to_pandas",
 ]

@@ -161,3 +161,36 @@ def check_host(host: str, tls: TLS, allow_public: bool) -> None:
             CrewWarning,
             stacklevel=3,
         )
+
+
+def check_flag(label: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{label} must be True or False, got {value!r}")
+    return value
+
+
+def check_int(label: str, value: object, minimum: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{label} must be an int, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{label} must be at least {minimum}, got {value}")
+    return value
+
+
+def check_port(port: object) -> int:
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise ValueError(f"port must be an int from 0 to 65535 (0: any free port), got {port!r}")
+    return port
+
+
+def check_seed(seed: object) -> int | None:
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise TypeError(f"seed must be None or an int, got {seed!r}")
+    return seed
+
+
+def check_bytes_max(bytes_max: object) -> int:
+    value = check_int("bytes_max", bytes_max)
+    if not 1024 <= value <= _wire.BYTES_LIMIT:
+        raise ValueError(f"bytes_max must be from 1024 to {_wire.BYTES_LIMIT} bytes, got {value}")
+    return value

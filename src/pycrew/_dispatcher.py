@@ -37,15 +37,16 @@ from typing import TYPE_CHECKING, Any
 
 from . import _wire
 from ._errors import ProtocolError
-from ._task import Status
+from ._task import DONE, FORWARDED, QUEUED, RUNNING, Status, WorkerInfo
 from ._wire import Kind
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from ._task import Task
+
 log = logging.getLogger("pycrew")
 
-QUEUED, RUNNING, DONE = 0, 1, 2
 HANDSHAKE_SECONDS = 10.0
 #: a cancelled task has this long to stop before its worker is killed
 CANCEL_GRACE = 1.0
@@ -56,74 +57,8 @@ PREAUTH_CONNECTIONS = 64
 DROP_LOG_SECONDS = 1.0
 #: tasks a worker may hold at once when prefetching (one running, the rest waiting)
 PREFETCH_DEPTH = 8
-#: larger tasks go only to idle workers: a worker holding several big
-#: payloads ahead would hold their memory too
-PREFETCH_BYTES = 1 << 20
 _READ_CHUNK = 1 << 18
 _TLS_SHAKE, _AUTH, _READY = 0, 1, 2
-
-
-class Task:
-    """The controller's and the dispatcher's view of one pushed task."""
-
-    __slots__ = (
-        "attempts",
-        "command",
-        "crashes",
-        "deadline",
-        "detail",
-        "forward",
-        "frame",
-        "id",
-        "name",
-        "outcome",
-        "raw",
-        "record",
-        "seed",
-        "small",
-        "state",
-        "worker",
-    )
-
-    def __init__(
-        self,
-        task_id: int,
-        name: str,
-        command: str | None,
-        frame: list[Any],
-        seed: int | None,
-        deadline: float | None,
-    ) -> None:
-        self.id = task_id
-        self.name = name
-        self.command = command
-        self.frame = frame
-        # only small tasks are sent ahead to busy workers
-        self.small = sum(memoryview(p).nbytes for p in frame) <= PREFETCH_BYTES
-        self.seed = seed
-        self.deadline = deadline
-        # how many times the task was pushed, counting retries after crashes,
-        # and how many of them crashed in this controller
-        self.attempts = 1
-        self.crashes = 0
-        # (controller, task) that took this task over after it crashed here
-        self.forward: Any = None
-        self.state = QUEUED
-        self.outcome: Status | None = None
-        self.detail: str | None = None
-        self.raw: tuple[bytes, list[_wire.Buffer]] | None = None
-        self.worker: WorkerInfo | None = None
-        # built once, on first request, by the controller (unpickling happens there)
-        self.record: Any = None
-
-
-class WorkerInfo:
-    __slots__ = ("host", "id", "pid")
-
-    def __init__(self, worker_id: str, pid: int | None, host: str | None) -> None:
-        self.id = worker_id
-        self.pid = pid
-        self.host = host
 
 
 class Conn:
@@ -218,7 +153,11 @@ class Dispatcher:
         self.idle: dict[Conn, None] = {}
         self.room: dict[Conn, None] = {}
         self.releasing: dict[int, Conn] = {}
-        self.resolved: collections.deque[Task] = collections.deque()
+        # resolved tasks that pop()/collect() may take, oldest first (map's and
+        # an executor's own tasks never enter)
+        self.resolved: collections.OrderedDict[int, Task] = collections.OrderedDict()
+        # resolved since the lock was last let go: their futures settle after
+        self.finished: list[Task] = []
         self.live: dict[int, Task] = {}
         self.workers: dict[str, Conn] = {}
         self.conns: dict[int, Conn] = {}
@@ -272,18 +211,33 @@ class Dispatcher:
                 self._flush_dirty()
 
     def cancel(self, tasks: list[Task], status: Status = Status.CANCEL) -> None:
+        """Stop tasks, queued or running; their futures settle before this returns."""
         with self.lock:
             for task in tasks:
                 self._stop(task, status)
             self._flush_dirty()
+        self.settle()
 
-    def forget_resolved(self, tasks: list[Task]) -> None:
-        """Drop tasks collected by other means (map) from the resolved queue."""
-        wanted = {t.id for t in tasks}
+    def disown(self, tasks: list[Task]) -> None:
+        """Tasks whose owner (an interrupted map) let go: pop()/collect() may take them."""
         with self.lock:
-            kept = [t for t in self.resolved if t.id not in wanted]
-            self.resolved.clear()
-            self.resolved.extend(kept)
+            for task in tasks:
+                if task.owned:
+                    task.owned = False
+                    if task.state == DONE and not task.taken:
+                        self.resolved[task.id] = task
+
+    def settle(self) -> None:
+        """Settle the futures of tasks resolved since the last call (call without the lock).
+
+        Done callbacks run here, on the calling thread: none may find the
+        dispatcher's lock held, or wait for the dispatcher thread.
+        """
+        while self.finished:
+            with self.lock:
+                finished, self.finished = self.finished, []
+            for task in finished:
+                task.settle()
 
     def counts(self) -> tuple[int, int, int, int, int]:
         """(connections, cumulative, awaiting, executing, completed), like mirai's info()."""
@@ -374,8 +328,8 @@ class Dispatcher:
         self._requeue(task)
 
     def retire(self, task: Task) -> None:
-        """A task another controller took over: done here, but no record (lock held)."""
-        task.state = DONE
+        """A task another controller takes over: gone from here, with no record (lock held)."""
+        task.state = FORWARDED
         task.frame = []
         self.live.pop(task.id, None)
         self.cv.notify_all()
@@ -388,7 +342,9 @@ class Dispatcher:
         task.detail = detail
         task.frame = []
         self.live.pop(task.id, None)
-        self.resolved.append(task)
+        if not task.owned:
+            self.resolved[task.id] = task
+        self.finished.append(task)
         self.completed += 1
         self.cv.notify_all()
         for listener in self.listeners:
@@ -475,6 +431,8 @@ class Dispatcher:
                     self._flush_dirty()
                     self._sync_interest()
                     timeout = self._next_timeout()
+                if self.finished:
+                    self.settle()
         except BaseException as exc:  # surfaced to the user at the next call
             log.exception("pycrew dispatcher failed")
             with self.lock:
@@ -482,6 +440,7 @@ class Dispatcher:
                 self.cv.notify_all()
         finally:
             self._shutdown()
+            self.settle()
 
     def _next_timeout(self) -> float:
         """Seconds until the next deadline (at most 1); call with the lock held."""
@@ -627,7 +586,7 @@ class Dispatcher:
         elif kind == Kind.RESULT:
             if len(meta) < _wire.RESULT_HEAD.size:
                 raise ProtocolError("a result too short to name its task")
-            task_id, last = _wire.RESULT_HEAD.unpack_from(meta)
+            task_id, last, failed = _wire.RESULT_HEAD.unpack_from(meta)
             if not conn.tasks or conn.tasks[0].id != task_id:
                 raise ProtocolError("a result for a task this worker was not given")
             task = conn.tasks.popleft()
@@ -642,6 +601,7 @@ class Dispatcher:
                 conn.leaving = True
             if task.state != DONE:
                 task.raw = (meta, bufs)
+                task.failed = bool(failed)
                 self._resolve(task, None)
             self._refill(conn)
         elif kind == Kind.RELEASED:
@@ -812,6 +772,10 @@ class Dispatcher:
     def _shutdown(self) -> None:
         with self.lock:
             self.closing = True
+            # nothing waits forever on a controller that stopped: what did not
+            # end is cancelled, and its future says so
+            for task in list(self.live.values()):
+                self._resolve(task, Status.CANCEL, "the controller was terminated")
             for conn in list(self.conns.values()):
                 if conn.stage == _READY:
                     self._write(conn, _wire.encode(Kind.EXIT, b""))

@@ -2,18 +2,29 @@
 
 ```
 CrewError
+ ├── ArgumentError (also a ValueError)        a bad argument value
+ ├── ArgumentTypeError (also a TypeError)     an argument of the wrong type
  ├── CrewTimeoutError (also a TimeoutError)   a bounded wait ran out
  ├── ClosedError                              the controller was terminated
- ├── TaskError                                a task failed and error="stop" asked to raise
+ ├── TaskError                                a task failed (or map/pop/collect asked to raise)
+ ├── TaskCrashError                           a task's worker died while running it
+ ├── TaskCancelledError (a CancelledError)    a task was cancelled
+ ├── TaskTimeoutError (also a TimeoutError)   a task ran past its seconds_timeout
  ├── CrashLimitError                          a task name crashed more than crashes_max times
  ├── LaunchError                              a launcher could not start workers
  ├── TlsConfigError                           a TLS setting is unusable
- └── ProtocolError                            a peer broke the wire protocol
+ ├── ProtocolError                            a peer broke the wire protocol
+ └── RemoteTraceback                          the worker's traceback, as a raised error's cause
 CrewWarning (a UserWarning)                   task errors or warnings with error="warn"
 ```
+
+A task that raised re-raises its own exception (``except ValueError`` works);
+only what cannot be rebuilt here becomes a ``TaskError``.
 """
 
 from __future__ import annotations
+
+import concurrent.futures
 
 TYPE_CHECKING = False
 
@@ -25,8 +36,25 @@ class CrewError(Exception):
     """Root of every pycrew error."""
 
 
-class CrewTimeoutError(CrewError, TimeoutError):
-    """A bounded wait in pycrew ran out of time."""
+class ArgumentError(CrewError, ValueError):
+    """An argument has a value pycrew cannot use."""
+
+
+class ArgumentTypeError(CrewError, TypeError):
+    """An argument is of a type pycrew cannot use."""
+
+
+# Python 3.10 has its own concurrent.futures.TimeoutError; from 3.11 on it is
+# the builtin. Either way, a pycrew timeout is caught by both names.
+_TIMEOUTS: tuple[type[Exception], ...] = (
+    (TimeoutError,)
+    if concurrent.futures.TimeoutError is TimeoutError
+    else (concurrent.futures.TimeoutError, TimeoutError)
+)
+
+
+class CrewTimeoutError(CrewError, *_TIMEOUTS):  # type: ignore[misc]
+    """A bounded wait in pycrew ran out of time (the task itself goes on)."""
 
 
 class ClosedError(CrewError):
@@ -36,6 +64,9 @@ class ClosedError(CrewError):
 class TaskError(CrewError):
     """One or more tasks did not succeed and the caller asked to raise.
 
+    Also what a future raises for a task whose exception cannot be rebuilt
+    in this process (its class is not importable here, say).
+
     Attributes:
         results: every result record of the call that raised, in order.
     """
@@ -43,6 +74,38 @@ class TaskError(CrewError):
     def __init__(self, message: str, results: list[TaskResult]) -> None:
         super().__init__(message)
         self.results = results
+
+
+class _TaskEnded(CrewError):
+    """A task that ended without a value; ``record`` says how."""
+
+    def __init__(self, message: str, record: TaskResult | None = None) -> None:
+        super().__init__(message)
+        self.record = record
+
+
+class TaskCrashError(_TaskEnded):
+    """The worker running the task died (killed, out of memory, ...).
+
+    Attributes:
+        record: the task's result record.
+    """
+
+
+class TaskCancelledError(_TaskEnded, concurrent.futures.CancelledError):
+    """The task was cancelled (by ``cancel()`` or ``terminate()``).
+
+    Attributes:
+        record: the task's result record.
+    """
+
+
+class TaskTimeoutError(_TaskEnded, TimeoutError):
+    """The task ran past its ``seconds_timeout``.
+
+    Attributes:
+        record: the task's result record.
+    """
 
 
 class CrashLimitError(CrewError):
@@ -71,6 +134,21 @@ class TlsConfigError(CrewError):
 
 class ProtocolError(CrewError):
     """A peer sent something the wire protocol does not allow."""
+
+
+class RemoteTraceback(CrewError):
+    """The traceback of a task's exception, as the worker formatted it.
+
+    Set as the ``__cause__`` of the exception a future re-raises, so the
+    worker's frames print below the caller's.
+    """
+
+    def __init__(self, trace: str) -> None:
+        super().__init__(trace)
+        self.trace = trace
+
+    def __str__(self) -> str:
+        return f'\n"""\n{self.trace.rstrip()}\n"""'
 
 
 class CrewWarning(UserWarning):

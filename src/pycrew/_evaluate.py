@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     ]
 
 TEXT_MAX = 2048
+#: a task's exception larger than this when pickled travels as text only
+EXCEPTION_BYTES_MAX = 16 << 20
 WARNINGS_MAX = 50
 
 CALLABLE = 0
@@ -196,6 +198,38 @@ def describe(exc: BaseException) -> str:
     return _clip(f"{name}: {message}" if message else name)
 
 
+def _trace(exc: BaseException) -> str | None:
+    """The task's traceback, from its own first frame (pycrew's frames left out)."""
+    import traceback
+
+    try:
+        tb = exc.__traceback__
+        while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
+            tb = tb.tb_next
+        return "".join(traceback.format_exception(type(exc), exc, tb))
+    except BaseException:  # the exception's own code may raise anything
+        return None
+
+
+def _pickled(exc: BaseException) -> bytes | None:
+    """The exception pickled (by value where its class lives only in a script), or None."""
+    import pickle
+
+    exc.__traceback__ = None  # frames do not pickle, and would hold the task's objects
+    try:
+        data = pickle.dumps(exc, protocol=5)
+        if b"__main__" in data:
+            raise pickle.PicklingError("a class of __main__ travels by value")
+    except BaseException:
+        try:
+            import cloudpickle
+
+            data = cloudpickle.dumps(exc, protocol=5)
+        except BaseException:  # its __reduce__ is the task's code: anything may come out
+            return None
+    return data if len(data) <= EXCEPTION_BYTES_MAX else None
+
+
 def _run_code(source: str, namespace: dict[str, Any]) -> Any:
     """Run a code string; its value is the value of a trailing expression, as in a notebook."""
     import ast
@@ -296,13 +330,10 @@ def evaluate(
             value = None
         except BaseException as exc:  # SystemExit too: a task may not end its worker that way
             status, error = ERROR, describe(exc)
-            import traceback
-
-            try:
-                trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-            except BaseException:
-                trace = None
-            value = None
+            trace = _trace(exc)
+            # the exception itself travels too, pickled apart, so the caller
+            # can re-raise it as itself; the controller unpickles it only then
+            value = _pickled(exc)
             print(f"Error: {error}", file=sys.stderr)
         seconds = time.perf_counter() - start
         _SINK.messages = None

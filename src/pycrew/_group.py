@@ -232,7 +232,7 @@ class ControllerGroup:
             if all:
                 member.cancel(all=True)
             elif wanted is not None:
-                member.cancel([n for n in wanted if n in member._tasks])
+                member.cancel([n for n in wanted if n in member._records.tasks])
             else:
                 raise ValueError("give names to cancel, or all=True")
 

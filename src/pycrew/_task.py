@@ -1,9 +1,24 @@
-"""Result records and statuses: what the user gets back for each task."""
+"""Tasks, result records and statuses: what travels, and what the user gets back.
+
+A :class:`Task` is the controller's and the dispatcher's view of one pushed
+task; its :class:`pycrew.TaskFuture` is the user's. The record is built from
+the task once, on the first request, in the requesting thread.
+"""
 
 from __future__ import annotations
 
 import enum
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+if TYPE_CHECKING:
+    from ._futures import TaskFuture
+
+#: dispatch states: waiting in the queue, sent to a worker, resolved, and
+#: handed to a backup controller after crashing here (resolved there)
+QUEUED, RUNNING, DONE, FORWARDED = 0, 1, 2, 3
+#: larger tasks go only to idle workers: a worker holding several big
+#: payloads ahead would hold their memory too
+PREFETCH_BYTES = 1 << 20
 
 
 class Status(str, enum.Enum):
@@ -111,3 +126,85 @@ class WorkerSummary(NamedTuple):
     def as_dict(self) -> dict[str, Any]:
         """The summary as a plain dict."""
         return self._asdict()
+
+
+class WorkerInfo:
+    __slots__ = ("host", "id", "pid")
+
+    def __init__(self, worker_id: str, pid: int | None, host: str | None) -> None:
+        self.id = worker_id
+        self.pid = pid
+        self.host = host
+
+
+class Task:
+    """One pushed task, as the controller and the dispatcher see it."""
+
+    __slots__ = (
+        "attempts",
+        "command",
+        "crashes",
+        "deadline",
+        "detail",
+        "error_raw",
+        "failed",
+        "frame",
+        "future",
+        "id",
+        "name",
+        "outcome",
+        "owned",
+        "raw",
+        "record",
+        "seed",
+        "small",
+        "state",
+        "taken",
+        "worker",
+    )
+
+    def __init__(
+        self,
+        task_id: int,
+        name: str,
+        command: str | None,
+        frame: list[Any],
+        seed: int | None,
+        deadline: float | None,
+        owned: bool = False,
+    ) -> None:
+        self.id = task_id
+        self.name = name
+        self.command = command
+        self.frame = frame
+        # only small tasks are sent ahead to busy workers
+        self.small = sum(memoryview(p).nbytes for p in frame) <= PREFETCH_BYTES
+        self.seed = seed
+        self.deadline = deadline
+        # owned by map() or an Executor: never in the pop/collect queue
+        self.owned = owned
+        # how many times the task was pushed, counting retries after crashes,
+        # and how many of them crashed in this controller
+        self.attempts = 1
+        self.crashes = 0
+        self.state = QUEUED
+        # set by the controller (CRASH, CANCEL, TIMEOUT); None: a worker's result
+        self.outcome: Status | None = None
+        self.detail: str | None = None
+        # what the worker's RESULT said before anything is unpickled
+        self.failed = False
+        self.raw: tuple[bytes, list[Any]] | None = None
+        self.worker: WorkerInfo | None = None
+        # built once, on first request (unpickling happens in the caller's thread)
+        self.record: TaskResult | None = None
+        # the task's exception as the worker pickled it; rebuilt only on request
+        self.error_raw: bytes | None = None
+        # handed over (popped, collected, or read through its future)
+        self.taken = False
+        self.future: TaskFuture[Any] | None = None
+
+    def settle(self) -> None:
+        """Tell the future its task is resolved (never with the dispatcher's lock held)."""
+        future = self.future
+        if future is not None:
+            future._settle(self)

@@ -54,7 +54,9 @@ OOB_MIN = 64 * 1024
 HEADER = struct.Struct("<BBHI")
 LENGTH = struct.Struct("<Q")
 TASK_ID = struct.Struct("<Q")
-RESULT_HEAD = struct.Struct("<QB")
+#: a result names its task, whether the worker leaves after it, and whether
+#: the task failed (so the controller knows without unpickling anything)
+RESULT_HEAD = struct.Struct("<QBB")
 SECRET_ENV = "PYCREW_SECRET"
 TRUST_ENV = "PYCREW_TLS_TRUST"
 TLS_NAME_ENV = "PYCREW_TLS_NAME"

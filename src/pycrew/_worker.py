@@ -35,6 +35,7 @@ from ._errors import ProtocolError
 from ._evaluate import (
     CANCEL,
     ERROR,
+    SUCCESS,
     Cleanup,
     Interrupted,
     Interruptible,
@@ -383,7 +384,7 @@ class Worker:
         with self.lock:
             self.current = 0
             self.cancelled.discard(task_id)
-        head = _wire.RESULT_HEAD.pack(task_id, 1 if last else 0)
+        head = _wire.RESULT_HEAD.pack(task_id, 1 if last else 0, outcome[0] != SUCCESS)
         try:
             body, out_bufs = _wire.dumps(outcome)
             reason = None
@@ -394,6 +395,7 @@ class Worker:
             if problem is not None:
                 reason = f"the result is {problem}"
         if reason is not None:
+            head = _wire.RESULT_HEAD.pack(task_id, 1 if last else 0, 1)
             fallback = (ERROR, None, reason, None, *outcome[4:9])
             body, out_bufs = _wire.dumps(fallback)
         self.send(_wire.encode(Kind.RESULT, head + body, out_bufs))

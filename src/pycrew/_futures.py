@@ -1,0 +1,239 @@
+"""Futures: each pushed task's state, as a ``concurrent.futures.Future``.
+
+```
+ push() ─► Task ─► dispatcher ─► worker ─► RESULT ─► Task resolved (dispatcher lock held)
+   └─► TaskFuture                                        └─► settle(): state, waiters, callbacks
+ fut.result()/exception()/record()/await ─► Records.take([task]) ─► the record, built once
+ pop()/collect()/map() ──────────────────► the same take, over other tasks
+```
+
+A future is settled on the thread that resolved its task (the dispatcher's,
+or the one that cancelled it), after the dispatcher's lock is released: done
+callbacks run there, as they do on an executor's management thread. Nothing
+is unpickled when a future settles; the record is built when someone asks.
+A task that crashed and went down a backup chain keeps its future: the
+future follows it, so its user never sees the hand-over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import time
+from concurrent.futures._base import (
+    CANCELLED,
+    CANCELLED_AND_NOTIFIED,
+    FINISHED,
+)
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from . import _wire
+from ._errors import (
+    CrewTimeoutError,
+    RemoteTraceback,
+    TaskCancelledError,
+    TaskCrashError,
+    TaskError,
+    TaskTimeoutError,
+)
+from ._task import DONE, RUNNING, Status
+
+if TYPE_CHECKING:
+    from collections.abc import Generator
+
+    from ._controller import Controller
+    from ._task import Task, TaskResult
+
+T = TypeVar("T")
+_ENDED = (CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED)
+
+
+class TaskFuture(concurrent.futures.Future[T], Generic[T]):
+    """The future of one pushed task: a real :class:`concurrent.futures.Future`.
+
+    ``result()`` returns the task's value or raises its exception (its own
+    type, with the worker's traceback as the cause); ``record()`` returns the
+    full :class:`TaskResult`. Either hands the task over: it leaves the
+    controller, so ``pop()``/``collect()`` will not return it again and its
+    name can be reused. ``cancel()`` also stops a running task. Works with
+    ``concurrent.futures.wait``/``as_completed``, ``asyncio.wrap_future`` and
+    ``await``.
+    """
+
+    def __init__(self, controller: Controller, task: Task) -> None:
+        super().__init__()
+        # one tuple, replaced whole, so a reader never sees a torn pair
+        self._where: tuple[Controller, Task] = (controller, task)
+        self._error: BaseException | None = None
+        task.future = self
+
+    # ------------------------------------------------------------ state
+    @property
+    def name(self) -> str:
+        """The task's name."""
+        return self._where[1].name
+
+    @property
+    def controller(self) -> str:
+        """The name of the controller that holds the task now."""
+        return self._where[0].name
+
+    def done(self) -> bool:
+        return self._state in _ENDED or self._where[1].state == DONE
+
+    def cancelled(self) -> bool:
+        if self._state in (CANCELLED, CANCELLED_AND_NOTIFIED):
+            return True
+        task = self._where[1]
+        return task.state == DONE and task.outcome is Status.CANCEL
+
+    def running(self) -> bool:
+        """Whether the task was handed to a worker and has not ended."""
+        return self._where[1].state == RUNNING
+
+    def cancel(self) -> bool:
+        """Cancel the task, queued or running (a running task is interrupted).
+
+        Returns:
+            True if the task is cancelled now, False if it had already ended
+            another way.
+        """
+        controller, task = self._where
+        if task.state != DONE:
+            controller._cancel_tasks([task])
+        return self.cancelled()
+
+    # ---------------------------------------------------------- outcome
+    def record(self, timeout: float | None = None) -> TaskResult:
+        """Wait for the task and return its full record (it never raises for the task's status).
+
+        Raises:
+            CrewTimeoutError: the task did not end within ``timeout`` seconds.
+        """
+        controller, task = self._wait(timeout)
+        return controller._take_one(task)
+
+    def result(self, timeout: float | None = None) -> T:
+        """Wait for the task and return its value, or raise what it raised.
+
+        Raises:
+            CrewTimeoutError: the task did not end within ``timeout`` seconds.
+            TaskCrashError, TaskCancelledError, TaskTimeoutError: it ended so.
+            TaskError: it raised an exception that cannot be rebuilt here.
+            Exception: whatever else the task raised, as itself.
+        """
+        record = self.record(timeout)
+        if record.status is Status.SUCCESS:
+            value: T = record.result
+            return value
+        raise self._failure(record)
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        """Wait for the task; ``None`` if it succeeded, else the exception ``result()`` raises.
+
+        Raises:
+            TaskCancelledError: the task was cancelled (as for any future).
+        """
+        record = self.record(timeout)
+        if record.status is Status.SUCCESS:
+            return None
+        failure = self._failure(record)
+        if record.status is Status.CANCEL:
+            raise failure
+        return failure
+
+    def __await__(self) -> Generator[Any, None, T]:
+        return asyncio.wrap_future(self).__await__()
+
+    def __repr__(self) -> str:
+        task = self._where[1]
+        if task.state == DONE:
+            state = (task.outcome or Status.ERROR if task.failed else Status.SUCCESS).value
+        else:
+            state = "running" if task.state == RUNNING else "pending"
+        return f"<TaskFuture {task.name!r} {state}>"
+
+    # ------------------------------------------------------- internals
+    def _follow(self, controller: Controller, task: Task) -> None:
+        """The task went down the backup chain: follow it (dispatcher lock held)."""
+        task.future = self
+        self._where = (controller, task)
+
+    def _wait(self, timeout: float | None) -> tuple[Controller, Task]:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            where = self._where
+            controller, task = where
+            if task.state == DONE:
+                return where
+            controller._check_waitable()
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise CrewTimeoutError(f"task {task.name!r} is not done after {timeout} s")
+            pause = controller.seconds_interval
+            with self._condition:
+                if self._state not in _ENDED and self._where is where and task.state != DONE:
+                    self._condition.wait(pause if left is None else min(left, pause))
+
+    def _settle(self, task: Task) -> None:
+        """Mark the future done, wake its waiters, run its callbacks (no pycrew lock held)."""
+        if self._where[1] is not task:
+            return  # a task of this future that was handed down the backup chain
+        with self._condition:
+            if self._state in _ENDED:
+                return
+            if task.outcome is Status.CANCEL:
+                self._state = CANCELLED_AND_NOTIFIED
+                for waiter in self._waiters:
+                    waiter.add_cancelled(self)
+            else:
+                self._state = FINISHED
+                failed = task.outcome is not None or task.failed
+                for waiter in self._waiters:
+                    if failed:
+                        waiter.add_exception(self)
+                    else:
+                        waiter.add_result(self)
+            self._condition.notify_all()
+        self._invoke_callbacks()
+
+    def _failure(self, record: TaskResult) -> BaseException:
+        """The exception this task's outcome raises; the same object each time."""
+        if self._error is None:
+            self._error = failure(record, self._where[1].error_raw)
+        return self._error
+
+
+def failure(record: TaskResult, error_raw: bytes | None) -> BaseException:
+    """The exception for a record that did not succeed.
+
+    A task's own exception is rebuilt from what the worker pickled (running
+    its ``__reduce__``: pickle is code, and this is where the user asked
+    for it), with the worker's formatted traceback as its cause.
+    """
+    status = record.status
+    what = f"task {record.name!r}"
+    if status is Status.CRASH:
+        return TaskCrashError(f"{what} crashed its worker: {record.error}", record)
+    if status is Status.CANCEL:
+        return TaskCancelledError(f"{what} was cancelled: {record.error}", record)
+    if status is Status.TIMEOUT:
+        return TaskTimeoutError(f"{what} ran past its seconds_timeout", record)
+    remote = RemoteTraceback(record.trace) if record.trace else None
+    error: BaseException | None = None
+    why = ""
+    if error_raw is not None:
+        try:
+            rebuilt = _wire.loads(error_raw, [])
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:
+            why = f"; it could not be rebuilt here ({type(exc).__name__}: {exc})"
+        else:
+            if isinstance(rebuilt, BaseException):
+                error = rebuilt
+    if error is None:
+        error = TaskError(f"{what} raised {record.error}{why}", [record])
+    if remote is not None:
+        error.__cause__ = remote
+    return error
