@@ -165,10 +165,17 @@ def test_map_in_input_order_with_iterate_and_data(controller: pycrew.Controller)
     assert [r.name for r in named] == ["first", "second"]
 
 
-def test_map_needs_an_empty_controller(controller: pycrew.Controller) -> None:
-    controller.push(tasks.add, 1, 1)
-    with pytest.raises(pycrew.CrewError, match="empty controller"):
-        controller.map(abs, [1])
+def test_map_runs_beside_other_tasks_and_takes_only_its_own(
+    controller: pycrew.Controller,
+) -> None:
+    pending = controller.push(tasks.add, 1, 1, name="mine")
+    assert [r.result for r in controller.map(abs, [-1, -2])] == [1, 2]
+    assert controller.wait(seconds_timeout=30)
+    assert [r.name for r in controller.collect()] == ["mine"]  # map took none of it
+    assert pending.done()
+    assert controller.map(abs, [-3])[0].result == 3  # and nothing of map's is left over
+    assert controller.collect() == []
+    assert controller.size() == 0
 
 
 @pytest.mark.parametrize("mode", ["stop", "warn", "silent"])
@@ -222,9 +229,8 @@ def test_crash_by_sigkill_mid_task(controller: pycrew.Controller) -> None:
     assert record.status is pycrew.Status.CRASH
     assert record.code == 19
     assert "SIGKILL" in (record.error or "")
-    assert controller.crashes("doomed") == 0  # counted when collected
-    controller.collect()
-    assert controller.crashes("doomed") == 1
+    assert controller.crashes("doomed") == 1  # counted when handed over (here, by the future)
+    assert controller.collect() == []
     # a replacement worker takes the next task
     assert controller.push(tasks.add, 2, 3).record(timeout=30).result == 5
 
@@ -500,9 +506,11 @@ def test_launch_and_scale_and_counters() -> None:
 
 def test_walk_returns_futures_in_order(controller: pycrew.Controller) -> None:
     futures = controller.walk(tasks.add, iterate={"x": [1, 2, 3], "y": [1, 1, 1]})
-    assert [f.record(timeout=30).result for f in futures] == [2, 3, 4]
+    assert controller.wait(seconds_timeout=30)
     assert controller.size() == 3
-    assert len(controller.collect()) == 3
+    assert [f.record(timeout=30).result for f in futures] == [2, 3, 4]
+    assert controller.size() == 0  # each future handed its task over
+    assert controller.collect() == []
 
 
 def test_ps_never_shows_the_secret(controller: pycrew.Controller) -> None:

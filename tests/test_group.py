@@ -30,18 +30,19 @@ def pair() -> Iterator[pycrew.ControllerGroup]:
 
 
 def test_push_goes_to_the_named_member(pair: pycrew.ControllerGroup) -> None:
-    on_b = pair.push(tasks.pid, controller="b").record(timeout=30)
-    assert on_b.controller == "b"
-    assert on_b.result in pair.pids(controllers="b")
-    assert pair.empty(controllers="a")
-    on_a = pair.push(tasks.pid).record(timeout=30)  # the first member by default
-    assert on_a.controller == "a"
-    assert on_a.result in pair.pids(controllers=["a"])
-    assert on_a.result != on_b.result
+    to_b = pair.push(tasks.pid, controller="b")
+    to_a = pair.push(tasks.pid)  # the first member by default
+    assert pair.wait(seconds_timeout=30)
     assert pair.size() == 2
     records = pair.collect()
     assert [r.controller for r in records] == ["a", "b"]  # member by member
+    on_a, on_b = records
+    assert on_a.result in pair.pids(controllers=["a"])
+    assert on_b.result in pair.pids(controllers="b")
+    assert on_a.result != on_b.result
     assert pair.empty()
+    # the futures still give their records (read after collect: the same ones)
+    assert (to_a.record(timeout=30), to_b.record(timeout=30)) == (on_a, on_b)
     rows = pair.summary()
     assert rows is not None
     assert [(s.controller, s.tasks, s.success) for s in rows] == [("a", 1, 1), ("b", 1, 1)]
@@ -101,15 +102,18 @@ def test_a_backup_chain_takes_a_crashing_task_down_the_line() -> None:
     try:
         where = []
         for _ in range(6):
-            record = group.push(tasks.suicide, name="x").record(timeout=30)
+            future = group.push(tasks.suicide, name="x")
+            assert group.wait(seconds_timeout=30)
+            assert [r.name for r in group.collect()] == ["x"]
+            record = future.record(timeout=30)
             assert record.status is pycrew.Status.CRASH
             where.append(record.controller)
-            assert [r.name for r in group.collect()] == ["x"]
         assert where == ["a", "a", "b", "b", "c", "c"]
         assert group.crashes("x") == 6
         # a success elsewhere does not reset a's count: x keeps going down the chain
         assert a.crashes("x") == 2
-        group.push(tasks.suicide, name="x").record(timeout=30)
+        group.push(tasks.suicide, name="x")
+        assert group.wait(seconds_timeout=30)
         with pytest.raises(pycrew.CrashLimitError, match="crashed its worker 3 consecutive"):
             group.collect()
         rows = group.summary()
@@ -158,7 +162,7 @@ def test_retry_crashes_runs_a_task_again_until_it_succeeds(tmp_path: Path) -> No
         assert record.attempts == 2
         assert record.controller == "a"
         assert marker.exists()
-        assert [r.name for r in ctl.collect()] == ["flaky"]
+        assert ctl.collect() == []  # the future handed it over
         assert ctl.empty()
 
 
@@ -173,7 +177,7 @@ def test_retry_crashes_goes_down_the_backup_chain() -> None:
             "b",
         )
         assert record.attempts == 2
-        assert [r.name for r in group.collect()] == ["needs-b"]
+        assert group.collect() == []  # the future followed it to b and handed it over
         assert group.empty()
         # map follows its tasks down the chain too, in input order
         records = a.map(tasks.crash_unless, iterate={"controller": ["b", "b"]})

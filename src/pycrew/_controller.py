@@ -360,25 +360,27 @@ class Controller:
             dispatcher.retry(task)
             return True
         backup = self.backup
-        if backup is None or task.name in backup._records.tasks:
+        if backup is None or not backup._adopt(task):
             return False  # the chain ends here, or the name is in use there: a crash
         dispatcher.retire(task)
-        backup._adopt(task)
         self._forwarded.append(task)
         return True
 
-    def _adopt(self, task: Task) -> None:
+    def _adopt(self, task: Task) -> bool:
         """Take over a task that crashed its workers in the controller before us."""
         self.start()
-        taken = Task(next(self._ids), task.name, task.command, [], task.seed, task.deadline)
-        taken.frame = _wire.retag(task.frame, taken.id)
-        task.frame = []
-        taken.small = task.small
-        taken.owned = task.owned
-        taken.attempts = task.attempts + 1
-        if task.future is not None:
-            task.future._follow(self, taken)
-        self._submit([taken])
+        with self._lock:
+            if task.name in self._records.tasks:
+                return False
+            taken = Task(next(self._ids), task.name, task.command, [], task.seed, task.deadline)
+            taken.frame = _wire.retag(task.frame, taken.id)
+            taken.small = task.small
+            taken.owned = task.owned
+            taken.attempts = task.attempts + 1
+            if task.future is not None:
+                task.future._follow(self, taken)
+            self._submit([taken])
+        return True
 
     def _prune(self) -> None:
         """Forget names whose tasks went down the backup chain (never under the dispatcher lock)."""
@@ -398,7 +400,10 @@ class Controller:
         if scaler is not None:
             scaler.kill(worker_id)
 
-    def _worker_spec(self, address: str, env: dict[str, str]) -> WorkerSpec:
+    def _worker_spec(self, address: str | None = None, env: dict[str, str] | None = None) -> WorkerSpec:
+        """The spec of one new worker: by default for this start's address and environment."""
+        address = address or self.url.split("://", 1)[1]
+        env = self._env if env is None else env
         worker_id = f"{self.name}-{next(self._worker_numbers)}"
         command = [sys.executable, "-m", "pycrew", "worker", "--address", address]
         command += ["--id", worker_id]

@@ -717,7 +717,13 @@ class Dispatcher:
             detail = f"worker {info.id} (pid {info.pid}) was lost during the task"
             if why:
                 detail += f": {why}"
-            if self.on_crash is None or not self.on_crash(head, detail):
+            handled = False
+            if self.on_crash is not None:
+                try:
+                    handled = self.on_crash(head, detail)
+                except Exception:  # a retry that failed must still leave a record
+                    log.exception("pycrew could not retry task %s", head.name)
+            if not handled:
                 self._resolve(head, Status.CRASH, detail)
         self._give_back(conn)
         if why:

@@ -74,6 +74,10 @@ class TaskFuture(concurrent.futures.Future[T], Generic[T]):
         return self._where[1].name
 
     @property
+    def _task(self) -> Task:
+        return self._where[1]
+
+    @property
     def controller(self) -> str:
         """The name of the controller that holds the task now."""
         return self._where[0].name
