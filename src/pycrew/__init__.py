@@ -38,13 +38,13 @@ if TYPE_CHECKING:
     )
     from ._executor import Executor
     from ._futures import TaskFuture
-    from ._pandas import to_pandas
-    from ._sequential import sequential_controller
     from ._group import ControllerGroup
     from ._local import local_controller
     from ._metrics import Metrics
     from ._monitor import LocalMonitor
+    from ._pandas import to_pandas
     from ._plugin import controller
+    from ._sequential import sequential_controller
     from ._slurm import SlurmMonitor, slurm_controller
     from ._task import Status, Summary, TaskResult, WorkerSummary
     from ._tls import TLS

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._errors import ArgumentError, CrewTimeoutError
@@ -45,10 +46,8 @@ async def wait_futures(controller: Controller, futures: list[TaskFuture[Any]], f
             woken.set()
 
     def arrived(future: Any) -> None:
-        try:
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
             loop.call_soon_threadsafe(ended, future)
-        except RuntimeError:
-            pass  # the loop is closed: nobody waits any more
 
     for future in futures:
         future.add_done_callback(arrived)
@@ -79,10 +78,8 @@ class _Completed:
         queue: asyncio.Queue[concurrent.futures.Future[Any]] = asyncio.Queue()
 
         def arrived(fut: concurrent.futures.Future[Any]) -> None:
-            try:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody listens
                 loop.call_soon_threadsafe(queue.put_nowait, fut)
-            except RuntimeError:
-                pass  # the loop is closed: nobody is listening any more
 
         for fut in self._futures:
             fut.add_done_callback(arrived)
@@ -156,4 +153,3 @@ class _Progressed:
 
     def __aiter__(self) -> AsyncIterator[concurrent.futures.Future[Any]]:
         return self._stream()
-

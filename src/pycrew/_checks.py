@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from . import _wire
-from ._errors import CrewWarning
+from ._errors import ArgumentError, ArgumentTypeError, CrewWarning
 
 if TYPE_CHECKING:
     from ._tls import TLS
@@ -26,19 +26,21 @@ ERROR_MODES = ("stop", "warn", "silent")
 
 def check_seconds(label: str, value: float, allow_inf: bool = True) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
-        raise TypeError(f"{label} must be a number of seconds, got {value!r}")
+        raise ArgumentTypeError(f"{label} must be a number of seconds, got {value!r}")
     if value < 0:
-        raise ValueError(f"{label} must be >= 0, got {value!r}")
+        raise ArgumentError(f"{label} must be >= 0, got {value!r}")
     if not allow_inf and math.isinf(value):
-        raise ValueError(f"{label} must be finite")
+        raise ArgumentError(f"{label} must be finite")
     return float(value)
 
 
 def check_count(label: str, value: float, minimum: int) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
-        raise TypeError(f"{label} must be a whole number or math.inf, got {value!r}")
+        raise ArgumentTypeError(f"{label} must be a whole number or math.inf, got {value!r}")
     if value < minimum or (not math.isinf(value) and value != int(value)):
-        raise ValueError(f"{label} must be a whole number >= {minimum} or math.inf, got {value!r}")
+        raise ArgumentError(
+            f"{label} must be a whole number >= {minimum} or math.inf, got {value!r}"
+        )
     return value
 
 
@@ -59,16 +61,16 @@ def check_mapping(label: str, value: Mapping[str, Any] | None) -> dict[str, Any]
     if value is None:
         return {}
     if not isinstance(value, Mapping):
-        raise TypeError(f"{label} must be a dict of names to values")
+        raise ArgumentTypeError(f"{label} must be a dict of names to values")
     bad = [k for k in value if not isinstance(k, str) or not k.isidentifier()]
     if bad:
-        raise ValueError(f"{label} keys must be valid Python names, got {bad[0]!r}")
+        raise ArgumentError(f"{label} keys must be valid Python names, got {bad[0]!r}")
     return dict(value)
 
 
 def check_error(error: str | None) -> None:
     if error is not None and error not in ERROR_MODES:
-        raise ValueError(f"error must be None or one of {ERROR_MODES}, got {error!r}")
+        raise ArgumentError(f"error must be None or one of {ERROR_MODES}, got {error!r}")
 
 
 def task_inputs(
@@ -76,32 +78,32 @@ def task_inputs(
 ) -> list[Any]:
     """Task inputs: 1-tuples for positional items, dicts for iterate."""
     if (iterable is None) == (iterate is None):
-        raise ValueError("give the inputs either as an iterable or as iterate=, not both")
+        raise ArgumentError("give the inputs either as an iterable or as iterate=, not both")
     if iterable is not None:
         if isinstance(iterable, (str, bytes, Mapping)):
-            raise TypeError(
+            raise ArgumentTypeError(
                 "iterable must be a sequence of inputs; for named inputs use iterate={'x': [...]}"
             )
         items = [(item,) for item in iterable]
         if not items:
-            raise ValueError("there are no inputs")
+            raise ArgumentError("there are no inputs")
         return items
     assert iterate is not None
     if not isinstance(iterate, Mapping) or not iterate:
-        raise ValueError("iterate must be a non-empty dict of equal-length sequences")
+        raise ArgumentError("iterate must be a non-empty dict of equal-length sequences")
     columns = {}
     for key, values in iterate.items():
         if not isinstance(key, str) or not key.isidentifier():
-            raise ValueError(f"iterate keys must be valid Python names, got {key!r}")
+            raise ArgumentError(f"iterate keys must be valid Python names, got {key!r}")
         if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
-            raise TypeError(f"iterate[{key!r}] must be a sequence")
+            raise ArgumentTypeError(f"iterate[{key!r}] must be a sequence")
         columns[key] = list(values)
     lengths = {k: len(v) for k, v in columns.items()}
     if len(set(lengths.values())) != 1:
-        raise ValueError(f"iterate sequences must have equal lengths, got {lengths}")
+        raise ArgumentError(f"iterate sequences must have equal lengths, got {lengths}")
     count = next(iter(lengths.values()))
     if count == 0:
-        raise ValueError("iterate sequences are empty: there are no inputs")
+        raise ArgumentError("iterate sequences are empty: there are no inputs")
     return [{k: v[i] for k, v in columns.items()} for i in range(count)]
 
 
@@ -113,14 +115,14 @@ def task_names(
         return [f"{prefix}_{i + 1}" for i in range(count)]
     if isinstance(names, str):
         if iterate is None or names not in iterate:
-            raise ValueError(f"names={names!r} must be a key of iterate")
+            raise ArgumentError(f"names={names!r} must be a key of iterate")
         out = [str(v) for v in iterate[names]]
     else:
         out = list(names)
         if any(not isinstance(n, str) or not n for n in out):
-            raise ValueError("names must be non-empty strings")
+            raise ArgumentError("names must be non-empty strings")
     if len(out) != count:
-        raise ValueError(f"{len(out)} names for {count} inputs")
+        raise ArgumentError(f"{len(out)} names for {count} inputs")
     return out
 
 
@@ -149,7 +151,7 @@ def check_host(host: str, tls: TLS, allow_public: bool) -> None:
         except (OSError, ValueError):
             return
     if (address.is_global or address.is_unspecified) and not allow_public:
-        raise ValueError(
+        raise ArgumentError(
             f"host {host!r} is reachable from the internet or binds every interface; "
             "use the address of the network your workers share, or pass allow_public=True"
         )
@@ -165,32 +167,34 @@ def check_host(host: str, tls: TLS, allow_public: bool) -> None:
 
 def check_flag(label: str, value: object) -> bool:
     if not isinstance(value, bool):
-        raise TypeError(f"{label} must be True or False, got {value!r}")
+        raise ArgumentTypeError(f"{label} must be True or False, got {value!r}")
     return value
 
 
 def check_int(label: str, value: object, minimum: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{label} must be an int, got {value!r}")
+        raise ArgumentTypeError(f"{label} must be an int, got {value!r}")
     if minimum is not None and value < minimum:
-        raise ValueError(f"{label} must be at least {minimum}, got {value}")
+        raise ArgumentError(f"{label} must be at least {minimum}, got {value}")
     return value
 
 
 def check_port(port: object) -> int:
     if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
-        raise ValueError(f"port must be an int from 0 to 65535 (0: any free port), got {port!r}")
+        raise ArgumentError(f"port must be an int from 0 to 65535 (0: any free port), got {port!r}")
     return port
 
 
 def check_seed(seed: object) -> int | None:
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-        raise TypeError(f"seed must be None or an int, got {seed!r}")
+        raise ArgumentTypeError(f"seed must be None or an int, got {seed!r}")
     return seed
 
 
 def check_bytes_max(bytes_max: object) -> int:
     value = check_int("bytes_max", bytes_max)
     if not 1024 <= value <= _wire.BYTES_LIMIT:
-        raise ValueError(f"bytes_max must be from 1024 to {_wire.BYTES_LIMIT} bytes, got {value}")
+        raise ArgumentError(
+            f"bytes_max must be from 1024 to {_wire.BYTES_LIMIT} bytes, got {value}"
+        )
     return value

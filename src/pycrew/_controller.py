@@ -400,7 +400,9 @@ class Controller:
         if scaler is not None:
             scaler.kill(worker_id)
 
-    def _worker_spec(self, address: str | None = None, env: dict[str, str] | None = None) -> WorkerSpec:
+    def _worker_spec(
+        self, address: str | None = None, env: dict[str, str] | None = None
+    ) -> WorkerSpec:
         """The spec of one new worker: by default for this start's address and environment."""
         address = address or self.url.split("://", 1)[1]
         env = self._env if env is None else env
@@ -568,9 +570,7 @@ class Controller:
         elif callable(fn):
             clash = set(data) & set(kwargs)
             if clash:
-                raise ArgumentError(
-                    f"{sorted(clash)} given both in data= and as keyword arguments"
-                )
+                raise ArgumentError(f"{sorted(clash)} given both in data= and as keyword arguments")
             payload = (CALLABLE, fn, tuple(args), {**data, **kwargs}, {}, task_globals, seed, name)
             command = command_text(fn)
         else:
@@ -1003,7 +1003,9 @@ class Controller:
         assert scaler is not None
         return bool(scaler.request("round", timeout=self.seconds_timeout))
 
-    def executor(self, initializer: Callable[..., object] | None = None, initargs: tuple[Any, ...] = ()) -> Executor:
+    def executor(
+        self, initializer: Callable[..., object] | None = None, initargs: tuple[Any, ...] = ()
+    ) -> Executor:
         """A :class:`pycrew.Executor` that submits to this controller.
 
         Its ``shutdown()`` leaves the controller running: it is yours to terminate.
@@ -1130,4 +1132,3 @@ def _react(records: list[TaskResult], error: str | None) -> None:
 
 def _warn(message: str) -> None:
     warnings.warn(message, CrewWarning, stacklevel=3)
-

@@ -46,10 +46,8 @@ class ArgumentTypeError(CrewError, TypeError):
 
 # Python 3.10 has its own concurrent.futures.TimeoutError; from 3.11 on it is
 # the builtin. Either way, a pycrew timeout is caught by both names.
-_TIMEOUTS: tuple[type[Exception], ...] = (
-    (TimeoutError,)
-    if concurrent.futures.TimeoutError is TimeoutError
-    else (concurrent.futures.TimeoutError, TimeoutError)
+_TIMEOUTS: tuple[type[Exception], ...] = tuple(
+    dict.fromkeys((concurrent.futures.TimeoutError, TimeoutError))
 )
 
 

@@ -199,7 +199,8 @@ class TaskFuture(concurrent.futures.Future[T], Generic[T]):
                     else:
                         waiter.add_result(self)
             self._condition.notify_all()
-        self._invoke_callbacks()
+        # the standard library's own routine: it logs a callback that raises
+        self._invoke_callbacks()  # type: ignore[attr-defined]
 
     def _failure(self, record: TaskResult) -> BaseException:
         """The exception this task's outcome raises; the same object each time."""

@@ -18,12 +18,13 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from ._checks import check_error, check_seconds
 from ._controller import Controller, ErrorMode
+from ._errors import ArgumentError, ArgumentTypeError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
     from types import TracebackType
 
-    from ._controller import TaskFuture
+    from ._futures import TaskFuture
     from ._task import Summary, TaskResult, WorkerSummary
 
 
@@ -43,15 +44,17 @@ class ControllerGroup:
 
     def __init__(self, *controllers: Controller) -> None:
         if not controllers:
-            raise ValueError("a ControllerGroup needs at least one controller")
+            raise ArgumentError("a ControllerGroup needs at least one controller")
         seen: set[str] = set()
         for member in controllers:
             if not isinstance(member, Controller):
-                raise TypeError(f"group members must be pycrew controllers, not {member!r}")
+                raise ArgumentTypeError(f"group members must be pycrew controllers, not {member!r}")
             if member.name in seen:
-                raise ValueError(f"two group members are named {member.name!r}: names must differ")
+                raise ArgumentError(
+                    f"two group members are named {member.name!r}: names must differ"
+                )
             if member.started():
-                raise ValueError(
+                raise ArgumentError(
                     f"controller {member.name!r} is already started: add controllers to a "
                     "group before starting them"
                 )
@@ -90,7 +93,7 @@ class ControllerGroup:
             return next(iter(self.controllers.values()))
         member = self.controllers.get(controller)
         if member is None:
-            raise ValueError(
+            raise ArgumentError(
                 f"controller {controller!r} is not in this group: {list(self.controllers)}"
             )
         return member
@@ -100,10 +103,12 @@ class ControllerGroup:
             return list(self.controllers.values())
         names = [controllers] if isinstance(controllers, str) else list(controllers)
         if not names:
-            raise ValueError("controllers must name at least one member (or be None for all)")
+            raise ArgumentError("controllers must name at least one member (or be None for all)")
         unknown = [n for n in names if n not in self.controllers]
         if unknown:
-            raise ValueError(f"controllers not found: {unknown}; members: {list(self.controllers)}")
+            raise ArgumentError(
+                f"controllers not found: {unknown}; members: {list(self.controllers)}"
+            )
         return [self.controllers[n] for n in names]
 
     # ------------------------------------------------------------- routed
@@ -114,7 +119,7 @@ class ControllerGroup:
         *args: Any,
         controller: str | None = None,
         **kwargs: Any,
-    ) -> TaskFuture:
+    ) -> TaskFuture[Any]:
         """``push()`` on one member (default: the first)."""
         return self._one(controller).push(fn, *args, **kwargs)
 
@@ -125,7 +130,7 @@ class ControllerGroup:
         *args: Any,
         controller: str | None = None,
         **kwargs: Any,
-    ) -> list[TaskFuture]:
+    ) -> list[TaskFuture[Any]]:
         """``walk()`` on one member (default: the first)."""
         return self._one(controller).walk(fn, *args, **kwargs)
 
@@ -176,7 +181,7 @@ class ControllerGroup:
         Returns whether the condition holds; a timeout returns ``False``.
         """
         if mode not in ("all", "one"):
-            raise ValueError(f"mode must be 'all' or 'one', got {mode!r}")
+            raise ArgumentError(f"mode must be 'all' or 'one', got {mode!r}")
         if seconds_timeout is not None:
             check_seconds("seconds_timeout", seconds_timeout)
         members = self._some(controllers)
@@ -234,7 +239,7 @@ class ControllerGroup:
             elif wanted is not None:
                 member.cancel([n for n in wanted if n in member._records.tasks])
             else:
-                raise ValueError("give names to cancel, or all=True")
+                raise ArgumentError("give names to cancel, or all=True")
 
     def summary(
         self,

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ._errors import ArgumentError, ArgumentTypeError
+
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping
 
@@ -55,12 +57,12 @@ class Metrics:
 
     def __post_init__(self) -> None:
         if not isinstance(self.path, (str, os.PathLike)) or not str(self.path):
-            raise TypeError(f"path must be a directory or /dev/stdout, got {self.path!r}")
+            raise ArgumentTypeError(f"path must be a directory or /dev/stdout, got {self.path!r}")
         seconds = self.seconds_interval
         if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
-            raise TypeError(f"seconds_interval must be a number, got {seconds!r}")
+            raise ArgumentTypeError(f"seconds_interval must be a number, got {seconds!r}")
         if not seconds > 0 or math.isinf(seconds):
-            raise ValueError(f"seconds_interval must be a positive number, got {seconds!r}")
+            raise ArgumentError(f"seconds_interval must be a positive number, got {seconds!r}")
 
     def settings(self) -> dict[str, Any]:
         """What the workers are sent."""
@@ -95,7 +97,7 @@ class Sampler:
         self.path = str(os.fspath(settings["path"]))
         self.seconds_interval = float(settings["seconds_interval"])
         if not self.seconds_interval > 0 or math.isinf(self.seconds_interval):
-            raise ValueError(f"seconds_interval must be positive, got {self.seconds_interval}")
+            raise ArgumentError(f"seconds_interval must be positive, got {self.seconds_interval}")
         self.pid = os.getpid()
         self.worker = worker or f"worker-{self.pid}"
         self.controller = controller
@@ -298,12 +300,12 @@ def plot(
     server.
     """
     if metric not in METRICS:
-        raise ValueError(f"metric must be one of {sorted(METRICS)}, got {metric!r}")
+        raise ArgumentError(f"metric must be one of {sorted(METRICS)}, got {metric!r}")
     if isinstance(records, (str, os.PathLike)):
         records = read(records)
     samples = [r for r in records if isinstance(r.get(metric), (int, float))]
     if not samples:
-        raise ValueError(f"no samples with {metric!r} to plot")
+        raise ArgumentError(f"no samples with {metric!r} to plot")
     try:
         figure_module: Any = importlib.import_module("matplotlib.figure")
         agg: Any = importlib.import_module("matplotlib.backends.backend_agg")

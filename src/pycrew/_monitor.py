@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from . import _ledger, _wire
+from ._errors import ArgumentError
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -118,7 +119,7 @@ class LocalMonitor:
         may never act on SIGTERM. Returns the pids ended.
         """
         if sum((pids is not None, bool(all), bool(stale))) != 1:
-            raise ValueError("give the pids to end, all=True or stale=True (exactly one)")
+            raise ArgumentError("give the pids to end, all=True or stale=True (exactly one)")
         found = self._scan()
         if all:
             chosen = [proc for _, proc in found]

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from . import _ledger
 from ._controller import Controller
+from ._errors import ArgumentError
 from .launchers import SlurmLauncher
 from .launchers._slurm import JOB_PREFIX, run_command
 
@@ -233,7 +234,7 @@ class SlurmMonitor:
         ids cancelled.
         """
         if sum((ids is not None, bool(all), bool(stale))) != 1:
-            raise ValueError("give the job ids to cancel, all=True or stale=True (exactly one)")
+            raise ArgumentError("give the job ids to cancel, all=True or stale=True (exactly one)")
         if stale:
             chosen = sorted(job.id for job in self.stale())
         elif all:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 import time
 
+from ._errors import ArgumentError
+
 
 class Throttle:
     """A deterministic back-off interval between ``seconds_min`` and ``seconds_max``.
@@ -24,13 +26,13 @@ class Throttle:
         start = seconds_min if seconds_start is None else seconds_start
         for label, value in (("seconds_max", seconds_max), ("seconds_min", seconds_min)):
             if not value > 0 or math.isnan(value):
-                raise ValueError(f"{label} must be a positive number, got {value!r}")
+                raise ArgumentError(f"{label} must be a positive number, got {value!r}")
         if not base > 1:
-            raise ValueError(f"base must be greater than 1, got {base!r}")
+            raise ArgumentError(f"base must be greater than 1, got {base!r}")
         if seconds_min > seconds_max:
-            raise ValueError("seconds_min must not exceed seconds_max")
+            raise ArgumentError("seconds_min must not exceed seconds_max")
         if not seconds_min <= start <= seconds_max:
-            raise ValueError("seconds_start must lie within [seconds_min, seconds_max]")
+            raise ArgumentError("seconds_start must lie within [seconds_min, seconds_max]")
         self.seconds_max = seconds_max
         self.seconds_min = seconds_min
         self.seconds_start = start

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from ._errors import CrewWarning, TlsConfigError
+from ._errors import ArgumentTypeError, CrewWarning, TlsConfigError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -138,7 +138,7 @@ class TLS:
 
     def __getstate__(self) -> dict[str, Any]:
         if isinstance(self._password, (str, bytes)):
-            raise TypeError(
+            raise ArgumentTypeError(
                 "a pycrew.TLS holding a literal key password is not pickled; "
                 "give the password as password_env= or a callable instead"
             )
@@ -469,4 +469,6 @@ def resolve_tls(tls: TLS | str | None) -> TLS:
         if tls not in _MODES:
             raise TlsConfigError(f"tls must be one of {_MODES} or a pycrew.TLS, got {tls!r}")
         return TLS(tls)  # type: ignore[arg-type]
-    raise TypeError(f"tls must be None, a mode name or a pycrew.TLS, not {type(tls).__name__}")
+    raise ArgumentTypeError(
+        f"tls must be None, a mode name or a pycrew.TLS, not {type(tls).__name__}"
+    )

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from .._errors import ArgumentError, ArgumentTypeError
 from ._base import Launcher, WorkerSpec
 
 if TYPE_CHECKING:
@@ -32,9 +33,9 @@ class LocalLauncher(Launcher):
         self, log_directory: str | os.PathLike[str] | None = None, log_join: bool = True
     ) -> None:
         if log_directory is not None and not str(log_directory):
-            raise ValueError("log_directory must be None or a non-empty path")
+            raise ArgumentError("log_directory must be None or a non-empty path")
         if not isinstance(log_join, bool):
-            raise TypeError("log_join must be True or False")
+            raise ArgumentTypeError("log_join must be True or False")
         self.log_directory = Path(log_directory).expanduser() if log_directory else None
         self.log_join = log_join
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .._errors import LaunchError
+from .._errors import ArgumentError, ArgumentTypeError, LaunchError
 from ._base import Launcher
 
 if TYPE_CHECKING:
@@ -68,9 +68,9 @@ def _megabytes(label: str, gigabytes: float | None) -> str | None:
     if gigabytes is None:
         return None
     if isinstance(gigabytes, bool) or not isinstance(gigabytes, (int, float)):
-        raise TypeError(f"{label} must be a number of gigabytes, got {gigabytes!r}")
+        raise ArgumentTypeError(f"{label} must be a number of gigabytes, got {gigabytes!r}")
     if not gigabytes > 0 or math.isinf(gigabytes):
-        raise ValueError(f"{label} must be a positive number of gigabytes, got {gigabytes!r}")
+        raise ArgumentError(f"{label} must be a positive number of gigabytes, got {gigabytes!r}")
     return f"{round(1024 * gigabytes)}M"
 
 
@@ -78,17 +78,17 @@ def _positive_int(label: str, value: int | None) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{label} must be a whole number >= 1, got {value!r}")
+        raise ArgumentError(f"{label} must be a whole number >= 1, got {value!r}")
     return value
 
 
 def _lines(label: str, value: Sequence[str]) -> list[str]:
     if isinstance(value, str):
-        raise TypeError(f"{label} must be a list of strings, not one string")
+        raise ArgumentTypeError(f"{label} must be a list of strings, not one string")
     lines = list(value)
     for line in lines:
         if not isinstance(line, str) or "\n" in line:
-            raise ValueError(f"each of {label} must be a string of one line, got {line!r}")
+            raise ArgumentError(f"each of {label} must be a string of one line, got {line!r}")
     return lines
 
 
@@ -160,14 +160,14 @@ class SlurmLauncher(Launcher):
         array: bool = True,
     ) -> None:
         if partition is not None and (not isinstance(partition, str) or not partition):
-            raise ValueError(f"partition must be a non-empty string, got {partition!r}")
+            raise ArgumentError(f"partition must be a non-empty string, got {partition!r}")
         for label, value in (("log_output", log_output), ("log_error", log_error)):
             if value is not None and (not isinstance(value, str) or not value):
-                raise ValueError(f"{label} must be a path (a non-empty string) or None")
+                raise ArgumentError(f"{label} must be a path (a non-empty string) or None")
         if python is not None and (not isinstance(python, str) or not python):
-            raise ValueError(f"python must be a path to an interpreter, got {python!r}")
+            raise ArgumentError(f"python must be a path to an interpreter, got {python!r}")
         if not isinstance(array, bool):
-            raise TypeError(f"array must be True or False, got {array!r}")
+            raise ArgumentTypeError(f"array must be True or False, got {array!r}")
         self.partition = partition
         self.cpus_per_task = _positive_int("cpus_per_task", cpus_per_task)
         self.memory_per_cpu = _megabytes("memory_gigabytes_per_cpu", memory_gigabytes_per_cpu)
