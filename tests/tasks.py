@@ -176,3 +176,67 @@ def crash_unless(controller: str) -> str:
     if os.environ.get("PYCREW_CONTROLLER") != controller:
         os.kill(os.getpid(), signal.SIGKILL)
     return controller
+
+
+# ---------------------------------------------------------------- futures
+class DomainError(ValueError):
+    """A task's own exception type, importable on both sides."""
+
+
+def raise_domain(message: str) -> None:
+    raise DomainError(message)
+
+
+class NeedsTwo(Exception):
+    """An exception that pickles but cannot be rebuilt (its __init__ wants two arguments)."""
+
+    def __init__(self, a: str, b: str) -> None:
+        super().__init__(f"{a}-{b}")
+
+
+def raise_needs_two() -> None:
+    raise NeedsTwo("a", "b")
+
+
+#: set in the controller's process: rebuilding a Slow result signals it
+REBUILDING: list[object] = []
+
+
+def _rebuild_slow(seconds: float) -> str:
+    for event in REBUILDING:
+        event.set()  # type: ignore[attr-defined]
+    time.sleep(seconds)
+    return "slow"
+
+
+class Slow:
+    """A result that takes a while to unpickle on the controller."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild_slow, (self.seconds,))
+
+
+def make_slow(seconds: float) -> Slow:
+    return Slow(seconds)
+
+
+class BadState:
+    """A result whose rebuilding on the controller raises a BaseException."""
+
+    def __init__(self) -> None:
+        self.state = 1  # a state to set: unpickling calls __setstate__ with it
+
+    def __setstate__(self, state: object) -> None:
+        raise SystemExit("no state for you")
+
+
+def make_bad_state() -> BadState:
+    return BadState()
+
+
+def raise_domain_after(seconds: float, message: str) -> None:
+    time.sleep(seconds)
+    raise DomainError(message)

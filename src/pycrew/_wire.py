@@ -247,10 +247,75 @@ def dumps(obj: Any) -> tuple[bytes, list[memoryview]]:
         data = b"__main__"
     if b"__main__" in data:
         buffers.clear()
+        import io
+
+        with io.BytesIO() as out:
+            _script_pickler()(out, protocol=5, buffer_callback=keep).dump(obj)
+            data = out.getvalue()
+    return data, buffers
+
+
+_SCRIPT_PICKLER: Any = None
+
+
+def _script_pickler() -> Any:
+    """cloudpickle's pickler, but code keeps the name of the file it came from.
+
+    cloudpickle renames every code object it ships to ``<dynamic-code>``, so a
+    task's traceback on the worker could show no line of the user's script.
+    Ours keeps the real file name (the worker reads the lines where it can see
+    the file), and where the file is not on disk (a notebook cell, whose lines
+    live in linecache), the lines travel with the code.
+    """
+    global _SCRIPT_PICKLER
+    if _SCRIPT_PICKLER is None:
+        import collections
+        import types
+
         import cloudpickle  # only when needed: it is slow to import
 
-        data = cloudpickle.dumps(obj, protocol=5, buffer_callback=keep)
-    return data, buffers
+        try:
+            from cloudpickle.cloudpickle import _code_reduce
+        except ImportError:  # another cloudpickle layout: plain code objects then
+            _SCRIPT_PICKLER = cloudpickle.Pickler
+            return _SCRIPT_PICKLER
+
+        def reduce_code(code: types.CodeType) -> tuple[Any, ...]:
+            _, args = _code_reduce(code)
+            filename = code.co_filename
+            args = tuple(filename if a == "<dynamic-code>" else a for a in args)
+            return _code_with_source, (args, filename, _source_lines(filename))
+
+        class ScriptPickler(cloudpickle.Pickler):  # type: ignore[misc]
+            dispatch_table = collections.ChainMap(
+                {types.CodeType: reduce_code}, cloudpickle.Pickler.dispatch_table
+            )
+
+        _SCRIPT_PICKLER = ScriptPickler
+    return _SCRIPT_PICKLER
+
+
+def _source_lines(filename: str) -> list[str] | None:
+    """The lines of a file that exists only in this process's linecache (a notebook cell)."""
+    import linecache
+    import os
+
+    if not filename or filename.startswith("<") or os.path.isfile(filename):
+        return None
+    return linecache.getlines(filename) or None
+
+
+def _code_with_source(args: tuple[Any, ...], filename: str, lines: list[str] | None) -> Any:
+    """Rebuild a shipped code object; its source lines, if they came along, go to linecache."""
+    import types
+
+    if lines:
+        import linecache
+
+        size = sum(len(line) for line in lines)
+        # no modification time: linecache.checkcache() never drops the entry
+        linecache.cache.setdefault(filename, (size, None, lines, filename))
+    return types.CodeType(*args)
 
 
 def loads(data: bytes | memoryview, buffers: list[Any]) -> Any:
