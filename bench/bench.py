@@ -242,35 +242,20 @@ class PycrewAdapter(Adapter):
     def submit(self, fn: Callable[..., Any], *args: Any) -> Any:
         return self.ctl.push(fn, *args)
 
-    @staticmethod
-    def value(res: Any) -> Any:
-        """The task's value from a TaskResult; raise if the task did not succeed."""
-        if res is None:
-            raise RuntimeError("pycrew: no resolved task to pop")
-        status = str(res.status)
-        if status != "success":
-            raise RuntimeError(f"pycrew task {res.name}: status={status!r} error={res.error!r}")
-        return res.result
-
     def result(self, fut: Any, timeout: float) -> Any:
-        value = self.value(fut.result(timeout=timeout))
-        popped = self.ctl.pop()  # release the task (only one is ever in flight here)
-        if popped is None:
-            raise RuntimeError("pycrew: pop() returned None after fut.result()")
-        return value
+        # the value, or the task's own exception; reading it hands the task over,
+        # so the controller keeps nothing
+        return fut.result(timeout=timeout)
 
     def roundtrip(self, fn: Callable[..., Any], arg: Any, timeout: float) -> Any:
-        fut = self.ctl.push(fn, arg)
-        fut.result(timeout=timeout)
-        return self.value(self.ctl.pop())
+        return self.ctl.push(fn, arg).result(timeout=timeout)
 
     def gather(self, handles: list[Any], timeout: float) -> list[Any]:
         if not self.ctl.wait(mode="all", seconds_timeout=timeout):
             raise TimeoutError(f"pycrew: wait(mode='all') timed out after {timeout:.0f} s")
-        values = [self.value(fut.result(timeout=timeout)) for fut in handles]
-        collected = self.ctl.collect()  # empty the task table
-        if len(collected) != len(handles):
-            raise RuntimeError(f"pycrew: collect() gave {len(collected)} of {len(handles)}")
+        values = [fut.result(timeout=timeout) for fut in handles]
+        if self.ctl.size():
+            raise RuntimeError(f"pycrew: {self.ctl.size()} tasks left after reading the futures")
         return values
 
     def shutdown(self) -> None:

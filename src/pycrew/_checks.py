@@ -198,3 +198,31 @@ def check_bytes_max(bytes_max: object) -> int:
             f"bytes_max must be from 1024 to {_wire.BYTES_LIMIT} bytes, got {value}"
         )
     return value
+
+
+def check_name(name: object) -> str:
+    if not isinstance(name, str) or not name or any(ch.isspace() for ch in name):
+        raise ArgumentError(f"name must be a non-empty string without spaces, got {name!r}")
+    return name
+
+
+def check_intervals(interval: float, timeout: float) -> tuple[float, float]:
+    """``seconds_interval`` (finite, > 0) and ``seconds_timeout`` (at least the interval)."""
+    interval = check_seconds("seconds_interval", interval, False)
+    if interval <= 0:
+        raise ArgumentError("seconds_interval must be > 0")
+    timeout = check_seconds("seconds_timeout", timeout)
+    if timeout < interval:
+        raise ArgumentError("seconds_timeout must be >= seconds_interval")
+    return interval, timeout
+
+
+def check_chain(name: str, controller: Any, backup: Any) -> None:
+    """A backup chain may not come back to the controller it starts from."""
+    link = backup
+    while link is not None:
+        if link is controller or link.name == name:
+            raise ArgumentError(
+                f"controller {name!r} cannot be its own backup, directly or down the chain"
+            )
+        link = link.backup

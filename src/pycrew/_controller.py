@@ -25,52 +25,42 @@ import itertools
 import logging
 import math
 import secrets
-import signal
 import sys
 import threading
-import time
 import warnings
 import weakref
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
-from . import _ledger, _wire
+from . import _ledger, _push, _wire
 from ._autoscale import Autoscaler
 from ._checks import (
-    blame,
     check_bytes_max,
+    check_chain,
     check_count,
-    check_error,
     check_flag,
     check_host,
     check_int,
-    check_mapping,
+    check_intervals,
+    check_name,
     check_port,
     check_seconds,
     check_seed,
-    command_text,
-    derived_seed,
-    task_inputs,
-    task_names,
 )
-from ._dispatcher import Dispatcher, timeout_deadline
+from ._dispatcher import Dispatcher
 from ._errors import (
     ArgumentError,
     ArgumentTypeError,
     ClosedError,
-    CrashLimitError,
     CrewError,
     CrewWarning,
-    TaskError,
 )
-from ._evaluate import CALLABLE, CODE
 from ._futures import TaskFuture
 from ._metrics import Metrics
-from ._records import Records
+from ._records import Records, RecordViews
 from ._scaler import Scaler
-from ._task import DONE, Status, Summary, Task, TaskResult, WorkerSummary
+from ._task import DONE, Task, TaskResult
 from ._throttle import Throttle
 from ._tls import TLS, resolve_tls
-from ._wire import Kind
 from .launchers import Launcher, WorkerSpec
 
 if TYPE_CHECKING:
@@ -81,19 +71,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("pycrew")
 T = TypeVar("T")
-ErrorMode = Literal["stop", "warn", "silent"]
 MapErrorMode = Literal["stop", "fast", "warn", "silent"]
 MAP_ERROR_MODES = ("stop", "fast", "warn", "silent")
 
 
-def _signal_name(code: int) -> str:
-    try:
-        return signal.Signals(-code).name
-    except ValueError:
-        return f"signal {-code}"
-
-
-class Controller:
+class Controller(RecordViews):
     """Accepts tasks, returns results, and launches, scales and retires workers.
 
     Build one with :func:`pycrew.local_controller`; see its docstring for
@@ -131,22 +113,16 @@ class Controller:
         backup: Controller | None = None,
         retry_crashes: bool = False,
     ) -> None:
-        if name is None:
-            name = secrets.token_hex(4)
-        if not isinstance(name, str) or not name or any(c.isspace() for c in name):
-            raise ArgumentError(f"name must be a non-empty string without spaces, got {name!r}")
+        name = check_name(secrets.token_hex(4) if name is None else name)
         self.workers = check_int("workers", workers, 1)
         if not isinstance(host, str) or not host:
             raise ArgumentError("host must be a non-empty string, such as '127.0.0.1'")
         self.port = check_port(port)
         self.tls = resolve_tls(tls)
         check_host(host, self.tls, allow_public)
-        self.seconds_interval = check_seconds("seconds_interval", seconds_interval, False)
-        if self.seconds_interval <= 0:
-            raise ArgumentError("seconds_interval must be > 0")
-        self.seconds_timeout = check_seconds("seconds_timeout", seconds_timeout)
-        if self.seconds_timeout < self.seconds_interval:
-            raise ArgumentError("seconds_timeout must be >= seconds_interval")
+        self.seconds_interval, self.seconds_timeout = check_intervals(
+            seconds_interval, seconds_timeout
+        )
         self.seconds_launch = check_seconds("seconds_launch", seconds_launch)
         self.seconds_idle = check_seconds("seconds_idle", seconds_idle)
         self.seconds_wall = check_seconds("seconds_wall", seconds_wall)
@@ -155,25 +131,15 @@ class Controller:
         self.reset_globals = check_flag("reset_globals", reset_globals)
         self.reset_modules = check_flag("reset_modules", reset_modules)
         self.garbage_collection = check_flag("garbage_collection", garbage_collection)
-        self.crashes_max = int(check_count("crashes_max", crashes_max, 0))
-        if math.isinf(crashes_max):
-            raise ArgumentError("crashes_max must be finite")
+        self.crashes_max = check_int("crashes_max", crashes_max, 0)
         self.seed = check_seed(seed)
         self.bytes_max = check_bytes_max(bytes_max)
         if metrics is not None and not isinstance(metrics, Metrics):
             raise ArgumentTypeError(f"metrics must be a pycrew.Metrics or None, got {metrics!r}")
         if backup is not None:
             if not isinstance(backup, Controller):
-                raise ArgumentTypeError(
-                    f"backup must be a pycrew.Controller or None, got {backup!r}"
-                )
-            link: Controller | None = backup
-            while link is not None:
-                if link is self or link.name == name:
-                    raise ArgumentError(
-                        f"controller {name!r} cannot be its own backup, directly or down the chain"
-                    )
-                link = link.backup
+                raise ArgumentTypeError(f"backup must be a pycrew.Controller, got {backup!r}")
+            check_chain(name, self, backup)
         #: run a task that crashed its worker again: crashes_max attempts here,
         #: then down the backup chain; the record says how many attempts it took
         self.retry_crashes = check_flag("retry_crashes", retry_crashes)
@@ -280,7 +246,7 @@ class Controller:
                     on_refused=lambda wid, why: self._refusals.append(why),
                     bytes_max=self.bytes_max,
                     listeners=self._listeners,
-                    on_crash=self._on_crash if self.retry_crashes else None,
+                    on_crash=functools.partial(_push.retry, self) if self.retry_crashes else None,
                     # a worker that may leave after a task must not hold another
                     prefetch=math.isinf(self.tasks_max) and math.isinf(self.seconds_wall),
                 )
@@ -342,45 +308,6 @@ class Controller:
                 for spec, handle in zip(specs, handles, strict=True)
             ],
         )
-
-    def _on_crash(self, task: Task, detail: str) -> bool:
-        """A task's worker died: try it again here, or hand it down the chain.
-
-        Runs on the dispatcher thread with its lock held. It may take the
-        backup's locks (the chain has no cycle, so always in the same order)
-        but never this controller's own table lock.
-        """
-        dispatcher = self._dispatcher
-        if dispatcher is None:
-            return False
-        task.crashes += 1
-        log.info("task %s crashed its worker (attempt %d): %s", task.name, task.attempts, detail)
-        if task.crashes < max(self.crashes_max, 1):
-            task.attempts += 1
-            dispatcher.retry(task)
-            return True
-        backup = self.backup
-        if backup is None or not backup._adopt(task):
-            return False  # the chain ends here, or the name is in use there: a crash
-        dispatcher.retire(task)
-        self._forwarded.append(task)
-        return True
-
-    def _adopt(self, task: Task) -> bool:
-        """Take over a task that crashed its workers in the controller before us."""
-        self.start()
-        with self._lock:
-            if task.name in self._records.tasks:
-                return False
-            taken = Task(next(self._ids), task.name, task.command, [], task.seed, task.deadline)
-            taken.frame = _wire.retag(task.frame, taken.id)
-            taken.small = task.small
-            taken.owned = task.owned
-            taken.attempts = task.attempts + 1
-            if task.future is not None:
-                task.future._follow(self, taken)
-            self._submit([taken])
-        return True
 
     def _prune(self) -> None:
         """Forget names whose tasks went down the backup chain (never under the dispatcher lock)."""
@@ -450,6 +377,32 @@ class Controller:
             )
 
     # ------------------------------------------------------------- pushing
+    @overload
+    def push(
+        self,
+        fn: Callable[..., T],
+        /,
+        *args: Any,
+        name: str | None = ...,
+        data: Mapping[str, Any] | None = ...,
+        globals: Mapping[str, Any] | None = ...,
+        seed: int | None = ...,
+        seconds_timeout: float | None = ...,
+        **kwargs: Any,
+    ) -> TaskFuture[T]: ...
+    @overload
+    def push(
+        self,
+        fn: str,
+        /,
+        *,
+        name: str | None = ...,
+        data: Mapping[str, Any] | None = ...,
+        globals: Mapping[str, Any] | None = ...,
+        seed: int | None = ...,
+        seconds_timeout: float | None = ...,
+    ) -> TaskFuture[Any]: ...
+
     def push(
         self,
         fn: Callable[..., T] | str,
@@ -519,78 +472,13 @@ class Controller:
         self._raise_failure()
         self._prune()
         with self._lock:  # the name check and the insertion, as one step
-            task = self._make_task(fn, args, kwargs, name, data, globals, seed, seconds_timeout)
+            task = _push.make_task(
+                self, fn, args, kwargs, name, data, globals, seed, seconds_timeout
+            )
             task.owned = owned
             future: TaskFuture[T] = TaskFuture(self, task)
             self._submit([task])
         return future
-
-    def _make_task(
-        self,
-        fn: Callable[..., Any] | str,
-        args: Sequence[Any],
-        kwargs: Mapping[str, Any],
-        name: str | None,
-        data: Mapping[str, Any] | None,
-        task_globals: Mapping[str, Any] | None,
-        seed: int | None,
-        seconds_timeout: float | None,
-    ) -> Task:
-        if name is None:
-            # a random prefix per controller plus a counter: unique, and it
-            # spares a slow os.urandom() call on every push
-            name = f"unnamed_task_{self._name_prefix}_{next(self._ids)}"
-        elif not isinstance(name, str) or not name:
-            raise ArgumentError(f"task name must be a non-empty string, got {name!r}")
-        if name in self._records.tasks:
-            raise ArgumentError(
-                f"task name {name!r} is in use: collect it (or read its future) first, "
-                "or choose another name"
-            )
-        data = check_mapping("data", data)
-        task_globals = check_mapping("globals", task_globals)
-        check_seed(seed)
-        if seconds_timeout is not None:
-            check_seconds("seconds_timeout", seconds_timeout)
-        if seed is None and self.seed is not None:
-            seed = derived_seed(self.seed, name)
-        payload: tuple[Any, ...]
-        if isinstance(fn, str):
-            if args or kwargs:
-                raise ArgumentError(
-                    "a code string takes its inputs through data=, "
-                    "not positional or keyword arguments"
-                )
-            try:
-                compile(fn, "<pycrew task>", "exec")
-            except SyntaxError as exc:
-                raise ArgumentError(f"task {name!r} is not valid Python: {exc}") from exc
-            payload = (CODE, fn, (), {}, data, task_globals, seed, name)
-            command = fn
-        elif callable(fn):
-            clash = set(data) & set(kwargs)
-            if clash:
-                raise ArgumentError(f"{sorted(clash)} given both in data= and as keyword arguments")
-            payload = (CALLABLE, fn, tuple(args), {**data, **kwargs}, {}, task_globals, seed, name)
-            command = command_text(fn)
-        else:
-            raise ArgumentTypeError(
-                f"a task is a callable or a string of code, not {type(fn).__name__}"
-            )
-        task_id = next(self._ids)
-        try:
-            body, buffers = _wire.dumps(payload)
-        except Exception as exc:
-            raise ArgumentTypeError(
-                f"task {name!r} cannot be pickled: {blame(payload, exc)}"
-            ) from exc
-        problem = _wire.too_large(_wire.TASK_ID.size + len(body), buffers, self.bytes_max)
-        if problem is not None:
-            raise ArgumentError(
-                f"task {name!r} is {problem}: pass large data through files, or raise bytes_max"
-            )
-        frame = _wire.encode(Kind.TASK, _wire.TASK_ID.pack(task_id) + body, buffers)
-        return Task(task_id, name, command, frame, seed, timeout_deadline(seconds_timeout))
 
     def _submit(self, tasks: list[Task]) -> None:
         dispatcher = self._running()
@@ -600,6 +488,35 @@ class Controller:
         scaler = self._scaler
         if scaler is not None and scaler.short:
             scaler.poke()
+
+    @overload
+    def walk(
+        self,
+        fn: Callable[..., T],
+        iterable: Iterable[Any] | None = ...,
+        *,
+        iterate: Mapping[str, Sequence[Any]] | None = ...,
+        data: Mapping[str, Any] | None = ...,
+        globals: Mapping[str, Any] | None = ...,
+        names: str | Sequence[str] | None = ...,
+        seed: int | None = ...,
+        seconds_timeout: float | None = ...,
+        progress: bool = ...,
+    ) -> list[TaskFuture[T]]: ...
+    @overload
+    def walk(
+        self,
+        fn: str,
+        iterable: None = ...,
+        *,
+        iterate: Mapping[str, Sequence[Any]] | None = ...,
+        data: Mapping[str, Any] | None = ...,
+        globals: Mapping[str, Any] | None = ...,
+        names: str | Sequence[str] | None = ...,
+        seed: int | None = ...,
+        seconds_timeout: float | None = ...,
+        progress: bool = ...,
+    ) -> list[TaskFuture[Any]]: ...
 
     def walk(
         self,
@@ -624,57 +541,11 @@ class Controller:
         gets a seed derived from ``(seed, i)``. ``progress=True`` shows a bar
         that advances as these tasks end.
         """
-        futures = self._walk(
-            fn, iterable, iterate, data, globals, names, seed, seconds_timeout, owned=False
+        futures = _push.walk(
+            self, fn, iterable, iterate, data, globals, names, seed, seconds_timeout, owned=False
         )
         if check_flag("progress", progress):
-            _follow_progress(futures)
-        return futures
-
-    def _walk(
-        self,
-        fn: Callable[..., T] | str,
-        iterable: Iterable[Any] | None,
-        iterate: Mapping[str, Sequence[Any]] | None,
-        data: Mapping[str, Any] | None,
-        globals: Mapping[str, Any] | None,
-        names: str | Sequence[str] | None,
-        seed: int | None,
-        seconds_timeout: float | None,
-        owned: bool,
-    ) -> list[TaskFuture[T]]:
-        inputs = task_inputs(iterable, iterate)
-        count = len(inputs)
-        names_list = task_names(names, iterate, count)
-        if len(set(names_list)) != count:
-            raise ArgumentError("task names must be unique")
-        self.start()
-        self._raise_failure()
-        self._prune()
-        with self._lock:
-            clash = [n for n in names_list if n in self._records.tasks]
-            if clash:
-                raise ArgumentError(f"task name {clash[0]!r} is in use: collect it first")
-            tasks = []
-            for i, item in enumerate(inputs):
-                task_seed = None if seed is None else derived_seed(seed, str(i))
-                if isinstance(item, dict):
-                    merged = {**(data or {}), **item} if isinstance(fn, str) else data
-                    args: tuple[Any, ...] = ()
-                    kwargs: dict[str, Any] = {} if isinstance(fn, str) else item
-                elif isinstance(fn, str):
-                    raise ArgumentError(
-                        "a code string takes its inputs through iterate=, a dict of sequences"
-                    )
-                else:
-                    merged, args, kwargs = data, (item[0],), {}
-                task = self._make_task(
-                    fn, args, kwargs, names_list[i], merged, globals, task_seed, seconds_timeout
-                )
-                task.owned = owned
-                tasks.append(task)
-            futures: list[TaskFuture[T]] = [TaskFuture(self, task) for task in tasks]
-            self._submit(tasks)
+            _push.follow_progress(futures)
         return futures
 
     def map(
@@ -712,15 +583,15 @@ class Controller:
         if error not in MAP_ERROR_MODES:
             raise ArgumentError(f"error must be one of {MAP_ERROR_MODES}, got {error!r}")
         check_flag("progress", progress)
-        futures = self._walk(
-            fn, iterable, iterate, data, globals, names, seed, seconds_timeout, owned=True
+        futures = _push.walk(
+            self, fn, iterable, iterate, data, globals, names, seed, seconds_timeout, owned=True
         )
         try:
-            self._wait_for(futures, progress, error == "fast")
+            _push.wait_for(self, futures, progress, error == "fast")
         except BaseException:
-            self._abandon(futures)
+            _push.abandon(self, futures)
             raise
-        return self._finish_map(futures, error, warnings)
+        return _push.finish_map(self, futures, error, warnings)
 
     async def map_async(
         self,
@@ -745,216 +616,15 @@ class Controller:
 
         if error not in MAP_ERROR_MODES:
             raise ArgumentError(f"error must be one of {MAP_ERROR_MODES}, got {error!r}")
-        futures = self._walk(
-            fn, iterable, iterate, data, globals, names, seed, seconds_timeout, owned=True
+        futures = _push.walk(
+            self, fn, iterable, iterate, data, globals, names, seed, seconds_timeout, owned=True
         )
         try:
             await wait_futures(self, futures, error == "fast")
         except BaseException:
-            self._abandon(futures)
+            _push.abandon(self, futures)
             raise
-        return self._finish_map(futures, error, warnings)
-
-    def _abandon(self, futures: list[TaskFuture[Any]]) -> None:
-        """A map() that was interrupted: stop its tasks, and leave their records to collect()."""
-        for controller, task in [f._where for f in futures]:
-            controller._cancel_tasks([task])
-            dispatcher = controller._dispatcher
-            if dispatcher is not None:
-                dispatcher.disown([task])
-
-    def _wait_for(self, futures: list[TaskFuture[Any]], progress: bool, fast: bool) -> None:
-        """Wait until every future is done, or (``fast``) one of them failed."""
-        dispatcher = self._running()
-        bar = None
-        if progress:
-            from ._progress import progress_bar
-
-            bar = progress_bar(len(futures))
-        try:
-            pending = futures
-            with dispatcher.cv:
-                while True:
-                    pending = [f for f in pending if not f.done()]
-                    if bar is not None:
-                        bar(len(futures) - len(pending))
-                    if not pending or (fast and any(_failed(f) for f in futures)):
-                        return
-                    self._raise_failure()
-                    # tasks that went down a backup chain end in another dispatcher,
-                    # whose resolutions do not wake this one: the interval bounds that
-                    dispatcher.cv.wait(self.seconds_interval)
-        finally:
-            if bar is not None:
-                bar(None)
-
-    def _finish_map(
-        self, futures: list[TaskFuture[Any]], error: str, warnings: bool
-    ) -> list[TaskResult]:
-        failed_first = next((f for f in futures if _failed(f)), None)
-        if error == "fast" and failed_first is not None:
-            self._cancel_tasks([f._where[1] for f in futures])
-        records = self._hand_over(futures)
-        failed = [r for r in records if r.status is not Status.SUCCESS]
-        warned = [r for r in records if r.warnings is not None]
-        if warnings and warned:
-            _warn(f"{len(warned)} task(s) raised warnings. First: {warned[0].warnings}")
-        if failed and error != "silent":
-            first = failed_first.record() if failed_first is not None else failed[0]
-            message = (
-                f"{len(failed)} of {len(records)} task(s) did not succeed. "
-                f"First ({first.name}, {first.status}): {first.error}"
-            )
-            if error in ("stop", "fast"):
-                self.error = records
-                cause = failed_first._failure(first) if failed_first is not None else None
-                raise TaskError(message, records) from cause
-            _warn(message)
-        return records
-
-    def _hand_over(self, futures: list[TaskFuture[Any]]) -> list[TaskResult]:
-        """Records of done futures, wherever their tasks ended, handed over at once."""
-        by_controller: dict[Controller, list[tuple[Task, TaskResult]]] = {}
-        records = []
-        for future in futures:
-            controller, task = future._where
-            if task.state != DONE:
-                continue
-            record = controller._records.build(task, controller._crash_detail)
-            records.append(record)
-            by_controller.setdefault(controller, []).append((task, record))
-        limit: CrashLimitError | None = None
-        for controller, pairs in by_controller.items():
-            controller._forget_resolved([t for t, _ in pairs])
-            try:
-                controller._records.commit([t for t, _ in pairs], [r for _, r in pairs], True)
-            except CrashLimitError as exc:
-                limit = limit or exc
-        if limit is not None:
-            limit.results = records
-            raise limit
-        return records
-
-    # ------------------------------------------------------------ waiting
-    def wait(
-        self, mode: Literal["all", "one"] = "all", seconds_timeout: float | None = None
-    ) -> bool:
-        """Block until every task is resolved (``"all"``) or one is ready to pop (``"one"``).
-
-        Args:
-            mode: ``"all"`` or ``"one"``.
-            seconds_timeout: the most seconds to wait; ``None`` waits as long as it takes.
-
-        Returns:
-            Whether the condition holds. A timeout returns ``False``, never raises.
-        """
-        if mode not in ("all", "one"):
-            raise ArgumentError(f"mode must be 'all' or 'one', got {mode!r}")
-        if seconds_timeout is not None:
-            check_seconds("seconds_timeout", seconds_timeout)
-        dispatcher = self._dispatcher
-        if dispatcher is None or self.size() == 0:
-            return mode == "all"
-        deadline = None if seconds_timeout is None else time.monotonic() + seconds_timeout
-        with dispatcher.cv:
-            while True:
-                self._raise_failure()
-                if mode == "all":
-                    if not dispatcher.live:
-                        return True
-                elif dispatcher.resolved:
-                    return True
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    return False
-                if self._dispatcher is None:
-                    return mode == "all"
-                dispatcher.cv.wait(
-                    self.seconds_interval if left is None else min(left, self.seconds_interval)
-                )
-
-    def pop(self, error: ErrorMode | None = None) -> TaskResult | None:
-        """Remove and return one resolved task's record, oldest first, or ``None``.
-
-        Args:
-            error: ``None``/``"silent"`` return the record as it is; ``"stop"``
-                raises :class:`TaskError` if it did not succeed; ``"warn"`` warns.
-        """
-        check_error(error)
-        records = self._claim(1)
-        _react(records, error)
-        return records[0] if records else None
-
-    def collect(self, error: ErrorMode | None = None) -> list[TaskResult]:
-        """Remove and return every resolved task's record (an empty list if none).
-
-        Taking is all or nothing: if anything interrupts it (Ctrl-C while a
-        result unpickles), every record stays to be collected again.
-        """
-        check_error(error)
-        records = self._claim(None)
-        _react(records, error)
-        return records
-
-    def _claim(self, count: int | None) -> list[TaskResult]:
-        """Take resolved tasks off the queue, build their records, hand them over."""
-        dispatcher = self._dispatcher
-        if dispatcher is None:
-            return []
-        self._raise_failure()
-        self._prune()
-        with dispatcher.lock:
-            queue = dispatcher.resolved
-            if count is None:
-                claimed = list(queue.values())
-                queue.clear()
-            else:
-                claimed = [queue.popitem(last=False)[1] for _ in range(min(count, len(queue)))]
-        try:
-            records = [self._records.build(task, self._crash_detail) for task in claimed]
-        except BaseException:
-            # nothing was handed over: the claimed tasks go back, first in line
-            with dispatcher.lock:
-                for task in reversed(claimed):
-                    if not task.taken:
-                        queue[task.id] = task
-                        queue.move_to_end(task.id, last=False)
-            raise
-        self._records.commit(claimed, records, True)
-        return records
-
-    def _take_one(self, task: Task) -> TaskResult:
-        """Hand one task over through its future (no crash limit: the future says what happened)."""
-        record = self._records.build(task, self._crash_detail)
-        if not task.taken:
-            self._forget_resolved([task])
-            self._records.commit([task], [record], False)
-        return record
-
-    def _forget_resolved(self, tasks: list[Task]) -> None:
-        dispatcher = self._dispatcher
-        if dispatcher is not None:
-            with dispatcher.lock:
-                for task in tasks:
-                    dispatcher.resolved.pop(task.id, None)
-
-    def _crash_detail(self, task: Task) -> str:
-        detail = task.detail or "the worker was lost during the task"
-        worker = task.worker
-        scaler = self._scaler
-        if worker is None or scaler is None:
-            return detail
-        # The scaler thread, the only one that talks to the launcher, learns the
-        # exit code soon after the connection drops; wait a moment for it.
-        code = scaler.exit_codes.get(worker.id)
-        deadline = time.monotonic() + 1.0
-        while code is None and worker.id in scaler.handles and time.monotonic() < deadline:
-            time.sleep(0.01)
-            code = scaler.exit_codes.get(worker.id)
-        if code is None:
-            return detail
-        how = f"killed by {_signal_name(code)}" if code < 0 else f"exit code {code}"
-        return f"{detail} ({how})"
+        return _push.finish_map(self, futures, error, warnings)
 
     # -------------------------------------------------------------- control
     def cancel(self, names: str | Iterable[str] | None = None, all: bool = False) -> None:
@@ -1020,17 +690,6 @@ class Controller:
         dispatcher = self._dispatcher
         return dispatcher.worker_pids() if dispatcher is not None else []
 
-    def size(self) -> int:
-        """Tasks not yet handed over (popped, collected, read through a future), resolved or not."""
-        self._prune()
-        return len(self._records.tasks)
-
-    def empty(self) -> bool:
-        return self.size() == 0
-
-    def nonempty(self) -> bool:
-        return self.size() > 0
-
     def resolved(self) -> int:
         """Tasks resolved since start (cumulative, cancelled ones included)."""
         dispatcher = self._dispatcher
@@ -1040,37 +699,6 @@ class Controller:
         """Tasks queued or running now."""
         dispatcher = self._dispatcher
         return len(dispatcher.live) if dispatcher is not None else 0
-
-    def saturated(self) -> bool:
-        """Whether the controller holds at least ``workers`` tasks not handed over (advisory)."""
-        return len(self._records.tasks) >= self.workers
-
-    def crashes(self, name: str) -> int:
-        """Consecutive crashes of task ``name`` so far (0 if none)."""
-        return self._records.crashes.get(name, 0)
-
-    @overload
-    def summary(self, by: Literal["controller"] = ...) -> Summary | None: ...
-    @overload
-    def summary(self, by: Literal["worker"]) -> list[WorkerSummary]: ...
-
-    def summary(
-        self, by: Literal["controller", "worker"] = "controller"
-    ) -> Summary | list[WorkerSummary] | None:
-        """Statistics of the tasks handed over since the last start, whichever way.
-
-        Args:
-            by: ``"controller"``: one :class:`Summary` (``None`` if never
-                started); ``"worker"``: one :class:`WorkerSummary` per worker
-                that ran a task handed over (tasks, seconds, peak memory, CPU).
-
-        ``pycrew.to_pandas(ctl.summary())`` makes a data frame of either.
-        """
-        if by == "worker":
-            return self._records.worker_rows()
-        if by != "controller":
-            raise ArgumentError(f"by must be 'controller' or 'worker', got {by!r}")
-        return self._records.summary_row()
 
     def workers_status(self) -> dict[str, int]:
         """Workers connected now, ever connected, launching, and failed launches."""
@@ -1090,44 +718,11 @@ class Controller:
 _LIVE: weakref.WeakSet[Controller] = weakref.WeakSet()
 
 
-def _failed(future: TaskFuture[Any]) -> bool:
-    """Whether a future's task ended in anything but success (without building its record)."""
-    task = future._where[1]
-    return task.state == DONE and (task.outcome is not None or task.failed)
-
-
-def _follow_progress(futures: list[TaskFuture[Any]]) -> None:
-    """A bar that advances as these futures end, and closes itself after the last."""
-    from ._progress import progress_bar
-
-    bar = progress_bar(len(futures))
-    counter = itertools.count(1)  # next() is atomic: callbacks may run on several threads
-
-    def ended(_: object) -> None:
-        done = next(counter)
-        bar(done)
-        if done == len(futures):
-            bar(None)
-
-    for future in futures:
-        future.add_done_callback(ended)
-
-
 @atexit.register
 def _terminate_all() -> None:
     for controller in list(_LIVE):
         with contextlib.suppress(Exception):
             controller.terminate()
-
-
-def _react(records: list[TaskResult], error: str | None) -> None:
-    failed = [r for r in records if r.status is not Status.SUCCESS]
-    if not failed or error in (None, "silent"):
-        return
-    message = f"task {failed[0].name!r} ended with status {failed[0].status}: {failed[0].error}"
-    if error == "stop":
-        raise TaskError(message, records)
-    _warn(message)
 
 
 def _warn(message: str) -> None:

@@ -797,9 +797,3 @@ class Dispatcher:
                 self.listener.close()
             self.selector.close()
             self.cv.notify_all()
-
-
-def timeout_deadline(seconds: float | None) -> float | None:
-    if seconds is None or math.isinf(seconds):
-        return None
-    return time.monotonic() + seconds

@@ -17,8 +17,9 @@ import time
 from typing import TYPE_CHECKING, Any, Literal
 
 from ._checks import check_error, check_seconds
-from ._controller import Controller, ErrorMode
+from ._controller import Controller
 from ._errors import ArgumentError, ArgumentTypeError
+from ._records import ErrorMode
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable

@@ -1,4 +1,5 @@
-"""Records: the controller's table of tasks, built into records once and handed over once.
+"""Records: the controller's table of tasks, built into records once and handed over once,
+and crew's views over them (wait, pop, collect, size, summary, ...).
 
 ```
  push() ── reserve the name ──► tasks {name: Task}
@@ -17,17 +18,24 @@ is the user's), becomes that task's ``error`` record.
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING
+import time
+import warnings
+from typing import TYPE_CHECKING, Literal, overload
 
 from . import _wire
-from ._errors import CrashLimitError
+from ._checks import check_error, check_seconds
+from ._errors import ArgumentError, CrashLimitError, CrewWarning, TaskError
 from ._evaluate import describe
 from ._task import CODES, Status, Summary, TaskResult, WorkerSummary
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from ._dispatcher import Dispatcher
+    from ._scaler import Scaler
     from ._task import Task
+
+ErrorMode = Literal["stop", "warn", "silent"]
 
 _STATUSES = {status.value: status for status in Status}
 _HOST_ERRORS = {
@@ -128,6 +136,52 @@ class Records:
             task.raw = None
         return task.record
 
+    # ------------------------------------------------------------- take
+    def claim(
+        self, dispatcher: Dispatcher, count: int | None, crash_detail: Callable[[Task], str]
+    ) -> list[TaskResult]:
+        """pop()/collect(): take resolved tasks off the queue, build records, hand them over.
+
+        All or nothing: if building a record raises (Ctrl-C while a result
+        unpickles), every claimed task goes back to the queue, first in line.
+        """
+        with dispatcher.lock:
+            queue = dispatcher.resolved
+            if count is None:
+                claimed = list(queue.values())
+                queue.clear()
+            else:
+                claimed = [queue.popitem(last=False)[1] for _ in range(min(count, len(queue)))]
+        try:
+            records = [self.build(task, crash_detail) for task in claimed]
+        except BaseException:
+            with dispatcher.lock:
+                for task in reversed(claimed):
+                    if not task.taken:
+                        queue[task.id] = task
+                        queue.move_to_end(task.id, last=False)
+            raise
+        self.commit(claimed, records, True)
+        return records
+
+    def take_one(
+        self, dispatcher: Dispatcher | None, task: Task, crash_detail: Callable[[Task], str]
+    ) -> TaskResult:
+        """A future hands its task over (no crash limit: the future says what happened)."""
+        record = self.build(task, crash_detail)
+        if not task.taken:
+            self.forget(dispatcher, [task])
+            self.commit([task], [record], False)
+        return record
+
+    @staticmethod
+    def forget(dispatcher: Dispatcher | None, tasks: list[Task]) -> None:
+        """Take tasks handed over another way out of the pop()/collect() queue."""
+        if dispatcher is not None:
+            with dispatcher.lock:
+                for task in tasks:
+                    dispatcher.resolved.pop(task.id, None)
+
     # ----------------------------------------------------------- commit
     def commit(self, tasks: list[Task], records: list[TaskResult], limit: bool) -> None:
         """Hand tasks over: out of the table, counted, crashes logged (once per task).
@@ -198,3 +252,156 @@ class Records:
             WorkerSummary(self.controller, worker, int(t), s, int(m) or None, c)
             for worker, (t, s, m, c) in self.by_worker.items()
         ]
+
+
+class RecordViews:
+    """crew's queue methods of a controller: views over its records, not a second store.
+
+    A :class:`pycrew.Controller` is one; the attributes below are its own.
+    """
+
+    name: str
+    workers: int
+    seconds_interval: float
+    _records: Records
+    _dispatcher: Dispatcher | None
+    _scaler: Scaler | None
+
+    def _raise_failure(self) -> None:
+        raise NotImplementedError
+
+    def _prune(self) -> None:
+        raise NotImplementedError
+
+    def wait(
+        self, mode: Literal["all", "one"] = "all", seconds_timeout: float | None = None
+    ) -> bool:
+        """Block until every task is resolved (``"all"``) or one is ready to pop (``"one"``).
+
+        Args:
+            mode: ``"all"`` or ``"one"``.
+            seconds_timeout: the most seconds to wait; ``None`` waits as long as it takes.
+
+        Returns:
+            Whether the condition holds. A timeout returns ``False``, never raises.
+        """
+        if mode not in ("all", "one"):
+            raise ArgumentError(f"mode must be 'all' or 'one', got {mode!r}")
+        if seconds_timeout is not None:
+            check_seconds("seconds_timeout", seconds_timeout)
+        dispatcher = self._dispatcher
+        if dispatcher is None or self.size() == 0:
+            return mode == "all"
+        deadline = None if seconds_timeout is None else time.monotonic() + seconds_timeout
+        with dispatcher.cv:
+            while True:
+                self._raise_failure()
+                if mode == "all":
+                    if not dispatcher.live:
+                        return True
+                elif dispatcher.resolved:
+                    return True
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                if self._dispatcher is None:
+                    return mode == "all"
+                dispatcher.cv.wait(
+                    self.seconds_interval if left is None else min(left, self.seconds_interval)
+                )
+
+    def pop(self, error: ErrorMode | None = None) -> TaskResult | None:
+        """Remove and return one resolved task's record, oldest first, or ``None``.
+
+        Args:
+            error: ``None``/``"silent"`` return the record as it is; ``"stop"``
+                raises :class:`TaskError` if it did not succeed; ``"warn"`` warns.
+        """
+        check_error(error)
+        records = self._claim(1)
+        _react(records, error)
+        return records[0] if records else None
+
+    def collect(self, error: ErrorMode | None = None) -> list[TaskResult]:
+        """Remove and return every resolved task's record (an empty list if none).
+
+        Taking is all or nothing: if anything interrupts it (Ctrl-C while a
+        result unpickles), every record stays to be collected again.
+        """
+        check_error(error)
+        records = self._claim(None)
+        _react(records, error)
+        return records
+
+    def _claim(self, count: int | None) -> list[TaskResult]:
+        dispatcher = self._dispatcher
+        if dispatcher is None:
+            return []
+        self._raise_failure()
+        self._prune()
+        return self._records.claim(dispatcher, count, self._crash_detail)
+
+    def _take_one(self, task: Task) -> TaskResult:
+        """Hand one task over through its future (no crash limit: the future says what happened)."""
+        return self._records.take_one(self._dispatcher, task, self._crash_detail)
+
+    def _crash_detail(self, task: Task) -> str:
+        detail = task.detail or "the worker was lost during the task"
+        scaler, worker = self._scaler, task.worker
+        return detail if scaler is None or worker is None else scaler.exit_detail(worker.id, detail)
+
+    def size(self) -> int:
+        """Tasks not yet handed over (popped, collected, read through a future), resolved or not."""
+        self._prune()
+        return len(self._records.tasks)
+
+    def empty(self) -> bool:
+        return self.size() == 0
+
+    def nonempty(self) -> bool:
+        return self.size() > 0
+
+    def saturated(self) -> bool:
+        """Whether the controller holds at least ``workers`` tasks not handed over (advisory)."""
+        return len(self._records.tasks) >= self.workers
+
+    def crashes(self, name: str) -> int:
+        """Consecutive crashes of task ``name`` so far (0 if none)."""
+        return self._records.crashes.get(name, 0)
+
+    @overload
+    def summary(self, by: Literal["controller"] = ...) -> Summary | None: ...
+    @overload
+    def summary(self, by: Literal["worker"]) -> list[WorkerSummary]: ...
+
+    def summary(
+        self, by: Literal["controller", "worker"] = "controller"
+    ) -> Summary | list[WorkerSummary] | None:
+        """Statistics of the tasks handed over since the last start, whichever way.
+
+        Args:
+            by: ``"controller"``: one :class:`Summary` (``None`` if never
+                started); ``"worker"``: one :class:`WorkerSummary` per worker
+                that ran a task handed over (tasks, seconds, peak memory, CPU).
+
+        ``pycrew.to_pandas(ctl.summary())`` makes a data frame of either.
+        """
+        if by == "worker":
+            return self._records.worker_rows()
+        if by != "controller":
+            raise ArgumentError(f"by must be 'controller' or 'worker', got {by!r}")
+        return self._records.summary_row()
+
+
+def _react(records: list[TaskResult], error: str | None) -> None:
+    failed = [r for r in records if r.status is not Status.SUCCESS]
+    if not failed or error in (None, "silent"):
+        return
+    message = f"task {failed[0].name!r} ended with status {failed[0].status}: {failed[0].error}"
+    if error == "stop":
+        raise TaskError(message, records)
+    _warn(message)
+
+
+def _warn(message: str) -> None:
+    warnings.warn(message, CrewWarning, stacklevel=4)

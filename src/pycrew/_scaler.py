@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import signal
 import threading
 import time
 from typing import TYPE_CHECKING, Any
@@ -114,6 +115,28 @@ class Scaler:
         if req.error is not None:
             raise req.error
         return req.result
+
+    def exit_detail(self, worker_id: str, detail: str) -> str:
+        """``detail`` with how the worker's process ended, once this thread has learnt it.
+
+        The exit code comes from the launcher soon after the connection
+        drops, so a caller waits up to a second for it.
+        """
+        code = self.exit_codes.get(worker_id)
+        deadline = time.monotonic() + 1.0
+        while code is None and worker_id in self.handles and time.monotonic() < deadline:
+            time.sleep(0.01)
+            code = self.exit_codes.get(worker_id)
+        if code is None:
+            return detail
+        if code < 0:
+            try:
+                how = f"killed by {signal.Signals(-code).name}"
+            except ValueError:
+                how = f"killed by signal {-code}"
+        else:
+            how = f"exit code {code}"
+        return f"{detail} ({how})"
 
     def kill(self, worker_id: str) -> None:
         with self._cv:

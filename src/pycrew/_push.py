@@ -1,0 +1,320 @@
+"""Pushing: a call becomes tasks, one (push) or many in one step (walk, map, map_async).
+
+```
+ push(fn, *args)    ─► make_task(): checks, payload, pickle, size limit ─► Task ─► dispatcher
+ walk/map(fn, xs)   ─► one Task per input, pushed in one step ─► TaskFutures in input order
+ map: wait on the dispatcher's condition ─► records built and handed over together
+      (each where its task ended: a backup may have taken one over)
+ interrupted (Ctrl-C, a cancelled coroutine) ─► unfinished tasks cancelled, left to collect()
+```
+
+map()'s tasks are its own: they never enter the queue that pop() and
+collect() read, so several maps, pushes and collections can go on at once.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import time
+import warnings
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from . import _wire
+from ._checks import (
+    blame,
+    check_mapping,
+    check_seconds,
+    check_seed,
+    command_text,
+    derived_seed,
+    task_inputs,
+    task_names,
+)
+from ._errors import ArgumentError, ArgumentTypeError, CrashLimitError, CrewWarning, TaskError
+from ._evaluate import CALLABLE, CODE
+from ._futures import TaskFuture
+from ._task import DONE, Status, Task
+from ._wire import Kind
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Mapping, Sequence
+
+    from ._controller import Controller
+    from ._task import TaskResult
+
+log = logging.getLogger("pycrew")
+T = TypeVar("T")
+
+
+def walk(
+    ctl: Controller,
+    fn: Callable[..., T] | str,
+    iterable: Iterable[Any] | None,
+    iterate: Mapping[str, Sequence[Any]] | None,
+    data: Mapping[str, Any] | None,
+    globals: Mapping[str, Any] | None,
+    names: str | Sequence[str] | None,
+    seed: int | None,
+    seconds_timeout: float | None,
+    owned: bool,
+) -> list[TaskFuture[T]]:
+    inputs = task_inputs(iterable, iterate)
+    count = len(inputs)
+    names_list = task_names(names, iterate, count)
+    if len(set(names_list)) != count:
+        raise ArgumentError("task names must be unique")
+    ctl.start()
+    ctl._raise_failure()
+    ctl._prune()
+    with ctl._lock:
+        clash = [n for n in names_list if n in ctl._records.tasks]
+        if clash:
+            raise ArgumentError(f"task name {clash[0]!r} is in use: collect it first")
+        tasks = []
+        for i, item in enumerate(inputs):
+            task_seed = None if seed is None else derived_seed(seed, str(i))
+            if isinstance(item, dict):
+                merged = {**(data or {}), **item} if isinstance(fn, str) else data
+                args: tuple[Any, ...] = ()
+                kwargs: dict[str, Any] = {} if isinstance(fn, str) else item
+            elif isinstance(fn, str):
+                raise ArgumentError(
+                    "a code string takes its inputs through iterate=, a dict of sequences"
+                )
+            else:
+                merged, args, kwargs = data, (item[0],), {}
+            task = make_task(
+                ctl, fn, args, kwargs, names_list[i], merged, globals, task_seed, seconds_timeout
+            )
+            task.owned = owned
+            tasks.append(task)
+        futures: list[TaskFuture[T]] = [TaskFuture(ctl, task) for task in tasks]
+        ctl._submit(tasks)
+    return futures
+
+
+def make_task(
+    ctl: Controller,
+    fn: Callable[..., Any] | str,
+    args: Sequence[Any],
+    kwargs: Mapping[str, Any],
+    name: str | None,
+    data: Mapping[str, Any] | None,
+    task_globals: Mapping[str, Any] | None,
+    seed: int | None,
+    seconds_timeout: float | None,
+) -> Task:
+    if name is None:
+        # a random prefix per controller plus a counter: unique, and it
+        # spares a slow os.urandom() call on every push
+        name = f"unnamed_task_{ctl._name_prefix}_{next(ctl._ids)}"
+    elif not isinstance(name, str) or not name:
+        raise ArgumentError(f"task name must be a non-empty string, got {name!r}")
+    if name in ctl._records.tasks:
+        raise ArgumentError(
+            f"task name {name!r} is in use: collect it (or read its future) first, "
+            "or choose another name"
+        )
+    data = check_mapping("data", data)
+    task_globals = check_mapping("globals", task_globals)
+    check_seed(seed)
+    if seconds_timeout is not None:
+        check_seconds("seconds_timeout", seconds_timeout)
+    if seed is None and ctl.seed is not None:
+        seed = derived_seed(ctl.seed, name)
+    payload: tuple[Any, ...]
+    if isinstance(fn, str):
+        if args or kwargs:
+            raise ArgumentError(
+                "a code string takes its inputs through data=, not positional or keyword arguments"
+            )
+        try:
+            compile(fn, "<pycrew task>", "exec")
+        except SyntaxError as exc:
+            raise ArgumentError(f"task {name!r} is not valid Python: {exc}") from exc
+        payload = (CODE, fn, (), {}, data, task_globals, seed, name)
+        command = fn
+    elif callable(fn):
+        clash = set(data) & set(kwargs)
+        if clash:
+            raise ArgumentError(f"{sorted(clash)} given both in data= and as keyword arguments")
+        payload = (CALLABLE, fn, tuple(args), {**data, **kwargs}, {}, task_globals, seed, name)
+        command = command_text(fn)
+    else:
+        raise ArgumentTypeError(
+            f"a task is a callable or a string of code, not {type(fn).__name__}"
+        )
+    task_id = next(ctl._ids)
+    try:
+        body, buffers = _wire.dumps(payload)
+    except Exception as exc:
+        raise ArgumentTypeError(f"task {name!r} cannot be pickled: {blame(payload, exc)}") from exc
+    problem = _wire.too_large(_wire.TASK_ID.size + len(body), buffers, ctl.bytes_max)
+    if problem is not None:
+        raise ArgumentError(
+            f"task {name!r} is {problem}: pass large data through files, or raise bytes_max"
+        )
+    frame = _wire.encode(Kind.TASK, _wire.TASK_ID.pack(task_id) + body, buffers)
+    return Task(task_id, name, command, frame, seed, _deadline(seconds_timeout))
+
+
+def retry(ctl: Controller, task: Task, detail: str) -> bool:
+    """A task's worker died: try it again here, or hand it down the chain.
+
+    Runs on the dispatcher thread with its lock held. It may take the
+    backup's locks (the chain has no cycle, so always in the same order)
+    but never this controller's own table lock.
+    """
+    dispatcher = ctl._dispatcher
+    if dispatcher is None:
+        return False
+    task.crashes += 1
+    log.info("task %s crashed its worker (attempt %d): %s", task.name, task.attempts, detail)
+    if task.crashes < max(ctl.crashes_max, 1):
+        task.attempts += 1
+        dispatcher.retry(task)
+        return True
+    backup = ctl.backup
+    if backup is None or not adopt(backup, task):
+        return False  # the chain ends here, or the name is in use there: a crash
+    dispatcher.retire(task)
+    ctl._forwarded.append(task)
+    return True
+
+
+def adopt(ctl: Controller, task: Task) -> bool:
+    """Take over a task that crashed its workers in the controller before us."""
+    ctl.start()
+    with ctl._lock:
+        if task.name in ctl._records.tasks:
+            return False
+        taken = Task(next(ctl._ids), task.name, task.command, [], task.seed, task.deadline)
+        taken.frame = _wire.retag(task.frame, taken.id)
+        taken.small = task.small
+        taken.owned = task.owned
+        taken.attempts = task.attempts + 1
+        if task.future is not None:
+            task.future._follow(ctl, taken)
+        ctl._submit([taken])
+    return True
+
+
+def abandon(ctl: Controller, futures: list[TaskFuture[Any]]) -> None:
+    """A map() that was interrupted: stop its tasks, and leave their records to collect()."""
+    for controller, task in [f._where for f in futures]:
+        controller._cancel_tasks([task])
+        dispatcher = controller._dispatcher
+        if dispatcher is not None:
+            dispatcher.disown([task])
+
+
+def wait_for(ctl: Controller, futures: list[TaskFuture[Any]], progress: bool, fast: bool) -> None:
+    """Wait until every future is done, or (``fast``) one of them failed."""
+    dispatcher = ctl._running()
+    bar = None
+    if progress:
+        from ._progress import progress_bar
+
+        bar = progress_bar(len(futures))
+    try:
+        pending = futures
+        with dispatcher.cv:
+            while True:
+                pending = [f for f in pending if not f.done()]
+                if bar is not None:
+                    bar(len(futures) - len(pending))
+                if not pending or (fast and any(ended_badly(f) for f in futures)):
+                    return
+                ctl._raise_failure()
+                # tasks that went down a backup chain end in another dispatcher,
+                # whose resolutions do not wake this one: the interval bounds that
+                dispatcher.cv.wait(ctl.seconds_interval)
+    finally:
+        if bar is not None:
+            bar(None)
+
+
+def finish_map(
+    ctl: Controller, futures: list[TaskFuture[Any]], error: str, warnings: bool
+) -> list[TaskResult]:
+    failed_first = next((f for f in futures if ended_badly(f)), None)
+    if error == "fast" and failed_first is not None:
+        ctl._cancel_tasks([f._where[1] for f in futures])
+    records = hand_over(futures)
+    failed = [r for r in records if r.status is not Status.SUCCESS]
+    warned = [r for r in records if r.warnings is not None]
+    if warnings and warned:
+        _warn(f"{len(warned)} task(s) raised warnings. First: {warned[0].warnings}")
+    if failed and error != "silent":
+        first = failed_first.record() if failed_first is not None else failed[0]
+        message = (
+            f"{len(failed)} of {len(records)} task(s) did not succeed. "
+            f"First ({first.name}, {first.status}): {first.error}"
+        )
+        if error in ("stop", "fast"):
+            ctl.error = records
+            cause = failed_first._failure(first) if failed_first is not None else None
+            raise TaskError(message, records) from cause
+        _warn(message)
+    return records
+
+
+def hand_over(futures: list[TaskFuture[Any]]) -> list[TaskResult]:
+    """Records of done futures, wherever their tasks ended, handed over at once."""
+    by_controller: dict[Controller, list[tuple[Task, TaskResult]]] = {}
+    records = []
+    for future in futures:
+        controller, task = future._where
+        if task.state != DONE:
+            continue
+        record = controller._records.build(task, controller._crash_detail)
+        records.append(record)
+        by_controller.setdefault(controller, []).append((task, record))
+    limit: CrashLimitError | None = None
+    for controller, pairs in by_controller.items():
+        controller._records.forget(controller._dispatcher, [t for t, _ in pairs])
+        try:
+            controller._records.commit([t for t, _ in pairs], [r for _, r in pairs], True)
+        except CrashLimitError as exc:
+            limit = limit or exc
+    if limit is not None:
+        limit.results = records
+        raise limit
+    return records
+
+
+def ended_badly(future: TaskFuture[Any]) -> bool:
+    """Whether a future's task ended in anything but success (without building its record)."""
+    task = future._where[1]
+    return task.state == DONE and (task.outcome is not None or task.failed)
+
+
+def follow_progress(futures: list[TaskFuture[Any]]) -> None:
+    """A bar that advances as these futures end, and closes itself after the last."""
+    from ._progress import progress_bar
+
+    bar = progress_bar(len(futures))
+    counter = itertools.count(1)  # next() is atomic: callbacks may run on several threads
+
+    def ended(_: object) -> None:
+        done = next(counter)
+        bar(done)
+        if done == len(futures):
+            bar(None)
+
+    for future in futures:
+        future.add_done_callback(ended)
+
+
+def _warn(message: str) -> None:
+    # the user's map() call is four frames up: map, finish_map, here, warn
+    warnings.warn(message, CrewWarning, stacklevel=4)
+
+
+def _deadline(seconds: float | None) -> float | None:
+    """When a task's ``seconds_timeout``, counted from now, runs out (``None``: never)."""
+    if seconds is None or math.isinf(seconds):
+        return None
+    return time.monotonic() + seconds
