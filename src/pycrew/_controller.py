@@ -998,7 +998,9 @@ class Controller:
         assert scaler is not None
         return bool(scaler.request("round", timeout=self.seconds_timeout))
 
-    def executor(self, initializer: Callable[..., object] | None = None, initargs: tuple[Any, ...] = ()) -> Executor:
+    def executor(
+        self, initializer: Callable[..., object] | None = None, initargs: tuple[Any, ...] = ()
+    ) -> Executor:
         """A :class:`pycrew.Executor` that submits to this controller.
 
         Its ``shutdown()`` leaves the controller running: it is yours to terminate.
