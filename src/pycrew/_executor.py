@@ -115,15 +115,16 @@ def _chunk(fn: Callable[..., T], calls: list[tuple[Any, ...]]) -> list[T]:
 
 
 # ---------------------------------------------------------------- controller side
-#: executors not shut down, waited for when the interpreter exits
+#: executors whose work may not be finished, waited for when the interpreter exits
 _live: weakref.WeakSet[Executor] = weakref.WeakSet()
 _exiting = False
 
 
 def _interpreter_exit() -> None:
     # Runs before atexit hooks (and so before pycrew terminates the controllers
-    # left running): unfinished work of an executor nobody shut down still
-    # finishes, as in a ProcessPoolExecutor, and later submits are refused.
+    # left running): the unfinished work of an executor that was not shut
+    # down, or shut down without waiting, still finishes (as in a thread
+    # pool), and later submits are refused.
     global _exiting
     _exiting = True
     for executor in list(_live):
@@ -334,12 +335,12 @@ class Executor(concurrent.futures.Executor):
         """
         with self._lock:
             self._shutdown = True
-        _live.discard(self)
         if cancel_futures:
             _cancel_queued(list(self._pending.copy()))
         if wait:
             for future in list(self._pending.copy()):
                 future._wait(None)
+            _live.discard(self)
             if self._own:
                 self._finish()
         elif self._own:
@@ -396,6 +397,7 @@ class Executor(concurrent.futures.Executor):
             if self._ended.is_set():
                 return
             self._ended.set()
+        _live.discard(self)
         dispatcher = self._controller._dispatcher
         if dispatcher is not None and dispatcher.thread is threading.current_thread():
             threading.Thread(
