@@ -66,9 +66,9 @@ class _InitializerError(BrokenExecutorError):
         return str(self.args[1]) if len(self.args) > 1 else ""
 
 
-#: per executor key, in a worker process: None once its initializer ran,
-#: or the traceback text of the run that failed (it is not run again)
-_initialized: dict[str, str | None] = {}
+#: per executor key, in a worker process: None once its initializer ran, or
+#: (message, traceback text) of the run that failed (it is not run again)
+_initialized: dict[str, tuple[str, str] | None] = {}
 
 
 def _call(
@@ -85,28 +85,22 @@ def _call(
             initializer(*initargs)
         except Exception as exc:
             # BaseException (a cancel's interrupt) is let through: the
-            # initializer did not fail, and runs again before the next task
-            # from the initializer's own frame on: this wrapper is pycrew's, not the user's
+            # initializer did not fail, and runs again before the next task.
+            # The traceback starts at the initializer: this wrapper is pycrew's.
             tb = exc.__traceback__.tb_next if exc.__traceback__ else None
             trace = "".join(traceback.format_exception(type(exc), exc, tb))
-            _initialized[key] = trace
-            raise _InitializerError(_broken_message(exc), trace) from None
+            message = (
+                f"the executor's initializer raised {type(exc).__name__}: {exc}; "
+                "the executor is not usable anymore"
+            )
+            _initialized[key] = (message, trace)
+            raise _InitializerError(message, trace) from exc
         _initialized[key] = None
     failed = _initialized[key]
     if failed is not None:
-        raise _InitializerError(
-            "the executor's initializer failed earlier in this worker; "
-            "the executor is not usable anymore",
-            failed,
-        )
+        message, trace = failed
+        raise _InitializerError(f"{message} (it failed earlier on this worker)", trace)
     return fn(*args, **kwargs)
-
-
-def _broken_message(exc: BaseException) -> str:
-    return (
-        f"the executor's initializer raised {type(exc).__name__}: {exc}; "
-        "the executor is not usable anymore"
-    )
 
 
 def _chunk(fn: Callable[..., T], calls: list[tuple[Any, ...]]) -> list[T]:
@@ -354,10 +348,10 @@ class Executor(concurrent.futures.Executor):
         self._look_for_breakage()
         if self._broken_reason is not None:
             raise BrokenExecutorError(self._broken_reason)
+        if _exiting:  # first: at exit, every executor is shut down by _interpreter_exit
+            raise RuntimeError(_EXITING)
         if self._shutdown:
             raise RuntimeError(_SHUTDOWN)
-        if _exiting:
-            raise RuntimeError(_EXITING)
 
     def _on_done(self, future: concurrent.futures.Future[Any]) -> None:
         """A task ended (dispatcher thread, or the cancelling one): no lock taken here."""
