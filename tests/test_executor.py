@@ -13,7 +13,7 @@ import sys
 import textwrap
 import weakref
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -145,13 +145,14 @@ def test_futures_work_with_wait_and_as_completed(ex: pycrew.Executor, tmp_path: 
     quick = ex.submit(pow, 3, 2)
     failing = ex.submit(divmod, 1, 0)
     slow = ex.submit(tasks.wait_file, flag)
+    every: list[concurrent.futures.Future[Any]] = [quick, failing, slow]
     done, pending = concurrent.futures.wait(
-        [quick, failing, slow], timeout=SECONDS, return_when=concurrent.futures.FIRST_EXCEPTION
+        every, timeout=SECONDS, return_when=concurrent.futures.FIRST_EXCEPTION
     )
     assert failing in done
     assert slow in pending
     Path(flag).touch()
-    finished = list(concurrent.futures.as_completed([quick, failing, slow], timeout=SECONDS))
+    finished = list(concurrent.futures.as_completed(every, timeout=SECONDS))
     assert set(finished) == {quick, failing, slow}
     assert slow.result(timeout=0) is True
 

@@ -122,7 +122,10 @@ def _interpreter_exit() -> None:
     global _exiting
     _exiting = True
     for executor in list(_live):
-        executor.shutdown(wait=True)
+        try:
+            executor.shutdown(wait=True)
+        except Exception:  # the next executor's work still deserves its wait
+            log.exception("an executor could not finish its work at interpreter exit")
 
 
 # what ThreadPoolExecutor and ProcessPoolExecutor use too (a private hook, not in typeshed)
@@ -179,7 +182,11 @@ class Executor(concurrent.futures.Executor):
                 raise ArgumentTypeError(
                     f"controller must be a pycrew.Controller, got {type(controller).__name__}"
                 )
-            given = [n for n, v in (("max_workers", max_workers), ("launcher", launcher)) if v]
+            given = [
+                n
+                for n, v in (("max_workers", max_workers), ("launcher", launcher))
+                if v is not None
+            ]
             if given or options:
                 raise ArgumentError(
                     f"{', '.join(given + sorted(options))} configure a controller the executor "
