@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from ._errors import (
         ArgumentError,
         ArgumentTypeError,
+        BrokenExecutorError,
         ClosedError,
         CrashLimitError,
         CrewError,
@@ -65,6 +66,7 @@ _HOMES = {
     "SlurmMonitor": "_slurm",
     "ArgumentError": "_errors",
     "ArgumentTypeError": "_errors",
+    "BrokenExecutorError": "_errors",
     "ClosedError": "_errors",
     "CrashLimitError": "_errors",
     "CrewError": "_errors",
@@ -109,6 +111,7 @@ __all__ = [
     "TLS",
     "ArgumentError",
     "ArgumentTypeError",
+    "BrokenExecutorError",
     "ClosedError",
     "Controller",
     "ControllerGroup",

@@ -210,11 +210,18 @@ class Dispatcher:
                 self._drain()
                 self._flush_dirty()
 
-    def cancel(self, tasks: list[Task], status: Status = Status.CANCEL) -> None:
-        """Stop tasks, queued or running; their futures settle before this returns."""
+    def cancel(
+        self, tasks: list[Task], status: Status = Status.CANCEL, queued_only: bool = False
+    ) -> None:
+        """Stop tasks, queued or running; their futures settle before this returns.
+
+        ``queued_only`` leaves alone those a worker holds already (an
+        executor's ``shutdown(cancel_futures=True)``), decided under the lock.
+        """
         with self.lock:
             for task in tasks:
-                self._stop(task, status)
+                if not queued_only or task.state == QUEUED:
+                    self._stop(task, status)
             self._flush_dirty()
         self.settle()
 

@@ -6,6 +6,7 @@ CrewError
  ├── ArgumentTypeError (also a TypeError)     an argument of the wrong type
  ├── CrewTimeoutError (also a TimeoutError)   a bounded wait ran out
  ├── ClosedError                              the controller was terminated
+ ├── BrokenExecutorError (a BrokenExecutor)   an Executor's initializer failed
  ├── TaskError                                a task failed (or map/pop/collect asked to raise)
  ├── TaskCrashError                           a task's worker died while running it
  ├── TaskCancelledError (a CancelledError)    a task was cancelled
@@ -57,6 +58,14 @@ class CrewTimeoutError(CrewError, *_TIMEOUTS):  # type: ignore[misc]
 
 class ClosedError(CrewError):
     """The controller was terminated and cannot take this call."""
+
+
+class BrokenExecutorError(CrewError, concurrent.futures.BrokenExecutor):
+    """An :class:`pycrew.Executor`'s initializer failed: the executor takes no more tasks.
+
+    Raised by the futures of its tasks and by ``submit()`` once it is broken;
+    ``except concurrent.futures.BrokenExecutor`` catches it too.
+    """
 
 
 class TaskError(CrewError):
