@@ -9,14 +9,16 @@
                                               worker idle ─► next queued task
                                     EOF while busy ─► task "crash"
                                     deadlines ─► "timeout"; CANCEL; kill after a grace
- pop()/wait() ◄── resolved deque, cv ◄──┘
+ pop()/wait() ◄── resolved queue, cv ◄──┤
+ futures ◄── settle(), lock let go ◄────┘
 ```
 
 All shared state (queue, idle workers, task states, output buffers) is
-guarded by ``lock``; the condition ``cv`` wakes waiters on each resolution.
-Only the dispatcher thread touches the selector. A user thread that leaves
-bytes unsent, or changes a deadline, wakes the loop through a socket pair.
-Nothing a peer sends is unpickled here: results stay raw until collected.
+guarded by ``lock``; ``cv`` wakes waiters on each resolution, and futures
+settle after the lock is let go (their callbacks may take other locks).
+Only the dispatcher thread touches the selector; a user thread that leaves
+bytes unsent, or changes a deadline, wakes it through a socket pair.
+Nothing a peer sends is unpickled here: results stay raw until asked for.
 """
 
 from __future__ import annotations
@@ -210,18 +212,13 @@ class Dispatcher:
                 self._drain()
                 self._flush_dirty()
 
-    def cancel(
-        self, tasks: list[Task], status: Status = Status.CANCEL, queued_only: bool = False
-    ) -> None:
-        """Stop tasks, queued or running; their futures settle before this returns.
-
-        ``queued_only`` leaves alone those a worker holds already (an
-        executor's ``shutdown(cancel_futures=True)``), decided under the lock.
-        """
+    def cancel(self, tasks: list[Task], queued_only: bool = False) -> None:
+        """Stop tasks; their futures settle before this returns. ``queued_only``
+        leaves alone those a worker holds (an executor's ``cancel_futures``)."""
         with self.lock:
             for task in tasks:
                 if not queued_only or task.state == QUEUED:
-                    self._stop(task, status)
+                    self._stop(task, Status.CANCEL)
             self._flush_dirty()
         self.settle()
 
@@ -235,11 +232,8 @@ class Dispatcher:
                         self.resolved[task.id] = task
 
     def settle(self) -> None:
-        """Settle the futures of tasks resolved since the last call (call without the lock).
-
-        Done callbacks run here, on the calling thread: none may find the
-        dispatcher's lock held, or wait for the dispatcher thread.
-        """
+        """Settle the futures of tasks resolved since the last call (without the lock held:
+        their done callbacks run here, on the calling thread)."""
         while self.finished:
             with self.lock:
                 finished, self.finished = self.finished, []
@@ -743,12 +737,8 @@ class Dispatcher:
         if now - self._drops_logged_at < DROP_LOG_SECONDS:
             self._drops_unlogged += 1
             return
-        more = f" (and {self._drops_unlogged} more since the last report)"
-        log.info(
-            "dropped a connection before authentication: %s%s",
-            why,
-            more if self._drops_unlogged else "",
-        )
+        more = f" (and {self._drops_unlogged} more since)" if self._drops_unlogged else ""
+        log.info("dropped a connection before authentication: %s%s", why, more)
         self._drops_logged_at = now
         self._drops_unlogged = 0
 

@@ -146,6 +146,17 @@ class TaskFuture(concurrent.futures.Future[T], Generic[T]):
             raise failure
         return failure
 
+    def _get_snapshot(self) -> tuple[bool, bool, Any, BaseException | None]:
+        """``(done, cancelled, value, exception)``: what asyncio (3.14 on) copies from a future."""
+        if not self.done():
+            return False, False, None, None
+        if self.cancelled():
+            return True, True, None, None
+        record = self.record()
+        if record.status is Status.SUCCESS:
+            return True, False, record.result, None
+        return True, False, None, self._failure(record)
+
     def __await__(self) -> Generator[Any, None, T]:
         return asyncio.wrap_future(self).__await__()
 

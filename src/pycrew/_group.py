@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from types import TracebackType
 
     from ._futures import TaskFuture
+    from ._records import ErrorMode
     from ._task import Summary, TaskResult, WorkerSummary
 
 
