@@ -103,6 +103,9 @@ class Controller:
 
     name: str
     backup: Controller | None
+    #: whether this controller can take over tasks that crashed another's workers
+    #: (as its ``backup``); a sequential controller runs tasks only inside push()
+    _adopts = True
 
     def __init__(
         self,
@@ -166,6 +169,11 @@ class Controller:
             if not isinstance(backup, Controller):
                 raise ArgumentTypeError(
                     f"backup must be a pycrew.Controller or None, got {backup!r}"
+                )
+            if not backup._adopts:
+                raise ArgumentError(
+                    f"controller {backup.name!r} cannot be a backup: it runs tasks only "
+                    "inside push(), in the calling thread"
                 )
             link: Controller | None = backup
             while link is not None:
