@@ -24,6 +24,7 @@ import linecache
 import os
 import secrets
 import socket
+import sys
 import threading
 import time
 import types
@@ -83,8 +84,11 @@ def sequential_controller(
         name: the controller's name (default: 8 random hex characters).
         seed: with a seed, every task gets a seed derived from it and the task
             name: the same seed a local controller gives it.
-        reset_globals: remove globals a task added to ``__main__`` (this
-            process's, here) and to its function's globals.
+        reset_globals: remove globals a task added to ``__main__`` and to its
+            function's globals. Tasks get a ``__main__`` of their own, as on a
+            worker: a code string sees its ``data`` and ``globals``, not the
+            script's variables, and what a task leaves there stays for the next
+            task when this is False.
         reset_modules: unload modules a task imported.
         garbage_collection: run ``gc.collect()`` after each task.
         bytes_max: the largest task or result, in bytes, as on workers.
@@ -230,6 +234,8 @@ class InlineDispatcher:
         self.live: dict[int, Task] = {}
         self.completed = 0
         self.worker = WorkerInfo(WORKER_ID, os.getpid(), socket.gethostname())
+        #: the tasks' ``__main__``, as a worker's is theirs (the caller's stays apart)
+        self.main = types.ModuleType("__main__")
 
     def submit(self, task: Task) -> None:
         with self.lock:
@@ -249,7 +255,7 @@ class InlineDispatcher:
             task.worker = self.worker
             frame = task.frame
         try:
-            meta, bufs = execute(task.id, frame, self.cleanup, self.bytes_max)
+            meta, bufs = execute(task.id, frame, self.cleanup, self.bytes_max, self.main)
         except BaseException as exc:
             with self.lock:
                 if task.state != DONE:
@@ -320,7 +326,7 @@ class InlineDispatcher:
 
 
 def execute(
-    task_id: int, frame: list[Any], cleanup: Cleanup, bytes_max: int
+    task_id: int, frame: list[Any], cleanup: Cleanup, bytes_max: int, main: types.ModuleType
 ) -> tuple[bytes, list[Any]]:
     """Run an encoded TASK frame as a worker would; the RESULT's meta and buffers.
 
@@ -340,7 +346,7 @@ def execute(
         outcome: tuple[Any, ...] = (ERROR, None, error, None, None, None, None, None, None)
     else:
         _give_back_sources(payload)
-        outcome = _evaluate_here(payload, cleanup)
+        outcome = _evaluate_here(payload, cleanup, main)
     meta, bufs = result_message(task_id, False, outcome, bytes_max)
     return meta, [bytearray(buf) for buf in bufs]
 
@@ -393,16 +399,26 @@ def _with_filename(code: types.CodeType, filename: str) -> types.CodeType:
     return code.replace(co_filename=filename, co_consts=consts)
 
 
-def _evaluate_here(payload: tuple[Any, ...], cleanup: Cleanup) -> tuple[Any, ...]:
-    """``evaluate()`` with a worker's warning capture, the caller's settings restored after."""
+def _evaluate_here(
+    payload: tuple[Any, ...], cleanup: Cleanup, main: types.ModuleType
+) -> tuple[Any, ...]:
+    """``evaluate()`` as in a worker: its ``__main__`` and warning capture, for this task only.
+
+    A worker's ``__main__`` is not the script's: a code string sees only its
+    ``data`` and ``globals``, and what a task leaves there stays for the next
+    task (unless ``reset_globals``), not in the caller's namespace.
+    """
     outer = _SINK.messages  # a task pushed by a running task: the outer one's warnings
+    caller = sys.modules["__main__"]
     try:
+        sys.modules["__main__"] = main
         with warnings.catch_warnings():
-            # what capture_warnings() sets for good in a worker, for this task only
+            # what capture_warnings() sets for good in a worker
             warnings.simplefilter("always")
             warnings.showwarning = _SINK.show
             outcome = evaluate(payload, cleanup, Interruptible())
     finally:
+        sys.modules["__main__"] = caller
         _SINK.messages = outer
     _raise_interrupt(outcome)
     return outcome
