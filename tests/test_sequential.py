@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import doctest
 import os
+import re
 import signal
 import subprocess
 import sys
 import textwrap
 import threading
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -440,30 +443,51 @@ def test_pythonbreakpoint_0_is_respected(tmp_path: Path) -> None:
 
 
 # --------------------------------------------------------------------- docs
-def doc_blocks(text: str) -> list[tuple[int, str, str | None]]:
-    """The page's python blocks: (line, code, stdin or None if it needs none).
+@dataclass
+class Block:
+    line: int
+    code: str
+    stdin: str
+    expected: str | None
+
+
+def doc_blocks(text: str) -> list[Block]:
+    """The page's python blocks, in order.
 
     A block that reads a terminal is preceded by ``<!-- stdin ... -->``,
-    whose lines are fed to it.
+    whose lines are its input. A ``text`` block right after a python block
+    is what it prints, compared as doctest does with ELLIPSIS.
     """
-    import re
-
     fence = re.compile(
-        r"(?:<!--\s*stdin\n(?P<stdin>.*?)-->\s*\n)?^```python\n(?P<body>.*?)^```$",
+        r"(?:<!--\s*stdin\n(?P<stdin>.*?)-->\s*\n)?^```(?P<info>\w*)\n(?P<body>.*?)^```$",
         re.MULTILINE | re.DOTALL,
     )
-    return [
-        (text.count("\n", 0, m.start("body")) + 1, m["body"], m["stdin"])
-        for m in fence.finditer(text)
-    ]
+    blocks: list[Block] = []
+    previous: tuple[Block, int] | None = None
+    for match in fence.finditer(text):
+        if match["info"] == "python":
+            line = text.count("\n", 0, match.start("body")) + 1
+            block = Block(line, match["body"], match["stdin"] or "", None)
+            blocks.append(block)
+            previous = (block, match.end())
+            continue
+        if match["info"] == "text" and previous and not text[previous[1] : match.start()].strip():
+            previous[0].expected = match["body"]
+        previous = None
+    return blocks
 
 
 def test_every_python_block_of_the_debugging_page_runs(tmp_path: Path) -> None:
     blocks = doc_blocks(DOC.read_text())
-    assert len(blocks) >= 5
-    assert any(stdin for _, _, stdin in blocks)
-    for line, code, stdin in blocks:
-        done = run_script(tmp_path / f"block_{line}.py", code, stdin or "")
-        assert done.returncode == 0, (
-            f"{DOC.name}:{line} exited with {done.returncode}\n{done.stdout}\n{done.stderr}"
-        )
+    assert len(blocks) >= 6
+    assert sum(bool(b.stdin) for b in blocks) >= 2
+    checker = doctest.OutputChecker()
+    for block in blocks:
+        folder = tmp_path / f"block-{block.line}"
+        folder.mkdir()
+        done = run_script(folder / "script.py", block.code, block.stdin)
+        where = f"{DOC.name}:{block.line}"
+        assert done.returncode == 0, f"{where} exited with {done.returncode}\n{done.stderr}"
+        if block.expected is not None:
+            same = checker.check_output(block.expected, done.stdout, doctest.ELLIPSIS)
+            assert same, f"{where} printed other output than the page shows:\n{done.stdout}"
