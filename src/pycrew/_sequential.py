@@ -78,7 +78,9 @@ def sequential_controller(
     is checked when the task returns (it cannot be interrupted here, so a
     task that overran ends as ``"timeout"``). Ctrl-C while a task runs raises
     ``KeyboardInterrupt`` from ``push()`` (or ``walk()``/``map()``); the task
-    and those after it end as ``"cancel"``, ready for ``collect()``.
+    and those after it end as ``"cancel"``, ready for ``collect()``. Push from
+    one thread at a time: while a task runs, the process's warning capture
+    and ``sys.modules["__main__"]`` are the task's.
 
     Args:
         name: the controller's name (default: 8 random hex characters).
