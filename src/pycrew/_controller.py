@@ -85,6 +85,9 @@ class Controller(RecordViews):
 
     name: str
     backup: Controller | None
+    #: whether this controller can take over tasks that crashed another's workers
+    #: (as its ``backup``); a sequential controller runs tasks only inside push()
+    _adopts = True
 
     def __init__(
         self,
@@ -139,6 +142,11 @@ class Controller(RecordViews):
         if backup is not None:
             if not isinstance(backup, Controller):
                 raise ArgumentTypeError(f"backup must be a pycrew.Controller, got {backup!r}")
+            if not backup._adopts:
+                raise ArgumentError(
+                    f"controller {backup.name!r} cannot be a backup: it runs tasks only "
+                    "inside push(), in the calling thread"
+                )
             check_chain(name, self, backup)
         #: run a task that crashed its worker again: crashes_max attempts here,
         #: then down the backup chain; the record says how many attempts it took
@@ -456,6 +464,9 @@ class Controller(RecordViews):
             )
         return self._push(fn, args, kwargs, name, data, globals, seed, seconds_timeout)
 
+    def _walk(self, *args: Any, **kwargs: Any) -> list[TaskFuture[Any]]:
+        return _push.walk(self, *args, **kwargs)
+
     def _push(
         self,
         fn: Callable[..., T] | str,
@@ -541,8 +552,8 @@ class Controller(RecordViews):
         gets a seed derived from ``(seed, i)``. ``progress=True`` shows a bar
         that advances as these tasks end.
         """
-        futures = _push.walk(
-            self, fn, iterable, iterate, data, globals, names, seed, seconds_timeout, owned=False
+        futures = self._walk(
+            fn, iterable, iterate, data, globals, names, seed, seconds_timeout, owned=False
         )
         if check_flag("progress", progress):
             _push.follow_progress(futures)
@@ -583,8 +594,8 @@ class Controller(RecordViews):
         if error not in MAP_ERROR_MODES:
             raise ArgumentError(f"error must be one of {MAP_ERROR_MODES}, got {error!r}")
         check_flag("progress", progress)
-        futures = _push.walk(
-            self, fn, iterable, iterate, data, globals, names, seed, seconds_timeout, owned=True
+        futures = self._walk(
+            fn, iterable, iterate, data, globals, names, seed, seconds_timeout, owned=True
         )
         try:
             _push.wait_for(self, futures, progress, error == "fast")
@@ -616,8 +627,8 @@ class Controller(RecordViews):
 
         if error not in MAP_ERROR_MODES:
             raise ArgumentError(f"error must be one of {MAP_ERROR_MODES}, got {error!r}")
-        futures = _push.walk(
-            self, fn, iterable, iterate, data, globals, names, seed, seconds_timeout, owned=True
+        futures = self._walk(
+            fn, iterable, iterate, data, globals, names, seed, seconds_timeout, owned=True
         )
         try:
             await wait_futures(self, futures, error == "fast")

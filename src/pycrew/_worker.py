@@ -384,21 +384,8 @@ class Worker:
         with self.lock:
             self.current = 0
             self.cancelled.discard(task_id)
-        head = _wire.RESULT_HEAD.pack(task_id, 1 if last else 0, outcome[0] != SUCCESS)
-        try:
-            body, out_bufs = _wire.dumps(outcome)
-            reason = None
-        except BaseException as exc:  # a result's __reduce__ is the task's code, SystemExit too
-            reason = f"the result could not be pickled: {describe(exc)}"
-        else:
-            problem = _wire.too_large(len(head) + len(body), out_bufs, self.settings.bytes_max)
-            if problem is not None:
-                reason = f"the result is {problem}"
-        if reason is not None:
-            head = _wire.RESULT_HEAD.pack(task_id, 1 if last else 0, 1)
-            fallback = (ERROR, None, reason, None, *outcome[4:9])
-            body, out_bufs = _wire.dumps(fallback)
-        self.send(_wire.encode(Kind.RESULT, head + body, out_bufs))
+        meta, out_bufs = result_message(task_id, last, outcome, self.settings.bytes_max)
+        self.send(_wire.encode(Kind.RESULT, meta, out_bufs))
 
     def leave(self, code: int, announce: bool = True) -> int:
         reasons = {EXIT_IDLE: "idle", EXIT_WALL: "wall", EXIT_TASKS: "tasks"}
@@ -407,6 +394,27 @@ class Worker:
                 self.send(_wire.encode(Kind.BYE, reasons[code].encode()))
         _log(f"leaving: {reasons.get(code, 'done')} limit reached")
         return code
+
+
+def result_message(
+    task_id: int, last: bool, outcome: tuple[Any, ...], bytes_max: int
+) -> tuple[bytes, list[memoryview]]:
+    """A RESULT frame's meta and buffers; a result that cannot travel becomes an error."""
+    head = _wire.RESULT_HEAD.pack(task_id, 1 if last else 0, outcome[0] != SUCCESS)
+    try:
+        body, out_bufs = _wire.dumps(outcome)
+        reason = None
+    except BaseException as exc:  # a result's __reduce__ is the task's code, SystemExit too
+        reason = f"the result could not be pickled: {describe(exc)}"
+    else:
+        problem = _wire.too_large(len(head) + len(body), out_bufs, bytes_max)
+        if problem is not None:
+            reason = f"the result is {problem}"
+    if reason is not None:
+        head = _wire.RESULT_HEAD.pack(task_id, 1 if last else 0, 1)
+        fallback = (ERROR, None, reason, None, *outcome[4:9])
+        body, out_bufs = _wire.dumps(fallback)
+    return head + body, out_bufs
 
 
 def _unrun(status: str, error: str) -> tuple[Any, ...]:
