@@ -347,8 +347,12 @@ class RecordViews:
 
     def _crash_detail(self, task: Task) -> str:
         detail = task.detail or "the worker was lost during the task"
-        scaler, worker = self._scaler, task.worker
-        return detail if scaler is None or worker is None else scaler.exit_detail(worker.id, detail)
+        scaler, worker, dispatcher = self._scaler, task.worker, self._dispatcher
+        if scaler is None or worker is None:
+            return detail
+        # a done callback builds records on the dispatcher thread: that must not stall
+        busy = dispatcher is not None and dispatcher.thread is threading.current_thread()
+        return scaler.exit_detail(worker.id, detail, 0.0 if busy else 1.0)
 
     def size(self) -> int:
         """Tasks not yet handed over (popped, collected, read through a future), resolved or not."""

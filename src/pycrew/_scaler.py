@@ -116,14 +116,14 @@ class Scaler:
             raise req.error
         return req.result
 
-    def exit_detail(self, worker_id: str, detail: str) -> str:
+    def exit_detail(self, worker_id: str, detail: str, wait: float = 1.0) -> str:
         """``detail`` with how the worker's process ended, once this thread has learnt it.
 
         The exit code comes from the launcher soon after the connection
-        drops, so a caller waits up to a second for it.
+        drops, so a caller may wait up to ``wait`` seconds for it.
         """
         code = self.exit_codes.get(worker_id)
-        deadline = time.monotonic() + 1.0
+        deadline = time.monotonic() + wait
         while code is None and worker_id in self.handles and time.monotonic() < deadline:
             time.sleep(0.01)
             code = self.exit_codes.get(worker_id)

@@ -205,6 +205,6 @@ class Task:
 
     def settle(self) -> None:
         """Tell the future its task is resolved (never with the dispatcher's lock held)."""
-        future = self.future
+        future, self.future = self.future, None  # no cycle left: memory goes back at once
         if future is not None:
             future._settle(self)

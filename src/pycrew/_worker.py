@@ -276,7 +276,10 @@ class Worker:
                 return  # started or finished already: its result will tell
             self.pending.discard(task_id)
             self.released.add(task_id)
-        self.send(_wire.encode(Kind.RELEASED, _wire.TASK_ID.pack(task_id)))
+            # sent before the lock is let go: the main thread, which skips a
+            # released task under this lock, must not run the next one and send
+            # its RESULT ahead of this RELEASED
+            self.send(_wire.encode(Kind.RELEASED, _wire.TASK_ID.pack(task_id)))
 
     def send(self, pieces: list[Any]) -> None:
         with self.send_lock:
@@ -299,8 +302,9 @@ class Worker:
             time.sleep(INTERRUPT_EVERY)
 
     def on_signal(self, signum: int, frame: Any) -> None:
-        with self.lock:
-            hit = self.current in self.cancelled
+        # no lock here: the handler runs on the main thread wherever it is, maybe
+        # holding this lock, or the send lock that release() waits for under it
+        hit = self.current in self.cancelled
         if hit and self.interruptible.active:
             raise Interrupted
 
