@@ -40,7 +40,7 @@ def register_lazily(parallel: Any) -> None:
 
 
 class _Finder:
-    """Finds nothing itself: it wraps the loader of ``joblib.parallel`` to register after it runs."""
+    """Finds nothing itself: it wraps the loader of ``joblib.parallel`` to register after it."""
 
     def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Any:
         if fullname != _WATCHED:
@@ -94,5 +94,7 @@ def install() -> None:
     parallel = sys.modules.get(_WATCHED)
     if parallel is not None:
         register_lazily(parallel)
-    if not any(type(f).__qualname__ == "_Finder" and type(f).__module__ == __name__ for f in sys.meta_path):
+    # by name, not class: a reloaded pycrew must not add a second finder
+    mine = [f for f in sys.meta_path if type(f).__qualname__ == "_Finder"]
+    if not any(type(f).__module__ == __name__ for f in mine):
         sys.meta_path.insert(0, _Finder())
