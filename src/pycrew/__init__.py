@@ -12,7 +12,12 @@ authenticated TCP port (optionally TLS).
 
 # The names below load on first use, so that a worker process (which imports
 # this package to reach pycrew._worker) does not pay for the controller side.
+from ._joblib_light import install as _install_joblib_hook
 from ._version import __version__
+
+# joblib.parallel_config(backend="pycrew") works from here on, whether joblib
+# is imported before or after pycrew; joblib itself is not imported
+_install_joblib_hook()
 
 TYPE_CHECKING = False  # typing itself is slow to import
 
@@ -91,7 +96,8 @@ _HOMES = {
 def __getattr__(name: str) -> object:
     import importlib
 
-    if name in ("launchers", "metrics"):  # public sub-modules: plugins, reading metrics
+    # public sub-modules: plugins, reading metrics, the joblib backend
+    if name in ("launchers", "metrics", "joblib"):
         value: object = importlib.import_module(f"pycrew.{name}")
         globals()[name] = value
         return value

@@ -1,0 +1,21 @@
+"""The ``"pycrew"`` backend of joblib, and so of scikit-learn's ``n_jobs``.
+
+Needs the ``joblib`` extra (``pip install 'pycrew[joblib]'``); see docs/joblib.md.
+
+    import joblib
+    import pycrew.joblib  # registers the backend (import pycrew alone does, lazily)
+
+    with joblib.parallel_config(backend="pycrew", n_jobs=4):
+        squares = joblib.Parallel()(joblib.delayed(pow)(i, 2) for i in range(100))
+
+Options of ``parallel_config`` (beside joblib's own): ``controller=`` an
+existing :class:`pycrew.Controller` (used as is, left running), or the
+options of a controller to make for each ``Parallel`` call (``launcher=``
+``"local"``/``"slurm"``/a plugin, ``workers=``, ``tls=``, ...).
+"""
+
+from ._joblib import PycrewBackend, register
+
+register()
+
+__all__ = ["PycrewBackend", "register"]
