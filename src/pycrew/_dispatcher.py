@@ -432,8 +432,9 @@ class Dispatcher:
                     self._flush_dirty()
                     self._sync_interest()
                     timeout = self._next_timeout()
-                if self.finished:
-                    self.settle()
+                    finished, self.finished = self.finished, []
+                for task in finished:  # the lock let go: callbacks may call in
+                    task.settle()
         except BaseException as exc:  # surfaced to the user at the next call
             log.exception("pycrew dispatcher failed")
             with self.lock:

@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import threading
 import time
 from concurrent.futures._base import (
     CANCELLED,
     CANCELLED_AND_NOTIFIED,
     FINISHED,
+    PENDING,
 )
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -61,11 +63,30 @@ class TaskFuture(concurrent.futures.Future[T], Generic[T]):
     """
 
     def __init__(self, controller: Controller, task: Task) -> None:
-        super().__init__()
+        # What Future.__init__ sets, but for the condition, made on first use:
+        # most futures are read once, after their task ended, and never wait on
+        # it; a condition per push would cost a third of a push.
+        self._state = PENDING
+        self._result = None
+        self._exception = None
+        self._waiters: list[Any] = []
+        self._done_callbacks: list[Any] = []
         # one tuple, replaced whole, so a reader never sees a torn pair
         self._where: tuple[Controller, Task] = (controller, task)
         self._error: BaseException | None = None
         task.future = self
+
+    @property
+    def _condition(self) -> threading.Condition:
+        made = self.__dict__.get("_made_condition")
+        if made is None:
+            # setdefault is atomic: two threads asking at once get the same one
+            made = self.__dict__.setdefault("_made_condition", threading.Condition())
+        return made  # type: ignore[no-any-return]
+
+    @_condition.setter
+    def _condition(self, condition: threading.Condition) -> None:
+        self.__dict__["_made_condition"] = condition
 
     # ------------------------------------------------------------ state
     @property
@@ -191,27 +212,32 @@ class TaskFuture(concurrent.futures.Future[T], Generic[T]):
                     self._condition.wait(pause if left is None else min(left, pause))
 
     def _settle(self, task: Task) -> None:
-        """Mark the future done, wake its waiters, run its callbacks (no pycrew lock held)."""
-        if self._where[1] is not task:
-            return  # a task of this future that was handed down the backup chain
-        with self._condition:
-            if self._state in _ENDED:
-                return
-            if task.outcome is Status.CANCEL:
-                self._state = CANCELLED_AND_NOTIFIED
+        """Mark the future done, wake its waiters, run its callbacks (no pycrew lock held).
+
+        Called once per resolution. The state is published first: anyone who
+        looks after that sees it, and anyone who began to wait before made
+        the condition first, so it is there to be woken through (a future no
+        one waits on never makes one).
+        """
+        if self._where[1] is not task or self._state in _ENDED:
+            return  # handed down the backup chain, or settled already
+        cancelled = task.outcome is Status.CANCEL
+        failed = task.outcome is not None or task.failed
+        self._state = CANCELLED_AND_NOTIFIED if cancelled else FINISHED
+        condition = self.__dict__.get("_made_condition")
+        if condition is not None:
+            with condition:
                 for waiter in self._waiters:
-                    waiter.add_cancelled(self)
-            else:
-                self._state = FINISHED
-                failed = task.outcome is not None or task.failed
-                for waiter in self._waiters:
-                    if failed:
+                    if cancelled:
+                        waiter.add_cancelled(self)
+                    elif failed:
                         waiter.add_exception(self)
                     else:
                         waiter.add_result(self)
-            self._condition.notify_all()
-        # the standard library's own routine: it logs a callback that raises
-        self._invoke_callbacks()  # type: ignore[attr-defined]
+                condition.notify_all()
+        if self._done_callbacks:
+            # the standard library's own routine: it logs a callback that raises
+            self._invoke_callbacks()  # type: ignore[attr-defined]
 
     def _failure(self, record: TaskResult) -> BaseException:
         """The exception this task's outcome raises; the same object each time."""
