@@ -368,6 +368,20 @@ def test_summary_counts_every_task_whichever_way_it_left(controller: pycrew.Cont
     assert (summary.tasks, summary.success, summary.error) == (5, 4, 1)
 
 
+def test_as_completed_times_out_with_a_crew_error(controller: pycrew.Controller) -> None:
+    slow = controller.push(tasks.sleep, 60)
+    with pytest.raises(pycrew.CrewTimeoutError, match="unfinished"):
+        list(pycrew.as_completed([slow], timeout=0.1))
+
+    async def main() -> None:
+        with pytest.raises(pycrew.CrewTimeoutError):
+            async for _ in pycrew.as_completed([slow], timeout=0.1):
+                pass
+
+    asyncio.run(main())
+    assert slow.cancel()
+
+
 def test_walk_and_as_completed_show_progress(controller: pycrew.Controller) -> None:
     futures = controller.walk(abs, [-1, -2, -3], progress=True)
     got = [f.result() for f in pycrew.as_completed(futures, timeout=WAIT, progress=True)]

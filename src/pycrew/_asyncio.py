@@ -71,7 +71,10 @@ class _Completed:
         self._total = total
 
     def __iter__(self) -> Iterator[concurrent.futures.Future[Any]]:
-        return concurrent.futures.as_completed(self._futures, timeout=self._timeout)
+        try:
+            yield from concurrent.futures.as_completed(self._futures, timeout=self._timeout)
+        except concurrent.futures.TimeoutError as exc:
+            raise CrewTimeoutError(str(exc)) from None
 
     async def _stream(self) -> AsyncIterator[concurrent.futures.Future[Any]]:
         loop = asyncio.get_running_loop()
