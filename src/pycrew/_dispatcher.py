@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import _wire
 from ._errors import ProtocolError
-from ._task import DONE, FORWARDED, QUEUED, RUNNING, Status, WorkerInfo
+from ._task import DONE, FORWARDED, QUEUED, RUNNING, Resolutions, Status, WorkerInfo
 from ._wire import Kind
 
 if TYPE_CHECKING:
@@ -96,7 +96,7 @@ class Conn:
         self.kill_at: float | None = None
 
 
-class Dispatcher:
+class Dispatcher(Resolutions):
     """Owns the listening socket, the worker connections and the task queue.
 
     Args:
@@ -136,6 +136,7 @@ class Dispatcher:
         listeners: list[Callable[[], None]] | None = None,
         on_crash: Callable[[Task, str], bool] | None = None,
     ) -> None:
+        super().__init__(listeners)
         self.secret = secret
         self.tls = tls
         self.settings = settings
@@ -143,11 +144,7 @@ class Dispatcher:
         self.on_kill = on_kill
         self.on_refused = on_refused
         self.bytes_max = bytes_max
-        # called (under this lock) at each resolution: how a group's wait wakes
-        self.listeners = listeners if listeners is not None else []
         self.on_crash = on_crash
-        self.lock = threading.Lock()
-        self.cv = threading.Condition(self.lock)
         self.queue: collections.deque[Task] = collections.deque()
         self.depth = PREFETCH_DEPTH if prefetch else 1
         # free capacity, as insertion-ordered sets: idle workers, and busy
@@ -155,12 +152,6 @@ class Dispatcher:
         self.idle: dict[Conn, None] = {}
         self.room: dict[Conn, None] = {}
         self.releasing: dict[int, Conn] = {}
-        # resolved tasks that pop()/collect() may take, oldest first (map's and
-        # an executor's own tasks never enter)
-        self.resolved: collections.OrderedDict[int, Task] = collections.OrderedDict()
-        # resolved since the lock was last let go: their futures settle after
-        self.finished: list[Task] = []
-        self.live: dict[int, Task] = {}
         self.workers: dict[str, Conn] = {}
         self.conns: dict[int, Conn] = {}
         # connections not yet authenticated, oldest first
@@ -175,7 +166,6 @@ class Dispatcher:
         # connections with a clock running: a handshake deadline or a kill time
         self.watch: set[Conn] = set()
         self.cumulative = 0
-        self.completed = 0
         self.failure: BaseException | None = None
         self.closing = False
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -221,24 +211,6 @@ class Dispatcher:
                     self._stop(task, Status.CANCEL)
             self._flush_dirty()
         self.settle()
-
-    def disown(self, tasks: list[Task]) -> None:
-        """Tasks whose owner (an interrupted map) let go: pop()/collect() may take them."""
-        with self.lock:
-            for task in tasks:
-                if task.owned:
-                    task.owned = False
-                    if task.state == DONE and not task.taken:
-                        self.resolved[task.id] = task
-
-    def settle(self) -> None:
-        """Settle the futures of tasks resolved since the last call (without the lock held:
-        their done callbacks run here, on the calling thread)."""
-        while self.finished:
-            with self.lock:
-                finished, self.finished = self.finished, []
-            for task in finished:
-                task.settle()
 
     def counts(self) -> tuple[int, int, int, int, int]:
         """(connections, cumulative, awaiting, executing, completed), like mirai's info()."""
@@ -333,20 +305,6 @@ class Dispatcher:
         task.state = FORWARDED
         task.frame = []
         self.live.pop(task.id, None)
-        self.cv.notify_all()
-        for listener in self.listeners:
-            listener()
-
-    def _resolve(self, task: Task, outcome: Status | None, detail: str | None = None) -> None:
-        task.state = DONE
-        task.outcome = outcome
-        task.detail = detail
-        task.frame = []
-        self.live.pop(task.id, None)
-        if not task.owned:
-            self.resolved[task.id] = task
-        self.finished.append(task)
-        self.completed += 1
         self.cv.notify_all()
         for listener in self.listeners:
             listener()

@@ -18,13 +18,11 @@ result leaves the caller's objects alone. No port, no thread, no process.
 
 from __future__ import annotations
 
-import collections
 import linecache
 import os
 import secrets
 import socket
 import sys
-import threading
 import time
 import types
 import warnings
@@ -35,11 +33,12 @@ from ._checks import check_int
 from ._controller import Controller
 from ._errors import CrewError, RemoteTraceback
 from ._evaluate import _SINK, CODE, ERROR, Cleanup, Interruptible, describe, evaluate
-from ._task import DONE, QUEUED, RUNNING, Status, WorkerInfo
+from ._task import DONE, QUEUED, RUNNING, Resolutions, Status, WorkerInfo
 from ._worker import result_message
 from .launchers import Launcher
 
 if TYPE_CHECKING:
+    import threading
     from collections.abc import Callable
 
     from ._dispatcher import Dispatcher
@@ -207,7 +206,7 @@ class SequentialController(Controller):
             raise
 
 
-class InlineDispatcher:
+class InlineDispatcher(Resolutions):
     """What the controller asks of a dispatcher, for tasks that run in the calling thread.
 
     ``submit()`` only makes a task live; ``run()`` evaluates it where it is
@@ -224,15 +223,9 @@ class InlineDispatcher:
     def __init__(
         self, cleanup: Cleanup, bytes_max: int, listeners: list[Callable[[], None]]
     ) -> None:
+        super().__init__(listeners)
         self.cleanup = cleanup
         self.bytes_max = bytes_max
-        self.listeners = listeners
-        self.lock = threading.Lock()
-        self.cv = threading.Condition(self.lock)
-        self.resolved: collections.OrderedDict[int, Task] = collections.OrderedDict()
-        self.finished: list[Task] = []
-        self.live: dict[int, Task] = {}
-        self.completed = 0
         self.worker = WorkerInfo(WORKER_ID, os.getpid(), socket.gethostname())
         #: the tasks' ``__main__``, as a worker's is theirs (the caller's stays apart)
         self.main = types.ModuleType("__main__")
@@ -280,21 +273,6 @@ class InlineDispatcher:
                     self._resolve(task, Status.CANCEL)
         self.settle()
 
-    def disown(self, tasks: list[Task]) -> None:
-        with self.lock:
-            for task in tasks:
-                if task.owned:
-                    task.owned = False
-                    if task.state == DONE and not task.taken:
-                        self.resolved[task.id] = task
-
-    def settle(self) -> None:
-        while self.finished:
-            with self.lock:
-                finished, self.finished = self.finished, []
-            for task in finished:
-                task.settle()
-
     def counts(self) -> tuple[int, int, int, int, int]:
         """(connections, cumulative, awaiting, executing, completed); never a connection."""
         with self.lock:
@@ -309,20 +287,6 @@ class InlineDispatcher:
             for task in list(self.live.values()):
                 self._resolve(task, Status.CANCEL, "the controller was terminated")
         self.settle()
-
-    def _resolve(self, task: Task, outcome: Status | None, detail: str | None = None) -> None:
-        task.state = DONE
-        task.outcome = outcome
-        task.detail = detail
-        task.frame = []
-        self.live.pop(task.id, None)
-        if not task.owned:
-            self.resolved[task.id] = task
-        self.finished.append(task)
-        self.completed += 1
-        self.cv.notify_all()
-        for listener in self.listeners:
-            listener()
 
 
 def execute(

@@ -7,10 +7,14 @@ the task once, on the first request, in the requesting thread.
 
 from __future__ import annotations
 
+import collections
 import enum
+import threading
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from ._futures import TaskFuture
 
 #: dispatch states: waiting in the queue, sent to a worker, resolved, and
@@ -208,3 +212,57 @@ class Task:
         future, self.future = self.future, None  # no cycle left: memory goes back at once
         if future is not None:
             future._settle(self)
+
+
+class Resolutions:
+    """Where tasks end: the live table, the pop()/collect() queue, futures to settle.
+
+    Shared by the dispatcher and the sequential controller's stand-in for it.
+    ``lock`` guards it all; ``cv`` and the listeners hear of each resolution.
+    """
+
+    def __init__(self, listeners: list[Callable[[], None]] | None) -> None:
+        self.lock = threading.Lock()
+        self.cv = threading.Condition(self.lock)
+        # called (under the lock) at each resolution: how a group's wait wakes
+        self.listeners = listeners if listeners is not None else []
+        self.live: dict[int, Task] = {}
+        # resolved tasks that pop()/collect() may take, oldest first (map's and
+        # an executor's own tasks never enter)
+        self.resolved: collections.OrderedDict[int, Task] = collections.OrderedDict()
+        # resolved since the lock was last let go: their futures settle after
+        self.finished: list[Task] = []
+        self.completed = 0
+
+    def _resolve(self, task: Task, outcome: Status | None, detail: str | None = None) -> None:
+        """The task ended (lock held): out of the live table, into the queue if not owned."""
+        task.state = DONE
+        task.outcome = outcome
+        task.detail = detail
+        task.frame = []
+        self.live.pop(task.id, None)
+        if not task.owned:
+            self.resolved[task.id] = task
+        self.finished.append(task)
+        self.completed += 1
+        self.cv.notify_all()
+        for listener in self.listeners:
+            listener()
+
+    def disown(self, tasks: list[Task]) -> None:
+        """Tasks whose owner (an interrupted map) let go: pop()/collect() may take them."""
+        with self.lock:
+            for task in tasks:
+                if task.owned:
+                    task.owned = False
+                    if task.state == DONE and not task.taken:
+                        self.resolved[task.id] = task
+
+    def settle(self) -> None:
+        """Settle the futures of tasks resolved since the last call (without the lock held:
+        their done callbacks run here, on the calling thread)."""
+        while self.finished:
+            with self.lock:
+                finished, self.finished = self.finished, []
+            for task in finished:
+                task.settle()
