@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from .scripts import ROOT, run_python
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
 PAGES = ("README.md", "docs/futures.md")
 #: what some examples must print (page, block index) -> substrings
 EXPECT = {
@@ -37,15 +38,7 @@ def test_example_runs(page: str, index: int, tmp_path: Path) -> None:
     if "slurm_controller(" in code:
         # its partition and modules are a real site's; tests/test_slurm.py runs SLURM for real
         pytest.skip("an example for a site's own SLURM cluster")
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        check=False,
-    )
+    done = run_python(code, cwd=tmp_path, PYTHONUNBUFFERED="1")
     assert done.returncode == 0, done.stderr
     for text in EXPECT.get((page, index), []):
         assert text in done.stdout, done.stdout

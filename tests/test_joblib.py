@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,8 +17,10 @@ import pycrew  # noqa: E402
 import pycrew.joblib  # noqa: E402
 from tests import joblib_tasks  # noqa: E402
 from tests.conftest import _workers, wait_until  # noqa: E402
+from tests.scripts import run_python  # noqa: E402
 
 if TYPE_CHECKING:
+    import subprocess
     from collections.abc import Callable
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,19 +32,7 @@ FENCE = re.compile(r"^```(?P<info>[^\n`]*)\n(?P<body>.*?)^```[ \t]*$", re.MULTIL
 
 def _run_python(code: str, seconds: float = BLOCK_SECONDS) -> subprocess.CompletedProcess[str]:
     """``code`` in a fresh interpreter, this checkout's pycrew first on its path."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (str(ROOT / "src"), str(ROOT), env.get("PYTHONPATH")) if p
-    )
-    return subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        timeout=seconds,
-        env=env,
-        cwd=ROOT,
-        check=False,
-    )
+    return run_python(code, seconds=seconds)
 
 
 # ----------------------------------------------------------- registration

@@ -12,19 +12,23 @@ import doctest
 import os
 import re
 import signal
-import subprocess
 import sys
 import textwrap
 import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 import pycrew
 from tests import tasks
+
+from .scripts import run_python
+
+if TYPE_CHECKING:
+    import subprocess
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "debugging.md"
@@ -86,23 +90,17 @@ def script(body: str) -> str:
 def run_script(
     path: Path, code: str, stdin: str = "", **env: str
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``code`` as the script ``path`` (pdb lists a script's source), feeding it ``stdin``."""
-    path.write_text(code)
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("PYCREW_")}
-    environment.pop("PYTHONBREAKPOINT", None)
-    environment.update(env)
-    environment["PYTHONPATH"] = os.pathsep.join(
-        p for p in (str(ROOT / "src"), str(ROOT), os.environ.get("PYTHONPATH")) if p
-    )
-    return subprocess.run(
-        [sys.executable, str(path)],
-        cwd=path.parent,
-        input=stdin,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=SCRIPT_SECONDS,
-        check=False,
+    """Run ``code`` as the script ``path`` (pdb lists a script's source), feeding it ``stdin``.
+
+    pycrew's own variables and a breakpoint hook of the caller's are left out.
+    """
+    return run_python(
+        code,
+        script=path,
+        stdin=stdin,
+        seconds=SCRIPT_SECONDS,
+        unset=lambda name: name.startswith("PYCREW_") or name == "PYTHONBREAKPOINT",
+        **env,
     )
 
 

@@ -39,7 +39,16 @@ from typing import TYPE_CHECKING, Any
 
 from . import _wire
 from ._errors import ProtocolError
-from ._task import DONE, FORWARDED, QUEUED, RUNNING, Resolutions, Status, WorkerInfo
+from ._task import (
+    DONE,
+    FORWARDED,
+    QUEUED,
+    RUNNING,
+    Resolutions,
+    Status,
+    WorkerInfo,
+    settle_all,
+)
 from ._wire import Kind
 
 if TYPE_CHECKING:
@@ -391,8 +400,9 @@ class Dispatcher(Resolutions):
                     self._sync_interest()
                     timeout = self._next_timeout()
                     finished, self.finished = self.finished, []
-                for task in finished:  # the lock let go: callbacks may call in
-                    task.settle()
+                # the lock let go: callbacks may call in. The list is emptied
+                # after: this thread must hold no result while it waits in select()
+                settle_all(finished)
         except BaseException as exc:  # surfaced to the user at the next call
             log.exception("pycrew dispatcher failed")
             with self.lock:

@@ -264,5 +264,11 @@ class Resolutions:
         while self.finished:
             with self.lock:
                 finished, self.finished = self.finished, []
-            for task in finished:
-                task.settle()
+            settle_all(finished)
+
+
+def settle_all(tasks: list[Task]) -> None:
+    """Settle each task's future, then forget the tasks (nothing here keeps a result alive)."""
+    for task in tasks:
+        task.settle()
+    tasks.clear()
