@@ -127,9 +127,10 @@ class _Relay:
                     try:
                         data = sock.recv(1 << 16)
                         if data:
-                            peer.sendall(data)
+                            # recorded first: once the controller has it, the test may read it
                             if recording is not None:
                                 recording += data
+                            peer.sendall(data)
                     except OSError:
                         data = b""
                     if not data:
