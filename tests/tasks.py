@@ -240,3 +240,25 @@ def make_bad_state() -> BadState:
 def raise_domain_after(seconds: float, message: str) -> None:
     time.sleep(seconds)
     raise DomainError(message)
+
+
+# --------------------------------------------------------------- hygiene
+def fork_sleeper(seconds: float) -> int:
+    """Leave a forked child behind (as a naive multiprocessing task would); its pid."""
+    import multiprocessing
+
+    child = multiprocessing.get_context("fork").Process(target=time.sleep, args=(seconds,))
+    child.start()
+    return child.pid or 0
+
+
+def raise_long(size: int) -> None:
+    raise ValueError("x" * size)
+
+
+def note_run(path: str, name: str, seconds: float) -> str:
+    """Append this run's name to a file (one line per run), then sleep."""
+    with open(path, "a") as out:
+        out.write(name + "\n")
+    time.sleep(seconds)
+    return name

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import math
+import re
 import secrets
 import socket
 import warnings
@@ -200,9 +201,18 @@ def check_bytes_max(bytes_max: object) -> int:
     return value
 
 
+#: a controller's name becomes part of file names, job names and worker ids
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
 def check_name(name: object) -> str:
-    if not isinstance(name, str) or not name or any(ch.isspace() for ch in name):
-        raise ArgumentError(f"name must be a non-empty string without spaces, got {name!r}")
+    if not isinstance(name, str):
+        raise ArgumentTypeError(f"name must be a string, got {name!r}")
+    if not _NAME.fullmatch(name):
+        raise ArgumentError(
+            "a controller name is 1 to 64 ASCII letters, digits, '.', '_' or '-', "
+            f"starting with a letter or digit (it names log files and jobs), got {name!r}"
+        )
     return name
 
 

@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     ]
 
 TEXT_MAX = 2048
+#: a traceback longer than this keeps its first and last halves
+TRACE_MAX = 16384
 #: a task's exception larger than this when pickled travels as text only
 EXCEPTION_BYTES_MAX = 16 << 20
 WARNINGS_MAX = 50
@@ -180,6 +182,15 @@ def _clip(text: str) -> str:
     return text if len(text) <= TEXT_MAX else text[: TEXT_MAX - 3] + "..."
 
 
+def _clip_trace(text: str) -> str:
+    """A traceback cut to its head and tail: where it started, and what was raised."""
+    if len(text) <= TRACE_MAX:
+        return text
+    half = TRACE_MAX // 2
+    left_out = len(text) - 2 * half
+    return f"{text[:half]}\n... ({left_out} characters left out) ...\n{text[-half:]}"
+
+
 def _text(obj: object, fallback: str) -> str:
     """``str(obj)``, or ``fallback`` when the task's object will not say.
 
@@ -206,7 +217,7 @@ def _trace(exc: BaseException) -> str | None:
         tb = exc.__traceback__
         while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
             tb = tb.tb_next
-        return "".join(traceback.format_exception(type(exc), exc, tb))
+        return _clip_trace("".join(traceback.format_exception(type(exc), exc, tb)))
     except BaseException:  # the exception's own code may raise anything
         return None
 

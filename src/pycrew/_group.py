@@ -187,6 +187,8 @@ class ControllerGroup:
         if seconds_timeout is not None:
             check_seconds("seconds_timeout", seconds_timeout)
         members = self._some(controllers)
+        if all(m.size() == 0 for m in members):
+            return mode == "all"  # nothing to wait for, as with one controller (crew's rule)
         deadline = None if seconds_timeout is None else time.monotonic() + seconds_timeout
         interval = min(m.seconds_interval for m in members)
         while True:

@@ -325,6 +325,21 @@ def _names(cert: x509.Certificate) -> tuple[list[str], list[IPAddress]]:
 
 def _check_name(cert: x509.Certificate, label: str, expected: str) -> None:
     """Fail at start, not in every worker, when workers could not verify the name."""
+    from cryptography import x509
+
+    try:
+        cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    except x509.ExtensionNotFound:
+        # Python's ssl (like browsers) checks names only in subjectAltName: a
+        # name in the subject's CN alone is never matched
+        common = ", ".join(_names(cert)[0]) or "no name"
+        kind = "IP" if _is_ip(expected) else "DNS"
+        raise TlsConfigError(
+            f"the certificate {label} names its host only in the subject (CN={common}), "
+            "which TLS clients ignore: workers can verify a name only in the certificate's "
+            f"subjectAltName. Re-issue it with one, e.g. openssl req ... "
+            f'-addext "subjectAltName={kind}:{expected}"'
+        ) from None
     dns, ips = _names(cert)
     try:
         address = ipaddress.ip_address(expected)
@@ -341,6 +356,14 @@ def _check_name(cert: x509.Certificate, label: str, expected: str) -> None:
         f"{expected!r}: use a certificate for that name, or pass server_name= with one "
         "of its names that leads workers to this controller"
     )
+
+
+def _is_ip(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
 
 
 def _dns_match(pattern: str, name: str) -> bool:

@@ -17,8 +17,10 @@ Exit codes: 0 the controller went away or asked us to stop, 1 idle limit,
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import ctypes
+import functools
 import math
 import mmap
 import os
@@ -235,8 +237,10 @@ class Worker:
         self.current = 0
         self.cancelled: set[int] = set()
         # tasks received and not yet started, and those handed back unstarted
-        self.pending: set[int] = set()
-        self.released: set[int] = set()
+        # counted per id: a task handed back may come again while its first
+        # copy still waits in the inbox, and each RELEASE frees one copy
+        self.pending: collections.Counter[int] = collections.Counter()
+        self.released: collections.Counter[int] = collections.Counter()
         self.lock = threading.Lock()
         self.send_lock = threading.Lock()
         self.interruptible = Interruptible()
@@ -254,7 +258,7 @@ class Worker:
                 if kind == Kind.TASK:
                     (task_id,) = _wire.TASK_ID.unpack_from(meta)
                     with self.lock:
-                        self.pending.add(task_id)
+                        self.pending[task_id] += 1
                     self.inbox.put((task_id, meta, bufs))
                 elif kind == Kind.RELEASE:
                     (task_id,) = _wire.TASK_ID.unpack_from(meta)
@@ -272,10 +276,10 @@ class Worker:
     def release(self, task_id: int) -> None:
         """Hand back a task that has not started, for an idle worker to run."""
         with self.lock:
-            if task_id not in self.pending:
+            if self.pending[task_id] <= 0:
                 return  # started or finished already: its result will tell
-            self.pending.discard(task_id)
-            self.released.add(task_id)
+            _take(self.pending, task_id)
+            self.released[task_id] += 1
             # sent before the lock is let go: the main thread, which skips a
             # released task under this lock, must not run the next one and send
             # its RESULT ahead of this RELEASED
@@ -287,7 +291,7 @@ class Worker:
 
     def cancel(self, task_id: int) -> None:
         with self.lock:
-            if task_id not in self.pending and task_id != self.current:
+            if self.pending[task_id] <= 0 and task_id != self.current:
                 return
             self.cancelled.add(task_id)
             running = self.current == task_id
@@ -321,10 +325,11 @@ class Worker:
             task_id, meta, bufs = item
             del item
             with self.lock:
-                self.pending.discard(task_id)
-                if task_id in self.released:
-                    self.released.discard(task_id)
+                if self.released[task_id] > 0:
+                    # a copy handed back (its pending mark went with it): skip one
+                    _take(self.released, task_id)
                     continue
+                _take(self.pending, task_id)
                 self.current = task_id
             wall_passed = timers_on and time.monotonic() - started >= s.seconds_wall
             done += 1
@@ -616,6 +621,22 @@ def _start_sampler(metrics: dict[str, Any]) -> Sampler | None:
     return sampler
 
 
+def _take(counts: collections.Counter[int], key: int) -> None:
+    """One copy fewer (and no entry left at zero, so the counters stay small)."""
+    if counts[key] <= 1:
+        counts.pop(key, None)
+    else:
+        counts[key] -= 1
+
+
+def _forget_connection(fd: int) -> None:
+    """In a process forked by a task: let go of the worker's connection to the controller."""
+    with contextlib.suppress(OSError):
+        null = os.open(os.devnull, os.O_RDWR)
+        os.dup2(null, fd)
+        os.close(null)
+
+
 def main(address: str, tls: bool) -> int:
     """Entry point of ``pycrew worker``."""
     _die_with_parent()
@@ -630,6 +651,11 @@ def main(address: str, tls: bool) -> int:
         f"connected to {address}: controller {os.environ.get(_wire.CONTROLLER_ENV, '?')}, "
         f"pid {os.getpid()}, host {socket.gethostname()}, Python {version}, pycrew {__version__}"
     )
+    # A child a task forks (multiprocessing's fork, os.fork) would hold this
+    # connection open: the controller would not see the worker die while the
+    # child lives. The child's copy points at /dev/null instead; the number
+    # stays taken, so nothing else of the child's lands on it.
+    os.register_at_fork(after_in_child=functools.partial(_forget_connection, sock.fileno()))
     worker = Worker(sock, stream, settings)
     if settings.metrics is not None:
         worker.sampler = _start_sampler(settings.metrics)

@@ -1,0 +1,117 @@
+"""Liveness and hygiene: workers that hide their death, take-backs that race,
+names that become paths, unbounded output, and certificates clients cannot check."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from typing import TYPE_CHECKING
+
+import pytest
+
+import pycrew
+
+from . import tasks
+from .conftest import wait_until
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+WAIT = 30
+
+
+def test_a_forked_child_does_not_hide_the_workers_death() -> None:
+    with pycrew.local_controller(workers=1, seconds_interval=0.05) as ctl:
+        child = ctl.push(tasks.fork_sleeper, 60).result(timeout=WAIT)
+        try:
+            future = ctl.push(tasks.sleep, 60)
+            wait_until(future.running, WAIT, "the task to reach the worker")
+            os.kill(ctl.pids()[0], signal.SIGKILL)  # as the OOM killer would
+            with pytest.raises(pycrew.TaskCrashError, match="SIGKILL"):
+                future.result(timeout=WAIT)
+            wait_until(lambda: not ctl.pids(), WAIT, "the dead worker to leave pids()")
+            assert ctl.push(tasks.add, 1, 1).result(timeout=WAIT) == 2
+        finally:
+            os.kill(child, signal.SIGKILL)
+
+
+def test_a_task_that_was_taken_back_never_runs_twice_nor_crashes(tmp_path: Path) -> None:
+    """Oversubscribed workers steal from each other all the time; every task runs once."""
+    log = tmp_path / "runs"
+    names = [f"t{i}" for i in range(240)]
+    with pycrew.local_controller(workers=12, seconds_interval=0.05) as ctl:
+        for _ in range(2):
+            log.write_text("")
+            records = ctl.map(
+                tasks.note_run,
+                iterate={"path": [str(log)] * len(names), "name": names, "seconds": [0.01] * 240},
+                names="name",
+                error="silent",
+            )
+            assert [r.status for r in records] == [pycrew.Status.SUCCESS] * len(names), [
+                r.error for r in records if r.error
+            ]
+            runs = log.read_text().split()
+            assert sorted(runs) == sorted(names)  # each exactly once
+
+
+@pytest.mark.parametrize("name", ["../../x", "a/b", "a\0b", "\ud800", "", ".hidden", "x" * 65])
+def test_a_controller_name_that_would_make_a_path_is_refused(name: str, tmp_path: Path) -> None:
+    with pytest.raises(pycrew.ArgumentError, match="letters, digits"):
+        pycrew.local_controller(name=name, log_directory=tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_names_of_letters_digits_dots_and_dashes_are_fine() -> None:
+    for name in ("big", "node-7", "run_2026.11", "A" * 64):
+        assert pycrew.local_controller(name=name).name == name
+
+
+def test_a_group_with_no_tasks_does_not_wait() -> None:
+    group = pycrew.ControllerGroup(
+        pycrew.local_controller(name="a"), pycrew.local_controller(name="b")
+    )
+    with group:
+        started = time.monotonic()
+        assert group.wait(mode="one") is False
+        assert group.wait(mode="all") is True
+        assert group.wait(mode="one", seconds_timeout=30) is False
+        assert time.monotonic() - started < 20  # at once; 30 s would be the timeout
+
+
+def test_a_huge_exception_gives_a_bounded_error_and_trace() -> None:
+    with pycrew.local_controller(workers=1) as ctl:
+        record = ctl.push(tasks.raise_long, 1 << 20).record(timeout=WAIT)
+    assert record.status is pycrew.Status.ERROR
+    assert record.error is not None
+    assert len(record.error) <= 2048
+    assert record.trace is not None
+    assert len(record.trace) <= 16384 + 100
+    assert record.trace.startswith("Traceback (most recent call last):")
+    assert "raise ValueError" in record.trace
+    assert "characters left out" in record.trace
+    assert record.trace.rstrip().endswith("x")  # the tail: the end of the message
+
+
+def test_a_certificate_naming_its_host_only_in_the_cn_gets_a_fix(tmp_path: Path) -> None:
+    """crew's own recipe: ``openssl req -x509 ... -subj "/CN=127.0.0.1"``, no subjectAltName."""
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "365"]
+        + ["-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1"],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    key.chmod(0o600)
+    ctl = pycrew.local_controller(tls=pycrew.TLS("custom", key=key, certificates=[cert]))
+    try:
+        with pytest.raises(
+            pycrew.TlsConfigError,
+            match=r"only in the subject \(CN=127\.0\.0\.1\).*subjectAltName=IP:127\.0\.0\.1",
+        ):
+            ctl.start()
+    finally:
+        ctl.terminate()
