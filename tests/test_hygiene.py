@@ -99,8 +99,10 @@ def test_a_certificate_naming_its_host_only_in_the_cn_gets_a_fix(tmp_path: Path)
     """crew's own recipe: ``openssl req -x509 ... -subj "/CN=127.0.0.1"``, no subjectAltName."""
     key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "365"]
-        + ["-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1"],
+        [
+            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "365"),
+            *("-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1"),
+        ],
         check=True,
         capture_output=True,
         timeout=60,
