@@ -3,6 +3,7 @@ names that become paths, unbounded output, and certificates clients cannot check
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -12,12 +13,15 @@ from typing import TYPE_CHECKING
 import pytest
 
 import pycrew
+from pycrew.launchers import Launcher
 
 from . import tasks
 from .conftest import wait_until
 
 if TYPE_CHECKING:
     from pathlib import Path
+
+    from pycrew.launchers import WorkerSpec
 
 WAIT = 30
 
@@ -117,3 +121,31 @@ def test_a_certificate_naming_its_host_only_in_the_cn_gets_a_fix(tmp_path: Path)
             ctl.start()
     finally:
         ctl.terminate()
+
+
+class _NoQuota(Launcher):
+    """A launcher whose every submission is refused, as a full queue would be."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def launch_worker(self, spec: WorkerSpec) -> object:
+        self.calls += 1
+        raise pycrew.LaunchError("sbatch: error: QOSMaxSubmitJobPerUserLimit")
+
+
+def test_a_failing_launch_is_logged_once_with_the_launchers_message(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="pycrew")
+    launcher = _NoQuota()
+    with pycrew.controller(launcher, seconds_interval=0.05) as ctl:
+        future = ctl.push(tasks.add, 1, 1)
+        with pytest.raises(pycrew.LaunchError, match="QOSMaxSubmitJobPerUserLimit"):
+            future.result(timeout=WAIT)
+        wait_until(lambda: launcher.calls >= 4, WAIT, "several scaling rounds")
+        future.cancel()
+    errors = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(errors) == 1, [r.getMessage() for r in errors]
+    assert "QOSMaxSubmitJobPerUserLimit" in errors[0].getMessage()
+    assert not errors[0].exc_info  # the launcher's message, not a traceback

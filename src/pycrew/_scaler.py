@@ -81,6 +81,8 @@ class Scaler:
         self._gone: set[str] = set()
         self.short = True
         self.failure: LaunchError | None = None
+        # causes of failed rounds already logged
+        self._told: set[str] = set()
         self._cv = threading.Condition()
         self._poked = False
         self._stopping = False
@@ -178,13 +180,25 @@ class Scaler:
             try:
                 self.throttle.update(self._step(events, requests) > 0)
             except Exception as exc:  # a launcher bug must not kill scaling silently
-                log.exception("pycrew scaling round failed")
+                self._tell(exc)
                 self.failure = LaunchError(f"launching workers failed: {exc}")
                 self.failure.__cause__ = exc
         try:
             self.launcher.shutdown(list(self.handles.values()), self._shutdown_seconds)
         except Exception:
             log.exception("the launcher's shutdown failed")
+
+    def _tell(self, exc: Exception) -> None:
+        """Log a failed round once per cause: a bad partition must not print every round."""
+        cause = f"{type(exc).__name__}: {exc}"
+        if cause in self._told:
+            log.debug("scaling round failed again: %s", cause)
+            return
+        if len(self._told) < 100:
+            self._told.add(cause)
+        # the launcher's own message says what is wrong; a traceback only for our bugs
+        trace = not isinstance(exc, LaunchError)
+        log.error("pycrew could not launch workers: %s", cause, exc_info=trace)
 
     def _step(self, events: list[tuple[str, str]], requests: list[_Request]) -> int:
         """One round: bookkeeping, requests, then auto-scaling; returns how many it launched."""
