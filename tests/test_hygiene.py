@@ -3,6 +3,7 @@ names that become paths, unbounded output, and certificates clients cannot check
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -10,6 +11,7 @@ import subprocess
 import time
 from typing import TYPE_CHECKING
 
+import psutil
 import pytest
 
 import pycrew
@@ -37,8 +39,33 @@ def test_a_forked_child_does_not_hide_the_workers_death() -> None:
                 future.result(timeout=WAIT)
             wait_until(lambda: not ctl.pids(), WAIT, "the dead worker to leave pids()")
             assert ctl.push(tasks.add, 1, 1).result(timeout=WAIT) == 2
+            # and what the dead worker's task left behind is ended too
+            wait_until(lambda: not _alive(child), WAIT, "the forked child to be ended")
         finally:
-            os.kill(child, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+@pytest.mark.parametrize("how", ["tasks_max", "terminate"])
+def test_children_a_task_left_end_with_its_worker(how: str) -> None:
+    """A worker that leaves, by its own limits or at terminate(), takes its task's children."""
+    options = {"tasks_max": 1} if how == "tasks_max" else {}
+    ctl = pycrew.local_controller(workers=1, seconds_interval=0.05, **options)
+    try:
+        child = ctl.push(tasks.fork_sleeper, 60).result(timeout=WAIT)
+        assert _alive(child)
+        if how == "terminate":
+            ctl.terminate()
+        wait_until(lambda: not _alive(child), WAIT, "the child to end with its worker")
+    finally:
+        ctl.terminate()
 
 
 def test_a_task_that_was_taken_back_never_runs_twice_nor_crashes(tmp_path: Path) -> None:

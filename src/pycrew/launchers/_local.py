@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -87,6 +88,8 @@ class LocalLauncher(Launcher):
 
     def exit_code(self, handle: Any) -> int | None:
         if isinstance(handle, subprocess.Popen):
+            if handle.returncode is None and _ended(handle.pid) == "exited":
+                _end_group(handle.pid)
             return handle.poll()
         return None
 
@@ -95,10 +98,32 @@ class LocalLauncher(Launcher):
         for handle in handles:
             if not isinstance(handle, subprocess.Popen):
                 continue
-            left = max(0.0, deadline - time.monotonic())
-            try:
-                handle.wait(timeout=left)
-            except subprocess.TimeoutExpired:
-                handle.kill()
+            while handle.returncode is None and _ended(handle.pid) == "running":
+                if time.monotonic() >= deadline:
+                    handle.kill()
+                    break
+                time.sleep(0.01)
+            if handle.returncode is None:
+                if _ended(handle.pid) != "reaped":
+                    _end_group(handle.pid)
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     handle.wait(timeout=5)
+
+
+def _ended(pid: int) -> str:
+    """``"running"``, ``"exited"`` (not reaped: its pid stays taken) or ``"reaped"``."""
+    try:
+        found = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:
+        return "reaped"
+    return "running" if found is None else "exited"
+
+
+def _end_group(pid: int) -> None:
+    """End what a worker's tasks left in its process group (forked children, say).
+
+    A worker leads its own group (``start_new_session``); called before the
+    worker is reaped, while its pid still names that group and no one else's.
+    """
+    with contextlib.suppress(OSError):
+        os.killpg(pid, signal.SIGKILL)
