@@ -262,3 +262,19 @@ def note_run(path: str, name: str, seconds: float) -> str:
         out.write(name + "\n")
     time.sleep(seconds)
     return name
+
+
+def change_process(directory: str) -> bool:
+    """Leave the worker in another directory, with another variable and import path."""
+    import sys
+
+    os.chdir(directory)
+    os.environ["PYCREW_TEST_LEFT"] = "1"
+    sys.path.append(directory)
+    return True
+
+
+def process_state(directory: str) -> tuple[str, str | None, bool]:
+    import sys
+
+    return os.getcwd(), os.environ.get("PYCREW_TEST_LEFT"), directory in sys.path

@@ -176,3 +176,17 @@ def test_a_failing_launch_is_logged_once_with_the_launchers_message(
     assert len(errors) == 1, [r.getMessage() for r in errors]
     assert "QOSMaxSubmitJobPerUserLimit" in errors[0].getMessage()
     assert not errors[0].exc_info  # the launcher's message, not a traceback
+
+
+@pytest.mark.parametrize("reset", [False, True])
+def test_reset_environment_undoes_a_tasks_directory_environment_and_path(
+    reset: bool, tmp_path: Path
+) -> None:
+    with pycrew.local_controller(workers=1, reset_environment=reset) as ctl:
+        before = ctl.push(tasks.process_state, str(tmp_path)).result(timeout=WAIT)
+        assert ctl.push(tasks.change_process, str(tmp_path)).result(timeout=WAIT)
+        after = ctl.push(tasks.process_state, str(tmp_path)).result(timeout=WAIT)
+    if reset:
+        assert after == before
+    else:  # what a task leaves stays for the next one on that worker
+        assert after == (str(tmp_path), "1", True)

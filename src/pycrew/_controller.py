@@ -108,6 +108,7 @@ class Controller(RecordViews):
         reset_globals: bool = True,
         reset_modules: bool = False,
         garbage_collection: bool = False,
+        reset_environment: bool = False,
         crashes_max: int = 5,
         seed: int | None = None,
         allow_public: bool = False,
@@ -134,6 +135,7 @@ class Controller(RecordViews):
         self.reset_globals = check_flag("reset_globals", reset_globals)
         self.reset_modules = check_flag("reset_modules", reset_modules)
         self.garbage_collection = check_flag("garbage_collection", garbage_collection)
+        self.reset_environment = check_flag("reset_environment", reset_environment)
         self.crashes_max = check_int("crashes_max", crashes_max, 0)
         self.seed = check_seed(seed)
         self.bytes_max = check_bytes_max(bytes_max)
@@ -234,6 +236,7 @@ class Controller(RecordViews):
                 "reset_globals": self.reset_globals,
                 "reset_modules": self.reset_modules,
                 "garbage_collection": self.garbage_collection,
+                "reset_environment": self.reset_environment,
                 "bytes_max": self.bytes_max,
                 "metrics": self.metrics.settings() if self.metrics else None,
             }

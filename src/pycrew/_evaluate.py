@@ -57,10 +57,12 @@ class Cleanup:
         reset_globals: bool = True,
         reset_modules: bool = False,
         garbage_collection: bool = False,
+        reset_environment: bool = False,
     ) -> None:
         self.reset_globals = reset_globals
         self.reset_modules = reset_modules
         self.garbage_collection = garbage_collection
+        self.reset_environment = reset_environment
 
 
 class Interruptible:
@@ -255,6 +257,30 @@ def _run_code(source: str, namespace: dict[str, Any]) -> Any:
     return None
 
 
+def _cwd() -> str | None:
+    try:
+        return os.getcwd()
+    except OSError:  # it was removed under us
+        return None
+
+
+def _restore_process(cwd: str | None, environ: dict[str, str], path: list[str]) -> None:
+    """Undo what a task changed of the process: its directory, environment and sys.path."""
+    if cwd is not None and _cwd() != cwd:
+        try:
+            os.chdir(cwd)
+        except OSError:
+            print(f"Warning: could not return to {cwd}", file=sys.stderr)
+    if os.environ != environ:
+        for key in set(os.environ) - set(environ):
+            del os.environ[key]
+        for key, value in environ.items():
+            if os.environ.get(key) != value:
+                os.environ[key] = value
+    if sys.path != path:
+        sys.path[:] = path
+
+
 def _seed_all(seed: int) -> tuple[Any, Any]:
     saved_random = random.getstate()
     random.seed(seed)
@@ -303,6 +329,10 @@ def evaluate(
             spaces.append(fn_globals)
     before = [set(space) for space in spaces] if cleanup.reset_globals else []
     modules_before = set(sys.modules) if cleanup.reset_modules else None
+    # the working directory, environment variables and import path, as they were
+    process_before = (
+        (_cwd(), dict(os.environ), list(sys.path)) if cleanup.reset_environment else None
+    )
     shadowed: dict[str, Any] = {}
     saved_seeds = _seed_all(seed) if seed is not None else None
     caught: list[str] = []
@@ -369,6 +399,8 @@ def evaluate(
                 del sys.modules[key]
         if saved_seeds is not None:
             _restore_seeds(saved_seeds)
+        if process_before is not None:
+            _restore_process(*process_before)
         if cleanup.garbage_collection:
             gc.collect()
     joined = _clip(". ".join(caught)) if caught else None

@@ -31,6 +31,7 @@ def local_controller(
     reset_globals: bool = True,
     reset_modules: bool = False,
     garbage_collection: bool = False,
+    reset_environment: bool = False,
     crashes_max: int = 5,
     log_directory: str | os.PathLike[str] | None = None,
     log_join: bool = True,
@@ -61,6 +62,8 @@ def local_controller(
         reset_globals: remove globals a task added to the worker's ``__main__``.
         reset_modules: unload modules a task imported.
         garbage_collection: run ``gc.collect()`` after each task.
+        reset_environment: after each task, go back to the working directory,
+            environment variables and ``sys.path`` the worker had before it.
         crashes_max: how many consecutive crashes of one task name are
             returned as records before pop/collect/map raise
             :class:`CrashLimitError`.
@@ -101,6 +104,7 @@ def local_controller(
         reset_globals=reset_globals,
         reset_modules=reset_modules,
         garbage_collection=garbage_collection,
+        reset_environment=reset_environment,
         crashes_max=crashes_max,
         seed=seed,
         allow_public=allow_public,

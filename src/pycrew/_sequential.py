@@ -64,6 +64,7 @@ def sequential_controller(
     reset_globals: bool = True,
     reset_modules: bool = False,
     garbage_collection: bool = False,
+    reset_environment: bool = False,
     bytes_max: int = _wire.BYTES_MAX,
 ) -> SequentialController:
     """A controller that runs each task inside ``push()``, in the calling thread.
@@ -90,6 +91,8 @@ def sequential_controller(
             task when this is False.
         reset_modules: unload modules a task imported.
         garbage_collection: run ``gc.collect()`` after each task.
+        reset_environment: after each task, go back to the working directory,
+            environment variables and ``sys.path`` this process had before it.
         bytes_max: the largest task or result, in bytes, as on workers.
 
     Returns:
@@ -104,6 +107,7 @@ def sequential_controller(
         reset_globals=reset_globals,
         reset_modules=reset_modules,
         garbage_collection=garbage_collection,
+        reset_environment=reset_environment,
         bytes_max=bytes_max,
     )
 
@@ -122,6 +126,7 @@ class SequentialController(Controller):
         reset_globals: bool = True,
         reset_modules: bool = False,
         garbage_collection: bool = False,
+        reset_environment: bool = False,
         bytes_max: int = _wire.BYTES_MAX,
     ) -> None:
         super().__init__(
@@ -131,6 +136,7 @@ class SequentialController(Controller):
             reset_globals=reset_globals,
             reset_modules=reset_modules,
             garbage_collection=garbage_collection,
+            reset_environment=reset_environment,
             bytes_max=bytes_max,
         )
         self._inline: InlineDispatcher | None = None
@@ -149,7 +155,12 @@ class SequentialController(Controller):
         with self._lock:
             if self._inline is not None:
                 return
-            cleanup = Cleanup(self.reset_globals, self.reset_modules, self.garbage_collection)
+            cleanup = Cleanup(
+                self.reset_globals,
+                self.reset_modules,
+                self.garbage_collection,
+                self.reset_environment,
+            )
             inline = InlineDispatcher(cleanup, self.bytes_max, self._listeners)
             self.session = secrets.token_hex(6)
             self._records.reset()

@@ -573,6 +573,7 @@ def _authenticate(
             reset_globals=bool(raw.get("reset_globals", True)),
             reset_modules=bool(raw.get("reset_modules", False)),
             garbage_collection=bool(raw.get("garbage_collection", False)),
+            reset_environment=bool(raw.get("reset_environment", False)),
         ),
     )
     return sock, stream, settings
