@@ -278,3 +278,11 @@ def process_state(directory: str) -> tuple[str, str | None, bool]:
     import sys
 
     return os.getcwd(), os.environ.get("PYCREW_TEST_LEFT"), directory in sys.path
+
+
+def chatter(megabytes: int) -> int:
+    """Print this many MiB, a line at a time, as a runaway task would."""
+    line = "y" * 1023
+    for _ in range(megabytes * 1024):
+        print(line)
+    return megabytes

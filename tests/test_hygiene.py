@@ -190,3 +190,23 @@ def test_reset_environment_undoes_a_tasks_directory_environment_and_path(
         assert after == before
     else:  # what a task leaves stays for the next one on that worker
         assert after == (str(tmp_path), "1", True)
+
+
+def test_a_worker_log_stays_under_its_cap(tmp_path: Path) -> None:
+    cap = 1 << 20
+    with pycrew.local_controller(workers=1, log_directory=tmp_path, log_bytes_max=cap) as ctl:
+        assert ctl.push(tasks.chatter, 8).result(timeout=WAIT) == 8
+        assert ctl.push(tasks.add, 1, 1).result(timeout=WAIT) == 2  # the worker goes on
+    logs = sorted(tmp_path.iterdir())
+    assert [p.name.split(".", 1)[1] for p in logs] == ["log", "log.1"]
+    for path in logs:
+        assert path.stat().st_size <= cap + (128 << 10), path  # the cap and a check's margin
+    assert "passed log_bytes_max (1048576 bytes)" in logs[0].read_text()
+    assert sum(p.stat().st_size for p in logs) < 3 * cap  # not 8 MiB
+
+
+def test_log_bytes_max_is_checked() -> None:
+    with pytest.raises(pycrew.ArgumentError, match="at least 4096"):
+        pycrew.local_controller(log_bytes_max=10)
+    with pytest.raises(pycrew.ArgumentTypeError):
+        pycrew.local_controller(log_bytes_max="1 MB")  # type: ignore[arg-type]

@@ -35,6 +35,7 @@ def local_controller(
     crashes_max: int = 5,
     log_directory: str | os.PathLike[str] | None = None,
     log_join: bool = True,
+    log_bytes_max: int | None = 100 << 20,
     seed: int | None = None,
     allow_public: bool = False,
     bytes_max: int = 4 << 30,
@@ -70,6 +71,9 @@ def local_controller(
         log_directory: one log file per worker here (task output included),
             or ``None`` to discard worker output.
         log_join: stdout and stderr in one file (``True``) or two.
+        log_bytes_max: a worker's log file that passes this many bytes moves
+            to ``<file>.1`` and starts afresh (at most two parts are kept);
+            ``None``: no cap.
         seed: with a seed, every task gets a seed derived from it and the task
             name, so a rerun reproduces its random numbers on any worker.
         allow_public: allow a public or wildcard ``host``.
@@ -88,7 +92,7 @@ def local_controller(
             says how many attempts it took (``attempts``) and where it ran.
     """
     return Controller(
-        LocalLauncher(log_directory=log_directory, log_join=log_join),
+        LocalLauncher(log_directory=log_directory, log_join=log_join, log_bytes_max=log_bytes_max),
         name=name,
         workers=workers,
         host=host,

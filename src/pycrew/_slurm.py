@@ -59,6 +59,7 @@ def slurm_controller(
     script_directory: str | os.PathLike[str] | None = None,
     log_output: str | None = "/dev/null",
     log_error: str | None = "/dev/null",
+    log_bytes_max: int | None = 100 << 20,
     sbatch_options: Sequence[str] = (),
     python: str | None = None,
     array: bool = True,
@@ -93,7 +94,7 @@ def slurm_controller(
         tls: ``"automatic"`` by default: tasks cross the cluster's network.
         partition, cpus_per_task, memory_gigabytes_per_cpu,
         memory_gigabytes_required, time_minutes, script_lines,
-        script_directory, log_output, log_error, sbatch_options, python,
+        script_directory, log_output, log_error, log_bytes_max, sbatch_options, python,
         array: how jobs are submitted; see :class:`pycrew.launchers.SlurmLauncher`.
         seconds_launch: a job that has not connected by then (one day by
             default: it may wait in the queue) is cancelled and replaced.
@@ -112,6 +113,7 @@ def slurm_controller(
         script_directory=script_directory,
         log_output=log_output,
         log_error=log_error,
+        log_bytes_max=log_bytes_max,
         sbatch_options=sbatch_options,
         python=python,
         array=array,

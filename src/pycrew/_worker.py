@@ -32,7 +32,7 @@ import sys
 import threading
 import time
 
-from . import _wire
+from . import _logs, _wire
 from ._errors import ProtocolError
 from ._evaluate import (
     CANCEL,
@@ -248,6 +248,8 @@ class Worker:
         self.meter = Meter()
         #: samples this process's resources while metrics are on (main() starts it)
         self.sampler: Sampler | None = None
+        #: keeps the log files under the launcher's cap, if it set one
+        self.logs: _logs.LogCap | None = None
 
     # reader thread -------------------------------------------------------
     def read_forever(self) -> None:
@@ -337,6 +339,8 @@ class Worker:
             self.run_task(task_id, meta, bufs, last)
             del bufs
             self.pool.recycle()
+            if self.logs is not None:
+                self.logs.check()
             if last:
                 return self.leave(EXIT_WALL if wall_passed else EXIT_TASKS, announce=False)
             if not timers_on and done >= s.tasks_timers:
@@ -658,6 +662,9 @@ def main(address: str, tls: bool) -> int:
     # stays taken, so nothing else of the child's lands on it.
     os.register_at_fork(after_in_child=functools.partial(_forget_connection, sock.fileno()))
     worker = Worker(sock, stream, settings)
+    worker.logs = _logs.from_environment()
+    if worker.logs is not None:
+        _AT_EXIT.append(worker.logs.watch())
     if settings.metrics is not None:
         worker.sampler = _start_sampler(settings.metrics)
     capture_warnings()

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from .._errors import ArgumentError, ArgumentTypeError
+from .._logs import BYTES_ENV, LOG_BYTES_MAX, check_log_bytes
 from ._base import Launcher, WorkerSpec
 
 if TYPE_CHECKING:
@@ -28,10 +29,16 @@ class LocalLauncher(Launcher):
             (``<worker id>.log``), or ``None`` to discard it.
         log_join: one file for stdout and stderr together (``True``), or
             ``<id>-stdout.log`` and ``<id>-stderr.log``.
+        log_bytes_max: a log file that grows past this many bytes is moved
+            to ``<file>.1`` (replacing the one before) and starts afresh, so
+            a worker's logs take at most about twice this; ``None``: no cap.
     """
 
     def __init__(
-        self, log_directory: str | os.PathLike[str] | None = None, log_join: bool = True
+        self,
+        log_directory: str | os.PathLike[str] | None = None,
+        log_join: bool = True,
+        log_bytes_max: int | None = LOG_BYTES_MAX,
     ) -> None:
         if log_directory is not None and not str(log_directory):
             raise ArgumentError("log_directory must be None or a non-empty path")
@@ -39,6 +46,7 @@ class LocalLauncher(Launcher):
             raise ArgumentTypeError("log_join must be True or False")
         self.log_directory = Path(log_directory).expanduser() if log_directory else None
         self.log_join = log_join
+        self.log_bytes_max = check_log_bytes(log_bytes_max)
 
     def _streams(self, worker_id: str) -> tuple[Any, Any, list[IO[bytes]]]:
         if self.log_directory is None:
@@ -60,6 +68,8 @@ class LocalLauncher(Launcher):
         # (PR_SET_PDEATHSIG); the controller launches from a thread that
         # lives exactly as long as the controller.
         env[PARENT_ENV] = str(os.getpid())
+        if self.log_bytes_max is not None:
+            env[BYTES_ENV] = str(self.log_bytes_max)
         stdout, stderr, files = self._streams(spec.worker_id)
         try:
             return subprocess.Popen(

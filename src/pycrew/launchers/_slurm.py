@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._errors import ArgumentError, ArgumentTypeError, LaunchError
+from .._logs import BYTES_ENV, LOG_BYTES_MAX, check_log_bytes
 from ._base import Launcher
 
 if TYPE_CHECKING:
@@ -133,6 +134,8 @@ class SlurmLauncher(Launcher):
         log_output: ``#SBATCH --output``: the workers' standard output;
             SLURM patterns such as ``%A_%a`` allowed. ``None``: SLURM's default.
         log_error: ``#SBATCH --error``, likewise.
+        log_bytes_max: a worker's log file that passes this many bytes moves
+            to ``<file>.1`` and starts afresh; ``None``: no cap.
         sbatch_options: more ``#SBATCH`` options, such as ``"--qos=long"``.
         python: the Python interpreter on the compute nodes (default: this
             one, which suits a shared file system).
@@ -155,6 +158,7 @@ class SlurmLauncher(Launcher):
         script_directory: str | os.PathLike[str] | None = None,
         log_output: str | None = "/dev/null",
         log_error: str | None = "/dev/null",
+        log_bytes_max: int | None = LOG_BYTES_MAX,
         sbatch_options: Sequence[str] = (),
         python: str | None = None,
         array: bool = True,
@@ -180,6 +184,7 @@ class SlurmLauncher(Launcher):
         )
         self.log_output = log_output
         self.log_error = log_error
+        self.log_bytes_max = check_log_bytes(log_bytes_max)
         self.python = python
         self.array = array
         #: how many times each SLURM command ran, for the curious and the tests
@@ -254,6 +259,8 @@ class SlurmLauncher(Launcher):
         env = {k: v for k, v in os.environ.items() if k not in spec.env_remove}
         env.update(spec.env)
         env.pop("PYCREW_WORKER", None)  # set per array element by the script
+        if self.log_bytes_max is not None:
+            env[BYTES_ENV] = str(self.log_bytes_max)
         return env
 
     # ------------------------------------------------------------ launching
