@@ -286,3 +286,11 @@ def chatter(megabytes: int) -> int:
     for _ in range(megabytes * 1024):
         print(line)
     return megabytes
+
+
+def hold_gil(seconds: int) -> int:
+    """Sleep in C with the GIL held (libc's sleep through ctypes.PyDLL), as a stuck extension."""
+    import ctypes
+
+    ctypes.PyDLL(None).sleep(seconds)
+    return seconds

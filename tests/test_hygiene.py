@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import subprocess
+import sys
 import time
 from typing import TYPE_CHECKING
 
@@ -19,6 +20,7 @@ from pycrew.launchers import Launcher
 
 from . import tasks
 from .conftest import wait_until
+from .scripts import ROOT
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -210,3 +212,73 @@ def test_log_bytes_max_is_checked() -> None:
         pycrew.local_controller(log_bytes_max=10)
     with pytest.raises(pycrew.ArgumentTypeError):
         pycrew.local_controller(log_bytes_max="1 MB")  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------- the watchdog
+_ORPHAN_SCRIPT = """
+import os, subprocess, sys, time
+import pycrew
+from pycrew.launchers import Launcher
+from tests import tasks
+
+class Plain(Launcher):
+    # as a scheduler starts workers: no parent-death signal ties them to us
+    def launch_worker(self, spec):
+        env = {**os.environ, **spec.env}
+        return subprocess.Popen(spec.command, env=env, start_new_session=True)
+
+ctl = pycrew.controller(Plain(), workers=1, seconds_interval=0.05)
+assert ctl.push(os.getpid).result(timeout=60) == ctl.pids()[0]
+future = ctl.push(tasks.hold_gil, 120)
+while not future.running():
+    time.sleep(0.01)
+print(ctl.pids()[0], flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_worker_stuck_in_c_ends_when_its_controller_is_killed(tmp_path: Path) -> None:
+    script = tmp_path / "controller.py"
+    script.write_text(_ORPHAN_SCRIPT)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
+    controller = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, text=True, env=env
+    )
+    worker = 0
+    try:
+        assert controller.stdout is not None
+        worker = int(controller.stdout.readline())
+        wait_until(lambda: _holds_gil(worker), WAIT, "the task to start its C call")
+        controller.kill()  # SIGKILL: nothing of the controller runs any more
+        controller.wait(WAIT)
+        wait_until(lambda: not _alive(worker), 15, "the orphaned worker to end")
+    finally:
+        controller.kill()
+        controller.wait(WAIT)
+        if worker and _alive(worker):
+            os.kill(worker, signal.SIGKILL)
+
+
+def _holds_gil(pid: int) -> bool:
+    """Whether the worker's main thread sits in libc's sleep (the task's C call)."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_SLEEPING and _alive(pid)
+    except psutil.NoSuchProcess:
+        return False
+
+
+def test_a_stopped_worker_is_ended_after_seconds_heartbeat() -> None:
+    with pycrew.local_controller(workers=1, seconds_heartbeat=1, seconds_interval=0.05) as ctl:
+        future = ctl.push(tasks.sleep, 60)
+        wait_until(future.running, WAIT, "the task to reach the worker")
+        os.kill(ctl.pids()[0], signal.SIGSTOP)
+        with pytest.raises(pycrew.TaskCrashError, match="SIGKILL"):
+            future.result(timeout=WAIT)
+        assert ctl.push(tasks.add, 1, 1).result(timeout=WAIT) == 2
+
+
+def test_a_worker_busy_in_c_past_seconds_heartbeat_is_left_alone() -> None:
+    with pycrew.local_controller(workers=1, seconds_heartbeat=1, seconds_interval=0.05) as ctl:
+        pid = ctl.push(os.getpid).result(timeout=WAIT)
+        assert ctl.push(tasks.hold_gil, 3).result(timeout=WAIT) == 3
+        assert ctl.push(os.getpid).result(timeout=WAIT) == pid  # the same, living worker

@@ -103,6 +103,7 @@ class Controller(RecordViews):
         seconds_launch: float = 30,
         seconds_idle: float = 300,
         seconds_wall: float = math.inf,
+        seconds_heartbeat: float = 10,
         tasks_max: float = math.inf,
         tasks_timers: int = 0,
         reset_globals: bool = True,
@@ -130,6 +131,9 @@ class Controller(RecordViews):
         self.seconds_launch = check_seconds("seconds_launch", seconds_launch)
         self.seconds_idle = check_seconds("seconds_idle", seconds_idle)
         self.seconds_wall = check_seconds("seconds_wall", seconds_wall)
+        self.seconds_heartbeat = check_seconds("seconds_heartbeat", seconds_heartbeat, False)
+        if self.seconds_heartbeat < 1:
+            raise ArgumentError(f"seconds_heartbeat must be at least 1, got {seconds_heartbeat}")
         self.tasks_max = check_count("tasks_max", tasks_max, 1)
         self.tasks_timers = int(check_count("tasks_timers", tasks_timers, 0))
         self.reset_globals = check_flag("reset_globals", reset_globals)
@@ -233,6 +237,7 @@ class Controller(RecordViews):
                 "seconds_wall": None if math.isinf(self.seconds_wall) else self.seconds_wall,
                 "tasks_max": None if math.isinf(self.tasks_max) else int(self.tasks_max),
                 "tasks_timers": self.tasks_timers,
+                "seconds_heartbeat": self.seconds_heartbeat,
                 "reset_globals": self.reset_globals,
                 "reset_modules": self.reset_modules,
                 "garbage_collection": self.garbage_collection,

@@ -471,7 +471,7 @@ class Dispatcher(Resolutions):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             from ._worker import keepalive
 
-            keepalive(sock)
+            keepalive(sock, self.settings.get("seconds_heartbeat"))
             if self.tls is not None:
                 tls_sock = self.tls.wrap_socket(
                     sock, server_side=True, do_handshake_on_connect=False

@@ -26,6 +26,7 @@ def local_controller(
     seconds_launch: float = 30,
     seconds_idle: float = 300,
     seconds_wall: float = math.inf,
+    seconds_heartbeat: float = 10,
     tasks_max: float = math.inf,
     tasks_timers: int = 0,
     reset_globals: bool = True,
@@ -58,6 +59,9 @@ def local_controller(
         seconds_idle: a worker with no task for this long exits.
         seconds_wall: a worker exits after its current task once this much
             time has passed since it connected.
+        seconds_heartbeat: how long a silent peer is given: a worker or
+            controller whose host vanished with data in flight is given up
+            after this long, and a worker stopped (SIGSTOP) this long is ended.
         tasks_max: a worker exits after this many tasks (1: one task per process).
         tasks_timers: the idle and wall timers start only after this many tasks.
         reset_globals: remove globals a task added to the worker's ``__main__``.
@@ -103,6 +107,7 @@ def local_controller(
         seconds_launch=seconds_launch,
         seconds_idle=seconds_idle,
         seconds_wall=seconds_wall,
+        seconds_heartbeat=seconds_heartbeat,
         tasks_max=tasks_max,
         tasks_timers=tasks_timers,
         reset_globals=reset_globals,

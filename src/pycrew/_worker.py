@@ -32,7 +32,7 @@ import sys
 import threading
 import time
 
-from . import _logs, _wire
+from . import _logs, _watchdog, _wire
 from ._errors import ProtocolError
 from ._evaluate import (
     CANCEL,
@@ -62,6 +62,8 @@ HANDSHAKE_SECONDS = 15.0
 INTERRUPT_EVERY = 0.2
 #: an idle worker frees its spare receive buffers after this long
 SPARES_SECONDS = 2.0
+#: seconds_heartbeat when the controller says nothing of it
+HEARTBEAT_SECONDS = 10.0
 
 
 class Settings:
@@ -76,7 +78,11 @@ class Settings:
         cleanup: Cleanup,
         bytes_max: int = _wire.BYTES_MAX,
         metrics: dict[str, Any] | None = None,
+        seconds_heartbeat: float = HEARTBEAT_SECONDS,
     ) -> None:
+        #: how long the kernel may wait on an unanswered peer, and the watchdog
+        #: on a stopped worker, before giving up on it
+        self.seconds_heartbeat = seconds_heartbeat
         self.seconds_idle = seconds_idle
         self.seconds_wall = seconds_wall
         self.tasks_max = tasks_max
@@ -573,6 +579,7 @@ def _authenticate(
         tasks_timers=int(raw.get("tasks_timers", 0)),
         bytes_max=int(raw.get("bytes_max", _wire.BYTES_MAX)),
         metrics=raw.get("metrics") if isinstance(raw.get("metrics"), dict) else None,
+        seconds_heartbeat=float(raw.get("seconds_heartbeat") or HEARTBEAT_SECONDS),
         cleanup=Cleanup(
             reset_globals=bool(raw.get("reset_globals", True)),
             reset_modules=bool(raw.get("reset_modules", False)),
@@ -596,10 +603,19 @@ def client_context(trust_pem: str) -> Any:
     return ctx
 
 
-def keepalive(sock: socket.socket) -> None:
-    """Let the kernel notice a vanished peer within seconds, whatever a task does."""
+def keepalive(sock: socket.socket, seconds: float | None = None) -> None:
+    """Let the kernel notice a vanished peer within seconds, whatever a task does.
+
+    Keep-alive probes find a vanished peer while the line is idle (in about
+    5 s); the kernel sends none while data waits for an acknowledgement, so
+    ``seconds`` (TCP_USER_TIMEOUT) bounds that case: a silent partition with
+    a task or a result in flight.
+    """
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-    for name, value in (("TCP_KEEPIDLE", 2), ("TCP_KEEPINTVL", 1), ("TCP_KEEPCNT", 3)):
+    options = [("TCP_KEEPIDLE", 2), ("TCP_KEEPINTVL", 1), ("TCP_KEEPCNT", 3)]
+    if seconds is not None:
+        options.append(("TCP_USER_TIMEOUT", max(1, int(seconds * 1000))))
+    for name, value in options:
         option = getattr(socket, name, None)
         if option is not None:
             with contextlib.suppress(OSError):
@@ -634,6 +650,12 @@ def _take(counts: collections.Counter[int], key: int) -> None:
         counts[key] -= 1
 
 
+def _end_watchdog(pid: int) -> None:
+    with contextlib.suppress(OSError):
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+
+
 def _forget_connection(fd: int) -> None:
     """In a process forked by a task: let go of the worker's connection to the controller."""
     with contextlib.suppress(OSError):
@@ -661,6 +683,9 @@ def main(address: str, tls: bool) -> int:
     # child lives. The child's copy points at /dev/null instead; the number
     # stays taken, so nothing else of the child's lands on it.
     os.register_at_fork(after_in_child=functools.partial(_forget_connection, sock.fileno()))
+    keepalive(sock, settings.seconds_heartbeat)
+    # before any thread starts, and before forked children let go of the socket
+    watchdog = _watchdog.spawn(sock.fileno(), settings.seconds_heartbeat)
     worker = Worker(sock, stream, settings)
     worker.logs = _logs.from_environment()
     if worker.logs is not None:
@@ -671,7 +696,13 @@ def main(address: str, tls: bool) -> int:
     signal.signal(signal.SIGUSR1, worker.on_signal)
     reader = threading.Thread(target=worker.read_forever, name="pycrew-reader", daemon=True)
     reader.start()
+    if watchdog is not None:
+        # a worker that leaves on purpose ends its watchdog first (the last
+        # exit step added runs first): closing the connection would alarm it
+        _AT_EXIT.append(functools.partial(_end_watchdog, watchdog))
     code = worker.run()
+    if watchdog is not None:
+        _end_watchdog(watchdog)
     with contextlib.suppress(OSError):
         sock.shutdown(socket.SHUT_RDWR)
     _hard_exit(code)

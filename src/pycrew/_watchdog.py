@@ -1,0 +1,112 @@
+"""A worker's watchdog: a small process that ends the worker when it cannot end itself.
+
+```
+ worker ──spawns──► python -m pycrew._watchdog <worker pid> <fd> <seconds>
+   │                  every 0.25 s, holding the worker's TCP socket (never reading it):
+   │                  ├─ socket no longer ESTABLISHED (controller gone, link reset,
+   │                  │  keep-alive or TCP_USER_TIMEOUT gave up) ─► SIGKILL the worker
+   │                  ├─ worker stopped (SIGSTOP) for longer than <seconds> ─► SIGKILL it
+   │                  └─ worker gone ─► exit (the kernel's parent-death signal too)
+   └─ leaves on purpose ─► kills its watchdog first
+```
+
+A worker notices its controller is gone when its reader thread sees the
+connection close. A task that holds the GIL in C code stops that thread, and
+so would keep a worker of a killed controller alive for as long as the call
+lasts. The kernel keeps the socket's state whatever the worker's threads do,
+and this process reads it without the worker's GIL: the state, not data, so
+nothing is taken from the worker's stream. The kernel decides when a peer is
+gone (a FIN or reset at once, keep-alive probes when idle, TCP_USER_TIMEOUT
+with data in flight), so a healthy worker that is merely busy is never killed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import sys
+import time
+
+TCP_ESTABLISHED = 1
+CHECK_SECONDS = 0.25
+_TCP_INFO = getattr(socket, "TCP_INFO", 11)
+
+
+def _state(sock: socket.socket) -> int | None:
+    """The socket's TCP state, or None if it cannot be read."""
+    try:
+        return sock.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, 8)[0]
+    except OSError:
+        return None
+
+
+def _stopped(pid: int) -> bool:
+    """Whether ``pid`` is stopped (SIGSTOP, a debugger), from its /proc stat line."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            line = stat.read()
+    except OSError:
+        return False
+    # the state follows the command's closing parenthesis, which may hide spaces
+    state = line[line.rfind(b")") + 2 : line.rfind(b")") + 3]
+    return state in (b"T", b"t")
+
+
+def watch(worker: int, fd: int, grace: float) -> int:
+    """Watch until the worker is gone; returns an exit code."""
+    _die_with(worker)
+    sock = socket.socket(fileno=fd)
+    stopped_since: float | None = None
+    while True:
+        time.sleep(CHECK_SECONDS)
+        if os.getppid() != worker:
+            return 0  # the worker left: nothing to watch
+        state = _state(sock)
+        if state is not None and state != TCP_ESTABLISHED:
+            why = "its connection to the controller ended"
+        elif _stopped(worker):
+            now = time.monotonic()
+            stopped_since = stopped_since or now
+            if now - stopped_since < grace:
+                continue
+            why = f"it was stopped for over {grace:g} s"
+        else:
+            stopped_since = None
+            continue
+        print(f"pycrew watchdog: ending worker pid {worker}: {why}", file=sys.stderr, flush=True)
+        with contextlib.suppress(OSError):
+            os.kill(worker, signal.SIGKILL)
+        return 0
+
+
+def _die_with(parent: int) -> None:
+    """Have the kernel end this process with the worker (Linux), and check it is alive."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:
+        os._exit(0)
+
+
+def spawn(fd: int, grace: float) -> int | None:
+    """Start a watchdog for this worker over socket ``fd``; its pid, or None if it cannot."""
+    if not sys.platform.startswith("linux"):
+        return None
+    argv = [sys.executable, "-m", "pycrew._watchdog", str(os.getpid()), str(fd), str(grace)]
+    os.set_inheritable(fd, True)
+    try:
+        return os.posix_spawn(sys.executable, argv, dict(os.environ))
+    except OSError:
+        return None
+    finally:
+        os.set_inheritable(fd, False)
+
+
+if __name__ == "__main__":
+    sys.exit(watch(int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])))
