@@ -314,6 +314,13 @@ _STUCK_CONTROLLER = textwrap.dedent(
 
     def stuck(marker):
         import ctypes, os, signal
+        import psutil
+        # the worker's watchdog would end it once the controller is gone: this
+        # one lost its watchdog first (as if the OOM killer had taken it)
+        for child in psutil.Process().children():
+            if "pycrew._watchdog" in child.cmdline():
+                child.kill()
+                child.wait()
         # a library's SIGTERM handler: Python code, which never runs while C holds the GIL
         signal.signal(signal.SIGTERM, lambda *_: None)
         signal.pthread_sigmask(
@@ -344,7 +351,8 @@ def stuck_worker(tmp_path: Path) -> Iterator[tuple[psutil.Process, str, str]]:
     leftover the monitor is for: its task sits in C code that holds the GIL
     (``ctypes.PyDLL`` keeps it through ``sleep``), so the reader thread sees
     the connection close but can never run again, and its controller used a
-    launcher without the parent-death signal. SIGTERM does not end it either:
+    launcher without the parent-death signal, and its watchdog process is
+    gone (the task ended it first). SIGTERM does not end it either:
     the task blocked it in its own thread and left a Python-level handler
     for the others, which cannot run without the GIL. A second, idle worker
     of the same controller exits as usual, which is how the test knows the
