@@ -294,3 +294,9 @@ def hold_gil(seconds: int) -> int:
 
     ctypes.PyDLL(None).sleep(seconds)
     return seconds
+
+
+def fork_then_hold_gil(seconds: int) -> None:
+    """Leave a forked child behind, then sit in C with the GIL held."""
+    fork_sleeper(seconds)
+    hold_gil(seconds)

@@ -282,3 +282,48 @@ def test_a_worker_busy_in_c_past_seconds_heartbeat_is_left_alone() -> None:
         pid = ctl.push(os.getpid).result(timeout=WAIT)
         assert ctl.push(tasks.hold_gil, 3).result(timeout=WAIT) == 3
         assert ctl.push(os.getpid).result(timeout=WAIT) == pid  # the same, living worker
+
+
+_KILLED_SCRIPT = """
+import os, sys, time
+import psutil
+import pycrew
+from tests import tasks
+
+ctl = pycrew.local_controller(workers=1, seconds_interval=0.05)
+worker = ctl.push(os.getpid).result(timeout=60)
+future = ctl.push(tasks.fork_then_hold_gil, 120)
+while True:  # the task's child, once it is there
+    kids = [
+        p for p in psutil.Process(worker).children()
+        if not any(part.endswith("_watchdog.py") for part in p.cmdline())
+    ]
+    if kids:
+        break
+    time.sleep(0.01)
+print(worker, kids[0].pid, flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_killed_controller_leaves_no_worker_and_no_child(tmp_path: Path) -> None:
+    script = tmp_path / "controller.py"
+    script.write_text(_KILLED_SCRIPT)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
+    controller = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, text=True, env=env
+    )
+    pids: list[int] = []
+    try:
+        assert controller.stdout is not None
+        pids = [int(p) for p in controller.stdout.readline().split()]
+        assert len(pids) == 2
+        controller.kill()
+        controller.wait(WAIT)
+        wait_until(lambda: not any(map(_alive, pids)), 15, "the worker and its child to end")
+    finally:
+        controller.kill()
+        controller.wait(WAIT)
+        for pid in pids:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)

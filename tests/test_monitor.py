@@ -318,7 +318,7 @@ _STUCK_CONTROLLER = textwrap.dedent(
         # the worker's watchdog would end it once the controller is gone: this
         # one lost its watchdog first (as if the OOM killer had taken it)
         for child in psutil.Process().children():
-            if "pycrew._watchdog" in child.cmdline():
+            if any(part.endswith("_watchdog.py") for part in child.cmdline()):
                 child.kill()
                 child.wait()
         # a library's SIGTERM handler: Python code, which never runs while C holds the GIL

@@ -1,12 +1,13 @@
 """A worker's watchdog: a small process that ends the worker when it cannot end itself.
 
 ```
- worker ──spawns──► python -m pycrew._watchdog <worker pid> <fd> <seconds>
+ worker ──spawns──► python -I -S .../pycrew/_watchdog.py <worker pid> <fd> <seconds>
    │                  every 0.25 s, holding the worker's TCP socket (never reading it):
    │                  ├─ socket no longer ESTABLISHED (controller gone, link reset,
    │                  │  keep-alive or TCP_USER_TIMEOUT gave up) ─► SIGKILL the worker
    │                  ├─ worker stopped (SIGSTOP) for longer than <seconds> ─► SIGKILL it
-   │                  └─ worker gone ─► exit (the kernel's parent-death signal too)
+   │                  └─ worker gone (killed, crashed, or ended here) ─► end what its
+   │                     tasks left in its process group (when it leads one), then exit
    └─ leaves on purpose ─► kills its watchdog first
 ```
 
@@ -56,13 +57,15 @@ def _stopped(pid: int) -> bool:
 
 def watch(worker: int, fd: int, grace: float) -> int:
     """Watch until the worker is gone; returns an exit code."""
-    _die_with(worker)
     sock = socket.socket(fileno=fd)
     stopped_since: float | None = None
     while True:
-        time.sleep(CHECK_SECONDS)
         if os.getppid() != worker:
-            return 0  # the worker left: nothing to watch
+            # it died without ending this watchdog first, as a worker that
+            # leaves on purpose does: end what its tasks left behind
+            _end(worker)
+            return 0
+        time.sleep(CHECK_SECONDS)
         state = _state(sock)
         if state is not None and state != TCP_ESTABLISHED:
             why = "its connection to the controller ended"
@@ -76,29 +79,30 @@ def watch(worker: int, fd: int, grace: float) -> int:
             stopped_since = None
             continue
         print(f"pycrew watchdog: ending worker pid {worker}: {why}", file=sys.stderr, flush=True)
-        with contextlib.suppress(OSError):
-            os.kill(worker, signal.SIGKILL)
+        _end(worker)
         return 0
 
 
-def _die_with(parent: int) -> None:
-    """Have the kernel end this process with the worker (Linux), and check it is alive."""
-    try:
-        import ctypes
+def _end(worker: int) -> None:
+    """SIGKILL the worker, and its whole process group when it leads one.
 
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-    if os.getppid() != parent:
-        os._exit(0)
+    What its tasks started there (forked children, subprocesses) would outlive
+    it otherwise. This process is in that group too, and goes with it.
+    """
+    with contextlib.suppress(OSError):
+        if os.getpgrp() == worker:
+            os.killpg(worker, signal.SIGKILL)
+        else:
+            os.kill(worker, signal.SIGKILL)
 
 
 def spawn(fd: int, grace: float) -> int | None:
     """Start a watchdog for this worker over socket ``fd``; its pid, or None if it cannot."""
     if not sys.platform.startswith("linux"):
         return None
-    argv = [sys.executable, "-m", "pycrew._watchdog", str(os.getpid()), str(fd), str(grace)]
+    # the file alone, isolated and without site: it needs only the standard
+    # library, so it starts in a few milliseconds
+    argv = [sys.executable, "-I", "-S", __file__, str(os.getpid()), str(fd), str(grace)]
     os.set_inheritable(fd, True)
     try:
         return os.posix_spawn(sys.executable, argv, dict(os.environ))
