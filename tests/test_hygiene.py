@@ -70,11 +70,16 @@ def test_children_a_task_left_end_with_its_worker(how: str) -> None:
         ctl.terminate()
 
 
-def test_a_task_that_was_taken_back_never_runs_twice_nor_crashes(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "workers", [12, pytest.param(60, marks=pytest.mark.slow, id="60-workers-on-2-cores")]
+)
+def test_a_task_that_was_taken_back_never_runs_twice_nor_crashes(
+    tmp_path: Path, workers: int
+) -> None:
     """Oversubscribed workers steal from each other all the time; every task runs once."""
     log = tmp_path / "runs"
     names = [f"t{i}" for i in range(240)]
-    with pycrew.local_controller(workers=12, seconds_interval=0.05) as ctl:
+    with pycrew.local_controller(workers=workers, seconds_interval=0.05) as ctl:
         for _ in range(2):
             log.write_text("")
             records = ctl.map(

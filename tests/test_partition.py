@@ -56,6 +56,10 @@ class Link:
         _ip("neigh", "replace", self.host_ip, "lladdr", "02:00:00:00:0a:0a", "dev",
             self.worker_if, "nud", "permanent", ns=self.ns)  # fmt: skip
 
+    def down(self) -> None:
+        """The controller's end of the link goes down (a cable pulled)."""
+        _ip("link", "set", self.host_if, "down")
+
     def heal(self) -> None:
         _ip("neigh", "del", self.worker_ip, "dev", self.host_if)
         _ip("neigh", "del", self.host_ip, "dev", self.worker_if, ns=self.ns)
@@ -125,20 +129,21 @@ def _gone(pid: int) -> bool:
         return True
 
 
-def test_a_silent_partition_with_tasks_in_flight_is_detected(link: Link) -> None:
+@pytest.mark.parametrize("fault", ["silent", "link-down"])
+def test_a_partition_with_tasks_in_flight_is_detected(link: Link, fault: str) -> None:
     with _controller(link) as ctl:
         pid = ctl.push(os.getpid).result(timeout=60)
         running = ctl.push(tasks.sleep, 1)  # its result will go out into the void
         ahead = [ctl.push(tasks.add, i, 1) for i in range(3)]  # sent ahead to the busy worker
         wait_until(running.running, 30, "the task to reach the worker")
-        link.cut()
+        link.cut() if fault == "silent" else link.down()
         cut = time.monotonic()
         with pytest.raises(pycrew.TaskCrashError):
             running.result(timeout=DETECTED)
         detected = time.monotonic() - cut
         # the worker gave up on its side too, and is gone, not stranded
         wait_until(lambda: _gone(pid), DETECTED, "the partitioned worker to end")
-        print(f"silent partition detected after {detected:.1f} s")
+        print(f"{fault} partition detected after {detected:.1f} s")
         for future in ahead:
             future.cancel()
 
