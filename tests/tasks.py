@@ -300,3 +300,24 @@ def fork_then_hold_gil(seconds: int) -> None:
     """Leave a forked child behind, then sit in C with the GIL held."""
     fork_sleeper(seconds)
     hold_gil(seconds)
+
+
+def big_buffer(n: int) -> object:
+    """A result of ``n`` bytes that travels out of band (a numpy array's buffer)."""
+    import numpy
+
+    return numpy.ones(n, dtype=numpy.uint8)
+
+
+def spin(seconds: float) -> float:
+    """Busy in Python (the GIL changes hands every few milliseconds)."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        pass
+    return seconds
+
+
+def deaf_hold_gil(seconds: int) -> int:
+    """Ignore SIGTERM, then sit in C with the GIL held."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    return hold_gil(seconds)

@@ -696,12 +696,11 @@ def main(address: str, tls: bool) -> int:
     signal.signal(signal.SIGUSR1, worker.on_signal)
     reader = threading.Thread(target=worker.read_forever, name="pycrew-reader", daemon=True)
     reader.start()
-    if watchdog is not None:
-        # a worker that leaves on purpose ends its watchdog first (the last
-        # exit step added runs first): closing the connection would alarm it
-        _AT_EXIT.append(functools.partial(_end_watchdog, watchdog))
     code = worker.run()
     if watchdog is not None:
+        # leaving on purpose: end the watchdog first, or closing the connection
+        # would alarm it. (A worker that lost its controller leaves it be: it
+        # ends this process should a task hold the GIL until os._exit.)
         _end_watchdog(watchdog)
     with contextlib.suppress(OSError):
         sock.shutdown(socket.SHUT_RDWR)
