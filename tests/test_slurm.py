@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -24,7 +25,6 @@ from tests.conftest import wait_until
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
-    from pathlib import Path
 
 #: jobs that must stay queued: they may not start for an hour
 LATER = ["--begin=now+3600"]
@@ -357,3 +357,40 @@ def test_monitor_needs_ids_or_all() -> None:
         pycrew.SlurmMonitor().terminate()
     with pytest.raises(ValueError, match="all=True"):
         pycrew.SlurmMonitor().terminate(ids=["1"], all=True)
+
+
+_KILLED_SLURM_CONTROLLER = """
+import os, sys, time
+import pycrew
+from tests import tasks
+
+ctl = pycrew.slurm_controller(name=sys.argv[1], workers=1, seconds_interval=0.1)
+pid = ctl.push(os.getpid).result(timeout=120)
+future = ctl.push(tasks.fork_then_hold_gil, 300)
+while not future.running():
+    time.sleep(0.01)
+print(pid, flush=True)
+time.sleep(900)
+"""
+
+
+def test_a_killed_controller_leaves_no_job_running(cluster: None, tmp_path: Path) -> None:
+    """A job's worker stuck in C with the GIL (and a child) ends with its killed controller."""
+    name = f"killed-{os.getpid()}"
+    script = tmp_path / "controller.py"
+    script.write_text(_KILLED_SLURM_CONTROLLER)
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root / "src"), str(root)])}
+    controller = subprocess.Popen(
+        [sys.executable, str(script), name], stdout=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        assert controller.stdout is not None
+        assert int(controller.stdout.readline()) > 0
+        assert [j.controller for j in _our_jobs()] == [name]
+        controller.kill()
+        controller.wait(60)
+        wait_until(lambda: _our_jobs() == [], 30, "the job to end with its worker")
+    finally:
+        controller.kill()
+        controller.wait(60)
