@@ -275,10 +275,13 @@ def test_a_stopped_worker_is_ended_after_seconds_heartbeat() -> None:
         assert ctl.push(tasks.add, 1, 1).result(timeout=WAIT) == 2
 
 
-def test_a_worker_busy_in_c_past_seconds_heartbeat_is_left_alone() -> None:
+@pytest.mark.parametrize(
+    "seconds", [3, pytest.param(60, marks=pytest.mark.slow, id="a-minute-in-c")]
+)
+def test_a_worker_busy_in_c_past_seconds_heartbeat_is_left_alone(seconds: int) -> None:
     with pycrew.local_controller(workers=1, seconds_heartbeat=1, seconds_interval=0.05) as ctl:
         pid = ctl.push(os.getpid).result(timeout=WAIT)
-        assert ctl.push(tasks.hold_gil, 3).result(timeout=WAIT) == 3
+        assert ctl.push(tasks.hold_gil, seconds).result(timeout=seconds + WAIT) == seconds
         assert ctl.push(os.getpid).result(timeout=WAIT) == pid  # the same, living worker
 
 
