@@ -270,6 +270,7 @@ def test_workers_are_listed_and_one_can_be_ended() -> None:
         assert ended == [victim]
         assert time.monotonic() - started < 20  # SIGTERM did it, not SIGKILL after the grace
         assert [w.pid for w in _ours(name)] == [listed[1].pid]
+        wait_until(lambda: ctl.pids() == [listed[1].pid], 10, "the controller to see it go")
         assert ctl.push(tasks.add, 2, 2).record(timeout=30).result == 4
 
 

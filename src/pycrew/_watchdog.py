@@ -30,6 +30,10 @@ import socket
 import sys
 import time
 
+TYPE_CHECKING = False  # typing itself is slow to import; this process starts with each worker
+if TYPE_CHECKING:
+    from typing import NoReturn
+
 TCP_ESTABLISHED = 1
 CHECK_SECONDS = 0.25
 _TCP_INFO = getattr(socket, "TCP_INFO", 11)
@@ -55,8 +59,13 @@ def _stopped(pid: int) -> bool:
     return state in (b"T", b"t")
 
 
-def watch(worker: int, fd: int, grace: float) -> int:
-    """Watch until the worker is gone; returns an exit code."""
+def watch(worker: int, fd: int, grace: float) -> NoReturn:
+    """Watch until the worker is gone, then end what is left of it, and this process."""
+    # This process holds the worker's socket: it must not keep the connection
+    # open once the worker is dead. The kernel tells it at once (SIGTERM as the
+    # parent-death signal), and it goes, taking what the worker's tasks left.
+    signal.signal(signal.SIGTERM, lambda *_: _end(worker))
+    _die_with_parent()
     sock = socket.socket(fileno=fd)
     stopped_since: float | None = None
     while True:
@@ -64,7 +73,6 @@ def watch(worker: int, fd: int, grace: float) -> int:
             # it died without ending this watchdog first, as a worker that
             # leaves on purpose does: end what its tasks left behind
             _end(worker)
-            return 0
         time.sleep(CHECK_SECONDS)
         state = _state(sock)
         if state is not None and state != TCP_ESTABLISHED:
@@ -80,10 +88,16 @@ def watch(worker: int, fd: int, grace: float) -> int:
             continue
         print(f"pycrew watchdog: ending worker pid {worker}: {why}", file=sys.stderr, flush=True)
         _end(worker)
-        return 0
 
 
-def _end(worker: int) -> None:
+def _die_with_parent() -> None:
+    with contextlib.suppress(OSError, AttributeError):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+
+
+def _end(worker: int) -> NoReturn:
     """SIGKILL the worker, and its whole process group when it leads one.
 
     What its tasks started there (forked children, subprocesses) would outlive
@@ -94,6 +108,7 @@ def _end(worker: int) -> None:
             os.killpg(worker, signal.SIGKILL)
         else:
             os.kill(worker, signal.SIGKILL)
+    os._exit(0)
 
 
 def spawn(fd: int, grace: float) -> int | None:
@@ -113,4 +128,4 @@ def spawn(fd: int, grace: float) -> int | None:
 
 
 if __name__ == "__main__":
-    sys.exit(watch(int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])))
+    watch(int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]))
