@@ -394,3 +394,17 @@ def test_a_killed_controller_leaves_no_job_running(cluster: None, tmp_path: Path
     finally:
         controller.kill()
         controller.wait(60)
+
+
+def test_a_script_run_from_another_folder_finds_its_helpers_on_slurm(
+    cluster: None, tmp_path: Path
+) -> None:
+    from tests.scripts import run_python
+    from tests.test_environment import script_in_a_project
+
+    script, elsewhere = script_in_a_project(
+        tmp_path, "slurm_controller(workers=1, seconds_interval=0.1)"
+    )
+    done = run_python(script.read_text(), script=script, cwd=elsewhere)
+    assert done.returncode == 0, done.stderr
+    assert "result 42" in done.stdout

@@ -24,6 +24,7 @@ import functools
 import itertools
 import logging
 import math
+import os
 import secrets
 import sys
 import threading
@@ -246,6 +247,9 @@ class Controller(RecordViews):
                 "metrics": self.metrics.settings() if self.metrics else None,
             }
             env = {_wire.SECRET_ENV: secret.hex(), _wire.CONTROLLER_ENV: self.name}
+            # where this process imports from (its script's folder, its working
+            # directory, PYTHONPATH): workers add what exists on their host
+            env[_wire.PATH_ENV] = os.pathsep.join(_wire.import_paths())
             if session is not None:
                 env[_wire.TRUST_ENV] = session.trust_pem
                 if session.server_name is not None:

@@ -58,6 +58,8 @@ TASK_ID = struct.Struct("<Q")
 #: the task failed (so the controller knows without unpickling anything)
 RESULT_HEAD = struct.Struct("<QBB")
 SECRET_ENV = "PYCREW_SECRET"
+#: the controller's import folders, for workers to add to their sys.path
+PATH_ENV = "PYCREW_PATH"
 TRUST_ENV = "PYCREW_TLS_TRUST"
 TLS_NAME_ENV = "PYCREW_TLS_NAME"
 CONTROLLER_ENV = "PYCREW_CONTROLLER"
@@ -226,6 +228,35 @@ def retag(pieces: list[Any], task_id: int) -> list[Any]:
     return [bytes(head), *pieces[1:]]
 
 
+def import_paths() -> list[str]:
+    """The folders this process imports from that are the user's own.
+
+    The working directory and every ``sys.path`` entry (a script's folder,
+    PYTHONPATH, an editable install), as absolute paths, less the
+    interpreter's own library and site-packages: a worker has its own.
+    """
+    import os
+
+    own = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
+    found: dict[str, None] = {}
+    for entry in [os.getcwd(), *sys.path]:
+        path = os.path.abspath(entry or os.curdir)
+        real = os.path.realpath(path)
+        if any(real == p or real.startswith(p + os.sep) for p in own):
+            continue
+        found.setdefault(path)
+    return list(found)
+
+
+def add_import_paths(joined: str) -> None:
+    """A worker: append the controller's import folders that exist here to sys.path."""
+    import os
+
+    for path in joined.split(os.pathsep) if joined else ():
+        if path not in sys.path and os.path.isdir(path):
+            sys.path.append(path)
+
+
 def dumps(obj: Any) -> tuple[bytes, list[memoryview]]:
     """Pickle ``obj`` (protocol 5; callables by value where needed), large buffers apart."""
     buffers: list[memoryview] = []
@@ -242,6 +273,8 @@ def dumps(obj: Any) -> tuple[bytes, list[memoryview]]:
     # resolve, and it refuses lambdas and local functions. Either way,
     # cloudpickle takes over and ships them by value.
     try:
+        if _by_value_modules():
+            raise pickle.PicklingError("modules are registered to travel by value")
         data = pickle.dumps(obj, protocol=5, buffer_callback=keep)
     except Exception:
         data = b"__main__"
@@ -253,6 +286,16 @@ def dumps(obj: Any) -> tuple[bytes, list[memoryview]]:
             _script_pickler()(out, protocol=5, buffer_callback=keep).dump(obj)
             data = out.getvalue()
     return data, buffers
+
+
+def _by_value_modules() -> bool:
+    """Whether the user asked cloudpickle to ship some module by value.
+
+    The C pickler knows nothing of cloudpickle.register_pickle_by_value():
+    while any module is registered, cloudpickle pickles everything.
+    """
+    cloudpickle = sys.modules.get("cloudpickle")
+    return cloudpickle is not None and bool(cloudpickle.list_registry_pickle_by_value())
 
 
 _SCRIPT_PICKLER: Any = None

@@ -667,6 +667,7 @@ def _forget_connection(fd: int) -> None:
 def main(address: str, tls: bool) -> int:
     """Entry point of ``pycrew worker``."""
     _die_with_parent()
+    _wire.add_import_paths(os.environ.pop(_wire.PATH_ENV, ""))
     try:
         sock, stream, settings = connect(address, tls)
     except Exception as exc:  # whatever the other side sent, a clean refusal: no traceback

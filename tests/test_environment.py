@@ -1,0 +1,66 @@
+"""Workers import what the controller imports: its script's folder, its working
+directory, its PYTHONPATH, and modules registered to travel by value."""
+
+from __future__ import annotations
+
+import textwrap
+from typing import TYPE_CHECKING
+
+from .scripts import run_python
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+HELPERS = """
+def double(x):
+    return 2 * x
+"""
+
+RUN = """
+import helpers
+import pycrew
+
+with pycrew.{factory} as ctl:
+    print("result", ctl.push(helpers.double, 21).result(timeout=120))
+"""
+
+
+def script_in_a_project(tmp_path: Path, factory: str) -> tuple[Path, Path]:
+    """``proj/run.py`` calling ``proj/helpers.py``, and a folder to run it from."""
+    project = tmp_path / "proj"
+    project.mkdir()
+    (project / "helpers.py").write_text(HELPERS)
+    (project / "run.py").write_text(RUN.format(factory=factory))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    return project / "run.py", elsewhere
+
+
+def test_a_script_run_from_another_folder_finds_its_helpers(tmp_path: Path) -> None:
+    script, elsewhere = script_in_a_project(tmp_path, "local_controller(workers=1)")
+    done = run_python(script.read_text(), script=script, cwd=elsewhere)
+    assert done.returncode == 0, done.stderr
+    assert "result 42" in done.stdout
+
+
+def test_a_module_registered_by_value_travels_with_the_task(tmp_path: Path) -> None:
+    code = textwrap.dedent(
+        f"""
+        import shutil, sys
+        import cloudpickle
+        import pycrew
+
+        sys.path.insert(0, {str(tmp_path / "gone")!r})
+        import vanishing
+        cloudpickle.register_pickle_by_value(vanishing)
+        shutil.rmtree({str(tmp_path / "gone")!r})  # no worker can import it now
+
+        with pycrew.local_controller(workers=1) as ctl:
+            print("result", ctl.push(vanishing.triple, 5).result(timeout=120))
+        """
+    )
+    (tmp_path / "gone").mkdir()
+    (tmp_path / "gone" / "vanishing.py").write_text("def triple(x):\n    return 3 * x\n")
+    done = run_python(code, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "result 15" in done.stdout
