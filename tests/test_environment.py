@@ -3,14 +3,21 @@ directory, its PYTHONPATH, and modules registered to travel by value."""
 
 from __future__ import annotations
 
+import sys
 import textwrap
 from typing import TYPE_CHECKING
 
+import pytest
+
+import pycrew
+
+from . import tasks
 from .scripts import run_python
 
 if TYPE_CHECKING:
     from pathlib import Path
 
+WAIT = 60
 HELPERS = """
 def double(x):
     return 2 * x
@@ -64,3 +71,26 @@ def test_a_module_registered_by_value_travels_with_the_task(tmp_path: Path) -> N
     done = run_python(code, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "result 15" in done.stdout
+
+
+def test_env_reaches_every_worker_and_pycrews_own_names_are_refused() -> None:
+    with pycrew.local_controller(
+        workers=1, env={"MY_SETTING": "on", "OMP_NUM_THREADS": "1"}
+    ) as ctl:
+        assert ctl.push(tasks.env, "MY_SETTING").result(timeout=WAIT) == "on"
+        assert ctl.push(tasks.env, "OMP_NUM_THREADS").result(timeout=WAIT) == "1"
+    with pytest.raises(pycrew.ArgumentError, match="pycrew's own"):
+        pycrew.local_controller(env={"PYCREW_SECRET": "x"})
+    with pytest.raises(pycrew.ArgumentTypeError):
+        pycrew.local_controller(env={"N": 1})  # type: ignore[dict-item]
+
+
+def test_local_workers_run_the_python_they_are_given(tmp_path: Path) -> None:
+    python = tmp_path / "python-for-workers"
+    python.write_text(f'#!/bin/sh\nexport CHOSEN_PYTHON=yes\nexec "{sys.executable}" "$@"\n')
+    python.chmod(0o755)
+    with pycrew.local_controller(workers=1, python=python) as ctl:
+        assert ctl.push(tasks.env, "CHOSEN_PYTHON").result(timeout=WAIT) == "yes"
+    missing = pycrew.local_controller(workers=1, python=tmp_path / "no-such-python")
+    with missing, pytest.raises(pycrew.LaunchError, match="no-such-python"):
+        missing.push(tasks.add, 1, 1).result(timeout=WAIT)

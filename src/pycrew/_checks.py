@@ -236,3 +236,21 @@ def check_chain(name: str, controller: Any, backup: Any) -> None:
                 f"controller {name!r} cannot be its own backup, directly or down the chain"
             )
         link = link.backup
+
+
+def check_env(env: object) -> dict[str, str]:
+    """Variables for workers: names and values are strings; pycrew's own are its to set."""
+    if env is None:
+        return {}
+    if not isinstance(env, Mapping):
+        raise ArgumentTypeError(f"env must be a dict of strings, got {type(env).__name__}")
+    out: dict[str, str] = {}
+    for key, value in env.items():
+        if not isinstance(key, str) or not key or "=" in key or "\0" in key:
+            raise ArgumentError(f"env names must be non-empty strings without '=', got {key!r}")
+        if not isinstance(value, str) or "\0" in value:
+            raise ArgumentTypeError(f"env[{key!r}] must be a string, got {value!r}")
+        if key.startswith("PYCREW_"):
+            raise ArgumentError(f"env[{key!r}]: variables named PYCREW_* are pycrew's own")
+        out[key] = value
+    return out

@@ -38,6 +38,7 @@ from ._checks import (
     check_bytes_max,
     check_chain,
     check_count,
+    check_env,
     check_flag,
     check_host,
     check_int,
@@ -118,6 +119,7 @@ class Controller(RecordViews):
         metrics: Metrics | None = None,
         backup: Controller | None = None,
         retry_crashes: bool = False,
+        env: Mapping[str, str] | None = None,
     ) -> None:
         name = check_name(secrets.token_hex(4) if name is None else name)
         self.workers = check_int("workers", workers, 1)
@@ -158,6 +160,8 @@ class Controller(RecordViews):
         #: run a task that crashed its worker again: crashes_max attempts here,
         #: then down the backup chain; the record says how many attempts it took
         self.retry_crashes = check_flag("retry_crashes", retry_crashes)
+        #: environment variables every worker gets, on top of what it inherits
+        self.env = check_env(env)
         if not isinstance(launcher, Launcher):
             raise ArgumentTypeError("launcher must be a pycrew.launchers.Launcher")
         self.name = name
@@ -246,7 +250,7 @@ class Controller(RecordViews):
                 "bytes_max": self.bytes_max,
                 "metrics": self.metrics.settings() if self.metrics else None,
             }
-            env = {_wire.SECRET_ENV: secret.hex(), _wire.CONTROLLER_ENV: self.name}
+            env = {**self.env, _wire.SECRET_ENV: secret.hex(), _wire.CONTROLLER_ENV: self.name}
             # where this process imports from (its script's folder, its working
             # directory, PYTHONPATH): workers add what exists on their host
             env[_wire.PATH_ENV] = os.pathsep.join(_wire.import_paths())

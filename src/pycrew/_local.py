@@ -10,6 +10,7 @@ from .launchers import LocalLauncher
 
 if TYPE_CHECKING:
     import os
+    from collections.abc import Mapping
 
     from ._metrics import Metrics
     from ._tls import TLS
@@ -37,12 +38,14 @@ def local_controller(
     log_directory: str | os.PathLike[str] | None = None,
     log_join: bool = True,
     log_bytes_max: int | None = 100 << 20,
+    python: str | os.PathLike[str] | None = None,
     seed: int | None = None,
     allow_public: bool = False,
     bytes_max: int = 4 << 30,
     metrics: Metrics | None = None,
     backup: Controller | None = None,
     retry_crashes: bool = False,
+    env: Mapping[str, str] | None = None,
 ) -> Controller:
     """A controller whose workers are subprocesses of this machine.
 
@@ -90,13 +93,22 @@ def local_controller(
         backup: a controller that takes a task name once it has crashed
             ``crashes_max`` times in a row here (one with more memory, say);
             it applies the same rule to its own backup.
+        python: the Python interpreter workers run (default: this one); it
+            must have pycrew installed, in the same version.
+        env: environment variables every worker gets, on top of this
+            process's (names starting with ``PYCREW_`` are pycrew's own).
         retry_crashes: run a task that crashed its worker again by itself:
             ``crashes_max`` attempts here (at least one), then down the
             ``backup`` chain, until it succeeds or the chain ends. The record
             says how many attempts it took (``attempts``) and where it ran.
     """
     return Controller(
-        LocalLauncher(log_directory=log_directory, log_join=log_join, log_bytes_max=log_bytes_max),
+        LocalLauncher(
+            log_directory=log_directory,
+            log_join=log_join,
+            log_bytes_max=log_bytes_max,
+            python=python,
+        ),
         name=name,
         workers=workers,
         host=host,
@@ -121,4 +133,5 @@ def local_controller(
         metrics=metrics,
         backup=backup,
         retry_crashes=retry_crashes,
+        env=env,
     )

@@ -19,7 +19,7 @@ from .launchers._slurm import JOB_PREFIX, run_command
 
 if TYPE_CHECKING:
     import os
-    from collections.abc import Iterable, Sequence
+    from collections.abc import Iterable, Mapping, Sequence
 
     from ._metrics import Metrics
     from ._tls import TLS
@@ -82,6 +82,7 @@ def slurm_controller(
     metrics: Metrics | None = None,
     backup: Controller | None = None,
     retry_crashes: bool = False,
+    env: Mapping[str, str] | None = None,
 ) -> Controller:
     """A controller whose workers are SLURM jobs, submitted as job arrays.
 
@@ -145,6 +146,7 @@ def slurm_controller(
         metrics=metrics,
         backup=backup,
         retry_crashes=retry_crashes,
+        env=env,
     )
 
 

@@ -29,6 +29,7 @@ class LocalLauncher(Launcher):
             (``<worker id>.log``), or ``None`` to discard it.
         log_join: one file for stdout and stderr together (``True``), or
             ``<id>-stdout.log`` and ``<id>-stderr.log``.
+        python: the interpreter workers run, instead of this process's.
         log_bytes_max: a log file that grows past this many bytes is moved
             to ``<file>.1`` (replacing the one before) and starts afresh, so
             a worker's logs take at most about twice this; ``None``: no cap.
@@ -39,6 +40,7 @@ class LocalLauncher(Launcher):
         log_directory: str | os.PathLike[str] | None = None,
         log_join: bool = True,
         log_bytes_max: int | None = LOG_BYTES_MAX,
+        python: str | os.PathLike[str] | None = None,
     ) -> None:
         if log_directory is not None and not str(log_directory):
             raise ArgumentError("log_directory must be None or a non-empty path")
@@ -47,6 +49,9 @@ class LocalLauncher(Launcher):
         self.log_directory = Path(log_directory).expanduser() if log_directory else None
         self.log_join = log_join
         self.log_bytes_max = check_log_bytes(log_bytes_max)
+        if python is not None and not str(python):
+            raise ArgumentError("python must be None or the path of an interpreter")
+        self.python = os.fspath(python) if python is not None else None
 
     def _streams(self, worker_id: str) -> tuple[Any, Any, list[IO[bytes]]]:
         if self.log_directory is None:
@@ -70,10 +75,13 @@ class LocalLauncher(Launcher):
         env[PARENT_ENV] = str(os.getpid())
         if self.log_bytes_max is not None:
             env[BYTES_ENV] = str(self.log_bytes_max)
+        command = list(spec.command)
+        if self.python is not None:
+            command[0] = self.python
         stdout, stderr, files = self._streams(spec.worker_id)
         try:
             return subprocess.Popen(
-                spec.command,
+                command,
                 env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=stdout,
