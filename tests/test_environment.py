@@ -94,3 +94,18 @@ def test_local_workers_run_the_python_they_are_given(tmp_path: Path) -> None:
     missing = pycrew.local_controller(workers=1, python=tmp_path / "no-such-python")
     with missing, pytest.raises(pycrew.LaunchError, match="no-such-python"):
         missing.push(tasks.add, 1, 1).result(timeout=WAIT)
+
+
+def test_a_log_folder_is_made_or_refused_when_the_controller_is_made(tmp_path: Path) -> None:
+    from pycrew.launchers import SlurmLauncher
+
+    SlurmLauncher(log_output=str(tmp_path / "logs" / "%A_%a.out"))
+    assert (tmp_path / "logs").is_dir()  # the README's example no longer kills every job
+    pycrew.local_controller(log_directory=tmp_path / "worker-logs")
+    assert (tmp_path / "worker-logs").is_dir()
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(pycrew.ArgumentError, match="log_error: cannot make the folder"):
+        SlurmLauncher(log_error=str(blocker / "logs" / "%j.err"))
+    with pytest.raises(pycrew.ArgumentError, match="log_directory: cannot make"):
+        pycrew.local_controller(log_directory=blocker / "logs")

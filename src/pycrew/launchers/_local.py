@@ -47,6 +47,17 @@ class LocalLauncher(Launcher):
         if not isinstance(log_join, bool):
             raise ArgumentTypeError("log_join must be True or False")
         self.log_directory = Path(log_directory).expanduser() if log_directory else None
+        if self.log_directory is not None:
+            # at once, not in the first launch: a folder that cannot be made is
+            # the user's to fix, not a worker that never comes
+            try:
+                self.log_directory.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise ArgumentError(
+                    f"log_directory: cannot make {str(self.log_directory)!r}: {exc.strerror}"
+                ) from exc
+            if not os.access(self.log_directory, os.W_OK):
+                raise ArgumentError(f"log_directory {str(self.log_directory)!r} is not writable")
         self.log_join = log_join
         self.log_bytes_max = check_log_bytes(log_bytes_max)
         if python is not None and not str(python):

@@ -168,6 +168,8 @@ class SlurmLauncher(Launcher):
         for label, value in (("log_output", log_output), ("log_error", log_error)):
             if value is not None and (not isinstance(value, str) or not value):
                 raise ArgumentError(f"{label} must be a path (a non-empty string) or None")
+            if value is not None:
+                _make_log_folder(label, value)
         if python is not None and (not isinstance(python, str) or not python):
             raise ArgumentError(f"python must be a path to an interpreter, got {python!r}")
         if not isinstance(array, bool):
@@ -386,3 +388,16 @@ class SlurmLauncher(Launcher):
             self._token = secrets.token_hex(4)
             self._ended.clear()
             self._asked = set()
+
+
+def _make_log_folder(label: str, pattern: str) -> None:
+    """Make the folder of a job log now: SLURM cannot start a job whose log it cannot open."""
+    folder = os.path.dirname(os.path.expanduser(pattern))
+    if not folder or "%" in folder:
+        return  # the submit folder itself, or a folder SLURM names per job
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as exc:
+        raise ArgumentError(f"{label}: cannot make the folder {folder!r}: {exc.strerror}") from exc
+    if not os.access(folder, os.W_OK):
+        raise ArgumentError(f"{label}: the folder {folder!r} is not writable")
