@@ -321,3 +321,14 @@ def deaf_hold_gil(seconds: int) -> int:
     """Ignore SIGTERM, then sit in C with the GIL held."""
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     return hold_gil(seconds)
+
+
+def flaky(path: str, failures: int, kind: str = "OSError") -> float:
+    """Raise ``kind`` the first ``failures`` times (counted in a file), then draw a number."""
+    with open(path, "a+") as count:
+        count.seek(0)
+        runs = len(count.read())
+        count.write(".")
+    if runs < failures:
+        raise {"OSError": OSError, "ValueError": ValueError}[kind](f"run {runs + 1} failed")
+    return random.random()

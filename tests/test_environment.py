@@ -109,3 +109,46 @@ def test_a_log_folder_is_made_or_refused_when_the_controller_is_made(tmp_path: P
         SlurmLauncher(log_error=str(blocker / "logs" / "%j.err"))
     with pytest.raises(pycrew.ArgumentError, match="log_directory: cannot make"):
         pycrew.local_controller(log_directory=blocker / "logs")
+
+
+def test_a_transient_error_is_retried_on_the_worker(tmp_path: Path) -> None:
+    with pycrew.local_controller(workers=1) as ctl:
+        record = ctl.push(tasks.flaky, str(tmp_path / "a"), 2, retries=2, retry_on=OSError).record(
+            timeout=WAIT
+        )
+        assert record.status is pycrew.Status.SUCCESS
+        assert record.attempts == 3
+        assert record.warnings is None  # asked-for retries are no warning
+        # not one of retry_on: the first error stands
+        other = ctl.push(
+            tasks.flaky, str(tmp_path / "b"), 1, "ValueError", retries=3, retry_on=OSError
+        )
+        with pytest.raises(ValueError, match="run 1 failed"):
+            other.result(timeout=WAIT)
+        assert other.record().attempts == 1
+        # retries run out: the last error is the record's
+        spent = ctl.push(tasks.flaky, str(tmp_path / "c"), 5, retries=2, retry_on=(OSError,))
+        with pytest.raises(OSError, match="run 3 failed"):
+            spent.result(timeout=WAIT)
+        assert spent.record().attempts == 3
+
+
+def test_retries_default_per_controller_and_reseed_each_attempt(tmp_path: Path) -> None:
+    values = []
+    for run in range(2):
+        with pycrew.local_controller(workers=1, retries=1, retry_on=OSError) as ctl:
+            records = ctl.map(
+                tasks.flaky,
+                iterate={
+                    "path": [str(tmp_path / f"{run}-{i}") for i in range(3)],
+                    "failures": [1, 0, 1],
+                },
+                seed=7,
+            )
+        assert [r.attempts for r in records] == [2, 1, 2]
+        values.append([r.result for r in records])
+    assert values[0] == values[1]  # the retried attempts drew the same numbers
+    with pytest.raises(pycrew.ArgumentTypeError, match="retry_on"):
+        pycrew.local_controller(retry_on="OSError")  # type: ignore[arg-type]
+    with pytest.raises(pycrew.ArgumentError, match="retries"):
+        pycrew.local_controller(retries=-1)

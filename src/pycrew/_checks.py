@@ -254,3 +254,14 @@ def check_env(env: object) -> dict[str, str]:
             raise ArgumentError(f"env[{key!r}]: variables named PYCREW_* are pycrew's own")
         out[key] = value
     return out
+
+
+def check_retries(retries: object, retry_on: object) -> tuple[int, Any]:
+    """How often a task that raises runs again, and for which exception types."""
+    count = check_int("retries", retries, 0)
+    kinds = retry_on if isinstance(retry_on, tuple) else (retry_on,)
+    if not kinds or not all(isinstance(k, type) and issubclass(k, BaseException) for k in kinds):
+        raise ArgumentTypeError(
+            f"retry_on must be an exception class or a tuple of them, got {retry_on!r}"
+        )
+    return count, retry_on

@@ -45,6 +45,7 @@ from ._checks import (
     check_intervals,
     check_name,
     check_port,
+    check_retries,
     check_seconds,
     check_seed,
 )
@@ -56,7 +57,6 @@ from ._errors import (
     CrewError,
     CrewWarning,
 )
-from ._futures import TaskFuture
 from ._metrics import Metrics
 from ._records import Records, RecordViews
 from ._scaler import Scaler
@@ -70,10 +70,12 @@ if TYPE_CHECKING:
     from types import TracebackType
 
     from ._executor import Executor
+    from ._futures import TaskFuture
 
 log = logging.getLogger("pycrew")
 T = TypeVar("T")
 MapErrorMode = Literal["stop", "fast", "warn", "silent"]
+RetryOn = type[BaseException] | tuple[type[BaseException], ...]
 MAP_ERROR_MODES = ("stop", "fast", "warn", "silent")
 
 
@@ -120,6 +122,8 @@ class Controller(RecordViews):
         backup: Controller | None = None,
         retry_crashes: bool = False,
         env: Mapping[str, str] | None = None,
+        retries: int = 0,
+        retry_on: RetryOn = Exception,
     ) -> None:
         name = check_name(secrets.token_hex(4) if name is None else name)
         self.workers = check_int("workers", workers, 1)
@@ -162,6 +166,8 @@ class Controller(RecordViews):
         self.retry_crashes = check_flag("retry_crashes", retry_crashes)
         #: environment variables every worker gets, on top of what it inherits
         self.env = check_env(env)
+        #: how often a task that raises one of ``retry_on`` runs again (default per task)
+        self.retries, self.retry_on = check_retries(retries, retry_on)
         if not isinstance(launcher, Launcher):
             raise ArgumentTypeError("launcher must be a pycrew.launchers.Launcher")
         self.name = name
@@ -412,6 +418,8 @@ class Controller(RecordViews):
         globals: Mapping[str, Any] | None = ...,
         seed: int | None = ...,
         seconds_timeout: float | None = ...,
+        retries: int | None = ...,
+        retry_on: RetryOn | None = ...,
         **kwargs: Any,
     ) -> TaskFuture[T]: ...
     @overload
@@ -425,6 +433,8 @@ class Controller(RecordViews):
         globals: Mapping[str, Any] | None = ...,
         seed: int | None = ...,
         seconds_timeout: float | None = ...,
+        retries: int | None = ...,
+        retry_on: RetryOn | None = ...,
     ) -> TaskFuture[Any]: ...
 
     def push(
@@ -437,6 +447,8 @@ class Controller(RecordViews):
         globals: Mapping[str, Any] | None = None,
         seed: int | None = None,
         seconds_timeout: float | None = None,
+        retries: int | None = None,
+        retry_on: RetryOn | None = None,
         **kwargs: Any,
     ) -> TaskFuture[T]:
         """Submit one task and return its future at once.
@@ -453,6 +465,9 @@ class Controller(RecordViews):
             seed: seeds ``random`` (and numpy's global generator) for this task.
             seconds_timeout: the task ends as ``"timeout"`` this many seconds
                 after the push, queued or running.
+            retries, retry_on: run the task again on its worker, up to
+                ``retries`` more times, when it raises one of ``retry_on``
+                (default: the controller's, 0 and ``Exception``).
             **kwargs: keyword arguments for ``fn``.
 
         Raises:
@@ -476,36 +491,20 @@ class Controller(RecordViews):
                 globals=globals,
                 seed=seed,
                 seconds_timeout=seconds_timeout,
+                retries=retries,
+                retry_on=retry_on,
                 **kwargs,
             )
-        return self._push(fn, args, kwargs, name, data, globals, seed, seconds_timeout)
+        return self._push(
+            fn, args, kwargs, name, data, globals, seed, seconds_timeout, retries, retry_on
+        )
 
     def _walk(self, *args: Any, **kwargs: Any) -> list[TaskFuture[Any]]:
         return _push.walk(self, *args, **kwargs)
 
-    def _push(
-        self,
-        fn: Callable[..., T] | str,
-        args: Sequence[Any],
-        kwargs: Mapping[str, Any],
-        name: str | None = None,
-        data: Mapping[str, Any] | None = None,
-        globals: Mapping[str, Any] | None = None,
-        seed: int | None = None,
-        seconds_timeout: float | None = None,
-        owned: bool = False,
-    ) -> TaskFuture[T]:
-        self.start()
-        self._raise_failure()
-        self._prune()
-        with self._lock:  # the name check and the insertion, as one step
-            task = _push.make_task(
-                self, fn, args, kwargs, name, data, globals, seed, seconds_timeout
-            )
-            task.owned = owned
-            future: TaskFuture[T] = TaskFuture(self, task)
-            self._submit([task])
-        return future
+    def _push(self, *args: Any, **kwargs: Any) -> TaskFuture[Any]:
+        """One task, as ``_push.push_one`` makes it (a hook for other controllers)."""
+        return _push.push_one(self, *args, **kwargs)
 
     def _submit(self, tasks: list[Task]) -> None:
         dispatcher = self._running()
@@ -528,6 +527,8 @@ class Controller(RecordViews):
         names: str | Sequence[str] | None = ...,
         seed: int | None = ...,
         seconds_timeout: float | None = ...,
+        retries: int | None = ...,
+        retry_on: RetryOn | None = ...,
         progress: bool = ...,
     ) -> list[TaskFuture[T]]: ...
     @overload
@@ -542,6 +543,8 @@ class Controller(RecordViews):
         names: str | Sequence[str] | None = ...,
         seed: int | None = ...,
         seconds_timeout: float | None = ...,
+        retries: int | None = ...,
+        retry_on: RetryOn | None = ...,
         progress: bool = ...,
     ) -> list[TaskFuture[Any]]: ...
 
@@ -556,6 +559,8 @@ class Controller(RecordViews):
         names: str | Sequence[str] | None = None,
         seed: int | None = None,
         seconds_timeout: float | None = None,
+        retries: int | None = None,
+        retry_on: RetryOn | None = None,
         progress: bool = False,
     ) -> list[TaskFuture[T]]:
         """Push one task per input without waiting; futures come back in input order.
@@ -569,7 +574,17 @@ class Controller(RecordViews):
         that advances as these tasks end.
         """
         futures = self._walk(
-            fn, iterable, iterate, data, globals, names, seed, seconds_timeout, owned=False
+            fn,
+            iterable,
+            iterate,
+            data,
+            globals,
+            names,
+            seed,
+            seconds_timeout,
+            False,
+            retries,
+            retry_on,
         )
         if check_flag("progress", progress):
             _push.follow_progress(futures)
@@ -586,6 +601,8 @@ class Controller(RecordViews):
         names: str | Sequence[str] | None = None,
         seed: int | None = None,
         seconds_timeout: float | None = None,
+        retries: int | None = None,
+        retry_on: RetryOn | None = None,
         error: MapErrorMode = "stop",
         warnings: bool = True,
         progress: bool = False,
@@ -611,7 +628,17 @@ class Controller(RecordViews):
             raise ArgumentError(f"error must be one of {MAP_ERROR_MODES}, got {error!r}")
         check_flag("progress", progress)
         futures = self._walk(
-            fn, iterable, iterate, data, globals, names, seed, seconds_timeout, owned=True
+            fn,
+            iterable,
+            iterate,
+            data,
+            globals,
+            names,
+            seed,
+            seconds_timeout,
+            True,
+            retries,
+            retry_on,
         )
         try:
             _push.wait_for(self, futures, progress, error == "fast")
@@ -631,6 +658,8 @@ class Controller(RecordViews):
         names: str | Sequence[str] | None = None,
         seed: int | None = None,
         seconds_timeout: float | None = None,
+        retries: int | None = None,
+        retry_on: RetryOn | None = None,
         error: MapErrorMode = "stop",
         warnings: bool = True,
     ) -> list[TaskResult]:
@@ -644,7 +673,17 @@ class Controller(RecordViews):
         if error not in MAP_ERROR_MODES:
             raise ArgumentError(f"error must be one of {MAP_ERROR_MODES}, got {error!r}")
         futures = self._walk(
-            fn, iterable, iterate, data, globals, names, seed, seconds_timeout, owned=True
+            fn,
+            iterable,
+            iterate,
+            data,
+            globals,
+            names,
+            seed,
+            seconds_timeout,
+            True,
+            retries,
+            retry_on,
         )
         try:
             await wait_futures(self, futures, error == "fast")

@@ -1,7 +1,7 @@
 """Runs one task inside a worker and turns whatever happens into a result tuple.
 
 The tuple is ``(status, value, error, trace, warnings, seconds, seed,
-memory_peak, cpu_seconds)``; the controller adds the name, command and worker
+memory_peak, cpu_seconds, attempts)``; the controller adds the name, command and worker
 details when it builds the ``TaskResult``.
 """
 
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
         int | None,
         int | None,
         float | None,
+        int,
     ]
 
 TEXT_MAX = 2048
@@ -281,6 +282,14 @@ def _restore_process(cwd: str | None, environ: dict[str, str], path: list[str]) 
         sys.path[:] = path
 
 
+def attempt_seed(seed: int, attempt: int) -> int:
+    """The seed of a task's attempt past the first: derived from the task's and the attempt."""
+    import hashlib
+
+    digest = hashlib.sha256(f"{seed}\0attempt {attempt}".encode()).digest()
+    return int.from_bytes(digest[:4], "little")
+
+
 def _seed_all(seed: int) -> tuple[Any, Any]:
     saved_random = random.getstate()
     random.seed(seed)
@@ -314,6 +323,9 @@ def evaluate(
     Items after the first seven (the task's name, say) are for the worker, not here.
     """
     kind, target, args, kwargs, data, task_globals, seed = payload[:7]
+    # retries and retry_on, when the pusher asked for any (items 8 and 9)
+    retries, retry_on = payload[8:10] if len(payload) > 9 else (0, Exception)
+    attempts = 1
     main = sys.modules["__main__"].__dict__
     spaces: list[dict[str, Any]] = [main]
     if kind == CALLABLE:
@@ -356,11 +368,24 @@ def evaluate(
         try:
             interruptible.active = True
             try:
-                if kind == CODE:
-                    value = _run_code(target, main)
-                else:
-                    call: Callable[..., Any] = target
-                    value = call(*args, **kwargs)
+                while True:
+                    try:
+                        if kind == CODE:
+                            value = _run_code(target, main)
+                        else:
+                            call: Callable[..., Any] = target
+                            value = call(*args, **kwargs)
+                        break
+                    except Exception as exc:
+                        if attempts > retries or not isinstance(exc, retry_on):
+                            raise
+                        # a transient error the caller asked to retry: once more,
+                        # reseeded from (seed, attempt) so a rerun draws the same
+                        # asked for: the log says so, the record counts attempts
+                        print(f"Retry: attempt {attempts} raised {describe(exc)}", file=sys.stderr)
+                        attempts += 1
+                        if seed is not None:
+                            _seed_all(attempt_seed(seed, attempts))
             finally:
                 interruptible.active = False
                 # here, before a traceback is formatted: that is pycrew's work
@@ -404,4 +429,4 @@ def evaluate(
         if cleanup.garbage_collection:
             gc.collect()
     joined = _clip(". ".join(caught)) if caught else None
-    return status, value, error, trace, joined, seconds, seed, memory_peak, cpu_seconds
+    return status, value, error, trace, joined, seconds, seed, memory_peak, cpu_seconds, attempts

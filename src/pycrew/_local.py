@@ -46,6 +46,8 @@ def local_controller(
     backup: Controller | None = None,
     retry_crashes: bool = False,
     env: Mapping[str, str] | None = None,
+    retries: int = 0,
+    retry_on: type[BaseException] | tuple[type[BaseException], ...] = Exception,
 ) -> Controller:
     """A controller whose workers are subprocesses of this machine.
 
@@ -97,6 +99,10 @@ def local_controller(
             must have pycrew installed, in the same version.
         env: environment variables every worker gets, on top of this
             process's (names starting with ``PYCREW_`` are pycrew's own).
+        retries, retry_on: a task that raises one of ``retry_on`` runs again
+            on its worker, up to ``retries`` more times (each push or map
+            may say otherwise); attempt n is reseeded from the task's seed
+            and n, and the record counts the attempts.
         retry_crashes: run a task that crashed its worker again by itself:
             ``crashes_max`` attempts here (at least one), then down the
             ``backup`` chain, until it succeeds or the chain ends. The record
@@ -134,4 +140,6 @@ def local_controller(
         backup=backup,
         retry_crashes=retry_crashes,
         env=env,
+        retries=retries,
+        retry_on=retry_on,
     )

@@ -25,6 +25,7 @@ from . import _wire
 from ._checks import (
     blame,
     check_mapping,
+    check_retries,
     check_seconds,
     check_seed,
     command_text,
@@ -59,6 +60,8 @@ def walk(
     seed: int | None,
     seconds_timeout: float | None,
     owned: bool,
+    retries: int | None = None,
+    retry_on: Any = None,
 ) -> list[TaskFuture[T]]:
     inputs = task_inputs(iterable, iterate)
     count = len(inputs)
@@ -86,13 +89,51 @@ def walk(
             else:
                 merged, args, kwargs = data, (item[0],), {}
             task = make_task(
-                ctl, fn, args, kwargs, names_list[i], merged, globals, task_seed, seconds_timeout
+                ctl,
+                fn,
+                args,
+                kwargs,
+                names_list[i],
+                merged,
+                globals,
+                task_seed,
+                seconds_timeout,
+                retries,
+                retry_on,
             )
             task.owned = owned
             tasks.append(task)
         futures: list[TaskFuture[T]] = [TaskFuture(ctl, task) for task in tasks]
         ctl._submit(tasks)
     return futures
+
+
+def push_one(
+    ctl: Controller,
+    fn: Callable[..., T] | str,
+    args: Sequence[Any],
+    kwargs: Mapping[str, Any],
+    name: str | None = None,
+    data: Mapping[str, Any] | None = None,
+    globals: Mapping[str, Any] | None = None,
+    seed: int | None = None,
+    seconds_timeout: float | None = None,
+    retries: int | None = None,
+    retry_on: Any = None,
+    owned: bool = False,
+) -> TaskFuture[T]:
+    """Check, pickle and submit one task; its future."""
+    ctl.start()
+    ctl._raise_failure()
+    ctl._prune()
+    with ctl._lock:  # the name check and the insertion, as one step
+        task = make_task(
+            ctl, fn, args, kwargs, name, data, globals, seed, seconds_timeout, retries, retry_on
+        )
+        task.owned = owned
+        future: TaskFuture[T] = TaskFuture(ctl, task)
+        ctl._submit([task])
+    return future
 
 
 def make_task(
@@ -105,6 +146,8 @@ def make_task(
     task_globals: Mapping[str, Any] | None,
     seed: int | None,
     seconds_timeout: float | None,
+    retries: int | None = None,
+    retry_on: Any = None,
 ) -> Task:
     if name is None:
         # a random prefix per controller plus a counter: unique, and it
@@ -124,6 +167,12 @@ def make_task(
         check_seconds("seconds_timeout", seconds_timeout)
     if seed is None and ctl.seed is not None:
         seed = derived_seed(ctl.seed, name)
+    retries, retry_on = check_retries(
+        ctl.retries if retries is None else retries,
+        ctl.retry_on if retry_on is None else retry_on,
+    )
+    # the worker runs a task that raises one of retry_on up to retries more times
+    retry: tuple[Any, ...] = (retries, retry_on) if retries else ()
     payload: tuple[Any, ...]
     if isinstance(fn, str):
         if args or kwargs:
@@ -134,13 +183,23 @@ def make_task(
             compile(fn, "<pycrew task>", "exec")
         except SyntaxError as exc:
             raise ArgumentError(f"task {name!r} is not valid Python: {exc}") from exc
-        payload = (CODE, fn, (), {}, data, task_globals, seed, name)
+        payload = (CODE, fn, (), {}, data, task_globals, seed, name, *retry)
         command = fn
     elif callable(fn):
         clash = set(data) & set(kwargs)
         if clash:
             raise ArgumentError(f"{sorted(clash)} given both in data= and as keyword arguments")
-        payload = (CALLABLE, fn, tuple(args), {**data, **kwargs}, {}, task_globals, seed, name)
+        payload = (
+            CALLABLE,
+            fn,
+            tuple(args),
+            {**data, **kwargs},
+            {},
+            task_globals,
+            seed,
+            name,
+            *retry,
+        )
         command = command_text(fn)
     else:
         raise ArgumentTypeError(

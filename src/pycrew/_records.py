@@ -79,6 +79,7 @@ class Records:
         value = trace = warned = seconds = None
         memory: int | None = None
         cpu: float | None = None
+        retried = 0
         seed = task.seed
         raw = task.raw
         if task.outcome is not None:
@@ -94,8 +95,10 @@ class Records:
                 outcome = _wire.loads(memoryview(meta)[_wire.RESULT_HEAD.size :], bufs)
                 status_text, value, error, trace, warned, seconds, seed, *usage = outcome
                 status = _STATUSES[status_text]
-                if len(usage) == 2:  # peak resident bytes and CPU seconds, where measured
-                    memory, cpu = usage
+                if len(usage) >= 2:  # peak resident bytes and CPU seconds, where measured
+                    memory, cpu = usage[:2]
+                if len(usage) >= 3:  # runs on the worker: retries of raised errors
+                    retried = int(usage[2]) - 1
             except KeyboardInterrupt:
                 raise  # the user's own interrupt: the raw result stays for a later try
             except BaseException as exc:  # the result's own code may raise anything
@@ -129,7 +132,7 @@ class Records:
             worker.host if worker else None,
             memory,
             cpu,
-            task.attempts,
+            task.attempts + retried,
         )
         if task.record is None:  # another thread may have built it meanwhile
             task.record = record

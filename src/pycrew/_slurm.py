@@ -83,6 +83,8 @@ def slurm_controller(
     backup: Controller | None = None,
     retry_crashes: bool = False,
     env: Mapping[str, str] | None = None,
+    retries: int = 0,
+    retry_on: type[BaseException] | tuple[type[BaseException], ...] = Exception,
 ) -> Controller:
     """A controller whose workers are SLURM jobs, submitted as job arrays.
 
@@ -147,6 +149,8 @@ def slurm_controller(
         backup=backup,
         retry_crashes=retry_crashes,
         env=env,
+        retries=retries,
+        retry_on=retry_on,
     )
 
 
