@@ -64,11 +64,10 @@ class _Completed:
     """What :func:`as_completed` returns: a plain and an async iterator."""
 
     def __init__(
-        self, futures: Iterable[concurrent.futures.Future[Any]], timeout: float | None, total: int
+        self, futures: Iterable[concurrent.futures.Future[Any]], timeout: float | None
     ) -> None:
         self._futures = list(dict.fromkeys(futures))
         self._timeout = timeout
-        self._total = total
 
     def __iter__(self) -> Iterator[concurrent.futures.Future[Any]]:
         try:
@@ -119,7 +118,7 @@ def as_completed(
     futures = list(futures)
     if timeout is not None and (isinstance(timeout, bool) or not timeout >= 0):
         raise ArgumentError(f"timeout must be None or a number >= 0, got {timeout!r}")
-    completed = _Completed(futures, timeout, len(futures))
+    completed = _Completed(futures, timeout)
     return _Progressed(completed, len(futures)) if progress else completed
 
 

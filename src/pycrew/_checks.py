@@ -6,7 +6,6 @@ that says what to do, and has no side effects beyond a warning.
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import math
 import re
@@ -51,11 +50,6 @@ def command_text(fn: Any) -> str:
     if qualname is None:
         return repr(fn)
     return f"{module}.{qualname}" if module and module != "builtins" else str(qualname)
-
-
-def derived_seed(seed: int, key: str) -> int:
-    digest = hashlib.sha256(f"{seed}\0{key}".encode()).digest()
-    return int.from_bytes(digest[:4], "little")
 
 
 def check_mapping(label: str, value: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -282,11 +282,11 @@ def _restore_process(cwd: str | None, environ: dict[str, str], path: list[str]) 
         sys.path[:] = path
 
 
-def attempt_seed(seed: int, attempt: int) -> int:
-    """The seed of a task's attempt past the first: derived from the task's and the attempt."""
+def derived_seed(seed: int, key: str) -> int:
+    """A seed derived from another and a key (a task's name, an input's index, an attempt)."""
     import hashlib
 
-    digest = hashlib.sha256(f"{seed}\0attempt {attempt}".encode()).digest()
+    digest = hashlib.sha256(f"{seed}\0{key}".encode()).digest()
     return int.from_bytes(digest[:4], "little")
 
 
@@ -385,7 +385,7 @@ def evaluate(
                         print(f"Retry: attempt {attempts} raised {describe(exc)}", file=sys.stderr)
                         attempts += 1
                         if seed is not None:
-                            _seed_all(attempt_seed(seed, attempts))
+                            _seed_all(derived_seed(seed, f"attempt {attempts}"))
             finally:
                 interruptible.active = False
                 # here, before a traceback is formatted: that is pycrew's work

@@ -18,7 +18,6 @@ import itertools
 import logging
 import math
 import time
-import warnings
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import _wire
@@ -29,13 +28,13 @@ from ._checks import (
     check_seconds,
     check_seed,
     command_text,
-    derived_seed,
     task_inputs,
     task_names,
 )
-from ._errors import ArgumentError, ArgumentTypeError, CrashLimitError, CrewWarning, TaskError
-from ._evaluate import CALLABLE, CODE
+from ._errors import ArgumentError, ArgumentTypeError, CrashLimitError, TaskError
+from ._evaluate import CALLABLE, CODE, derived_seed
 from ._futures import TaskFuture
+from ._records import warn_caller
 from ._task import DONE, Status, Task
 from ._wire import Kind
 
@@ -305,7 +304,7 @@ def finish_map(
     failed = [r for r in records if r.status is not Status.SUCCESS]
     warned = [r for r in records if r.warnings is not None]
     if warnings and warned:
-        _warn(f"{len(warned)} task(s) raised warnings. First: {warned[0].warnings}")
+        warn_caller(f"{len(warned)} task(s) raised warnings. First: {warned[0].warnings}")
     if failed and error != "silent":
         first = failed_first.record() if failed_first is not None else failed[0]
         message = (
@@ -316,7 +315,7 @@ def finish_map(
             ctl.error = records
             cause = failed_first._failure(first) if failed_first is not None else None
             raise TaskError(message, records) from cause
-        _warn(message)
+        warn_caller(message)
     return records
 
 
@@ -365,11 +364,6 @@ def follow_progress(futures: list[TaskFuture[Any]]) -> None:
 
     for future in futures:
         future.add_done_callback(ended)
-
-
-def _warn(message: str) -> None:
-    # the user's map() call is four frames up: map, finish_map, here, warn
-    warnings.warn(message, CrewWarning, stacklevel=4)
 
 
 def _deadline(seconds: float | None) -> float | None:

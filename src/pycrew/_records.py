@@ -413,8 +413,9 @@ def _react(records: list[TaskResult], error: str | None) -> None:
     message = f"task {failed[0].name!r} ended with status {failed[0].status}: {failed[0].error}"
     if error == "stop":
         raise TaskError(message, records)
-    _warn(message)
+    warn_caller(message)
 
 
-def _warn(message: str) -> None:
+def warn_caller(message: str) -> None:
+    """Warn at the user's call: pop/collect/map, then one pycrew helper, are above here."""
     warnings.warn(message, CrewWarning, stacklevel=4)
