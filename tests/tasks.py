@@ -332,3 +332,83 @@ def flaky(path: str, failures: int, kind: str = "OSError") -> float:
     if runs < failures:
         raise {"OSError": OSError, "ValueError": ValueError}[kind](f"run {runs + 1} failed")
     return random.random()
+
+
+def get_global(name: str) -> tuple[int, object]:
+    """This worker's pid and the value of ``__main__.<name>`` (None when unset)."""
+    import __main__
+
+    return os.getpid(), getattr(__main__, name, None)
+
+
+def append_pid(path: str) -> None:
+    """A setup step that leaves a line per run: the worker's pid."""
+    with open(path, "a") as out:
+        out.write(f"{os.getpid()}\n")
+
+
+def shared_facts(obj: object) -> tuple[int, int, int]:
+    """What a task sees of a shared object: its worker, its identity, and its size."""
+    import numpy
+
+    assert isinstance(obj, numpy.ndarray)
+    return os.getpid(), id(obj), int(obj.sum())
+
+
+def shared_keys() -> list[int]:
+    """The shared objects this worker holds."""
+    from pycrew import _setup
+
+    return sorted(_setup.SHARED)
+
+
+def bytes_read() -> tuple[int, int]:
+    """This worker's pid and how many bytes it has read (sockets included)."""
+    with open("/proc/self/io") as io:
+        for line in io:
+            if line.startswith("rchar:"):
+                return os.getpid(), int(line.split()[1])
+    raise RuntimeError("no rchar in /proc/self/io")
+
+
+def crash_once_then(path: str, value: object) -> object:
+    """Kill the worker the first time (leaving ``path``), then return ``value``."""
+    if not os.path.exists(path):
+        open(path, "w").close()
+        os.kill(os.getpid(), signal.SIGKILL)
+    return value
+
+
+def shout(text: str) -> str:
+    """Print to stdout and stderr, one line in pieces, and return ``text``."""
+    import sys
+
+    print(f"out: {text}")
+    print(f"err: {text}", file=sys.stderr)
+    sys.stdout.write("in ")
+    sys.stdout.write("pieces\n")
+    return text
+
+
+class Point:
+    """A type with a serializer of its own in the tests: ``via`` says how it travelled."""
+
+    def __init__(self, x: float, y: float, via: str = "made") -> None:
+        self.x = x
+        self.y = y
+        self.via = via
+
+
+def point_dumps(point: Point) -> bytes:
+    return f"{point.x},{point.y}".encode()
+
+
+def point_loads(data: object) -> Point:
+    x, y = bytes(data).decode().split(",")  # type: ignore[call-overload]
+    return Point(float(x), float(y), via="serializer")
+
+
+def move(points: dict[str, list[Point]], dx: float) -> tuple[list[str], list[Point]]:
+    """How each point arrived, and the points moved (to travel back the same way)."""
+    seen = [p.via for ps in points.values() for p in ps]
+    return seen, [Point(p.x + dx, p.y, via="worker") for ps in points.values() for p in ps]

@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     from ._pandas import to_pandas
     from ._plugin import controller
     from ._sequential import sequential_controller
+    from ._share import Shared
     from ._slurm import SlurmMonitor, slurm_controller
     from ._task import Status, Summary, TaskResult, WorkerSummary
     from ._tls import TLS
@@ -62,6 +63,7 @@ _HOMES = {
     "Executor": "_executor",
     "to_pandas": "_pandas",
     "sequential_controller": "_sequential",
+    "Shared": "_share",
     "ControllerGroup": "_group",
     "local_controller": "_local",
     "LocalMonitor": "_monitor",
@@ -131,6 +133,7 @@ __all__ = [
     "Metrics",
     "ProtocolError",
     "RemoteTraceback",
+    "Shared",
     "SlurmMonitor",
     "Status",
     "Summary",

@@ -24,7 +24,6 @@ import functools
 import itertools
 import logging
 import math
-import os
 import secrets
 import sys
 import threading
@@ -32,7 +31,7 @@ import warnings
 import weakref
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
-from . import _ledger, _push, _wire
+from . import _ledger, _push, _share, _wire
 from ._autoscale import Autoscaler
 from ._checks import (
     check_bytes_max,
@@ -56,7 +55,10 @@ from ._errors import (
     ClosedError,
     CrewError,
     CrewWarning,
+    LaunchError,
+    RemoteTraceback,
 )
+from ._logs import print_output
 from ._metrics import Metrics
 from ._records import Records, RecordViews
 from ._scaler import Scaler
@@ -71,6 +73,7 @@ if TYPE_CHECKING:
 
     from ._executor import Executor
     from ._futures import TaskFuture
+    from ._share import Shared
 
 log = logging.getLogger("pycrew")
 T = TypeVar("T")
@@ -124,6 +127,10 @@ class Controller(RecordViews):
         env: Mapping[str, str] | None = None,
         retries: int = 0,
         retry_on: RetryOn = Exception,
+        initializer: Callable[..., object] | None = None,
+        initargs: tuple[Any, ...] = (),
+        serializers: Mapping[type, tuple[Callable[[Any], Any], Callable[[Any], Any]]] | None = None,
+        relay_output: bool = False,
     ) -> None:
         name = check_name(secrets.token_hex(4) if name is None else name)
         self.workers = check_int("workers", workers, 1)
@@ -168,6 +175,11 @@ class Controller(RecordViews):
         self.env = check_env(env)
         #: how often a task that raises one of ``retry_on`` runs again (default per task)
         self.retries, self.retry_on = check_retries(retries, retry_on)
+        #: print what tasks print, each line after its task's name
+        self.relay_output = check_flag("relay_output", relay_output)
+        self._serializers = _share.check_serializers(serializers)
+        # what every worker runs before its first task, pickled once
+        self._setup = _share.setup_frames(self._serializers, initializer, initargs)
         if not isinstance(launcher, Launcher):
             raise ArgumentTypeError("launcher must be a pycrew.launchers.Launcher")
         self.name = name
@@ -243,27 +255,8 @@ class Controller(RecordViews):
             secret = secrets.token_bytes(32)
             self.session = secrets.token_hex(6)
             session = self.tls.session(self.host)
-            settings = {
-                "seconds_idle": None if math.isinf(self.seconds_idle) else self.seconds_idle,
-                "seconds_wall": None if math.isinf(self.seconds_wall) else self.seconds_wall,
-                "tasks_max": None if math.isinf(self.tasks_max) else int(self.tasks_max),
-                "tasks_timers": self.tasks_timers,
-                "seconds_heartbeat": self.seconds_heartbeat,
-                "reset_globals": self.reset_globals,
-                "reset_modules": self.reset_modules,
-                "garbage_collection": self.garbage_collection,
-                "reset_environment": self.reset_environment,
-                "bytes_max": self.bytes_max,
-                "metrics": self.metrics.settings() if self.metrics else None,
-            }
-            env = {**self.env, _wire.SECRET_ENV: secret.hex(), _wire.CONTROLLER_ENV: self.name}
-            # where this process imports from (its script's folder, its working
-            # directory, PYTHONPATH): workers add what exists on their host
-            env[_wire.PATH_ENV] = os.pathsep.join(_wire.import_paths())
-            if session is not None:
-                env[_wire.TRUST_ENV] = session.trust_pem
-                if session.server_name is not None:
-                    env[_wire.TLS_NAME_ENV] = session.server_name
+            settings = _share.worker_settings(self)
+            env = _share.worker_env(self, secret, session)
             try:
                 dispatcher = Dispatcher(
                     self.host,
@@ -277,6 +270,7 @@ class Controller(RecordViews):
                     bytes_max=self.bytes_max,
                     listeners=self._listeners,
                     on_crash=functools.partial(_push.retry, self) if self.retry_crashes else None,
+                    on_output=print_output if self.relay_output else None,
                     # a worker that may leave after a task must not hold another
                     prefetch=math.isinf(self.tasks_max) and math.isinf(self.seconds_wall),
                 )
@@ -288,6 +282,8 @@ class Controller(RecordViews):
                 ) from exc
             self._records.reset()
             self._env = env
+            for frame in self._setup:
+                dispatcher.add_setup(frame)
             autoscaler = Autoscaler(self.workers, self.seconds_launch)
             self._autoscaler = autoscaler
             self._dispatcher = dispatcher
@@ -392,6 +388,11 @@ class Controller(RecordViews):
         dispatcher, scaler = self._dispatcher, self._scaler
         if dispatcher is not None and dispatcher.failure is not None:
             raise CrewError("the dispatcher thread failed") from dispatcher.failure
+        if dispatcher is not None and dispatcher.broken is not None:
+            trace = dispatcher.broken_trace
+            raise LaunchError(
+                f"controller {self.name!r}: {dispatcher.broken}; it takes no more tasks"
+            ) from (RemoteTraceback(trace) if trace else None)
         if scaler is not None and scaler.failure is not None:
             failure, scaler.failure = scaler.failure, None
             raise failure
@@ -692,6 +693,34 @@ class Controller(RecordViews):
             raise
         return _push.finish_map(self, futures, error, warnings)
 
+    # ------------------------------------------------------ worker setup
+    def everywhere(self, fn: Callable[..., object], /, *args: Any, **kwargs: Any) -> None:
+        """Run ``fn(*args, **kwargs)`` on every worker: those connected now (before
+        their next task) and each that connects later, until ``terminate()``.
+
+        What ``fn`` sets as globals (``global model; model = load()``) is
+        there for every task on that worker, whatever ``reset_globals`` says.
+        A step that raises on a worker stops the controller: its unfinished
+        tasks end as ``cancel`` and later calls raise :class:`LaunchError`.
+        """
+        step = _share.call_step(fn, args, kwargs, "everywhere()'s function")
+        frame = _share.setup_frame(step, self._serializers)
+        self.start()
+        self._raise_failure()
+        self._running().add_setup(frame)
+        self._raise_failure()  # a sequential controller ran it already
+
+    def share(self, obj: T, /, name: str | None = None) -> Shared[T]:
+        """Send ``obj`` to each worker once, not with every task that uses it.
+
+        Returns a handle to pass to tasks in place of ``obj`` (as an argument,
+        in ``data=`` or ``globals=``, at any depth); on the worker it is the
+        object itself, unpickled once and kept (large arrays out of band,
+        uncopied). ``handle.drop()`` frees it everywhere; ``terminate()``
+        drops them all.
+        """
+        return _share.share(self, obj, name)
+
     # -------------------------------------------------------------- control
     def cancel(self, names: str | Iterable[str] | None = None, all: bool = False) -> None:
         """Cancel queued or running tasks; they end with status ``"cancel"``.
@@ -749,35 +778,6 @@ class Controller(RecordViews):
         from ._executor import Executor
 
         return Executor(controller=self, initializer=initializer, initargs=initargs)
-
-    # --------------------------------------------------------- observation
-    def pids(self) -> list[int]:
-        """Process ids of the connected workers."""
-        dispatcher = self._dispatcher
-        return dispatcher.worker_pids() if dispatcher is not None else []
-
-    def resolved(self) -> int:
-        """Tasks resolved since start (cumulative, cancelled ones included)."""
-        dispatcher = self._dispatcher
-        return dispatcher.completed if dispatcher is not None else 0
-
-    def unresolved(self) -> int:
-        """Tasks queued or running now."""
-        dispatcher = self._dispatcher
-        return len(dispatcher.live) if dispatcher is not None else 0
-
-    def workers_status(self) -> dict[str, int]:
-        """Workers connected now, ever connected, launching, and failed launches."""
-        dispatcher, auto = self._dispatcher, self._autoscaler
-        if dispatcher is None or auto is None:
-            return {"connected": 0, "cumulative": 0, "launching": 0, "failed": 0}
-        connections, cumulative, *_ = dispatcher.counts()
-        return {
-            "connected": connections,
-            "cumulative": cumulative,
-            "launching": len(auto.launching),
-            "failed": auto.failed,
-        }
 
 
 #: started controllers, terminated at interpreter exit if the user did not

@@ -83,6 +83,7 @@ class Conn:
         "leaving",
         "nonce",
         "out",
+        "shared",
         "sock",
         "stage",
         "tasks",
@@ -103,6 +104,8 @@ class Conn:
         self.tasks: collections.deque[Task] = collections.deque()
         self.leaving = False
         self.kill_at: float | None = None
+        #: keys of the shared objects sent to this worker: each goes at most once
+        self.shared: set[int] = set()
 
 
 class Dispatcher(Resolutions):
@@ -125,6 +128,8 @@ class Dispatcher(Resolutions):
             False to let it resolve as a crash.
         listeners: called with no argument at every resolution, under the lock:
             they must be quick and take no lock that is held while this one is.
+        on_output: called (lock let go) with ``(task name, stream, text)``
+            items: lines that tasks printed, when workers relay them.
         prefetch: let a busy worker hold up to ``PREFETCH_DEPTH`` small tasks,
             so it starts the next without waiting for a round trip. A worker that goes idle
             while another holds an unstarted task asks for it back.
@@ -144,6 +149,7 @@ class Dispatcher(Resolutions):
         prefetch: bool = False,
         listeners: list[Callable[[], None]] | None = None,
         on_crash: Callable[[Task, str], bool] | None = None,
+        on_output: Callable[[list[tuple[str, int, str]]], None] | None = None,
     ) -> None:
         super().__init__(listeners)
         self.secret = secret
@@ -176,6 +182,16 @@ class Dispatcher(Resolutions):
         self.watch: set[Conn] = set()
         self.cumulative = 0
         self.failure: BaseException | None = None
+        #: why a worker's setup failed: the controller launches and takes no more
+        self.broken: str | None = None
+        self.broken_trace: str | None = None
+        #: SETUP frames every worker gets before its first task, in order
+        self.setup: list[list[Any]] = []
+        #: SHARE frames by key, sent to a worker before the first task that uses one
+        self.shares: dict[int, list[Any]] = {}
+        #: where task output relayed by workers goes (None: it is not asked for)
+        self.on_output = on_output
+        self.output: list[tuple[str, int, str]] = []
         self.closing = False
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.listener = socket.socket(family, socket.SOCK_STREAM)
@@ -203,13 +219,41 @@ class Dispatcher(Resolutions):
         """Hand a task to a free worker right away, or queue it."""
         with self.lock:
             self.live[task.id] = task
-            if task.deadline is not None:
-                heapq.heappush(self.deadlines, (task.deadline, task.id))
-                self._wake_locked()
-            self.queue.append(task)
-            if self.idle or self.room:
-                self._drain()
-                self._flush_dirty()
+            if self.broken is not None:
+                # pushed as a worker's setup failed: it would never be handed out
+                self._resolve(task, Status.CANCEL, f"not run: {self.broken}")
+            else:
+                if task.deadline is not None:
+                    heapq.heappush(self.deadlines, (task.deadline, task.id))
+                    self._wake_locked()
+                self.queue.append(task)
+                if self.idle or self.room:
+                    self._drain()
+                    self._flush_dirty()
+        if self.broken is not None:
+            self.settle()
+
+    def add_setup(self, frame: list[Any]) -> None:
+        """A step for every worker: those connected now, and each that connects later."""
+        with self.lock:
+            self.setup.append(frame)
+            for conn in self.workers.values():
+                self._write(conn, frame)
+            self._flush_dirty()
+
+    def add_share(self, key: int, frame: list[Any]) -> None:
+        with self.lock:
+            self.shares[key] = frame
+
+    def remove_share(self, key: int) -> None:
+        """Forget a shared object here and on every worker that holds it."""
+        with self.lock:
+            self.shares.pop(key, None)
+            for conn in self.workers.values():
+                if key in conn.shared:
+                    conn.shared.discard(key)
+                    self._write(conn, _wire.encode(Kind.UNSHARE, _wire.SHARE_KEY.pack(key)))
+            self._flush_dirty()
 
     def cancel(self, tasks: list[Task], queued_only: bool = False) -> None:
         """Stop tasks; their futures settle before this returns. ``queued_only``
@@ -256,6 +300,8 @@ class Dispatcher(Resolutions):
         self.room.pop(conn, None)
         if conn.leaving or self.closing or conn.stage != _READY:
             return
+        if self.broken is not None:
+            return
         held = len(conn.tasks)
         if held == 0:
             self.idle[conn] = None
@@ -266,6 +312,13 @@ class Dispatcher(Resolutions):
         conn.tasks.append(task)
         task.state = RUNNING
         task.worker = conn.info
+        for key in task.shared:
+            if key not in conn.shared:
+                # a dropped one stays unsent: the task then fails with a clear error
+                share = self.shares.get(key)
+                if share is not None:
+                    conn.shared.add(key)
+                    self._write(conn, share)
         self._write(conn, task.frame)
 
     def _write(self, conn: Conn, pieces: list[Any]) -> None:
@@ -400,6 +453,9 @@ class Dispatcher(Resolutions):
                     self._sync_interest()
                     timeout = self._next_timeout()
                     finished, self.finished = self.finished, []
+                    output, self.output = self.output, []
+                if output and self.on_output is not None:
+                    self.on_output(output)
                 # the lock let go: callbacks may call in. The list is emptied
                 # after: this thread must hold no result while it waits in select()
                 settle_all(finished)
@@ -588,6 +644,24 @@ class Dispatcher(Resolutions):
                 given.worker = None
                 self._requeue(given)
             self._refill(conn)
+        elif kind == Kind.OUTPUT:
+            if len(meta) < _wire.OUTPUT_HEAD.size:
+                raise ProtocolError("output that names no task")
+            task_id, stream = _wire.OUTPUT_HEAD.unpack_from(meta)
+            if self.on_output is not None:
+                name = next((t.name for t in conn.tasks if t.id == task_id), "?")
+                text = meta[_wire.OUTPUT_HEAD.size :].decode("utf-8", "replace")
+                self.output.append((name, 2 if stream == 2 else 1, text))
+        elif kind == Kind.SETUP_FAILED:
+            report = _wire.parse_json(meta)
+            who = conn.info.id if conn.info else "?"
+            trace = report.get("trace")
+            self._break(
+                f"the setup of worker {who} failed: {report.get('error')}",
+                trace if isinstance(trace, str) else None,
+            )
+            conn.leaving = True
+            self._give_back(conn)
         elif kind == Kind.BYE:
             # Sent while idle: whatever is on its way to this worker never ran.
             conn.leaving = True
@@ -595,6 +669,23 @@ class Dispatcher(Resolutions):
             self._give_back(conn)
         else:
             raise ProtocolError(f"unexpected message kind {kind}")
+
+    def _break(self, why: str, trace: str | None) -> None:
+        """A setup step failed: every later worker would fail it too, so stop here.
+
+        Unfinished tasks end as ``cancel`` (nothing waits forever), workers
+        take no more tasks, and the controller refuses new ones.
+        """
+        if self.broken is not None:
+            return
+        self.broken = why
+        self.broken_trace = trace
+        log.error("pycrew: %s; the controller takes no more tasks\n%s", why, trace or "")
+        for task in list(self.live.values()):
+            self._stop(task, Status.CANCEL)
+            task.detail = f"not run: {why}"
+        self.idle.clear()
+        self.room.clear()
 
     def _requeue(self, task: Task) -> None:
         """A task that never started goes first in the queue, and on if a worker is free."""
@@ -643,6 +734,8 @@ class Dispatcher(Resolutions):
             "settings": self.settings,
         }
         self._write(conn, _wire.encode(Kind.WELCOME, _wire.json_meta(reply)))
+        for frame in self.setup:
+            self._write(conn, frame)
         pid = auth.get("pid")
         conn.info = WorkerInfo(
             worker_id, pid if isinstance(pid, int) else None, str(auth.get("host", "")) or None

@@ -14,6 +14,8 @@ import sys
 import time
 import warnings
 
+from ._setup import bring_state, keep_state, private_globals
+
 TYPE_CHECKING = False  # typing itself is slow to import, and workers start often
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -32,6 +34,8 @@ if TYPE_CHECKING:
         int,
     ]
 
+#: where pycrew's own files are: their frames are left out of a task's traceback
+_PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
 TEXT_MAX = 2048
 #: a traceback longer than this keeps its first and last halves
 TRACE_MAX = 16384
@@ -212,13 +216,13 @@ def describe(exc: BaseException) -> str:
     return _clip(f"{name}: {message}" if message else name)
 
 
-def _trace(exc: BaseException) -> str | None:
+def trace_of(exc: BaseException) -> str | None:
     """The task's traceback, from its own first frame (pycrew's frames left out)."""
     import traceback
 
     try:
         tb = exc.__traceback__
-        while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
+        while tb is not None and tb.tb_frame.f_code.co_filename.startswith(_PACKAGE):
             tb = tb.tb_next
         return _clip_trace("".join(traceback.format_exception(type(exc), exc, tb)))
     except BaseException:  # the exception's own code may raise anything
@@ -328,17 +332,12 @@ def evaluate(
     attempts = 1
     main = sys.modules["__main__"].__dict__
     spaces: list[dict[str, Any]] = [main]
-    if kind == CALLABLE:
-        # A function pickled by value carries a private globals dict; give it
-        # the task's globals too. A real module's namespace is left alone.
-        fn_globals = getattr(target, "__globals__", None)
-        module = sys.modules.get(getattr(target, "__module__", None) or "")
-        if (
-            isinstance(fn_globals, dict)
-            and fn_globals is not main
-            and (module is None or module.__dict__ is not fn_globals)
-        ):
-            spaces.append(fn_globals)
+    # A function pickled by value carries a private globals dict: it gets the
+    # worker's state and the task's globals too. A real module's is left alone.
+    fn_globals = private_globals(target, main) if kind == CALLABLE else None
+    if fn_globals is not None:
+        bring_state(fn_globals, main)
+        spaces.append(fn_globals)
     before = [set(space) for space in spaces] if cleanup.reset_globals else []
     modules_before = set(sys.modules) if cleanup.reset_modules else None
     # the working directory, environment variables and import path, as they were
@@ -396,7 +395,7 @@ def evaluate(
             value = None
         except BaseException as exc:  # SystemExit too: a task may not end its worker that way
             status, error = ERROR, describe(exc)
-            trace = _trace(exc)
+            trace = trace_of(exc)
             # the exception itself travels too, pickled apart, so the caller
             # can re-raise it as itself; the controller unpickles it only then
             value = _pickled(exc)
@@ -412,6 +411,9 @@ def evaluate(
         for text in caught:
             print(f"Warning: {text}", file=sys.stderr)
     finally:
+        if fn_globals is not None and not cleanup.reset_globals:
+            # what the task left in its globals stays for the next task
+            keep_state(fn_globals, main)
         if kind == CODE:
             for key in data:
                 main.pop(key, None)

@@ -10,7 +10,8 @@ from .launchers import LocalLauncher
 
 if TYPE_CHECKING:
     import os
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
+    from typing import Any
 
     from ._metrics import Metrics
     from ._tls import TLS
@@ -48,6 +49,10 @@ def local_controller(
     env: Mapping[str, str] | None = None,
     retries: int = 0,
     retry_on: type[BaseException] | tuple[type[BaseException], ...] = Exception,
+    initializer: Callable[..., object] | None = None,
+    initargs: tuple[Any, ...] = (),
+    serializers: Mapping[type, tuple[Callable[[Any], Any], Callable[[Any], Any]]] | None = None,
+    relay_output: bool = True,
 ) -> Controller:
     """A controller whose workers are subprocesses of this machine.
 
@@ -103,6 +108,16 @@ def local_controller(
             on its worker, up to ``retries`` more times (each push or map
             may say otherwise); attempt n is reseeded from the task's seed
             and n, and the record counts the attempts.
+        initializer, initargs: ``initializer(*initargs)`` runs once on every
+            worker before its first task; what it sets as globals stays for
+            every task there. If it raises, the controller stops: unfinished
+            tasks end as ``cancel`` and later calls raise ``LaunchError``.
+        serializers: ``{type: (dumps, loads)}``: objects of exactly that type,
+            anywhere in a task's arguments or result, travel as
+            ``dumps(obj)`` (bytes or a buffer, large ones uncopied) and come
+            back as ``loads(buffer)``.
+        relay_output: print what tasks print (``print()``, ``sys.stdout``
+            and ``sys.stderr``) here too, each line after ``[task name]``.
         retry_crashes: run a task that crashed its worker again by itself:
             ``crashes_max`` attempts here (at least one), then down the
             ``backup`` chain, until it succeeds or the chain ends. The record
@@ -142,4 +157,8 @@ def local_controller(
         env=env,
         retries=retries,
         retry_on=retry_on,
+        initializer=initializer,
+        initargs=initargs,
+        serializers=serializers,
+        relay_output=relay_output,
     )

@@ -154,3 +154,76 @@ def from_environment() -> LogCap | None:
     if 2 in capped:
         sys.stderr = _Counted(sys.stderr, cap)
     return cap
+
+
+# ------------------------------------------------------------------ relayed output
+class Relay:
+    """Sends the lines a running task prints to the controller (``relay_output``).
+
+    Only while the task's own code runs (``active()``): pycrew's lines about
+    it stay in the log. Text is held until a line ends (or piles past 8 KiB),
+    so a line printed in pieces arrives whole.
+    """
+
+    def __init__(self, send: Callable[[int, int, str], None], active: Callable[[], bool]) -> None:
+        self.send = send
+        self.active = active
+        #: the running task's id (0: none)
+        self.task_id = 0
+        self.lock = threading.Lock()
+        self.partial: dict[int, list[str]] = {1: [], 2: []}
+
+    def install(self) -> None:
+        sys.stdout = _Relayed(sys.stdout, 1, self)
+        sys.stderr = _Relayed(sys.stderr, 2, self)
+
+    def add(self, stream: int, text: str) -> None:
+        task_id = self.task_id
+        if not task_id or not text or not self.active():
+            return
+        with self.lock:
+            parts = self.partial[stream]
+            parts.append(text)
+            if "\n" not in text and sum(len(p) for p in parts) < 8192:
+                return
+            joined = "".join(parts)
+            cut = joined.rfind("\n") + 1 or len(joined)
+            self.partial[stream] = [joined[cut:]] if joined[cut:] else []
+        self.send(task_id, stream, joined[:cut])
+
+    def end(self) -> None:
+        """The task is over: send what it left without a line end."""
+        task_id, self.task_id = self.task_id, 0
+        with self.lock:
+            held = [(s, "".join(p)) for s, p in self.partial.items() if p]
+            for parts in self.partial.values():
+                parts.clear()
+        for stream, text in held:
+            if task_id:
+                self.send(task_id, stream, text)
+
+
+class _Relayed:
+    """A text stream that also hands what is written to a :class:`Relay`."""
+
+    def __init__(self, inner: Any, stream: int, relay: Relay) -> None:
+        self._inner = inner
+        self._stream = stream
+        self._relay = relay
+
+    def write(self, text: str) -> int:
+        written: int = self._inner.write(text)
+        self._relay.add(self._stream, text)
+        return written
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+def print_output(items: list[tuple[str, int, str]]) -> None:
+    """Controller side: relayed lines, each after its task's name (dispatcher thread)."""
+    for name, stream, text in items:
+        out = sys.stderr if stream == 2 else sys.stdout
+        with contextlib.suppress(Exception):  # a closed terminal must not stop the dispatcher
+            out.write("".join(f"[{name}] {line}\n" for line in text.splitlines()))
+            out.flush()

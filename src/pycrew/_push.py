@@ -35,6 +35,7 @@ from ._errors import ArgumentError, ArgumentTypeError, CrashLimitError, TaskErro
 from ._evaluate import CALLABLE, CODE, derived_seed
 from ._futures import TaskFuture
 from ._records import warn_caller
+from ._share import dumps_task
 from ._task import DONE, Status, Task
 from ._wire import Kind
 
@@ -206,7 +207,9 @@ def make_task(
         )
     task_id = next(ctl._ids)
     try:
-        body, buffers = _wire.dumps(payload)
+        body, buffers, shared = dumps_task(ctl, name, payload)
+    except ArgumentError:
+        raise
     except Exception as exc:
         raise ArgumentTypeError(f"task {name!r} cannot be pickled: {blame(payload, exc)}") from exc
     problem = _wire.too_large(_wire.TASK_ID.size + len(body), buffers, ctl.bytes_max)
@@ -215,7 +218,9 @@ def make_task(
             f"task {name!r} is {problem}: pass large data through files, or raise bytes_max"
         )
     frame = _wire.encode(Kind.TASK, _wire.TASK_ID.pack(task_id) + body, buffers)
-    return Task(task_id, name, command, frame, seed, _deadline(seconds_timeout))
+    task = Task(task_id, name, command, frame, seed, _deadline(seconds_timeout))
+    task.shared = shared
+    return task
 
 
 def retry(ctl: Controller, task: Task, detail: str) -> bool:
@@ -235,15 +240,16 @@ def retry(ctl: Controller, task: Task, detail: str) -> bool:
         dispatcher.retry(task)
         return True
     backup = ctl.backup
-    if backup is None or not adopt(backup, task):
+    if backup is None or not adopt(backup, task, dispatcher.shares):
         return False  # the chain ends here, or the name is in use there: a crash
     dispatcher.retire(task)
     ctl._forwarded.append(task)
     return True
 
 
-def adopt(ctl: Controller, task: Task) -> bool:
-    """Take over a task that crashed its workers in the controller before us."""
+def adopt(ctl: Controller, task: Task, shares: dict[int, list[Any]]) -> bool:
+    """Take over a task that crashed its workers in the controller before us
+    (``shares``: that controller's shared objects)."""
     ctl.start()
     with ctl._lock:
         if task.name in ctl._records.tasks:
@@ -253,6 +259,11 @@ def adopt(ctl: Controller, task: Task) -> bool:
         taken.small = task.small
         taken.owned = task.owned
         taken.attempts = task.attempts + 1
+        taken.shared = task.shared
+        for key in task.shared:
+            # the objects it uses go along; the backup keeps them until it stops
+            if key in shares:
+                ctl._running().add_share(key, shares[key])
         if task.future is not None:
             task.future._follow(ctl, taken)
         ctl._submit([taken])

@@ -31,6 +31,7 @@ from ._task import CODES, Status, Summary, TaskResult, WorkerSummary
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from ._autoscale import Autoscaler
     from ._dispatcher import Dispatcher
     from ._scaler import Scaler
     from ._task import Task
@@ -275,6 +276,7 @@ class RecordViews:
     _records: Records
     _dispatcher: Dispatcher | None
     _scaler: Scaler | None
+    _autoscaler: Autoscaler | None
 
     def _raise_failure(self) -> None:
         raise NotImplementedError
@@ -362,6 +364,34 @@ class RecordViews:
         # a done callback builds records on the dispatcher thread: that must not stall
         busy = dispatcher is not None and dispatcher.thread is threading.current_thread()
         return scaler.exit_detail(worker.id, detail, 0.0 if busy else 1.0)
+
+    def pids(self) -> list[int]:
+        """Process ids of the connected workers."""
+        dispatcher = self._dispatcher
+        return dispatcher.worker_pids() if dispatcher is not None else []
+
+    def resolved(self) -> int:
+        """Tasks resolved since start (cumulative, cancelled ones included)."""
+        dispatcher = self._dispatcher
+        return dispatcher.completed if dispatcher is not None else 0
+
+    def unresolved(self) -> int:
+        """Tasks queued or running now."""
+        dispatcher = self._dispatcher
+        return len(dispatcher.live) if dispatcher is not None else 0
+
+    def workers_status(self) -> dict[str, int]:
+        """Workers connected now, ever connected, launching, and failed launches."""
+        dispatcher, auto = self._dispatcher, self._autoscaler
+        if dispatcher is None or auto is None:
+            return {"connected": 0, "cumulative": 0, "launching": 0, "failed": 0}
+        connections, cumulative, *_ = dispatcher.counts()
+        return {
+            "connected": connections,
+            "cumulative": cumulative,
+            "launching": len(auto.launching),
+            "failed": auto.failed,
+        }
 
     def size(self) -> int:
         """Tasks not yet handed over (popped, collected, read through a future), resolved or not."""

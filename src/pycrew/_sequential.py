@@ -32,14 +32,15 @@ from . import _push, _wire
 from ._checks import check_int
 from ._controller import Controller
 from ._errors import CrewError, RemoteTraceback
-from ._evaluate import _SINK, CODE, ERROR, Cleanup, Interruptible, describe, evaluate
+from ._evaluate import _SINK, CODE, ERROR, Cleanup, Interruptible, describe, evaluate, trace_of
+from ._setup import drop_shared, keep_shared, run_step
 from ._task import DONE, QUEUED, RUNNING, Resolutions, Status, WorkerInfo
 from ._worker import result_message
 from .launchers import Launcher
 
 if TYPE_CHECKING:
     import threading
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
 
     from ._dispatcher import Dispatcher
     from ._futures import TaskFuture
@@ -66,6 +67,9 @@ def sequential_controller(
     garbage_collection: bool = False,
     reset_environment: bool = False,
     bytes_max: int = _wire.BYTES_MAX,
+    initializer: Callable[..., object] | None = None,
+    initargs: tuple[Any, ...] = (),
+    serializers: Mapping[type, tuple[Callable[[Any], Any], Callable[[Any], Any]]] | None = None,
 ) -> SequentialController:
     """A controller that runs each task inside ``push()``, in the calling thread.
 
@@ -94,6 +98,9 @@ def sequential_controller(
         reset_environment: after each task, go back to the working directory,
             environment variables and ``sys.path`` this process had before it.
         bytes_max: the largest task or result, in bytes, as on workers.
+        initializer, initargs, serializers: as for a local controller; the
+            initializer runs at ``start()``, ``everywhere()`` at once, here.
+            What tasks print goes straight to this terminal.
 
     Returns:
         A :class:`pycrew.Controller` that starts no workers: ``launch()`` and
@@ -109,6 +116,9 @@ def sequential_controller(
         garbage_collection=garbage_collection,
         reset_environment=reset_environment,
         bytes_max=bytes_max,
+        initializer=initializer,
+        initargs=initargs,
+        serializers=serializers,
     )
 
 
@@ -128,6 +138,9 @@ class SequentialController(Controller):
         garbage_collection: bool = False,
         reset_environment: bool = False,
         bytes_max: int = _wire.BYTES_MAX,
+        initializer: Callable[..., object] | None = None,
+        initargs: tuple[Any, ...] = (),
+        serializers: Mapping[type, tuple[Callable[[Any], Any], Callable[[Any], Any]]] | None = None,
     ) -> None:
         super().__init__(
             _NoLauncher(),
@@ -138,6 +151,9 @@ class SequentialController(Controller):
             garbage_collection=garbage_collection,
             reset_environment=reset_environment,
             bytes_max=bytes_max,
+            initializer=initializer,
+            initargs=initargs,
+            serializers=serializers,
         )
         self._inline: InlineDispatcher | None = None
 
@@ -167,6 +183,8 @@ class SequentialController(Controller):
             self._inline = inline
             # it offers every attribute and method the controller uses of a dispatcher
             self._dispatcher = cast("Dispatcher", inline)
+            for frame in self._setup:
+                inline.add_setup(frame)
 
     def terminate(self) -> None:
         """Stop: ``resolved()`` goes back to 0; the summary stays until the next start."""
@@ -225,7 +243,7 @@ class InlineDispatcher(Resolutions):
     ``lock`` guards the task states and queues, as the dispatcher's does.
     """
 
-    # read by the controller: no TLS, no port, no thread, never broken
+    # read by the controller: no TLS, no port, no thread, never failed
     tls = None
     port = 0
     thread: threading.Thread | None = None
@@ -240,10 +258,48 @@ class InlineDispatcher(Resolutions):
         self.worker = WorkerInfo(WORKER_ID, os.getpid(), socket.gethostname())
         #: the tasks' ``__main__``, as a worker's is theirs (the caller's stays apart)
         self.main = types.ModuleType("__main__")
+        #: why a setup step failed, as on a dispatcher: no task runs after that
+        self.broken: str | None = None
+        self.broken_trace: str | None = None
+        self.serializers: _wire.Serializers | None = None
+        #: the shared objects' keys (the objects wait where a worker keeps them)
+        self.shares: dict[int, list[Any]] = {}
+
+    def add_setup(self, frame: list[Any]) -> None:
+        """Run a setup step here, now, as a worker would before its next task."""
+        payload = _wire.loads(*_frame_parts(frame, 0))
+        if payload[0] == "serializers":
+            # this controller's own, not the process's: another may have others
+            self.serializers = _wire.Serializers(payload[1])
+            return
+        caller = sys.modules["__main__"]
+        try:
+            sys.modules["__main__"] = self.main
+            run_step(payload, self.main.__dict__)
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # the step is the user's code: SystemExit too
+            self.broken = f"the setup step failed: {describe(exc)}"
+            self.broken_trace = trace_of(exc)
+        finally:
+            sys.modules["__main__"] = caller
+
+    def add_share(self, key: int, frame: list[Any]) -> None:
+        meta, bufs = _frame_parts(frame, _wire.SHARE_KEY.size)
+        # copies, as a worker's would be: a task cannot reach the caller's object
+        keep_shared(key, bytes(meta), bufs)
+        self.shares[key] = frame
+
+    def remove_share(self, key: int) -> None:
+        self.shares.pop(key, None)
+        drop_shared(key)
 
     def submit(self, task: Task) -> None:
         with self.lock:
             self.live[task.id] = task
+            if self.broken is not None:
+                self._resolve(task, Status.CANCEL, f"not run: {self.broken}")
+        self.settle()
 
     def run(self, task: Task) -> None:
         """Evaluate one submitted task here and resolve it (call without the lock).
@@ -259,7 +315,9 @@ class InlineDispatcher(Resolutions):
             task.worker = self.worker
             frame = task.frame
         try:
-            meta, bufs = execute(task.id, frame, self.cleanup, self.bytes_max, self.main)
+            meta, bufs = execute(
+                task.id, frame, self.cleanup, self.bytes_max, self.main, self.serializers
+            )
         except BaseException as exc:
             with self.lock:
                 if task.state != DONE:
@@ -298,10 +356,25 @@ class InlineDispatcher(Resolutions):
             for task in list(self.live.values()):
                 self._resolve(task, Status.CANCEL, "the controller was terminated")
         self.settle()
+        for key in list(self.shares):
+            self.remove_share(key)
+
+
+def _frame_parts(frame: list[Any], skip: int) -> tuple[memoryview, list[Any]]:
+    """An encoded frame's pickle (past ``skip`` bytes of head) and copies of its buffers."""
+    head = memoryview(frame[0]).cast("B")
+    nbuf = _wire.HEADER.unpack_from(head)[2]
+    start = _wire.HEADER.size + _wire.LENGTH.size * nbuf + skip
+    return head[start:], [bytearray(piece) for piece in frame[1:]]
 
 
 def execute(
-    task_id: int, frame: list[Any], cleanup: Cleanup, bytes_max: int, main: types.ModuleType
+    task_id: int,
+    frame: list[Any],
+    cleanup: Cleanup,
+    bytes_max: int,
+    main: types.ModuleType,
+    serializers: _wire.Serializers | None = None,
 ) -> tuple[bytes, list[Any]]:
     """Run an encoded TASK frame as a worker would; the RESULT's meta and buffers.
 
@@ -309,11 +382,8 @@ def execute(
     copied back, as the wire would: neither shares memory with the caller's
     objects. Only the user's ``KeyboardInterrupt`` escapes.
     """
-    head = memoryview(frame[0]).cast("B")
-    nbuf = _wire.HEADER.unpack_from(head)[2]
-    start = _wire.HEADER.size + _wire.LENGTH.size * nbuf + _wire.TASK_ID.size
     try:
-        payload = _wire.loads(head[start:], [bytearray(piece) for piece in frame[1:]])
+        payload = _wire.loads(*_frame_parts(frame, _wire.TASK_ID.size))
     except KeyboardInterrupt:
         raise
     except BaseException as exc:  # unpickling runs the task's code, SystemExit too
@@ -322,7 +392,7 @@ def execute(
     else:
         _give_back_sources(payload)
         outcome = _evaluate_here(payload, cleanup, main)
-    meta, bufs = result_message(task_id, False, outcome, bytes_max)
+    meta, bufs = result_message(task_id, False, outcome, bytes_max, serializers)
     return meta, [bytearray(buf) for buf in bufs]
 
 

@@ -19,7 +19,8 @@ from .launchers._slurm import JOB_PREFIX, run_command
 
 if TYPE_CHECKING:
     import os
-    from collections.abc import Iterable, Mapping, Sequence
+    from collections.abc import Callable, Iterable, Mapping, Sequence
+    from typing import Any
 
     from ._metrics import Metrics
     from ._tls import TLS
@@ -85,6 +86,10 @@ def slurm_controller(
     env: Mapping[str, str] | None = None,
     retries: int = 0,
     retry_on: type[BaseException] | tuple[type[BaseException], ...] = Exception,
+    initializer: Callable[..., object] | None = None,
+    initargs: tuple[Any, ...] = (),
+    serializers: Mapping[type, tuple[Callable[[Any], Any], Callable[[Any], Any]]] | None = None,
+    relay_output: bool = False,
 ) -> Controller:
     """A controller whose workers are SLURM jobs, submitted as job arrays.
 
@@ -103,7 +108,9 @@ def slurm_controller(
         seconds_launch: a job that has not connected by then (one day by
             default: it may wait in the queue) is cancelled and replaced.
 
-    The other arguments are those of :func:`pycrew.local_controller`.
+    The other arguments are those of :func:`pycrew.local_controller`, except
+    that ``relay_output`` is off by default: with many jobs, their output
+    belongs in their logs.
     ``terminate()`` cancels every job this controller submitted that is still
     queued or running.
     """
@@ -151,6 +158,10 @@ def slurm_controller(
         env=env,
         retries=retries,
         retry_on=retry_on,
+        initializer=initializer,
+        initargs=initargs,
+        serializers=serializers,
+        relay_output=relay_output,
     )
 
 

@@ -161,6 +161,7 @@ class Task:
         "raw",
         "record",
         "seed",
+        "shared",
         "small",
         "state",
         "taken",
@@ -185,6 +186,8 @@ class Task:
         self.small = sum(memoryview(p).nbytes for p in frame) <= PREFETCH_BYTES
         self.seed = seed
         self.deadline = deadline
+        #: keys of the shared objects the task uses: its worker gets them first
+        self.shared: tuple[int, ...] = ()
         # owned by map() or an Executor: never in the pop/collect queue
         self.owned = owned
         # how many times the task was pushed, counting retries after crashes,

@@ -57,6 +57,10 @@ TASK_ID = struct.Struct("<Q")
 #: a result names its task, whether the worker leaves after it, and whether
 #: the task failed (so the controller knows without unpickling anything)
 RESULT_HEAD = struct.Struct("<QBB")
+#: a shared object's key, at the head of SHARE and UNSHARE frames
+SHARE_KEY = struct.Struct("<Q")
+#: the head of an OUTPUT frame: the task's id and the stream (1 stdout, 2 stderr)
+OUTPUT_HEAD = struct.Struct("<QB")
 SECRET_ENV = "PYCREW_SECRET"
 #: the controller's import folders, for workers to add to their sys.path
 PATH_ENV = "PYCREW_PATH"
@@ -78,6 +82,17 @@ class Kind(enum.IntEnum):
     EXIT = 14
     RELEASE = 15
     RELEASED = 16
+    #: controller -> worker: a step every worker runs before its next task
+    #: (the serializers, the initializer, an everywhere() call), in order
+    SETUP = 17
+    #: controller -> worker: a shared object (its key, then its pickle), kept for later tasks
+    SHARE = 18
+    #: controller -> worker: forget a shared object
+    UNSHARE = 19
+    #: worker -> controller: lines a running task printed (task id, stream, UTF-8 text)
+    OUTPUT = 20
+    #: worker -> controller: a setup step failed (JSON: error, trace); the worker leaves
+    SETUP_FAILED = 21
 
 
 #: received buffers at least this large get fresh pages instead of a bytearray
@@ -257,8 +272,11 @@ def add_import_paths(joined: str) -> None:
             sys.path.append(path)
 
 
-def dumps(obj: Any) -> tuple[bytes, list[memoryview]]:
-    """Pickle ``obj`` (protocol 5; callables by value where needed), large buffers apart."""
+def dumps(obj: Any, serializers: Serializers | None = None) -> tuple[bytes, list[memoryview]]:
+    """Pickle ``obj`` (protocol 5; callables by value where needed), large buffers apart.
+
+    ``serializers`` are the controller's own ways to pickle some types.
+    """
     buffers: list[memoryview] = []
 
     def keep(pb: pickle.PickleBuffer) -> bool:
@@ -275,17 +293,78 @@ def dumps(obj: Any) -> tuple[bytes, list[memoryview]]:
     try:
         if _by_value_modules():
             raise pickle.PicklingError("modules are registered to travel by value")
-        data = pickle.dumps(obj, protocol=5, buffer_callback=keep)
+        if serializers is None:
+            data = pickle.dumps(obj, protocol=5, buffer_callback=keep)
+        else:
+            data = _pickle_with(serializers.plain, obj, keep)
     except Exception:
         data = b"__main__"
     if b"__main__" in data:
         buffers.clear()
-        import io
-
-        with io.BytesIO() as out:
-            _script_pickler()(out, protocol=5, buffer_callback=keep).dump(obj)
-            data = out.getvalue()
+        script = _script_pickler() if serializers is None else serializers.script()
+        data = _pickle_with(script, obj, keep)
     return data, buffers
+
+
+def _pickle_with(pickler: Any, obj: Any, keep: Any) -> bytes:
+    import io
+
+    with io.BytesIO() as out:
+        pickler(out, protocol=5, buffer_callback=keep).dump(obj)
+        return out.getvalue()
+
+
+class Serializers:
+    """A controller's own ways to pickle some types (mirai's ``serial_config``).
+
+    ``table`` maps a type to ``(dumps, loads)``: ``dumps(obj)`` gives bytes or
+    any buffer (a large one travels out of band, uncopied), and
+    ``loads(buffer)`` rebuilds the object from it. Wherever an object of
+    exactly that type sits in a task's arguments or a result, at any depth,
+    it travels this way. ``loads`` goes along by reference, or by value when
+    it lives in a script, so a worker needs nothing installed but the type's
+    own package.
+    """
+
+    def __init__(self, table: dict[type, tuple[Any, Any]]) -> None:
+        import collections
+        import copyreg
+        import functools
+
+        self.table = table
+        self.reducers = {
+            cls: functools.partial(_reduce_custom, *pair) for cls, pair in table.items()
+        }
+        # the C pickler reads dispatch_table from its class when it is made
+        dispatch: Any = collections.ChainMap(self.reducers, copyreg.dispatch_table)
+        self.plain: Any = type("Pickler", (pickle.Pickler,), {"dispatch_table": dispatch})
+        self._script: Any = None
+
+    def script(self) -> Any:
+        """cloudpickle's pickler (as ``_script_pickler``), with these types added."""
+        if self._script is None:
+            import collections
+
+            base = _script_pickler()
+            dispatch: Any = collections.ChainMap(self.reducers, base.dispatch_table)
+            self._script = type("ScriptPickler", (base,), {"dispatch_table": dispatch})
+        return self._script
+
+
+def _reduce_custom(dump: Any, load: Any, obj: Any) -> tuple[Any, ...]:
+    data = dump(obj)
+    if not isinstance(data, bytes):
+        # a buffer (a pyarrow Buffer, a memoryview) travels out of band when large
+        data = pickle.PickleBuffer(data)
+    return _load_custom, (load, data)
+
+
+def _load_custom(load: Any, data: Any) -> Any:
+    return load(data)
+
+
+#: a worker's serializers, as its controller's SETUP said (None: plain pickle)
+WORKER_SERIALIZERS: Serializers | None = None
 
 
 def _by_value_modules() -> bool:

@@ -12,7 +12,8 @@ thread owns every write. A planned exit (idle, wall time, task quota) is
 announced with BYE, so the controller never mistakes it for a crash.
 
 Exit codes: 0 the controller went away or asked us to stop, 1 idle limit,
-2 wall time, 3 task quota, 4 could not connect or authenticate.
+2 wall time, 3 task quota, 4 could not connect or authenticate, 5 a setup
+step (the initializer, an ``everywhere()`` call) failed.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import struct
 import sys
 import threading
 import time
+import types
 
 from . import _logs, _watchdog, _wire
 from ._errors import ProtocolError
@@ -45,7 +47,9 @@ from ._evaluate import (
     capture_warnings,
     describe,
     evaluate,
+    trace_of,
 )
+from ._setup import drop_shared, keep_shared, run_step
 from ._version import __version__
 from ._wire import Kind
 
@@ -56,7 +60,9 @@ if TYPE_CHECKING:
 
     from ._metrics import Sampler
 
-EXIT_CONNECTION, EXIT_IDLE, EXIT_WALL, EXIT_TASKS, EXIT_STARTUP = 0, 1, 2, 3, 4
+EXIT_CONNECTION, EXIT_IDLE, EXIT_WALL, EXIT_TASKS, EXIT_STARTUP, EXIT_SETUP = 0, 1, 2, 3, 4, 5
+#: the inbox's id for a setup step (task ids start at 1)
+SETUP_ID = 0
 PARENT_ENV = "PYCREW_PARENT_PID"
 HANDSHAKE_SECONDS = 15.0
 INTERRUPT_EVERY = 0.2
@@ -79,7 +85,10 @@ class Settings:
         bytes_max: int = _wire.BYTES_MAX,
         metrics: dict[str, Any] | None = None,
         seconds_heartbeat: float = HEARTBEAT_SECONDS,
+        relay_output: bool = False,
     ) -> None:
+        #: send what tasks print to the controller, too
+        self.relay_output = relay_output
         #: how long the kernel may wait on an unanswered peer, and the watchdog
         #: on a stopped worker, before giving up on it
         self.seconds_heartbeat = seconds_heartbeat
@@ -173,6 +182,9 @@ def read_frame(
     alloc: Callable[[int], _wire.Buffer] = _wire.receive_buffer,
 ) -> _wire.Frame:
     kind, _flags, nbuf, meta_len = _wire.HEADER.unpack(_read_exact(stream, _wire.HEADER.size))
+    if kind != Kind.TASK:
+        # only a task's buffers go back to the pool after it: a shared object keeps its own
+        alloc = _wire.receive_buffer
     if nbuf and not allow_buffers:
         raise ProtocolError("buffers before authentication")
     _wire.check_size(meta_len, limit)
@@ -256,6 +268,8 @@ class Worker:
         self.sampler: Sampler | None = None
         #: keeps the log files under the launcher's cap, if it set one
         self.logs: _logs.LogCap | None = None
+        #: sends what tasks print to the controller, when it asked for that
+        self.relay: _logs.Relay | None = None
 
     # reader thread -------------------------------------------------------
     def read_forever(self) -> None:
@@ -268,6 +282,13 @@ class Worker:
                     with self.lock:
                         self.pending[task_id] += 1
                     self.inbox.put((task_id, meta, bufs))
+                elif kind == Kind.SETUP:
+                    self.inbox.put((SETUP_ID, meta, bufs))
+                elif kind == Kind.SHARE:
+                    (key,) = _wire.SHARE_KEY.unpack_from(meta)
+                    keep_shared(key, meta[_wire.SHARE_KEY.size :], bufs)
+                elif kind == Kind.UNSHARE:
+                    drop_shared(_wire.SHARE_KEY.unpack_from(meta)[0])
                 elif kind == Kind.RELEASE:
                     (task_id,) = _wire.TASK_ID.unpack_from(meta)
                     self.release(task_id)
@@ -332,6 +353,10 @@ class Worker:
                 return item
             task_id, meta, bufs = item
             del item
+            if task_id == SETUP_ID:
+                if not self.run_setup(meta, bufs):
+                    return self.leave(EXIT_SETUP, announce=False)
+                continue
             with self.lock:
                 if self.released[task_id] > 0:
                     # a copy handed back (its pending mark went with it): skip one
@@ -382,6 +407,19 @@ class Worker:
                 return EXIT_CONNECTION
             return item
 
+    def run_setup(self, meta: bytes, bufs: list[Any]) -> bool:
+        """Run one setup step; on failure tell the controller why, and return False."""
+        try:
+            run_step(_wire.loads(meta, bufs), sys.modules["__main__"].__dict__)
+        except BaseException as exc:  # the step is the user's code: SystemExit too
+            error = describe(exc)
+            _log(f"setup failed: {error}")
+            report = {"error": error, "trace": trace_of(exc)}
+            with contextlib.suppress(OSError):
+                self.send(_wire.encode(Kind.SETUP_FAILED, _wire.json_meta(report)))
+            return False
+        return True
+
     def run_task(self, task_id: int, meta: bytes, bufs: list[Any], last: bool) -> None:
         with self.lock:
             skip = task_id in self.cancelled
@@ -393,6 +431,8 @@ class Worker:
                 payload = _wire.loads(memoryview(meta)[_wire.TASK_ID.size :], bufs)
                 if sampler is not None:
                     sampler.current = (_phase(payload), task_id)
+                if self.relay is not None:
+                    self.relay.task_id = task_id
                 outcome = evaluate(payload, self.settings.cleanup, self.interruptible, self.meter)
             except Interrupted:
                 outcome = _unrun(CANCEL, "the task was interrupted")
@@ -400,28 +440,57 @@ class Worker:
                 outcome = _unrun(ERROR, f"the worker could not load the task: {describe(exc)}")
             if sampler is not None:
                 sampler.current = ("idle", None)
+            if self.relay is not None:
+                self.relay.end()
         with self.lock:
             self.current = 0
             self.cancelled.discard(task_id)
-        meta, out_bufs = result_message(task_id, last, outcome, self.settings.bytes_max)
+        meta, out_bufs = result_message(
+            task_id, last, outcome, self.settings.bytes_max, _wire.WORKER_SERIALIZERS
+        )
         self.send(_wire.encode(Kind.RESULT, meta, out_bufs))
+
+    def send_output(self, task_id: int, stream: int, text: str) -> None:
+        """Relay a task's printed lines (from any thread the task runs)."""
+        frame = _wire.encode(
+            Kind.OUTPUT, _wire.OUTPUT_HEAD.pack(task_id, stream) + text.encode("utf-8", "replace")
+        )
+        inter = self.interruptible
+        # a cancel's interrupt must not land halfway through a frame: it would
+        # leave the connection out of step. It lands after the send instead.
+        main = threading.get_ident() == self.main_thread
+        was = inter.active
+        if main:
+            inter.active = False
+        try:
+            self.send(frame)
+        except OSError:
+            pass  # the reader sees the connection go
+        finally:
+            if main:
+                inter.active = was
 
     def leave(self, code: int, announce: bool = True) -> int:
         reasons = {EXIT_IDLE: "idle", EXIT_WALL: "wall", EXIT_TASKS: "tasks"}
         if announce:
             with contextlib.suppress(OSError):
                 self.send(_wire.encode(Kind.BYE, reasons[code].encode()))
-        _log(f"leaving: {reasons.get(code, 'done')} limit reached")
+        why = "a setup step failed" if code == EXIT_SETUP else f"{reasons.get(code)} limit reached"
+        _log(f"leaving: {why}")
         return code
 
 
 def result_message(
-    task_id: int, last: bool, outcome: tuple[Any, ...], bytes_max: int
+    task_id: int,
+    last: bool,
+    outcome: tuple[Any, ...],
+    bytes_max: int,
+    serializers: _wire.Serializers | None = None,
 ) -> tuple[bytes, list[memoryview]]:
     """A RESULT frame's meta and buffers; a result that cannot travel becomes an error."""
     head = _wire.RESULT_HEAD.pack(task_id, 1 if last else 0, outcome[0] != SUCCESS)
     try:
-        body, out_bufs = _wire.dumps(outcome)
+        body, out_bufs = _wire.dumps(outcome, serializers)
         reason = None
     except BaseException as exc:  # a result's __reduce__ is the task's code, SystemExit too
         reason = f"the result could not be pickled: {describe(exc)}"
@@ -580,6 +649,7 @@ def _authenticate(
         bytes_max=int(raw.get("bytes_max", _wire.BYTES_MAX)),
         metrics=raw.get("metrics") if isinstance(raw.get("metrics"), dict) else None,
         seconds_heartbeat=float(raw.get("seconds_heartbeat") or HEARTBEAT_SECONDS),
+        relay_output=bool(raw.get("relay_output", False)),
         cleanup=Cleanup(
             reset_globals=bool(raw.get("reset_globals", True)),
             reset_modules=bool(raw.get("reset_modules", False)),
@@ -667,6 +737,8 @@ def _forget_connection(fd: int) -> None:
 def main(address: str, tls: bool) -> int:
     """Entry point of ``pycrew worker``."""
     _die_with_parent()
+    # tasks get a __main__ of their own, not pycrew's command line module
+    sys.modules["__main__"] = types.ModuleType("__main__")
     _wire.add_import_paths(os.environ.pop(_wire.PATH_ENV, ""))
     try:
         sock, stream, settings = connect(address, tls)
@@ -691,6 +763,9 @@ def main(address: str, tls: bool) -> int:
     worker.logs = _logs.from_environment()
     if worker.logs is not None:
         _AT_EXIT.append(worker.logs.watch())
+    if settings.relay_output:
+        worker.relay = _logs.Relay(worker.send_output, lambda: worker.interruptible.active)
+        worker.relay.install()
     if settings.metrics is not None:
         worker.sampler = _start_sampler(settings.metrics)
     capture_warnings()

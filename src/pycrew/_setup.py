@@ -1,0 +1,137 @@
+"""What a worker keeps between tasks: setup steps, shared objects, its ``__main__``.
+
+```
+ controller                         worker (reader thread)       worker (main thread)
+ serializers, initializer,
+ everywhere(fn) ── SETUP ────────► inbox, in order with tasks ─► run_step(): fn runs, its
+                                                                  globals join __main__
+ share(obj) ────── SHARE (once ──► SHARED[key] = raw bytes ──┐
+                   per worker)                               └─► a task's handle unpickles
+ handle.drop() ─── UNSHARE ──────► SHARED.pop(key)                as the object (once)
+```
+
+A step that fails is fatal to the worker: every later worker would fail the
+same way, so the controller stops rather than launch them in a loop.
+
+Light on imports: workers load this module at start.
+"""
+
+from __future__ import annotations
+
+import threading
+import types
+
+from ._errors import CrewError
+
+TYPE_CHECKING = False  # typing itself is slow to import, and workers start often
+if TYPE_CHECKING:
+    from typing import Any
+
+#: shared objects this process holds, by key: raw ``(pickle, buffers)`` until a
+#: task first uses one, then the object itself
+SHARED: dict[int, Any] = {}
+_SHARED_LOCK = threading.Lock()
+_RAW = object()
+
+
+class SharedMissingError(CrewError, LookupError):
+    """A task used a shared object its worker does not hold (it was dropped)."""
+
+
+def keep_shared(key: int, meta: bytes, buffers: list[Any]) -> None:
+    """Hold a shared object as it came, unpickled only when a task uses it."""
+    with _SHARED_LOCK:
+        SHARED[key] = (_RAW, meta, buffers)
+
+
+def drop_shared(key: int) -> None:
+    with _SHARED_LOCK:
+        SHARED.pop(key, None)
+
+
+def shared_value(key: int, name: str) -> Any:
+    """What a :class:`pycrew.Shared` handle becomes when a task is unpickled here."""
+    from . import _wire
+
+    with _SHARED_LOCK:
+        entry = SHARED.get(key)
+        if entry is None:
+            raise SharedMissingError(
+                f"shared object {name!r} is not on this worker: it was dropped before the task ran"
+            )
+        if isinstance(entry, tuple) and len(entry) == 3 and entry[0] is _RAW:
+            _, meta, buffers = entry
+            entry = _wire.loads(meta, buffers)
+            # the object now owns the buffers (an array views them): no copy made
+            SHARED[key] = entry
+        return entry
+
+
+# ----------------------------------------------------------------- __main__ state
+def _is_state(name: str) -> bool:
+    return not (name.startswith("__") and name.endswith("__"))
+
+
+def _is_code(value: object) -> bool:
+    return isinstance(value, (types.FunctionType, type, types.ModuleType))
+
+
+def private_globals(fn: object, main: dict[str, Any]) -> dict[str, Any] | None:
+    """The globals a function brought along, if it was shipped by value (from a script).
+
+    Such a function gets a fresh dict of the globals it uses at every task;
+    a function of a real module shares its module's, which persists anyway.
+    """
+    import sys
+
+    fn_globals = getattr(fn, "__globals__", None)
+    if not isinstance(fn_globals, dict) or fn_globals is main:
+        return None
+    module = sys.modules.get(getattr(fn, "__module__", None) or "")
+    if module is not None and module.__dict__ is fn_globals:
+        return None
+    return fn_globals
+
+
+def bring_state(fn_globals: dict[str, Any], main: dict[str, Any]) -> None:
+    """Give a shipped function the worker's state: what setup steps (and, with
+    ``reset_globals=False``, earlier tasks) left in ``__main__``.
+
+    The worker's value of a name wins over the one the function brought, as a
+    ProcessPoolExecutor worker keeps its own copy of a script's globals: a
+    cache filled by earlier tasks survives. Code (functions, classes,
+    modules) always comes fresh from the controller, so an edited helper is
+    the one that runs.
+    """
+    for name, value in main.items():
+        if _is_state(name) and not _is_code(fn_globals.get(name)):
+            fn_globals[name] = value
+
+
+def keep_state(fn_globals: dict[str, Any], main: dict[str, Any]) -> None:
+    """Keep what a shipped function's globals now hold in the worker's ``__main__``."""
+    for name, value in fn_globals.items():
+        if _is_state(name):
+            main[name] = value
+
+
+# ----------------------------------------------------------------------- steps
+def run_step(payload: Any, main: dict[str, Any]) -> None:
+    """Run one setup step; raises what the step raised.
+
+    ``payload`` is ``("serializers", {type: (dumps, loads)})`` or ``("call", fn, args,
+    kwargs)``. A called function's globals join ``__main__``, so that
+    ``global model; model = load()`` in an initializer reaches every task.
+    """
+    from . import _wire
+
+    if payload[0] == "serializers":
+        _wire.WORKER_SERIALIZERS = _wire.Serializers(payload[1])
+        return
+    _, fn, args, kwargs = payload
+    fn_globals = private_globals(fn, main)
+    if fn_globals is not None:
+        bring_state(fn_globals, main)
+    fn(*args, **kwargs)
+    if fn_globals is not None:
+        keep_state(fn_globals, main)
