@@ -30,6 +30,7 @@ import pytest
 
 import pycrew
 import pycrew._dispatcher
+import pycrew._handshake
 from pycrew import _wire
 from pycrew._wire import PREAUTH_MAX, Kind
 from pycrew.launchers import LocalLauncher, WorkerSpec
@@ -636,8 +637,8 @@ class _Slowloris:
 
 def test_slowloris_does_not_lock_out_a_new_worker(monkeypatch: pytest.MonkeyPatch) -> None:
     handshake = 4.0
-    monkeypatch.setattr(pycrew._dispatcher, "HANDSHAKE_SECONDS", handshake)
-    count = pycrew._dispatcher.PREAUTH_CONNECTIONS + 86
+    monkeypatch.setattr(pycrew._handshake, "HANDSHAKE_SECONDS", handshake)
+    count = pycrew._handshake.PREAUTH_CONNECTIONS + 86
     with pycrew.local_controller(workers=1, seconds_interval=0.05) as ctl:
         ctl.start()
         attack = _Slowloris(address(ctl), count, period=0.2)

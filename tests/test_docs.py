@@ -12,7 +12,7 @@ from .scripts import ROOT, run_python
 if TYPE_CHECKING:
     from pathlib import Path
 
-PAGES = ("README.md", "docs/futures.md")
+PAGES = ("README.md", "docs/futures.md", "docs/environment.md")
 #: what some examples must print (page, block index) -> substrings
 EXPECT = {
     ("README.md", 0): ["6\n", "[4, 10, 18]"],
@@ -22,6 +22,13 @@ EXPECT = {
     ("docs/futures.md", 1): ["0 3"],
     ("docs/futures.md", 2): ["8 0"],
     ("docs/futures.md", 4): ["ValueError", "(2, 3)"],
+    ("docs/environment.md", 0): ["1\n"],
+    ("docs/environment.md", 1): ["[0, 3, 6, 9, 12]"],
+    ("docs/environment.md", 2): ["0.5\n"],
+    ("docs/environment.md", 3): ["31\n31\n"],
+    ("docs/environment.md", 4): ["[0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5]"],
+    ("docs/environment.md", 5): ["'y': [2, 4, 6]"],
+    ("docs/environment.md", 6): ["1 True"],
 }
 
 

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import pycrew
-import pycrew._dispatcher
+import pycrew._handshake
 from pycrew import ProtocolError, _wire
 from pycrew._wire import HEADER, LENGTH, PREAUTH_MAX, Kind
 from tests import peers, tasks
@@ -226,7 +226,7 @@ def test_live_controller_survives_fuzzed_handshakes(monkeypatch: pytest.MonkeyPa
         sys.addaudithook(_audit)
         _AUDIT["installed"] = True
     handshake = 0.3
-    monkeypatch.setattr(pycrew._dispatcher, "HANDSHAKE_SECONDS", handshake)
+    monkeypatch.setattr(pycrew._handshake, "HANDSHAKE_SECONDS", handshake)
     replies: list[list[int]] = []
     killers: list[bytes] = []
     with pycrew.local_controller(workers=1, seconds_interval=0.05) as ctl:

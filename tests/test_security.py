@@ -17,7 +17,7 @@ import psutil
 import pytest
 
 import pycrew
-import pycrew._dispatcher
+import pycrew._handshake
 from pycrew import _wire
 from pycrew._wire import PREAUTH_MAX, Kind
 from tests import peers, tasks
@@ -89,7 +89,7 @@ def test_rogue_client_is_dropped_while_worker_keeps_working(rogue: str) -> None:
             started = time.monotonic()
             reply = read_until_closed(sock, peers.DROP_SECONDS)
             # dropped at once, not at the handshake deadline
-            assert time.monotonic() - started < pycrew._dispatcher.HANDSHAKE_SECONDS / 2
+            assert time.monotonic() - started < pycrew._handshake.HANDSHAKE_SECONDS / 2
         frames = peers.frames(reply)
         assert all(kind != Kind.WELCOME for kind, _, _ in frames)
         if reason is None:
@@ -196,7 +196,7 @@ def test_silent_client_is_dropped_after_handshake_deadline(
     monkeypatch: pytest.MonkeyPatch, sends: bytes
 ) -> None:
     deadline = 0.5
-    monkeypatch.setattr(pycrew._dispatcher, "HANDSHAKE_SECONDS", deadline)
+    monkeypatch.setattr(pycrew._handshake, "HANDSHAKE_SECONDS", deadline)
     with pycrew.local_controller(workers=1, seconds_interval=0.05) as ctl:
         with peers.rogue(ctl) as (sock, _hello):
             started = time.monotonic()
@@ -210,7 +210,7 @@ def test_silent_client_is_dropped_after_handshake_deadline(
 
 
 def test_handshake_deadline_default_is_bounded() -> None:
-    assert 0 < pycrew._dispatcher.HANDSHAKE_SECONDS <= 30
+    assert 0 < pycrew._handshake.HANDSHAKE_SECONDS <= 30
 
 
 # ------------------------------------------------------- (4) secret hiding

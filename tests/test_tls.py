@@ -14,7 +14,7 @@ import psutil
 import pytest
 
 import pycrew
-import pycrew._dispatcher
+import pycrew._handshake
 from pycrew import _wire
 from pycrew._wire import PREAUTH_MAX, Kind
 from tests import pki, tasks
@@ -106,7 +106,7 @@ def test_plain_tcp_rogue_is_dropped_while_workers_keep_working(sends: str) -> No
             sock.sendall(ROGUE_PLAIN[sends])
             started = time.monotonic()
             reply = read_until_closed(sock)
-            assert time.monotonic() - started < pycrew._dispatcher.HANDSHAKE_SECONDS / 2
+            assert time.monotonic() - started < pycrew._handshake.HANDSHAKE_SECONDS / 2
         # no pycrew message ever travels in the clear
         assert b"nonce" not in reply
         assert b"pycrew" not in reply
@@ -121,7 +121,7 @@ def test_plain_tcp_rogue_is_dropped_while_workers_keep_working(sends: str) -> No
 def test_silent_plain_client_is_dropped_at_the_tls_handshake_deadline(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(pycrew._dispatcher, "HANDSHAKE_SECONDS", 0.5)
+    monkeypatch.setattr(pycrew._handshake, "HANDSHAKE_SECONDS", 0.5)
     with pycrew.local_controller(workers=1, tls="automatic", seconds_interval=0.05) as ctl:
         ctl.start()
         with socket.create_connection(address(ctl), timeout=5) as sock:

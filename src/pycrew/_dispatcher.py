@@ -4,8 +4,10 @@
  user threads                       dispatcher thread (selectors loop)
  push() ──► submit() ─┬─ idle worker? send TASK now (under the lock)
                       └─ else queue.append(task)
-                                    accept ─► [TLS handshake] ─► HELLO/AUTH/WELCOME
+                                    accept ─► _handshake.Doorway ─► WELCOME + SETUP steps
+                                    TASK out, its SHARE frames first (once per worker)
                                     RESULT ─► task resolved ─► cv.notify_all()
+                                    OUTPUT ─► lines printed once the lock is let go
                                               worker idle ─► next queued task
                                     EOF while busy ─► task "crash"
                                     deadlines ─► "timeout"; CANCEL; kill after a grace
@@ -28,7 +30,6 @@ import contextlib
 import heapq
 import logging
 import math
-import secrets
 import selectors
 import socket
 import ssl
@@ -39,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import _wire
 from ._errors import ProtocolError
+from ._handshake import _AUTH, _READY, _TLS_SHAKE, Conn, Doorway
 from ._task import (
     DONE,
     FORWARDED,
@@ -46,7 +48,6 @@ from ._task import (
     RUNNING,
     Resolutions,
     Status,
-    WorkerInfo,
     settle_all,
 )
 from ._wire import Kind
@@ -58,57 +59,17 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("pycrew")
 
-HANDSHAKE_SECONDS = 10.0
 #: a cancelled task has this long to stop before its worker is killed
 CANCEL_GRACE = 1.0
-#: unauthenticated connections held at once; a new one beyond this evicts the
-#: oldest, so a flood of stalled peers cannot keep a real worker out for long
-PREAUTH_CONNECTIONS = 64
-#: at most one log line per this many seconds about dropped unauthenticated peers
-DROP_LOG_SECONDS = 1.0
 #: tasks a worker may hold at once when prefetching (one running, the rest waiting)
 PREFETCH_DEPTH = 8
 _READ_CHUNK = 1 << 18
-_TLS_SHAKE, _AUTH, _READY = 0, 1, 2
+#: bytes read from one connection before the loop serves the others (and its
+#: timers): a worker that floods, with output say, must not starve them
+_READ_BUDGET = 16 << 20
 
 
-class Conn:
-    """One worker connection as the dispatcher sees it."""
-
-    __slots__ = (
-        "deadline",
-        "decoder",
-        "info",
-        "kill_at",
-        "leaving",
-        "nonce",
-        "out",
-        "shared",
-        "sock",
-        "stage",
-        "tasks",
-        "want_write",
-    )
-
-    def __init__(self, sock: socket.socket, stage: int) -> None:
-        self.sock = sock
-        self.stage = stage
-        self.decoder = _wire.Decoder(_wire.PREAUTH_MAX, allow_buffers=False)
-        self.out: collections.deque[memoryview] = collections.deque()
-        self.want_write = False
-        self.deadline = time.monotonic() + HANDSHAKE_SECONDS
-        self.nonce = b""
-        self.info: WorkerInfo | None = None
-        # tasks sent to this worker, oldest (running) first; more than one only
-        # when prefetching
-        self.tasks: collections.deque[Task] = collections.deque()
-        self.leaving = False
-        self.kill_at: float | None = None
-        #: keys of the shared objects sent to this worker: each goes at most once
-        self.shared: set[int] = set()
-
-
-class Dispatcher(Resolutions):
+class Dispatcher(Doorway, Resolutions):
     """Owns the listening socket, the worker connections and the task queue.
 
     Args:
@@ -192,6 +153,8 @@ class Dispatcher(Resolutions):
         #: where task output relayed by workers goes (None: it is not asked for)
         self.on_output = on_output
         self.output: list[tuple[str, int, str]] = []
+        #: connections that had more to read when their budget ran out
+        self.backlog: set[Conn] = set()
         self.closing = False
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.listener = socket.socket(family, socket.SOCK_STREAM)
@@ -442,12 +405,17 @@ class Dispatcher(Resolutions):
             with self.lock:
                 timeout = self._next_timeout()
             while True:
-                events = self.selector.select(timeout)
+                events = self.selector.select(0 if self.backlog else timeout)
                 with self.lock:
                     if self.closing:
                         break
                     for key, mask in events:
                         self._on_event(key, mask)
+                    if self.backlog:
+                        backlog, self.backlog = self.backlog, set()
+                        for conn in backlog:
+                            if conn.sock.fileno() >= 0:
+                                self._serve(conn, selectors.EVENT_READ)
                     self._on_timers()
                     self._flush_dirty()
                     self._sync_interest()
@@ -490,95 +458,41 @@ class Dispatcher(Resolutions):
             self._woken = False
         else:
             conn: Conn = key.data
-            if conn.sock.fileno() < 0:
-                return
-            try:
-                if conn.stage == _TLS_SHAKE:
-                    self._tls_step(conn)
-                    return
-                if mask & selectors.EVENT_WRITE:
-                    self._flush(conn)
-                if mask & selectors.EVENT_READ:
-                    self._read(conn)
-            except (ProtocolError, ssl.SSLError, ValueError, struct.error) as exc:
-                self._drop(conn, f"broke the protocol: {exc}")
-            except OSError as exc:
-                self._drop(conn, f"connection error: {exc}")
-            except Exception as exc:
-                # A peer found input this loop does not expect: a bug of ours,
-                # but one that must cost only that connection, never the
-                # dispatcher and every other worker with it.
-                log.exception("unexpected error on a connection; dropping it")
-                self._drop(conn, f"unexpected error: {exc!r}")
+            if conn.sock.fileno() >= 0:
+                self._serve(conn, mask)
 
-    def _accept(self) -> None:
-        for _ in range(64):
-            try:
-                sock, _addr = self.listener.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                log.warning("accept failed: %s", exc)
-                return
-            while len(self.unauthenticated) >= PREAUTH_CONNECTIONS:
-                oldest = next(iter(self.unauthenticated))
-                self._drop(oldest, "evicted: too many connections waiting to authenticate")
-            sock.setblocking(False)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            from ._worker import keepalive
-
-            keepalive(sock, self.settings.get("seconds_heartbeat"))
-            if self.tls is not None:
-                tls_sock = self.tls.wrap_socket(
-                    sock, server_side=True, do_handshake_on_connect=False
-                )
-                conn = Conn(tls_sock, _TLS_SHAKE)
-                self._register(conn)
-                self._tls_step(conn)
-            else:
-                conn = Conn(sock, _AUTH)
-                self._register(conn)
-                self._hello(conn)
-
-    def _register(self, conn: Conn) -> None:
-        self.conns[conn.sock.fileno()] = conn
-        self.unauthenticated[conn] = None
-        self.watch.add(conn)
-        self.selector.register(conn.sock, selectors.EVENT_READ, conn)
-
-    def _tls_step(self, conn: Conn) -> None:
-        sock = conn.sock
-        assert isinstance(sock, ssl.SSLSocket)
+    def _serve(self, conn: Conn, mask: int) -> None:
+        """Handshake, write or read on one connection; what goes wrong drops only it."""
         try:
-            sock.do_handshake()
-        except ssl.SSLWantReadError:
-            self._interest(conn, selectors.EVENT_READ)
-            return
-        except ssl.SSLWantWriteError:
-            self._interest(conn, selectors.EVENT_READ | selectors.EVENT_WRITE)
-            return
-        except (ssl.SSLError, OSError) as exc:
-            self._drop(conn, f"TLS handshake failed: {exc}")
-            return
-        conn.stage = _AUTH
-        self._interest(conn, selectors.EVENT_READ)
-        self._hello(conn)
-
-    def _interest(self, conn: Conn, events: int) -> None:
-        with contextlib.suppress(KeyError, ValueError):
-            self.selector.modify(conn.sock, events, conn)
-        conn.want_write = bool(events & selectors.EVENT_WRITE)
-
-    def _hello(self, conn: Conn) -> None:
-        conn.nonce = secrets.token_bytes(32)
-        hello = _wire.hello_fields() | {"nonce": conn.nonce.hex()}
-        self._write(conn, _wire.encode(Kind.HELLO, _wire.json_meta(hello)))
+            if conn.stage == _TLS_SHAKE:
+                self._tls_step(conn)
+                return
+            if mask & selectors.EVENT_WRITE:
+                self._flush(conn)
+            if mask & selectors.EVENT_READ:
+                self._read(conn)
+        except (ProtocolError, ssl.SSLError, ValueError, struct.error) as exc:
+            self._drop(conn, f"broke the protocol: {exc}")
+        except OSError as exc:
+            self._drop(conn, f"connection error: {exc}")
+        except Exception as exc:
+            # A peer found input this loop does not expect: a bug of ours,
+            # but one that must cost only that connection, never the
+            # dispatcher and every other worker with it.
+            log.exception("unexpected error on a connection; dropping it")
+            self._drop(conn, f"unexpected error: {exc!r}")
 
     def _read(self, conn: Conn) -> None:
         sock = conn.sock
         decoder = conn.decoder
         is_tls = isinstance(sock, ssl.SSLSocket)
+        budget = _READ_BUDGET
         while True:
+            if budget <= 0:
+                # more may wait (in the kernel, or inside TLS where select()
+                # cannot see it): the next round reads on, after the others
+                self.backlog.add(conn)
+                return
             target = decoder.direct_target()
             try:
                 if target is not None:
@@ -596,6 +510,7 @@ class Dispatcher(Resolutions):
                     n = len(data)
             except (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
                 break
+            budget -= n
             if decoder.frames:
                 frames, decoder.frames = decoder.frames, []
                 for frame in frames:
@@ -648,10 +563,11 @@ class Dispatcher(Resolutions):
             if len(meta) < _wire.OUTPUT_HEAD.size:
                 raise ProtocolError("output that names no task")
             task_id, stream = _wire.OUTPUT_HEAD.unpack_from(meta)
-            if self.on_output is not None:
-                name = next((t.name for t in conn.tasks if t.id == task_id), "?")
+            sender = next((t for t in conn.tasks if t.id == task_id), None)
+            # a task already cancelled or timed out has nothing more to say
+            if self.on_output is not None and sender is not None and sender.state != DONE:
                 text = meta[_wire.OUTPUT_HEAD.size :].decode("utf-8", "replace")
-                self.output.append((name, 2 if stream == 2 else 1, text))
+                self.output.append((sender.name, 2 if stream == 2 else 1, text))
         elif kind == Kind.SETUP_FAILED:
             report = _wire.parse_json(meta)
             who = conn.info.id if conn.info else "?"
@@ -704,51 +620,6 @@ class Dispatcher(Resolutions):
         if held:
             self._drain()
 
-    def _on_auth(self, conn: Conn, kind: int, meta: bytes) -> None:
-        if kind != Kind.AUTH:
-            raise ProtocolError("expected the worker's AUTH message")
-        auth = _wire.parse_json(meta)
-        try:
-            nonce_w = bytes.fromhex(str(auth.get("nonce", "")))
-        except ValueError:
-            nonce_w = b""
-        proven = len(nonce_w) >= 16 and _wire.check_mac(
-            self.secret, b"worker", conn.nonce, nonce_w, auth.get("mac")
-        )
-        worker_id = str(auth.get("id") or f"anonymous-{secrets.token_hex(4)}")
-        problem = _wire.version_problem(auth, "worker")
-        if problem is None and not proven:
-            problem = "authentication failed"
-        if problem is None and worker_id in self.workers:
-            problem = f"worker id {worker_id!r} is already connected"
-        if problem is not None:
-            self._write(conn, _wire.encode(Kind.REJECT, _wire.json_meta({"reason": problem})))
-            self._drop(conn, f"rejected: {problem}")
-            # only a peer holding the secret is one of ours: a stranger's claims
-            # about itself are not worth the user's attention
-            if proven and self.on_refused is not None:
-                self.on_refused(worker_id, problem)
-            return
-        reply = {
-            "mac": _wire.mac(self.secret, b"controller", nonce_w, conn.nonce),
-            "settings": self.settings,
-        }
-        self._write(conn, _wire.encode(Kind.WELCOME, _wire.json_meta(reply)))
-        for frame in self.setup:
-            self._write(conn, frame)
-        pid = auth.get("pid")
-        conn.info = WorkerInfo(
-            worker_id, pid if isinstance(pid, int) else None, str(auth.get("host", "")) or None
-        )
-        conn.stage = _READY
-        self.watch.discard(conn)
-        self.unauthenticated.pop(conn, None)
-        conn.decoder = _wire.Decoder(self.bytes_max, allow_buffers=True)
-        self.workers[worker_id] = conn
-        self.cumulative += 1
-        self.on_worker("connected", worker_id)
-        self._refill(conn)
-
     def _drop(self, conn: Conn, why: str | None) -> None:
         """Forget a connection; a task it was running becomes a crash."""
         fd = next((f for f, c in self.conns.items() if c is conn), None)
@@ -792,17 +663,6 @@ class Dispatcher(Resolutions):
         if why:
             log.info("worker %s dropped: %s", info.id, why)
         self.on_worker("disconnected", info.id)
-
-    def _log_drop(self, why: str) -> None:
-        """Log dropped strangers at a bounded rate: a flood must not flood the log too."""
-        now = time.monotonic()
-        if now - self._drops_logged_at < DROP_LOG_SECONDS:
-            self._drops_unlogged += 1
-            return
-        more = f" (and {self._drops_unlogged} more since)" if self._drops_unlogged else ""
-        log.info("dropped a connection before authentication: %s%s", why, more)
-        self._drops_logged_at = now
-        self._drops_unlogged = 0
 
     def _on_timers(self) -> None:
         now = time.monotonic()

@@ -310,9 +310,7 @@ def plot(
         figure_module: Any = importlib.import_module("matplotlib.figure")
         agg: Any = importlib.import_module("matplotlib.backends.backend_agg")
     except ImportError as exc:
-        raise ImportError(
-            "pycrew.metrics.plot needs matplotlib: pip install 'pycrew[plot]'"
-        ) from exc
+        raise ImportError("pycrew.metrics.plot needs matplotlib: pip install matplotlib") from exc
     dpi = 100
     figure = figure_module.Figure(
         figsize=(size[0] / dpi, size[1] / dpi), dpi=dpi, layout="constrained"

@@ -23,12 +23,12 @@ def to_pandas(
     frame with the record's columns.
 
     Raises:
-        CrewError: pandas is not installed (``pip install 'pycrew[pandas]'``).
+        CrewError: pandas is not installed (``pip install pandas``).
     """
     try:
         import pandas
     except ImportError as exc:
-        raise CrewError("to_pandas() needs pandas: pip install 'pycrew[pandas]'") from exc
+        raise CrewError("to_pandas() needs pandas: pip install pandas") from exc
     if rows is None:
         rows = []
     elif isinstance(rows, (Summary, WorkerSummary)):

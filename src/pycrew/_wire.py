@@ -174,49 +174,60 @@ class Decoder:
         self._advance()
 
     def _advance(self) -> None:
+        # Frames are parsed at an offset and the bytes consumed cut once at
+        # the end: cutting after each frame would move the rest of the buffer
+        # every time (quadratic in a chunk of many small frames).
         buf = self.buf
-        while True:
-            if self._lens:
-                current = self._bufs[-1]
-                need = len(current) - self._filled
-                if need and buf:
-                    n = min(need, len(buf))
-                    current[self._filled : self._filled + n] = buf[:n]
-                    del buf[:n]
-                    self._filled += n
-                    need -= n
-                if need:
-                    return
-                if len(self._bufs) < len(self._lens):
-                    self._bufs.append(receive_buffer(self._lens[len(self._bufs)]))
-                    self._filled = 0
+        pos = 0
+        try:
+            while True:
+                if self._lens:
+                    current = self._bufs[-1]
+                    need = len(current) - self._filled
+                    n = min(need, len(buf) - pos)
+                    if n > 0:
+                        current[self._filled : self._filled + n] = buf[pos : pos + n]
+                        pos += n
+                        self._filled += n
+                        need -= n
+                    if need:
+                        return
+                    if len(self._bufs) < len(self._lens):
+                        self._bufs.append(receive_buffer(self._lens[len(self._bufs)]))
+                        self._filled = 0
+                        continue
+                    self.frames.append((self._kind, self._meta, self._bufs))
+                    self._lens, self._bufs = [], []
                     continue
-                self.frames.append((self._kind, self._meta, self._bufs))
-                self._lens, self._bufs = [], []
-                continue
-            if len(buf) < HEADER.size:
-                return
-            kind, _flags, nbuf, meta_len = HEADER.unpack_from(buf)
-            if nbuf and not self.allow_buffers:
-                raise ProtocolError("buffers are not allowed before authentication")
-            check_size(meta_len, self.limit)
-            start = HEADER.size + LENGTH.size * nbuf
-            if len(buf) < start:
-                return
-            lens = [LENGTH.unpack_from(buf, HEADER.size + LENGTH.size * i)[0] for i in range(nbuf)]
-            check_size(meta_len + sum(lens), self.limit)
-            end = start + meta_len
-            if len(buf) < end:
-                return
-            meta = bytes(buf[start:end])
-            if nbuf:
-                self._lens = lens
-                self._kind, self._meta = kind, meta
-                self._bufs = [receive_buffer(lens[0])]
-                self._filled = 0
-            else:
-                self.frames.append((kind, meta, []))
-            del buf[:end]
+                if len(buf) - pos < HEADER.size:
+                    return
+                kind, _flags, nbuf, meta_len = HEADER.unpack_from(buf, pos)
+                if nbuf and not self.allow_buffers:
+                    raise ProtocolError("buffers are not allowed before authentication")
+                check_size(meta_len, self.limit)
+                start = pos + HEADER.size + LENGTH.size * nbuf
+                if len(buf) < start:
+                    return
+                lens = [
+                    LENGTH.unpack_from(buf, pos + HEADER.size + LENGTH.size * i)[0]
+                    for i in range(nbuf)
+                ]
+                check_size(meta_len + sum(lens), self.limit)
+                end = start + meta_len
+                if len(buf) < end:
+                    return
+                meta = bytes(buf[start:end])
+                if nbuf:
+                    self._lens = lens
+                    self._kind, self._meta = kind, meta
+                    self._bufs = [receive_buffer(lens[0])]
+                    self._filled = 0
+                else:
+                    self.frames.append((kind, meta, []))
+                pos = end
+        finally:
+            if pos:
+                del buf[:pos]
 
 
 def check_size(size: int, limit: int) -> None:

@@ -262,6 +262,8 @@ class Worker:
         self.lock = threading.Lock()
         self.send_lock = threading.Lock()
         self.interruptible = Interruptible()
+        #: an interrupt came while the task's output was being sent: it is due
+        self.deferred = False
         self.main_thread = threading.main_thread().ident
         self.meter = Meter()
         #: samples this process's resources while metrics are on (main() starts it)
@@ -340,6 +342,8 @@ class Worker:
         hit = self.current in self.cancelled
         if hit and self.interruptible.active:
             raise Interrupted
+        if hit:
+            self.deferred = True  # sending a task's output: it lands right after
 
     # main thread ---------------------------------------------------------
     def run(self) -> int:
@@ -469,6 +473,10 @@ class Worker:
         finally:
             if main:
                 inter.active = was
+        if main and was and self.deferred:
+            self.deferred = False
+            if self.current in self.cancelled:
+                raise Interrupted
 
     def leave(self, code: int, announce: bool = True) -> int:
         reasons = {EXIT_IDLE: "idle", EXIT_WALL: "wall", EXIT_TASKS: "tasks"}

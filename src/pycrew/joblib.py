@@ -1,6 +1,6 @@
 """The ``"pycrew"`` backend of joblib, and so of scikit-learn's ``n_jobs``.
 
-Needs the ``joblib`` extra (``pip install 'pycrew[joblib]'``); see docs/joblib.md.
+Needs the ``joblib`` extra (``pip install joblib``); see docs/joblib.md.
 
     import joblib
     import pycrew.joblib  # registers the backend (import pycrew alone does, lazily)

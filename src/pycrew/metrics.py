@@ -7,7 +7,7 @@ see docs/metrics.md.
 
     records = pycrew.metrics.read("metrics")          # a folder, a file, or worker logs
     frame = pycrew.metrics.to_pandas(records)         # needs pandas
-    pycrew.metrics.plot(records, "resident", "memory.png")   # needs pycrew[plot]
+    pycrew.metrics.plot(records, "resident", "memory.png")   # needs matplotlib
 """
 
 from ._metrics import MARKER, METRICS, Metrics, plot, read, to_pandas
