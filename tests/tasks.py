@@ -362,15 +362,6 @@ def shared_keys() -> list[int]:
     return sorted(_setup.SHARED)
 
 
-def bytes_read() -> tuple[int, int]:
-    """This worker's pid and how many bytes it has read (sockets included)."""
-    with open("/proc/self/io") as io:
-        for line in io:
-            if line.startswith("rchar:"):
-                return os.getpid(), int(line.split()[1])
-    raise RuntimeError("no rchar in /proc/self/io")
-
-
 def crash_once_then(path: str, value: object) -> object:
     """Kill the worker the first time (leaving ``path``), then return ``value``."""
     if not os.path.exists(path):

@@ -142,6 +142,8 @@ class Dispatcher(Doorway, Resolutions):
         # connections with a clock running: a handshake deadline or a kill time
         self.watch: set[Conn] = set()
         self.cumulative = 0
+        #: bytes sent to workers since start (tasks, shared objects, setup steps)
+        self.bytes_sent = 0
         self.failure: BaseException | None = None
         #: why a worker's setup failed: the controller launches and takes no more
         self.broken: str | None = None
@@ -310,6 +312,7 @@ class Dispatcher(Doorway, Resolutions):
             while out:
                 head = out[0]
                 n = sock.send(head)
+                self.bytes_sent += n
                 if n < len(head):
                     out[0] = head[n:]
                     return

@@ -381,16 +381,18 @@ class RecordViews:
         return len(dispatcher.live) if dispatcher is not None else 0
 
     def workers_status(self) -> dict[str, int]:
-        """Workers connected now, ever connected, launching, and failed launches."""
+        """Workers connected now, ever connected, launching, failed launches, and
+        ``bytes_sent``: what went to workers since start (tasks, shared objects)."""
         dispatcher, auto = self._dispatcher, self._autoscaler
         if dispatcher is None or auto is None:
-            return {"connected": 0, "cumulative": 0, "launching": 0, "failed": 0}
+            return {"connected": 0, "cumulative": 0, "launching": 0, "failed": 0, "bytes_sent": 0}
         connections, cumulative, *_ = dispatcher.counts()
         return {
             "connected": connections,
             "cumulative": cumulative,
             "launching": len(auto.launching),
             "failed": auto.failed,
+            "bytes_sent": dispatcher.bytes_sent,
         }
 
     def size(self) -> int:

@@ -248,6 +248,7 @@ class InlineDispatcher(Resolutions):
     port = 0
     thread: threading.Thread | None = None
     failure: BaseException | None = None
+    bytes_sent = 0
 
     def __init__(
         self, cleanup: Cleanup, bytes_max: int, listeners: list[Callable[[], None]]
