@@ -28,6 +28,8 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 WAIT = 60
+#: the workers' import path without this checkout's pycrew, whatever the tests run with
+NO_PYCREW_PATH = {"PYTHONPATH": os.path.dirname(os.path.dirname(os.path.abspath(__file__)))}
 
 
 def python_without_pycrew(tmp_path: Path) -> Path:
@@ -70,7 +72,9 @@ def launched(ctl: pycrew.Controller) -> int:
 # ------------------------------------------------------------ local workers
 def test_a_python_without_pycrew_is_named_at_the_first_failed_launch(tmp_path: Path) -> None:
     python = python_without_pycrew(tmp_path)
-    with pycrew.local_controller(workers=2, python=python, seconds_interval=0.05) as ctl:
+    with pycrew.local_controller(
+        workers=2, python=python, seconds_interval=0.05, env=NO_PYCREW_PATH
+    ) as ctl:
         ctl.push(tasks.add, 1, 2)
         wait_until(lambda: ctl.workers_status()["failed"] >= 1, WAIT, "the failed launch")
         # until the user has heard why, launching again would only fail again
@@ -89,7 +93,9 @@ def test_a_python_without_pycrew_is_named_at_the_first_failed_launch(tmp_path: P
 
 def test_the_launch_error_is_raised_once_and_launching_resumes_after(tmp_path: Path) -> None:
     python = python_without_pycrew(tmp_path)
-    with pycrew.local_controller(workers=1, python=python, seconds_interval=0.05) as ctl:
+    with pycrew.local_controller(
+        workers=1, python=python, seconds_interval=0.05, env=NO_PYCREW_PATH
+    ) as ctl:
         ctl.push(tasks.add, 1, 2)
         first = launch_error(ctl)
         # heard: the next round tries again, and the next call hears about that one
@@ -182,7 +188,12 @@ def test_a_log_directory_is_read_from_where_the_worker_began(tmp_path: Path) -> 
     python = python_without_pycrew(tmp_path)
     logs = tmp_path / "logs"
     with pycrew.local_controller(
-        name="logged", workers=1, python=python, log_directory=logs, seconds_interval=0.05
+        name="logged",
+        workers=1,
+        python=python,
+        log_directory=logs,
+        seconds_interval=0.05,
+        env=NO_PYCREW_PATH,
     ) as ctl:
         (logs / "logged-1.log").write_text("an earlier run's line\n")
         ctl.push(tasks.add, 1, 2)

@@ -281,10 +281,10 @@ def test_arrays_are_split_at_max_array_size(cluster: None) -> None:
 def test_a_python_without_pycrew_is_named_from_the_jobs_error_file(
     cluster: None, tmp_path: Path
 ) -> None:
-    from tests.test_diagnosis import python_without_pycrew
+    from tests.test_diagnosis import NO_PYCREW_PATH, python_without_pycrew
 
     python = python_without_pycrew(tmp_path)
-    with _slurm(workers=1, python=str(python)) as ctl:
+    with _slurm(workers=1, python=str(python), env=NO_PYCREW_PATH) as ctl:
         ctl.push(tasks.add, 1, 2)
         with pytest.raises(pycrew.LaunchError) as caught:
             wait_until(lambda: ctl.wait(seconds_timeout=0.1), 60, "the launch error")
