@@ -319,6 +319,21 @@ def test_a_missing_interpreter_is_named_from_the_users_error_files(
     assert len(list((tmp_path / "logs").glob("err-*_*.log"))) >= 2  # the user's: kept
 
 
+def test_a_log_folder_gone_after_construction_is_named(cluster: None, tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    with _slurm(workers=1, log_error=str(logs / "%A.err")) as ctl:
+        shutil.rmtree(logs)  # SLURM cannot open the job's error file, so the job fails
+        ctl.push(tasks.add, 1, 2)
+        with pytest.raises(pycrew.LaunchError) as caught:
+            wait_until(lambda: ctl.wait(seconds_timeout=0.1), 60, "the launch error")
+        assert _launcher(ctl).calls["sbatch"] <= 3  # a cause in doubt gets a second job
+        ctl.cancel()
+    message = str(caught.value)
+    assert re.match(rf"worker {ctl.name}-2 \(job \d+\) ", message)
+    assert re.search(rf"left no error file {logs}/\d+\.err \(SLURM's reason: \w+\)", message)
+    assert "is the folder on a file system the compute nodes share" in message
+
+
 def test_a_job_that_connects_lets_go_of_its_error_file(cluster: None) -> None:
     with _slurm(workers=1) as ctl:
         pid = ctl.push(tasks.pid).result(timeout=60)

@@ -55,6 +55,7 @@ _JOB = re.compile(r"\bJobId=(\d+)")
 _TASK = re.compile(r"\bArrayTaskId=(\d+)")
 _ARRAY = re.compile(r"\bArrayJobId=(\d+)")
 _STDERR = re.compile(r"\bStdErr=(.*?)(?= [A-Z][A-Za-z]*=|$)")
+_REASON = re.compile(r"\bReason=(\S+)")
 _PATTERN = re.compile(r"%(\d*)([%Aajxu])")
 #: ``log_error``'s default: stderr kept until the worker connects, then dropped
 STARTUP_LOG = "(startup)"
@@ -227,6 +228,7 @@ class SlurmLauncher(Launcher):
         self._job_names: dict[str, str] = {}
         self._own_id: dict[str, str] = {}
         self._stderr: dict[str, str] = {}
+        self._reason: dict[str, str] = {}
 
     # ----------------------------------------------------------- commands
     def _run(self, args: list[str], stdin: str | None = None, env: Any = None) -> str:
@@ -421,6 +423,9 @@ class SlurmLauncher(Launcher):
                 stderr = _STDERR.search(line)
                 if stderr is not None and stderr[1].strip():
                     self._stderr[key] = stderr[1].strip()
+                reason = _REASON.search(line)
+                if reason is not None and reason[1] not in ("None", "NonZeroExitCode"):
+                    self._reason[key] = reason[1]
         return codes
 
     # ------------------------------------------------------------ failures
@@ -443,10 +448,12 @@ class SlurmLauncher(Launcher):
             with contextlib.suppress(OSError):
                 os.unlink(path)
         if text is None:
+            reason = self._reason.pop(handle.id, "")
             raise LaunchError(
-                f"the job left no error file {path}: SLURM could not write it (is its "
-                "folder on a file system the compute nodes share, and writable there?), "
-                "or the job never ran its script"
+                f"the job left no error file {path}"
+                + (f" (SLURM's reason: {reason})" if reason else "")
+                + ": SLURM could not write it there (is the folder on a file system the "
+                "compute nodes share, and writable there?), or the job never ran its script"
             )
         return text
 
@@ -503,7 +510,7 @@ class SlurmLauncher(Launcher):
             self._token = secrets.token_hex(4)
             self._ended.clear()
             self._asked = set()
-            for known in (self._workdir, self._job_names, self._own_id, self._stderr):
+            for known in (self._workdir, self._job_names, self._own_id, self._stderr, self._reason):
                 known.clear()
 
 
