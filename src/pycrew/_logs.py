@@ -168,15 +168,21 @@ def leave_startup_log() -> None:
     from here on, as it would have without the file.
     """
     folder = os.environ.pop(STARTUP_ENV, "")
-    if not folder:
+    try:
+        ours = os.stat(folder) if folder else None
+    except OSError:
+        return
+    if ours is None:
         return
     null = -1
     for fd in (1, 2):
         try:
             path = os.readlink(f"/proc/self/fd/{fd}")
+            # the same folder, however this machine's mounts spell its path
+            parent = os.stat(os.path.dirname(path))
         except OSError:
             continue
-        if os.path.dirname(path) != folder:
+        if (parent.st_dev, parent.st_ino) != (ours.st_dev, ours.st_ino):
             continue  # the user's own file, or not a file at all
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(OSError, ValueError):
