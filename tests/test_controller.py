@@ -693,9 +693,9 @@ class _NeverStarts(pycrew.launchers.LocalLauncher):
 def test_workers_that_never_connect_become_a_launch_error() -> None:
     with pycrew.controller(_NeverStarts(), workers=1, seconds_interval=0.05) as ctl:
         ctl.push(tasks.add, 1, 2)
-        with pytest.raises(pycrew.LaunchError, match="10 launched workers in a row never"):
+        with pytest.raises(pycrew.LaunchError, match="exited with code 3 before it connected"):
             wait_until(lambda: ctl.wait(seconds_timeout=0.1), 60, "the launch error")
-        assert ctl.workers_status()["failed"] >= 10
+        assert ctl.workers_status()["failed"] >= 2
 
 
 def test_the_command_line_id_wins_over_an_inherited_one() -> None:

@@ -8,6 +8,7 @@ the queue.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -277,6 +278,70 @@ def test_arrays_are_split_at_max_array_size(cluster: None) -> None:
         ctl.terminate()
 
 
+def test_a_python_without_pycrew_is_named_from_the_jobs_error_file(
+    cluster: None, tmp_path: Path
+) -> None:
+    from tests.test_diagnosis import NO_PYCREW_PATH, python_without_pycrew
+
+    python = python_without_pycrew(tmp_path)
+    with _slurm(workers=1, python=str(python), env=NO_PYCREW_PATH) as ctl:
+        ctl.push(tasks.add, 1, 2)
+        with pytest.raises(pycrew.LaunchError) as caught:
+            wait_until(lambda: ctl.wait(seconds_timeout=0.1), 60, "the launch error")
+        launcher = _launcher(ctl)
+        assert launcher.calls["sbatch"] <= 2  # one job, and perhaps its replacement since
+        folder = Path(launcher.startup_folder(launcher.job_name(ctl.name)))
+        assert folder.is_dir()
+        ctl.cancel()
+    assert not folder.exists()  # the default error files go with the controller
+    message = str(caught.value)
+    assert re.match(rf"worker {ctl.name}-1 \(job \d+\) exited with code 1 before it", message)
+    assert f"pycrew is not installed for the Python the workers run ({python})" in message
+    assert f"    {python}: No module named pycrew" in message.splitlines()
+
+
+def test_a_missing_interpreter_is_named_from_the_users_error_files(
+    cluster: None, tmp_path: Path
+) -> None:
+    missing = tmp_path / "no-such-python"
+    pattern = str(tmp_path / "logs" / "err-%A_%a.log")
+    with _slurm(workers=2, python=str(missing), log_error=pattern) as ctl:
+        ctl.push(tasks.add, 1, 2)
+        ctl.push(tasks.add, 3, 4)
+        with pytest.raises(pycrew.LaunchError) as caught:
+            wait_until(lambda: ctl.wait(seconds_timeout=0.1), 60, "the launch error")
+        assert _launcher(ctl).calls["sbatch"] <= 2
+        ctl.cancel()
+    message = str(caught.value)
+    assert re.match(rf"worker {ctl.name}-[12] \(job \d+_[01]\) exited with code 127", message)
+    assert f"the interpreter {missing} was not found where the worker ran" in message
+    assert f"exec: {missing}: not found" in message
+    assert len(list((tmp_path / "logs").glob("err-*_*.log"))) >= 2  # the user's: kept
+
+
+def test_a_log_folder_gone_after_construction_is_named(cluster: None, tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    with _slurm(workers=1, log_error=str(logs / "%A.err")) as ctl:
+        shutil.rmtree(logs)  # SLURM cannot open the job's error file, so the job fails
+        ctl.push(tasks.add, 1, 2)
+        with pytest.raises(pycrew.LaunchError) as caught:
+            wait_until(lambda: ctl.wait(seconds_timeout=0.1), 60, "the launch error")
+        assert _launcher(ctl).calls["sbatch"] <= 3  # a cause in doubt gets a second job
+        ctl.cancel()
+    message = str(caught.value)
+    assert re.match(rf"worker {ctl.name}-2 \(job \d+\) ", message)
+    assert re.search(rf"left no error file {logs}/\d+\.err \(SLURM's reason: \w+\)", message)
+    assert "is the folder on a file system the compute nodes share" in message
+
+
+def test_a_job_that_connects_lets_go_of_its_error_file(cluster: None) -> None:
+    with _slurm(workers=1) as ctl:
+        pid = ctl.push(tasks.pid).result(timeout=60)
+        assert os.readlink(f"/proc/{pid}/fd/2") == os.devnull  # a one-node cluster: here
+        launcher = _launcher(ctl)
+        assert os.listdir(launcher.startup_folder(launcher.job_name(ctl.name))) == []
+
+
 # ------------------------------------------------ the script (no cluster)
 def _spec(worker_id: str = "ctl-1") -> WorkerSpec:
     return WorkerSpec(
@@ -325,6 +390,42 @@ def test_job_script_carries_every_option_and_no_secret() -> None:
     assert lines[-1].startswith("exec /opt/python/bin/python3 -m pycrew worker")
     assert lines[-1].endswith('--id "$id"')
     assert "ab" * 32 not in text
+
+
+def test_job_stderr_goes_to_the_startup_folder_by_default() -> None:
+    launcher = SlurmLauncher()
+    folder = launcher.startup_folder("pycrew.ctl.0000")
+    assert folder == os.path.realpath(pycrew._ledger.directory() / "startup" / "pycrew.ctl.0000")
+    lines = launcher.script([_spec("ctl-1"), _spec("ctl-2")], "pycrew.ctl.0000", True).splitlines()
+    assert f"#SBATCH --error={folder}/%A_%a.err" in lines
+    lines = launcher.script([_spec("ctl-1")], "pycrew.ctl.0000", False).splitlines()
+    assert f"#SBATCH --error={folder}/%j.err" in lines
+    assert "#SBATCH --output=/dev/null" in lines
+
+
+def test_error_files_are_found_by_their_patterns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    launcher = SlurmLauncher(log_error="logs/%x.%A_%3a.%j.%%.err")
+    # what sbatch and scontrol would have told it
+    launcher._workdir["12"] = str(tmp_path)
+    launcher._job_names["12"] = "pycrew.ctl.0000"
+    launcher._own_id["12_1"] = "14"
+    logs = tmp_path / "logs"
+    (logs / "pycrew.ctl.0000.12_001.14.%.err").write_text("the element's own words\n")
+    assert launcher.failure_output(SlurmJob("12", 1)) == "the element's own words\n"
+    # an element SLURM no longer knows: %j cannot be filled in
+    with pytest.raises(pycrew.LaunchError, match="cannot tell which file %j names"):
+        launcher.failure_output(SlurmJob("12", 2))
+    # one job, not an array, with stderr in the output file
+    launcher = SlurmLauncher(log_output="out-%j-%a.txt", log_error=None)
+    launcher._workdir["20"] = str(tmp_path)
+    (tmp_path / "out-20-4294967294.txt").write_text("joined\n")
+    assert launcher.failure_output(SlurmJob("20")) == "joined\n"
+    assert (tmp_path / "out-20-4294967294.txt").exists()  # the user's file stays
+    with pytest.raises(pycrew.LaunchError, match="went to /dev/null"):
+        SlurmLauncher(log_error="/dev/null").failure_output(SlurmJob("21"))
 
 
 @pytest.mark.parametrize(

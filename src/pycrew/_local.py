@@ -83,7 +83,10 @@ def local_controller(
             returned as records before pop/collect/map raise
             :class:`CrashLimitError`.
         log_directory: one log file per worker here (task output included),
-            or ``None`` to discard worker output.
+            or ``None`` to discard worker output. Either way, a worker that
+            exits before it connects is explained: its stderr (kept in a
+            small temporary file until it connects, without a log folder)
+            is read, and a ``LaunchError`` names the probable cause.
         log_join: stdout and stderr in one file (``True``) or two.
         log_bytes_max: a worker's log file that passes this many bytes moves
             to ``<file>.1`` and starts afresh (at most two parts are kept);

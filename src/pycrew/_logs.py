@@ -37,6 +37,9 @@ CHECK_SECONDS = 1.0
 WRITE_CHECK = 64 << 10
 #: a worker's log file is moved aside past this many bytes, by default
 LOG_BYTES_MAX = 100 << 20
+#: names the folder of a launcher's start-up logs: a worker whose stderr (or
+#: stdout) is a file there lets go of it once connected
+STARTUP_ENV = "PYCREW_STARTUP_LOG"
 
 
 def check_log_bytes(value: object) -> int | None:
@@ -154,6 +157,43 @@ def from_environment() -> LogCap | None:
     if 2 in capped:
         sys.stderr = _Counted(sys.stderr, cap)
     return cap
+
+
+def leave_startup_log() -> None:
+    """Once connected, stop writing to a launcher's start-up log, and remove it.
+
+    Such a file only explains a worker that never connects. Kept open, a
+    long-lived worker's output would grow it without end; removed but still
+    open, it would fill the disk unseen. So output goes to ``/dev/null``
+    from here on, as it would have without the file.
+    """
+    folder = os.environ.pop(STARTUP_ENV, "")
+    try:
+        ours = os.stat(folder) if folder else None
+    except OSError:
+        return
+    if ours is None:
+        return
+    null = -1
+    for fd in (1, 2):
+        try:
+            path = os.readlink(f"/proc/self/fd/{fd}")
+            # the same folder, however this machine's mounts spell its path
+            parent = os.stat(os.path.dirname(path))
+        except OSError:
+            continue
+        if (parent.st_dev, parent.st_ino) != (ours.st_dev, ours.st_ino):
+            continue  # the user's own file, or not a file at all
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, ValueError):
+                stream.flush()
+        if null < 0:
+            null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, fd)
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+    if null >= 0:
+        os.close(null)
 
 
 # ------------------------------------------------------------------ relayed output

@@ -20,6 +20,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
+from . import _diagnose
 from ._errors import LaunchError
 
 if TYPE_CHECKING:
@@ -33,6 +34,9 @@ log = logging.getLogger("pycrew")
 
 #: launched workers in a row that never connect before the user hears of it
 LAUNCH_FAILURES = 10
+#: launched workers in a row that exit before connecting before the user hears
+#: why; the first one already, when its last words leave no doubt
+EXIT_FAILURES = 2
 
 
 class _Request:
@@ -81,6 +85,11 @@ class Scaler:
         self._gone: set[str] = set()
         self.short = True
         self.failure: LaunchError | None = None
+        # workers that exited before connecting since one last connected
+        self._exited_in_a_row = 0
+        # the diagnosis of the workers that exited, until the user has heard
+        # it: launching more would only fail the same way
+        self._held: LaunchError | None = None
         # causes of failed rounds already logged
         self._told: set[str] = set()
         self._cv = threading.Condition()
@@ -206,6 +215,7 @@ class Scaler:
         for kind, worker_id in events:
             if kind == "connected":
                 auto.on_connected(worker_id)
+                self._exited_in_a_row = 0
             else:
                 auto.on_disconnected(worker_id)
                 self._gone.add(worker_id)
@@ -248,6 +258,7 @@ class Scaler:
             if code is not None:
                 log.warning("worker %s exited with code %s before connecting", worker_id, code)
                 auto.on_died(worker_id)
+                self._exited(worker_id, code)
         for worker_id in auto.expire(time.monotonic()):
             log.warning("worker %s did not connect within seconds_launch", worker_id)
             handle = self.handles.get(worker_id)
@@ -265,7 +276,42 @@ class Scaler:
                 "the controller's host and port"
             )
 
+    def _exited(self, worker_id: str, code: int) -> None:
+        """A launched worker exited before connecting: find out why, and tell the user."""
+        self._exited_in_a_row += 1
+        handle = self.handles.get(worker_id)
+        if handle is None:
+            return
+        text: str | None = None
+        try:
+            # read even when nobody will hear of it: the launcher may then let the file go
+            text = self.launcher.failure_output(handle)
+            cause = _diagnose.probable_cause(text, code)
+        except LaunchError as exc:
+            cause = _diagnose.Cause(str(exc), certain=False)
+        except Exception:  # a plugin's bug must not stop scaling
+            log.exception("reading the output of worker %s failed", worker_id)
+            cause = _diagnose.probable_cause(None, code)
+        if self._held is not None and self._held is self.failure:
+            return  # the user has yet to hear the last diagnosis
+        if not cause.certain and self._exited_in_a_row < EXIT_FAILURES:
+            return  # one may be bad luck (a node that failed); two are not
+        try:
+            about = self.launcher.describe_worker(handle)
+        except Exception:
+            about = {}
+        where = f"job {about['job']}" if "job" in about else ""
+        where = where or (f"pid {about['pid']}" if "pid" in about else "")
+        self.failure = self._held = _diagnose.launch_error(worker_id, where, code, text, cause)
+        self._exited_in_a_row = 0
+        self.autoscaler.failed_in_a_row = 0
+
     def _round(self) -> int:
+        if self._held is not None:
+            if self._held is self.failure:
+                self.short = self.autoscaler.supply() < self.autoscaler.workers
+                return 0
+            self._held = None
         n = self.autoscaler.to_launch(self.unresolved())
         if n > 0:
             self._launch(n)

@@ -15,7 +15,7 @@ from . import _ledger
 from ._controller import Controller
 from ._errors import ArgumentError
 from .launchers import SlurmLauncher
-from .launchers._slurm import JOB_PREFIX, run_command
+from .launchers._slurm import JOB_PREFIX, STARTUP_LOG, run_command
 
 if TYPE_CHECKING:
     import os
@@ -59,7 +59,7 @@ def slurm_controller(
     script_lines: Sequence[str] = (),
     script_directory: str | os.PathLike[str] | None = None,
     log_output: str | None = "/dev/null",
-    log_error: str | None = "/dev/null",
+    log_error: str | None = STARTUP_LOG,
     log_bytes_max: int | None = 100 << 20,
     sbatch_options: Sequence[str] = (),
     python: str | None = None,
@@ -105,6 +105,11 @@ def slurm_controller(
         memory_gigabytes_required, time_minutes, script_lines,
         script_directory, log_output, log_error, log_bytes_max, sbatch_options, python,
         array: how jobs are submitted; see :class:`pycrew.launchers.SlurmLauncher`.
+        log_error: by default (``"(startup)"``) a job's stderr is kept only
+            until its worker connects, so that a job that exits first can
+            say why in the ``LaunchError`` raised after at most two such
+            jobs; a path (SLURM patterns allowed) keeps it all, and is read
+            the same way; ``"/dev/null"`` discards it.
         seconds_launch: a job that has not connected by then (one day by
             default: it may wait in the queue) is cancelled and replaced.
 

@@ -753,6 +753,7 @@ def main(address: str, tls: bool) -> int:
     except Exception as exc:  # whatever the other side sent, a clean refusal: no traceback
         _log(f"could not join the controller at {address}: {exc}")
         return EXIT_STARTUP
+    _logs.leave_startup_log()
     # the log's header: enough to tell whose worker this was, and where it ran
     version = ".".join(map(str, sys.version_info[:3]))
     _log(

@@ -71,6 +71,20 @@ class Launcher(abc.ABC):
         """
         return [self.exit_code(handle) for handle in handles]
 
+    def failure_output(self, handle: Any) -> str | None:
+        """The end of what a worker that exited before connecting wrote to its stderr.
+
+        Called once, on the scaler thread, for a worker whose ``exit_code``
+        showed it ended before it connected; the controller finds the
+        probable cause in it and quotes its last lines in the ``LaunchError``
+        the user gets. Return the last few KiB (``""`` if the worker wrote
+        nothing), or ``None`` if the launcher keeps no such output. Raise
+        ``LaunchError`` to say why the output cannot be read (a log file that
+        was never made, say): its message is shown as the cause. A launcher
+        may delete a file it kept only for this once it has been read.
+        """
+        return None
+
     def describe_worker(self, handle: Any) -> dict[str, Any]:
         """What identifies a launched worker outside this process, for the record
         that lets monitors find leftovers: ``{"pid": ..., "host": ...}`` for a

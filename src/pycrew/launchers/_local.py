@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
+import weakref
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from .._errors import ArgumentError, ArgumentTypeError
-from .._logs import BYTES_ENV, LOG_BYTES_MAX, check_log_bytes
+from .._diagnose import read_tail
+from .._errors import ArgumentError, ArgumentTypeError, LaunchError
+from .._logs import BYTES_ENV, LOG_BYTES_MAX, STARTUP_ENV, check_log_bytes
 from ._base import Launcher, WorkerSpec
 
 if TYPE_CHECKING:
@@ -26,7 +30,10 @@ class LocalLauncher(Launcher):
 
     Args:
         log_directory: where worker output goes, one file per worker
-            (``<worker id>.log``), or ``None`` to discard it.
+            (``<worker id>.log``), or ``None`` to discard it. Without it, a
+            worker's stderr still goes to a small file of its own until it
+            connects (in a temporary folder that ``shutdown()`` removes), so
+            that a worker that exits before connecting can say why.
         log_join: one file for stdout and stderr together (``True``), or
             ``<id>-stdout.log`` and ``<id>-stderr.log``.
         python: the interpreter workers run, instead of this process's.
@@ -63,17 +70,28 @@ class LocalLauncher(Launcher):
         if python is not None and not str(python):
             raise ArgumentError("python must be None or the path of an interpreter")
         self.python = os.fspath(python) if python is not None else None
+        # this start's folder of start-up logs (made at the first launch)
+        self._startup: str | None = None
+        # each worker's stderr: its file, how long it was at launch, and
+        # whether the file is ours to delete
+        self._stderr: weakref.WeakKeyDictionary[subprocess.Popen[bytes], tuple[str, int, bool]]
+        self._stderr = weakref.WeakKeyDictionary()
 
-    def _streams(self, worker_id: str) -> tuple[Any, Any, list[IO[bytes]]]:
+    def _streams(self, worker_id: str) -> tuple[Any, Any, list[IO[bytes]], tuple[str, int, bool]]:
         if self.log_directory is None:
-            return subprocess.DEVNULL, subprocess.DEVNULL, []
+            if self._startup is None:
+                # realpath: the worker finds its file by the path /proc shows
+                self._startup = os.path.realpath(tempfile.mkdtemp(prefix="pycrew-startup-"))
+            path = os.path.join(self._startup, f"{worker_id}.err")
+            err = os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb")
+            return subprocess.DEVNULL, err, [err], (path, 0, True)
         self.log_directory.mkdir(parents=True, exist_ok=True)
         if self.log_join:
             joined = open(self.log_directory / f"{worker_id}.log", "ab")  # noqa: SIM115
-            return joined, subprocess.STDOUT, [joined]
+            return joined, subprocess.STDOUT, [joined], _appended(joined)
         out = open(self.log_directory / f"{worker_id}-stdout.log", "ab")  # noqa: SIM115
         err = open(self.log_directory / f"{worker_id}-stderr.log", "ab")  # noqa: SIM115
-        return out, err, [out, err]
+        return out, err, [out, err], _appended(err)
 
     def launch_worker(self, spec: WorkerSpec) -> subprocess.Popen[bytes]:
         env = os.environ.copy()
@@ -89,9 +107,11 @@ class LocalLauncher(Launcher):
         command = list(spec.command)
         if self.python is not None:
             command[0] = self.python
-        stdout, stderr, files = self._streams(spec.worker_id)
+        stdout, stderr, files, where = self._streams(spec.worker_id)
+        if where[2]:
+            env[STARTUP_ENV] = os.path.dirname(where[0])
         try:
-            return subprocess.Popen(
+            proc = subprocess.Popen(
                 command,
                 env=env,
                 stdin=subprocess.DEVNULL,
@@ -101,14 +121,43 @@ class LocalLauncher(Launcher):
                 # controller, which then ends its workers itself.
                 start_new_session=True,
             )
+        except (FileNotFoundError, PermissionError) as exc:
+            _drop(where)
+            if exc.filename not in (command[0], None):
+                raise
+            raise LaunchError(
+                f"cannot run the workers' interpreter {command[0]!r}: {exc.strerror}; pass "
+                "python= the path of a Python that has pycrew"
+            ) from exc
+        except BaseException:
+            _drop(where)
+            raise
         finally:
             for handle in files:
                 handle.close()
+        self._stderr[proc] = where
+        return proc
 
     def terminate_worker(self, handle: Any) -> None:
-        if isinstance(handle, subprocess.Popen) and handle.poll() is None:
-            with contextlib.suppress(OSError):
-                handle.kill()
+        if isinstance(handle, subprocess.Popen):
+            if handle.poll() is None:
+                with contextlib.suppress(OSError):
+                    handle.kill()
+            # a worker ended before it connected leaves its start-up log behind
+            _drop(self._stderr.pop(handle, ("", 0, False)))
+
+    def failure_output(self, handle: Any) -> str | None:
+        if not isinstance(handle, subprocess.Popen):
+            return None
+        found = self._stderr.pop(handle, None)
+        if found is None:
+            return None
+        path, start, _ = found
+        text = read_tail(path, start)
+        _drop(found)
+        if text is None:
+            raise LaunchError(f"its log {path} is gone, so pycrew cannot say why")
+        return text
 
     def describe_worker(self, handle: Any) -> dict[str, Any]:
         if isinstance(handle, subprocess.Popen):
@@ -137,6 +186,23 @@ class LocalLauncher(Launcher):
                     _end_group(handle.pid)
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     handle.wait(timeout=5)
+        if self._startup is not None:
+            shutil.rmtree(self._startup, ignore_errors=True)
+            self._startup = None
+        self._stderr.clear()
+
+
+def _drop(where: tuple[str, int, bool]) -> None:
+    """Delete a worker's stderr file if it is a start-up log of ours."""
+    path, _, ours = where
+    if ours:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+
+
+def _appended(log: IO[bytes]) -> tuple[str, int, bool]:
+    """Where a worker's output goes in a log it adds to: only what comes after is its own."""
+    return (str(log.name), os.fstat(log.fileno()).st_size, False)
 
 
 def _ended(pid: int) -> str:

@@ -18,19 +18,23 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import getpass
 import math
 import os
 import re
 import secrets
 import shlex
+import shutil
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .. import _ledger
+from .._diagnose import read_tail
 from .._errors import ArgumentError, ArgumentTypeError, LaunchError
-from .._logs import BYTES_ENV, LOG_BYTES_MAX, check_log_bytes
+from .._logs import BYTES_ENV, LOG_BYTES_MAX, STARTUP_ENV, check_log_bytes
 from ._base import Launcher
 
 if TYPE_CHECKING:
@@ -50,6 +54,15 @@ _EXIT = re.compile(r"\bExitCode=(\d+):(\d+)")
 _JOB = re.compile(r"\bJobId=(\d+)")
 _TASK = re.compile(r"\bArrayTaskId=(\d+)")
 _ARRAY = re.compile(r"\bArrayJobId=(\d+)")
+_STDERR = re.compile(r"\bStdErr=(.*?)(?= [A-Z][A-Za-z]*=|$)")
+_REASON = re.compile(r"\bReason=(\S+)")
+_PATTERN = re.compile(r"%(\d*)([%Aajxu])")
+#: ``log_error``'s default: stderr kept until the worker connects, then dropped
+STARTUP_LOG = "(startup)"
+#: SLURM's ``%a`` outside an array
+NO_INDEX = "4294967294"
+#: how long a job's error file may take to show on this machine (a shared file system)
+SHOW_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -132,8 +145,17 @@ class SlurmLauncher(Launcher):
         script_directory: keep each job script here, for reading; by default
             scripts go to ``sbatch`` on its standard input and leave no file.
         log_output: ``#SBATCH --output``: the workers' standard output;
-            SLURM patterns such as ``%A_%a`` allowed. ``None``: SLURM's default.
-        log_error: ``#SBATCH --error``, likewise.
+            SLURM patterns such as ``%A_%a`` allowed. ``None``: SLURM's
+            default (``slurm-%A_%a.out`` in the submit folder).
+        log_error: ``#SBATCH --error``, likewise. By default
+            (``"(startup)"``) each job's standard error goes to a file of its
+            own until its worker connects, then the worker lets go of it and
+            the file is deleted; the files sit in a folder of this controller
+            start under pycrew's state folder (``~/.local/state/pycrew/startup``,
+            which the compute nodes must see, as they see your home), removed
+            at ``shutdown()``. The error file of a job that exits before its
+            worker connects (this one, or the one named here) is read for the
+            ``LaunchError`` that says why; ``"/dev/null"`` discards it all.
         log_bytes_max: a worker's log file that passes this many bytes moves
             to ``<file>.1`` and starts afresh; ``None``: no cap.
         sbatch_options: more ``#SBATCH`` options, such as ``"--qos=long"``.
@@ -157,7 +179,7 @@ class SlurmLauncher(Launcher):
         script_lines: Sequence[str] = (),
         script_directory: str | os.PathLike[str] | None = None,
         log_output: str | None = "/dev/null",
-        log_error: str | None = "/dev/null",
+        log_error: str | None = STARTUP_LOG,
         log_bytes_max: int | None = LOG_BYTES_MAX,
         sbatch_options: Sequence[str] = (),
         python: str | None = None,
@@ -168,7 +190,7 @@ class SlurmLauncher(Launcher):
         for label, value in (("log_output", log_output), ("log_error", log_error)):
             if value is not None and (not isinstance(value, str) or not value):
                 raise ArgumentError(f"{label} must be a path (a non-empty string) or None")
-            if value is not None:
+            if value is not None and value != STARTUP_LOG:
                 _make_log_folder(label, value)
         if python is not None and (not isinstance(python, str) or not python):
             raise ArgumentError(f"python must be a path to an interpreter, got {python!r}")
@@ -199,6 +221,14 @@ class SlurmLauncher(Launcher):
         self._ended: dict[str, int] = {}
         self._polled_at = -math.inf
         self._poll_every = POLL_MIN
+        # for reading a failed job's error file: the folder each job was
+        # submitted from, an array element's own job id, and the file as
+        # SLURM names it (patterns filled in)
+        self._workdir: dict[str, str] = {}
+        self._job_names: dict[str, str] = {}
+        self._own_id: dict[str, str] = {}
+        self._stderr: dict[str, str] = {}
+        self._reason: dict[str, str] = {}
 
     # ----------------------------------------------------------- commands
     def _run(self, args: list[str], stdin: str | None = None, env: Any = None) -> str:
@@ -208,6 +238,10 @@ class SlurmLauncher(Launcher):
     def job_name(self, controller: str) -> str:
         """The name every job of this controller start carries."""
         return f"{JOB_PREFIX}{controller}.{self._token}"
+
+    def startup_folder(self, name: str) -> str:
+        """Where the jobs named ``name`` keep their stderr until they connect (the default)."""
+        return os.path.realpath(_ledger.directory() / "startup" / name)
 
     def max_array_size(self) -> int:
         """SLURM's MaxArraySize: array indices stay below it."""
@@ -228,7 +262,10 @@ class SlurmLauncher(Launcher):
             lines.append(f"#SBATCH --array=0-{len(specs) - 1}")
         if self.log_output is not None:
             lines.append(f"#SBATCH --output={self.log_output}")
-        if self.log_error is not None:
+        if self.log_error == STARTUP_LOG:
+            file = "%A_%a.err" if array else "%j.err"
+            lines.append(f"#SBATCH --error={os.path.join(self.startup_folder(name), file)}")
+        elif self.log_error is not None:
             lines.append(f"#SBATCH --error={self.log_error}")
         lines.append("#SBATCH --ntasks=1")
         for option, value in (
@@ -257,12 +294,14 @@ class SlurmLauncher(Launcher):
         lines.append("exec " + " ".join(command))
         return "\n".join(lines) + "\n"
 
-    def _environment(self, spec: WorkerSpec) -> dict[str, str]:
+    def _environment(self, spec: WorkerSpec, name: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k not in spec.env_remove}
         env.update(spec.env)
         env.pop("PYCREW_WORKER", None)  # set per array element by the script
         if self.log_bytes_max is not None:
             env[BYTES_ENV] = str(self.log_bytes_max)
+        if self.log_error == STARTUP_LOG:
+            env[STARTUP_ENV] = self.startup_folder(name)
         return env
 
     # ------------------------------------------------------------ launching
@@ -273,6 +312,14 @@ class SlurmLauncher(Launcher):
         if not specs:
             return []
         name = self.job_name(specs[0].controller)
+        if self.log_error == STARTUP_LOG:
+            try:
+                os.makedirs(self.startup_folder(name), mode=0o700, exist_ok=True)
+            except OSError as exc:
+                raise LaunchError(
+                    f"cannot make the folder of the jobs' error files "
+                    f"{self.startup_folder(name)!r}: {exc.strerror}; pass log_error= a path"
+                ) from exc
         self._names.add(name)
         handles: list[SlurmJob] = []
         if self.array and len(specs) > 1:
@@ -301,12 +348,14 @@ class SlurmLauncher(Launcher):
             path.write_text(text)
             args.append(str(path))
             stdin = None
-        out = self._run(args, stdin=stdin, env=self._environment(specs[0]))
+        out = self._run(args, stdin=stdin, env=self._environment(specs[0], name))
         # --parsable prints "jobid" or "jobid;cluster"
         job_id = out.strip().split(";")[0]
         if not job_id.isdigit():
             raise LaunchError(f"sbatch printed no job id: {out.strip()!r}")
         self._submitted.append(job_id)
+        self._workdir[job_id] = os.getcwd()
+        self._job_names[job_id] = name
         return job_id
 
     # ------------------------------------------------------------ watching
@@ -369,7 +418,77 @@ class SlurmLauncher(Launcher):
                 job = _JOB.search(line)
                 key = f"{array[1]}_{task[1]}" if array and task else (job[1] if job else job_id)
                 codes[key] = -signal if signal else code
+                if job is not None:
+                    self._own_id[key] = job[1]
+                stderr = _STDERR.search(line)
+                if stderr is not None and stderr[1].strip():
+                    self._stderr[key] = stderr[1].strip()
+                reason = _REASON.search(line)
+                if reason is not None and reason[1] not in ("None", "NonZeroExitCode"):
+                    self._reason[key] = reason[1]
         return codes
+
+    # ------------------------------------------------------------ failures
+    def failure_output(self, handle: Any) -> str | None:
+        if not isinstance(handle, SlurmJob):
+            return None
+        path = self._stderr.pop(handle.id, None) or self._error_file(handle)
+        if path == os.devnull:
+            raise LaunchError(
+                "its error output went to /dev/null, so pycrew cannot say why: pass "
+                "log_error= a path to keep it"
+            )
+        # a shared file system may show a file written on a node a moment late
+        deadline = time.monotonic() + SHOW_SECONDS
+        text = read_tail(path)
+        while not text and time.monotonic() < deadline:
+            time.sleep(0.1)
+            text = read_tail(path)
+        if self.log_error == STARTUP_LOG:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        if text is None:
+            reason = self._reason.pop(handle.id, "")
+            raise LaunchError(
+                f"the job left no error file {path}"
+                + (f" (SLURM's reason: {reason})" if reason else "")
+                + ": SLURM could not write it there (is the folder on a file system the "
+                "compute nodes share, and writable there?), or the job never ran its script"
+            )
+        return text
+
+    def _error_file(self, job: SlurmJob) -> str:
+        """The path of a job's stderr, from the pattern it was submitted with."""
+        name = self._job_names.get(job.job_id, "")
+        pattern = self.log_error
+        if pattern == STARTUP_LOG:
+            file = "%j.err" if job.index is None else "%A_%a.err"
+            pattern = os.path.join(self.startup_folder(name), file)
+        elif pattern is None:  # stderr goes with stdout
+            pattern = self.log_output or (
+                "slurm-%j.out" if job.index is None else "slurm-%A_%a.out"
+            )
+        own_id = self._own_id.get(job.id, job.job_id if job.index is None else "")
+        if not own_id and re.search(r"%\d*j", pattern):
+            raise LaunchError(
+                f"SLURM forgot job {job.id}, so pycrew cannot tell which file %j names "
+                f"in {pattern!r}"
+            )
+        fields = {
+            "%": "%",
+            "A": job.job_id,
+            "a": NO_INDEX if job.index is None else str(job.index),
+            "j": own_id,
+            "u": getpass.getuser(),
+            "x": name,
+        }
+
+        def fill(found: re.Match[str]) -> str:
+            value = fields[found[2]]
+            return value.zfill(int(found[1])) if found[1] else value
+
+        path = _PATTERN.sub(fill, os.path.expanduser(pattern))
+        return os.path.join(self._workdir.get(job.job_id, os.getcwd()), path)
 
     def shutdown(self, handles: Sequence[Any], seconds: float) -> None:
         """Cancel every job of this start still queued or running, and wait for the queue."""
@@ -383,11 +502,16 @@ class SlurmLauncher(Launcher):
                     while self._queued() and time.monotonic() < deadline:
                         time.sleep(0.25)
         finally:
+            if self.log_error == STARTUP_LOG:
+                for name in self._names:
+                    shutil.rmtree(self.startup_folder(name), ignore_errors=True)
             # the next start submits under a new name
             self._submitted, self._names = [], set()
             self._token = secrets.token_hex(4)
             self._ended.clear()
             self._asked = set()
+            for known in (self._workdir, self._job_names, self._own_id, self._stderr, self._reason):
+                known.clear()
 
 
 def _make_log_folder(label: str, pattern: str) -> None:
