@@ -135,6 +135,7 @@ def test_a_task_ends_inside_push_in_this_thread() -> None:
             "cumulative": 0,
             "launching": 0,
             "failed": 0,
+            "bytes_sent": 0,
         }
         assert not [t for t in threading.enumerate() if t.name.startswith("pycrew-")]
         assert repr(ctl) == "<SequentialController 'seq' started>"
