@@ -26,7 +26,7 @@ import pytest
 
 import pycrew
 from pycrew import _ledger
-from pycrew._monitor import LocalMonitor, LocalWorkerInfo
+from pycrew._local import LocalMonitor, LocalWorkerInfo
 from tests import tasks
 from tests.conftest import wait_until
 from tests.test_slurm import LATER, _cluster_problem

@@ -45,9 +45,8 @@ if TYPE_CHECKING:
     from ._executor import Executor
     from ._futures import TaskFuture
     from ._group import ControllerGroup
-    from ._local import local_controller
+    from ._local import LocalMonitor, local_controller
     from ._metrics import Metrics
-    from ._monitor import LocalMonitor
     from ._pandas import to_pandas
     from ._plugin import controller
     from ._sequential import sequential_controller
@@ -66,7 +65,7 @@ _HOMES = {
     "Shared": "_share",
     "ControllerGroup": "_group",
     "local_controller": "_local",
-    "LocalMonitor": "_monitor",
+    "LocalMonitor": "_local",
     "Metrics": "_metrics",
     "controller": "_plugin",
     "slurm_controller": "_slurm",

@@ -107,7 +107,7 @@ def _problems(problems: list[str]) -> None:
 
 
 def _monitor_local(user: str | None, stale: bool, ids: list[str] | None, every: bool) -> int:
-    from ._monitor import LocalMonitor
+    from ._local import LocalMonitor
 
     monitor = LocalMonitor(user)
     if every or ids is not None:

@@ -1,4 +1,16 @@
-"""``slurm_controller()`` and ``SlurmMonitor``: workers as SLURM jobs, and finding them later."""
+"""SLURM: its launcher (one ``sbatch --array`` per scaling step), ``slurm_controller()``
+and ``SlurmMonitor``.
+
+```
+ launch_workers ──► sbatch --parsable --array=0-(n-1)   (script on stdin, #SBATCH lines)
+ exit_codes ──────► squeue --name=<this start's jobs>   └─► scontrol show job <id>: ExitCode,
+                                                             StdErr, Reason of those that left
+ shutdown ────────► scancel <every job of this start>
+```
+
+What all schedulers share (polling, back-off, the start-up error files,
+shutdown) is ``_cluster.ClusterLauncher``'s.
+"""
 
 from __future__ import annotations
 
@@ -6,42 +18,247 @@ import contextlib
 import datetime
 import getpass
 import math
-import socket
-import time
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+import os
+import re
+from typing import TYPE_CHECKING, Any
 
-from . import _ledger
-from ._controller import Controller
-from ._errors import ArgumentError
-from .launchers import SlurmLauncher
-from .launchers._slurm import JOB_PREFIX, STARTUP_LOG, run_command
+from ._cluster import (
+    JOB_PREFIX,
+    STARTUP_LOG,
+    ClusterJob,
+    ClusterJobInfo,
+    ClusterLauncher,
+    ClusterMonitor,
+    check_lines,
+    check_megabytes,
+    check_positive_int,
+    cluster_host,
+    run_command,
+)
+from ._errors import ArgumentError, LaunchError
+from ._logs import LOG_BYTES_MAX
 
 if TYPE_CHECKING:
-    import os
-    from collections.abc import Callable, Iterable, Mapping, Sequence
-    from typing import Any
+    from collections.abc import Callable, Mapping, Sequence
 
+    from ._controller import Controller
     from ._metrics import Metrics
     from ._tls import TLS
+    from .launchers._base import WorkerSpec
+
+#: SLURM's default MaxArraySize, used when the configuration cannot be read
+MAX_ARRAY_SIZE = 1001
+_EXIT = re.compile(r"\bExitCode=(\d+):(\d+)")
+_JOB = re.compile(r"\bJobId=(\d+)")
+_TASK = re.compile(r"\bArrayTaskId=(\d+)")
+_ARRAY = re.compile(r"\bArrayJobId=(\d+)")
+_STDERR = re.compile(r"\bStdErr=(.*?)(?= [A-Z][A-Za-z]*=|$)")
+_REASON = re.compile(r"\bReason=(\S+)")
+_PATTERN = re.compile(r"%(\d*)([%Aajxu])")
+#: SLURM's ``%a`` outside an array
+NO_INDEX = "4294967294"
 
 
-def cluster_host() -> str:
-    """This machine's address on the network its default route leaves by.
+class SlurmJob(ClusterJob):
+    """The handle of one worker: a job, or one element of a job array (``123_4``)."""
 
-    That is the address compute nodes most likely reach it at; a UDP socket
-    "connected" to a private address asks the kernel without sending anything.
+
+class SlurmLauncher(ClusterLauncher):
+    """Start workers as SLURM jobs, a job array per scaling step.
+
+    Args:
+        partition: ``#SBATCH --partition``.
+        cpus_per_task: ``#SBATCH --cpus-per-task``.
+        memory_gigabytes_per_cpu: ``#SBATCH --mem-per-cpu`` (in MiB, rounded).
+        memory_gigabytes_required: ``#SBATCH --mem`` (in MiB, rounded).
+        time_minutes: ``#SBATCH --time``: the job's wall-time limit.
+        script_lines: lines run before the worker starts, such as
+            ``module load python``.
+        script_directory: keep each job script here, for reading; by default
+            scripts go to ``sbatch`` on its standard input and leave no file.
+        log_output: ``#SBATCH --output``: the workers' standard output;
+            SLURM patterns such as ``%A_%a`` allowed. ``None``: SLURM's
+            default (``slurm-%A_%a.out`` in the submit folder).
+        log_error: ``#SBATCH --error``, likewise. By default
+            (``"(startup)"``) each job's standard error goes to a file of its
+            own until its worker connects, then the worker lets go of it and
+            the file is deleted; the files sit in a folder of this controller
+            start under pycrew's state folder (``~/.local/state/pycrew/startup``,
+            which the compute nodes must see, as they see your home), removed
+            at ``shutdown()``. The error file of a job that exits before its
+            worker connects (this one, or the one named here) is read for the
+            ``LaunchError`` that says why; ``"/dev/null"`` discards it all.
+        log_bytes_max: a worker's log file that passes this many bytes moves
+            to ``<file>.1`` and starts afresh; ``None``: no cap.
+        sbatch_options: more ``#SBATCH`` options, such as ``"--qos=long"``.
+        python: the Python interpreter on the compute nodes (default: this
+            one, which suits a shared file system).
+        array: one job array per scaling step (``True``), or one job per worker.
+
+    The controller's secret reaches the jobs through ``sbatch``'s environment
+    (``--export=ALL``, SLURM's default), never the script; variables the
+    controller must keep to itself (``WorkerSpec.env_remove``) are left out.
     """
-    with contextlib.suppress(OSError), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.connect(("10.255.255.255", 1))
-        address: str = probe.getsockname()[0]
-        if not address.startswith("127."):
-            return address
-    with contextlib.suppress(OSError):
-        address = socket.gethostbyname(socket.gethostname())
-        if not address.startswith("127."):
-            return address
-    return "127.0.0.1"
+
+    directive = "#SBATCH"
+    scheduler = "SLURM"
+    array_variable = "SLURM_ARRAY_TASK_ID"
+    ending_states = frozenset({"COMPLETING"})
+
+    def __init__(
+        self,
+        *,
+        partition: str | None = None,
+        cpus_per_task: int | None = None,
+        memory_gigabytes_per_cpu: float | None = None,
+        memory_gigabytes_required: float | None = None,
+        time_minutes: int | None = None,
+        script_lines: Sequence[str] = (),
+        script_directory: str | os.PathLike[str] | None = None,
+        log_output: str | None = "/dev/null",
+        log_error: str | None = STARTUP_LOG,
+        log_bytes_max: int | None = LOG_BYTES_MAX,
+        sbatch_options: Sequence[str] = (),
+        python: str | None = None,
+        array: bool = True,
+    ) -> None:
+        if partition is not None and (not isinstance(partition, str) or not partition):
+            raise ArgumentError(f"partition must be a non-empty string, got {partition!r}")
+        super().__init__(
+            script_lines=script_lines,
+            script_directory=script_directory,
+            log_output=log_output,
+            log_error=log_error,
+            log_bytes_max=log_bytes_max,
+            python=python,
+            array=array,
+        )
+        self.partition = partition
+        self.cpus_per_task = check_positive_int("cpus_per_task", cpus_per_task)
+        self.memory_per_cpu = check_megabytes("memory_gigabytes_per_cpu", memory_gigabytes_per_cpu)
+        self.memory = check_megabytes("memory_gigabytes_required", memory_gigabytes_required)
+        self.time_minutes = check_positive_int("time_minutes", time_minutes)
+        self.sbatch_options = check_lines("sbatch_options", sbatch_options)
+        self._max_array: int | None = None
+        # an array element's own job id, for %j in a log pattern
+        self._own_id: dict[str, str] = {}
+
+    def make_handle(self, job_id: str, index: int | None) -> ClusterJob:
+        return SlurmJob(job_id, index)
+
+    def max_array_size(self) -> int:
+        """SLURM's MaxArraySize: array indices stay below it."""
+        if self._max_array is None:
+            self._max_array = MAX_ARRAY_SIZE
+            with contextlib.suppress(LaunchError):
+                for line in self._run(["scontrol", "show", "config"]).splitlines():
+                    key, _, value = line.partition("=")
+                    if key.strip() == "MaxArraySize" and value.strip().isdigit():
+                        self._max_array = max(1, int(value.strip()))
+        return self._max_array
+
+    # ------------------------------------------------------------- script
+    def directives(self, specs: Sequence[WorkerSpec], name: str, array: bool) -> list[str]:
+        lines = [f"#SBATCH --job-name={name}"]
+        if array:
+            lines.append(f"#SBATCH --array=0-{len(specs) - 1}")
+        if self.log_output is not None:
+            lines.append(f"#SBATCH --output={self.log_output}")
+        if self.log_error == STARTUP_LOG:
+            lines.append(f"#SBATCH --error={self.startup_path(name, array)}")
+        elif self.log_error is not None:
+            lines.append(f"#SBATCH --error={self.log_error}")
+        lines.append("#SBATCH --ntasks=1")
+        for option, value in (
+            ("--cpus-per-task", self.cpus_per_task),
+            ("--mem", None if self.memory is None else f"{self.memory}M"),
+            ("--mem-per-cpu", None if self.memory_per_cpu is None else f"{self.memory_per_cpu}M"),
+            ("--time", self.time_minutes),
+            ("--partition", self.partition),
+        ):
+            if value is not None:
+                lines.append(f"#SBATCH {option}={value}")
+        lines += [f"#SBATCH {option}" for option in self.sbatch_options]
+        return lines
+
+    # ----------------------------------------------------------- commands
+    def submit_command(self, script: str | None) -> list[str]:
+        return ["sbatch", "--parsable"] + ([script] if script else [])
+
+    def parse_job_id(self, out: str) -> str:
+        # --parsable prints "jobid" or "jobid;cluster"
+        job_id = out.strip().split(";")[0]
+        if not job_id.isdigit():
+            raise LaunchError(f"sbatch printed no job id: {out.strip()!r}")
+        return job_id
+
+    def queued(self, names: Sequence[str]) -> dict[str, str]:
+        out = self._run(["squeue", "-h", "-r", f"--name={','.join(names)}", "-o", "%i %T"])
+        pairs = (line.split() for line in out.splitlines())
+        return {pair[0]: pair[1] for pair in pairs if len(pair) == 2}
+
+    def cancel(self, ids: Sequence[str]) -> None:
+        self._run(["scancel", *ids])
+
+    def finished(self, job_id: str) -> dict[str, int]:
+        """Exit codes of a job or every element of an array, from ``scontrol``."""
+        codes: dict[str, int] = {}
+        if True:
+            for line in self._run(["scontrol", "-o", "show", "job", job_id]).splitlines():
+                found = _EXIT.search(line)
+                if found is None:
+                    continue
+                code, signal = int(found[1]), int(found[2])
+                array, task = _ARRAY.search(line), _TASK.search(line)
+                job = _JOB.search(line)
+                key = f"{array[1]}_{task[1]}" if array and task else (job[1] if job else job_id)
+                codes[key] = -signal if signal else code
+                if job is not None:
+                    self._own_id[key] = job[1]
+                stderr = _STDERR.search(line)
+                if stderr is not None and stderr[1].strip():
+                    self._stderr[key] = stderr[1].strip()
+                reason = _REASON.search(line)
+                if reason is not None and reason[1] not in ("None", "NonZeroExitCode"):
+                    self._reason[key] = reason[1]
+        return codes
+
+    def error_file(self, job: ClusterJob) -> str:
+        """The path of a job's stderr, from the pattern it was submitted with."""
+        name = self._job_names.get(job.job_id, "")
+        pattern = self.log_error
+        if pattern == STARTUP_LOG:
+            file = "%j.err" if job.index is None else "%A_%a.err"
+            pattern = os.path.join(self.startup_folder(name), file)
+        elif pattern is None:  # stderr goes with stdout
+            pattern = self.log_output or (
+                "slurm-%j.out" if job.index is None else "slurm-%A_%a.out"
+            )
+        own_id = self._own_id.get(job.id, job.job_id if job.index is None else "")
+        if not own_id and re.search(r"%\d*j", pattern):
+            raise LaunchError(
+                f"SLURM forgot job {job.id}, so pycrew cannot tell which file %j names "
+                f"in {pattern!r}"
+            )
+        fields = {
+            "%": "%",
+            "A": job.job_id,
+            "a": NO_INDEX if job.index is None else str(job.index),
+            "j": own_id,
+            "u": getpass.getuser(),
+            "x": name,
+        }
+
+        def fill(found: re.Match[str]) -> str:
+            value = fields[found[2]]
+            return value.zfill(int(found[1])) if found[1] else value
+
+        path = _PATTERN.sub(fill, os.path.expanduser(pattern))
+        return os.path.join(self._workdir.get(job.job_id, os.getcwd()), path)
+
+    def _forget(self) -> None:
+        super()._forget()
+        self._own_id.clear()
 
 
 def slurm_controller(
@@ -119,6 +336,8 @@ def slurm_controller(
     ``terminate()`` cancels every job this controller submitted that is still
     queued or running.
     """
+    from ._controller import Controller  # here: the controller's module imports the launchers
+
     launcher = SlurmLauncher(
         partition=partition,
         cpus_per_task=cpus_per_task,
@@ -170,19 +389,10 @@ def slurm_controller(
     )
 
 
-@dataclass(frozen=True)
-class SlurmJobInfo:
-    """One pycrew job (or array element) in the queue."""
-
-    id: str
-    array_index: int | None
-    state: str
-    controller: str
-    seconds: float | None
-    name: str
+SlurmJobInfo = ClusterJobInfo
 
 
-class SlurmMonitor:
+class SlurmMonitor(ClusterMonitor):
     """pycrew's jobs in the SLURM queue, to look at or cancel, even after a crash.
 
     Args:
@@ -191,12 +401,7 @@ class SlurmMonitor:
             known only for jobs that controllers of this user submitted here.
     """
 
-    def __init__(self, user: str | None = None) -> None:
-        self.user = user or getpass.getuser()
-        #: what was wrong with the registry at the last ``stale()`` (unreadable lines)
-        self.problems: list[str] = []
-
-    def jobs(self) -> list[SlurmJobInfo]:
+    def jobs(self) -> list[ClusterJobInfo]:
         """The user's pycrew jobs still queued or running, one per array element."""
         # %V is the submit time; "|" cannot occur in the fields asked for
         out = run_command(["squeue", "-h", "-r", "-u", self.user, "-o", "%i|%j|%T|%V"])
@@ -207,13 +412,13 @@ class SlurmMonitor:
             if len(parts) != 4 or not parts[1].startswith(JOB_PREFIX):
                 continue
             job_id, job_name, state, submitted = parts
-            controller = job_name[len(JOB_PREFIX) :].rpartition(".")[0]
+            controller = self.controller_of(job_name)
             index = job_id.partition("_")[2]
             age = None
             with contextlib.suppress(ValueError):
                 age = (now - datetime.datetime.fromisoformat(submitted)).total_seconds()
             found.append(
-                SlurmJobInfo(
+                ClusterJobInfo(
                     id=job_id,
                     array_index=int(index) if index.isdigit() else None,
                     state=state,
@@ -224,56 +429,5 @@ class SlurmMonitor:
             )
         return found
 
-    def stale(self) -> list[SlurmJobInfo]:
-        """The jobs whose controller is gone, by the registry of launches.
-
-        Gone: its session ended (``terminate()`` finished, yet the job is
-        still queued or running), or it ran on this host and its process no
-        longer exists. A job the registry does not know is never stale.
-        """
-        jobs = self.jobs()
-        verdicts = self._verdicts(jobs)
-        return [job for job in jobs if verdicts.get(job.id, ("", None))[1] is not None]
-
-    def _verdicts(self, jobs: Sequence[SlurmJobInfo]) -> dict[str, tuple[str, str | None]]:
-        """For each job the registry knows: its worker id and why its controller is gone."""
-        index, self.problems = _ledger.Index.load()
-        now = time.time()
-        verdicts: dict[str, tuple[str, str | None]] = {}
-        for job in jobs:
-            launch = index.by_job.get(job.id)
-            if launch is None or launch.controller != job.controller:
-                continue  # not ours to judge, or a job id SLURM has handed out again
-            submitted = None if job.seconds is None else now - job.seconds
-            # submitted well after that launch (minutes of slack: squeue's clock is
-            # the cluster's): another job that was given the same id
-            if submitted is not None and submitted > launch.time + 300:
-                continue
-            verdicts[job.id] = (launch.worker, index.gone(launch))
-        return verdicts
-
-    def terminate(
-        self, ids: Iterable[str] | None = None, all: bool = False, stale: bool = False
-    ) -> list[str]:
-        """Cancel pycrew jobs: those in ``ids``, every one of the user's, or the stale ones.
-
-        Exactly one of ``ids``, ``all=True`` and ``stale=True``. Only jobs
-        that are pycrew's are touched, whatever ``ids`` holds. Returns the
-        ids cancelled.
-        """
-        if sum((ids is not None, bool(all), bool(stale))) != 1:
-            raise ArgumentError("give the job ids to cancel, all=True or stale=True (exactly one)")
-        if stale:
-            chosen = sorted(job.id for job in self.stale())
-        elif all:
-            chosen = sorted({job.id for job in self.jobs()})
-        else:
-            assert ids is not None
-            ours = {job.id for job in self.jobs()}
-            wanted = [ids] if isinstance(ids, str) else list(ids)
-            # an element (123_4), or a whole job or array (123) with an element of ours
-            bases = {o.partition("_")[0] for o in ours}
-            chosen = sorted({i for i in wanted if i in ours or i in bases})
-        if chosen:
-            run_command(["scancel", *chosen])
-        return chosen
+    def cancel(self, ids: Sequence[str]) -> None:
+        run_command(["scancel", *ids])

@@ -1,16 +1,47 @@
 """Launcher plugins: the public contract for starting workers somewhere.
 
 A plugin subclasses :class:`Launcher` and implements ``launch_worker`` (and,
-for batch schedulers, ``launch_workers``). Third-party launchers register
-under the entry point group ``pycrew.launchers``.
+for batch schedulers, ``launch_workers``); one for a batch scheduler may
+subclass :class:`ClusterLauncher` and give only its script directives and
+commands. Third-party launchers register under the entry point group
+``pycrew.launchers``. The engines' own launchers live with their engines
+(``pycrew._local``, ``pycrew._slurm``) and are offered here too.
 """
 
+from typing import TYPE_CHECKING
+
 from ._base import Launcher, WorkerSpec
-from ._local import LocalLauncher
 from ._registry import available, load
-from ._slurm import SlurmJob, SlurmLauncher
+
+if TYPE_CHECKING:
+    from .._cluster import ClusterJob, ClusterLauncher
+    from .._local import LocalLauncher
+    from .._slurm import SlurmJob, SlurmLauncher
+
+# the engines import the controller, which imports this package: loaded on first use
+_HOMES = {
+    "ClusterJob": "_cluster",
+    "ClusterLauncher": "_cluster",
+    "LocalLauncher": "_local",
+    "SlurmJob": "_slurm",
+    "SlurmLauncher": "_slurm",
+}
+
+
+def __getattr__(name: str) -> object:
+    import importlib
+
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'pycrew.launchers' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"pycrew.{home}"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
+    "ClusterJob",
+    "ClusterLauncher",
     "Launcher",
     "LocalLauncher",
     "SlurmJob",
