@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from ._local import LocalMonitor, local_controller
     from ._metrics import Metrics
     from ._pandas import to_pandas
+    from ._pbs import PbsMonitor, pbs_controller
     from ._plugin import controller
     from ._sequential import sequential_controller
     from ._share import Shared
@@ -62,6 +63,8 @@ _HOMES = {
     "Executor": "_executor",
     "to_pandas": "_pandas",
     "sequential_controller": "_sequential",
+    "pbs_controller": "_pbs",
+    "PbsMonitor": "_pbs",
     "Shared": "_share",
     "ControllerGroup": "_group",
     "local_controller": "_local",
@@ -130,6 +133,7 @@ __all__ = [
     "LaunchError",
     "LocalMonitor",
     "Metrics",
+    "PbsMonitor",
     "ProtocolError",
     "RemoteTraceback",
     "Shared",
@@ -148,6 +152,7 @@ __all__ = [
     "as_completed",
     "controller",
     "local_controller",
+    "pbs_controller",
     "sequential_controller",
     "slurm_controller",
     "to_pandas",

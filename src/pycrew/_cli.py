@@ -11,6 +11,8 @@ if TYPE_CHECKING:
     import argparse
     from typing import Any
 
+    from ._cluster import ClusterMonitor
+
 
 def _worker_fast_path(argv: list[str]) -> int | None:
     """``worker --address A [--id I] [--tls]`` without argparse, which is slow to import.
@@ -139,10 +141,18 @@ def _monitor_local(user: str | None, stale: bool, ids: list[str] | None, every: 
     return 0
 
 
-def _monitor_slurm(user: str | None, stale: bool, ids: list[str] | None, every: bool) -> int:
-    from ._slurm import SlurmMonitor
+def _monitor_cluster(
+    scheduler: str, user: str | None, stale: bool, ids: list[str] | None, every: bool
+) -> int:
+    monitor: ClusterMonitor
+    if scheduler == "pbs":
+        from ._pbs import PbsMonitor
 
-    monitor = SlurmMonitor(user)
+        monitor = PbsMonitor(user)
+    else:
+        from ._slurm import SlurmMonitor
+
+        monitor = SlurmMonitor(user)
     if every or ids is not None:
         cancelled = monitor.terminate(
             ids=ids or None, all=every or (not ids and not stale), stale=stale
@@ -167,16 +177,17 @@ def _monitor_slurm(user: str | None, stale: bool, ids: list[str] | None, every: 
 
 
 def _monitor(args: argparse.Namespace) -> int:
-    """``pycrew monitor local|slurm [--stale] [--terminate [ID ...] | --terminate-all]``."""
+    """``pycrew monitor local|slurm|pbs [--stale] [--terminate [ID ...] | --terminate-all]``."""
     from ._errors import LaunchError
 
     ids = args.terminate  # None: list; []: end the listed ones; [...]: end these
     if args.stale and (ids or args.terminate_all):
         print("pycrew monitor: --stale goes with a bare --terminate", file=sys.stderr)
         return 2
-    run = _monitor_local if args.scheduler == "local" else _monitor_slurm
     try:
-        return run(args.user, args.stale, ids, args.terminate_all)
+        if args.scheduler == "local":
+            return _monitor_local(args.user, args.stale, ids, args.terminate_all)
+        return _monitor_cluster(args.scheduler, args.user, args.stale, ids, args.terminate_all)
     except LaunchError as exc:
         print(f"pycrew monitor: {exc}", file=sys.stderr)
         return 1
@@ -201,9 +212,9 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--workers", type=int, default=2)
     demo.add_argument("--tls", default="automatic", choices=["none", "automatic"])
     monitor = sub.add_parser(
-        "monitor", help="list or end pycrew's workers: local processes or SLURM jobs"
+        "monitor", help="list or end pycrew's workers: local processes, SLURM or PBS jobs"
     )
-    monitor.add_argument("scheduler", choices=["local", "slurm"])
+    monitor.add_argument("scheduler", choices=["local", "slurm", "pbs"])
     monitor.add_argument("--user", default=None, help="whose workers (default: yours)")
     monitor.add_argument(
         "--stale", action="store_true", help="only workers whose controller is gone"

@@ -158,9 +158,12 @@ class ClusterLauncher(Launcher):
     array_first = 0
     #: queue states of a job whose worker has ended already (its exit code is known)
     ending_states: frozenset[str] = frozenset()
-    #: the error file of a start-up log, in the scheduler's own pattern language
-    startup_file_array = "%A_%a.err"
-    startup_file_single = "%j.err"
+    #: whether the submit command needs the script as a file (not on stdin)
+    needs_file = False
+    #: the error file of a start-up log, in the scheduler's own pattern language;
+    #: empty: the job script sends its stderr to ``<worker id>.err`` itself
+    startup_file_array = ""
+    startup_file_single = ""
 
     def __init__(
         self,
@@ -204,6 +207,7 @@ class ClusterLauncher(Launcher):
         # submitted from, its job name, and what the scheduler said of it
         self._workdir: dict[str, str] = {}
         self._job_names: dict[str, str] = {}
+        self._worker_of: dict[str, str] = {}
         self._stderr: dict[str, str] = {}
         self._reason: dict[str, str] = {}
 
@@ -243,12 +247,25 @@ class ClusterLauncher(Launcher):
         return ClusterJob(job_id, index)
 
     def error_file(self, job: ClusterJob) -> str:
-        """Where a job's stderr went, as a path on this machine."""
-        raise LaunchError(f"pycrew cannot tell where {self.scheduler} put job {job.id}'s errors")
+        """Where a job's stderr went, as a path on this machine.
+
+        By default: the start-up file the job script names after its worker,
+        or ``log_error`` as given (no patterns).
+        """
+        if self.log_error == STARTUP_LOG:
+            name = self._job_names.get(job.job_id, "")
+            worker = self._worker_of.get(job.id, "")
+            return os.path.join(self.startup_folder(name), f"{worker}.err")
+        if self.log_error is None:
+            raise LaunchError(
+                f"pycrew cannot tell where {self.scheduler} put job {job.id}'s errors"
+            )
+        path = os.path.expanduser(self.log_error)
+        return os.path.join(self._workdir.get(job.job_id, os.getcwd()), path)
 
     # ----------------------------------------------------------- commands
     def _run(self, args: list[str], stdin: str | None = None, env: Any = None) -> str:
-        self.calls[args[0]] += 1
+        self.calls[os.path.basename(args[0])] += 1
         return run_command(args, stdin, env)
 
     def job_name(self, controller: str) -> str:
@@ -263,13 +280,22 @@ class ClusterLauncher(Launcher):
         file = self.startup_file_array if array else self.startup_file_single
         return os.path.join(self.startup_folder(name), file)
 
+    def array_index(self) -> str:
+        """The shell expression of an array element's index inside its job."""
+        return f"${{{self.array_variable}:-{self.array_first}}}"
+
+    def is_live(self, job: ClusterJob, held: dict[str, str]) -> bool:
+        """Whether the queue still holds a job's worker (``held``: :meth:`queued`'s answer)."""
+        state = held.get(job.id)
+        return state is not None and state not in self.ending_states
+
     # ------------------------------------------------------------- script
     def script(self, specs: Sequence[WorkerSpec], name: str, array: bool) -> str:
         """The job script for ``specs`` (one job, or one array when ``array``)."""
         lines = ["#!/bin/sh", *self.directives(specs, name, array), *self.script_lines]
         if array:
             first = self.array_first
-            lines.append(f'case "${{{self.array_variable}:-{first}}}" in')
+            lines.append(f'case "{self.array_index()}" in')
             lines += [
                 f"  {first + i}) id={shlex.quote(s.worker_id)} ;;" for i, s in enumerate(specs)
             ]
@@ -277,6 +303,10 @@ class ClusterLauncher(Launcher):
         else:
             lines.append(f"id={shlex.quote(specs[0].worker_id)}")
         lines.append("PYCREW_WORKER=$id; export PYCREW_WORKER")
+        if self.log_error == STARTUP_LOG and not self.startup_file_single:
+            # no pattern language to name a file per element: the script does it
+            folder = shlex.quote(self.startup_folder(name))
+            lines.append(f'exec 2>>{folder}/"$id.err"')
         command = [shlex.quote(part) for part in specs[0].command]
         if self.python is not None:
             command[0] = shlex.quote(self.python)
@@ -326,20 +356,32 @@ class ClusterLauncher(Launcher):
         else:
             for spec in specs:
                 handles.append(self.make_handle(self._submit([spec], name, array=False), None))
+        for spec, handle in zip(specs, handles, strict=True):
+            self._worker_of[handle.id] = spec.worker_id
         self._poll_every = POLL_MIN
         return handles
 
     def _submit(self, specs: Sequence[WorkerSpec], name: str, array: bool) -> str:
         text = self.script(specs, name, array)
-        stdin: str | None = text
-        path = None
-        if self.script_directory is not None:
-            self.script_directory.mkdir(parents=True, exist_ok=True)
-            path = self.script_directory / f"{name}.{specs[0].worker_id}.sh"
-            path.write_text(text)
-            stdin = None
-        args = self.submit_command(None if path is None else str(path))
-        out = self._run(args, stdin=stdin, env=self._environment(specs[0], name))
+        folder = self.script_directory
+        scratch = None
+        if folder is None and self.needs_file:
+            # a private file, removed once submitted
+            import tempfile
+
+            scratch = folder = Path(tempfile.mkdtemp(prefix="pycrew-job-"))
+        try:
+            path = None
+            if folder is not None:
+                folder.mkdir(parents=True, exist_ok=True)
+                path = folder / f"{name}.{specs[0].worker_id}.sh"
+                path.write_text(text)
+            args = self.submit_command(None if path is None else str(path))
+            env = self._environment(specs[0], name)
+            out = self._run(args, stdin=text if path is None else None, env=env)
+        finally:
+            if scratch is not None:
+                shutil.rmtree(scratch, ignore_errors=True)
         job_id = self.parse_job_id(out)
         self._submitted.append(job_id)
         self._workdir[job_id] = os.getcwd()
@@ -374,8 +416,7 @@ class ClusterLauncher(Launcher):
     def _poll(self, jobs: list[ClusterJob]) -> None:
         """One status query for every job of this start; exit codes of those that left."""
         held = self.queued(sorted(self._names)) if self._names else {}
-        live = {i for i, state in held.items() if state not in self.ending_states}
-        left = [j for j in jobs if j.id not in live and j.id not in self._ended]
+        left = [j for j in jobs if not self.is_live(j, held) and j.id not in self._ended]
         # back off while nothing changes; look again soon after something did
         self._poll_every = POLL_MIN if left else min(POLL_MAX, 2 * self._poll_every)
         for job_id in sorted({j.job_id for j in left}):
@@ -438,7 +479,7 @@ class ClusterLauncher(Launcher):
 
     def _forget(self) -> None:
         """Drop what was learnt about this start's jobs (a subclass adds its own)."""
-        for known in (self._workdir, self._job_names, self._stderr, self._reason):
+        for known in (self._workdir, self._job_names, self._worker_of, self._stderr, self._reason):
             known.clear()
 
 

@@ -425,6 +425,8 @@ def _build(launcher: Launcher | str | None, workers: int, options: dict[str, Any
         from ._local import local_controller as factory
     elif launcher == "slurm":
         from ._slurm import slurm_controller as factory
+    elif launcher == "pbs":
+        from ._pbs import pbs_controller as factory
     elif isinstance(launcher, (str, Launcher)):
         from ._plugin import controller
 

@@ -297,10 +297,14 @@ def _factory(launcher: Launcher | str | None) -> Callable[..., Controller]:
         return _checked(local_controller)
     if launcher == "slurm":
         return _checked(slurm_controller)
+    if launcher == "pbs":
+        from ._pbs import pbs_controller
+
+        return _checked(pbs_controller)
     if isinstance(launcher, (str, Launcher)):
         return functools.partial(plugin_controller, launcher)
     raise ArgumentTypeError(
-        f"launcher must be 'local', 'slurm', a registered launcher name or a "
+        f"launcher must be 'local', 'slurm', 'pbs', a registered launcher name or a "
         f"pycrew.launchers.Launcher, got {type(launcher).__name__}"
     )
 

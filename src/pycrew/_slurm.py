@@ -104,6 +104,8 @@ class SlurmLauncher(ClusterLauncher):
     scheduler = "SLURM"
     array_variable = "SLURM_ARRAY_TASK_ID"
     ending_states = frozenset({"COMPLETING"})
+    startup_file_array = "%A_%a.err"
+    startup_file_single = "%j.err"
 
     def __init__(
         self,

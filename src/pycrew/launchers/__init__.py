@@ -5,7 +5,7 @@ for batch schedulers, ``launch_workers``); one for a batch scheduler may
 subclass :class:`ClusterLauncher` and give only its script directives and
 commands. Third-party launchers register under the entry point group
 ``pycrew.launchers``. The engines' own launchers live with their engines
-(``pycrew._local``, ``pycrew._slurm``) and are offered here too.
+(``pycrew._local``, ``pycrew._slurm``, ``pycrew._pbs``) and are offered here too.
 """
 
 from typing import TYPE_CHECKING
@@ -16,6 +16,7 @@ from ._registry import available, load
 if TYPE_CHECKING:
     from .._cluster import ClusterJob, ClusterLauncher
     from .._local import LocalLauncher
+    from .._pbs import PbsJob, PbsLauncher
     from .._slurm import SlurmJob, SlurmLauncher
 
 # the engines import the controller, which imports this package: loaded on first use
@@ -23,6 +24,8 @@ _HOMES = {
     "ClusterJob": "_cluster",
     "ClusterLauncher": "_cluster",
     "LocalLauncher": "_local",
+    "PbsJob": "_pbs",
+    "PbsLauncher": "_pbs",
     "SlurmJob": "_slurm",
     "SlurmLauncher": "_slurm",
 }
@@ -44,6 +47,8 @@ __all__ = [
     "ClusterLauncher",
     "Launcher",
     "LocalLauncher",
+    "PbsJob",
+    "PbsLauncher",
     "SlurmJob",
     "SlurmLauncher",
     "WorkerSpec",
