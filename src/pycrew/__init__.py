@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from ._futures import TaskFuture
     from ._group import ControllerGroup
     from ._local import LocalMonitor, local_controller
+    from ._lsf import LsfMonitor, lsf_controller
     from ._metrics import Metrics
     from ._pandas import to_pandas
     from ._pbs import PbsMonitor, pbs_controller
@@ -64,6 +65,8 @@ _HOMES = {
     "to_pandas": "_pandas",
     "sequential_controller": "_sequential",
     "pbs_controller": "_pbs",
+    "lsf_controller": "_lsf",
+    "LsfMonitor": "_lsf",
     "PbsMonitor": "_pbs",
     "Shared": "_share",
     "ControllerGroup": "_group",
@@ -132,6 +135,7 @@ __all__ = [
     "Executor",
     "LaunchError",
     "LocalMonitor",
+    "LsfMonitor",
     "Metrics",
     "PbsMonitor",
     "ProtocolError",
@@ -152,6 +156,7 @@ __all__ = [
     "as_completed",
     "controller",
     "local_controller",
+    "lsf_controller",
     "pbs_controller",
     "sequential_controller",
     "slurm_controller",

@@ -158,8 +158,10 @@ class ClusterLauncher(Launcher):
     array_first = 0
     #: queue states of a job whose worker has ended already (its exit code is known)
     ending_states: frozenset[str] = frozenset()
-    #: whether the submit command needs the script as a file (not on stdin)
+    #: whether the submit command needs the script as a file (not on stdin), or
+    #: reads it on stdin even where a copy is kept in ``script_directory``
     needs_file = False
+    reads_stdin = False
     #: the error file of a start-up log, in the scheduler's own pattern language;
     #: empty: the job script sends its stderr to ``<worker id>.err`` itself
     startup_file_array = ""
@@ -376,9 +378,10 @@ class ClusterLauncher(Launcher):
                 folder.mkdir(parents=True, exist_ok=True)
                 path = folder / f"{name}.{specs[0].worker_id}.sh"
                 path.write_text(text)
-            args = self.submit_command(None if path is None else str(path))
+            on_stdin = path is None or self.reads_stdin
+            args = self.submit_command(None if on_stdin else str(path))
             env = self._environment(specs[0], name)
-            out = self._run(args, stdin=text if path is None else None, env=env)
+            out = self._run(args, stdin=text if on_stdin else None, env=env)
         finally:
             if scratch is not None:
                 shutil.rmtree(scratch, ignore_errors=True)

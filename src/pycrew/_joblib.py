@@ -301,10 +301,14 @@ def _factory(launcher: Launcher | str | None) -> Callable[..., Controller]:
         from ._pbs import pbs_controller
 
         return _checked(pbs_controller)
+    if launcher == "lsf":
+        from ._lsf import lsf_controller
+
+        return _checked(lsf_controller)
     if isinstance(launcher, (str, Launcher)):
         return functools.partial(plugin_controller, launcher)
     raise ArgumentTypeError(
-        f"launcher must be 'local', 'slurm', 'pbs', a registered launcher name or a "
+        f"launcher must be 'local', 'slurm', 'pbs', 'lsf', a registered launcher name or a "
         f"pycrew.launchers.Launcher, got {type(launcher).__name__}"
     )
 

@@ -5,7 +5,7 @@ for batch schedulers, ``launch_workers``); one for a batch scheduler may
 subclass :class:`ClusterLauncher` and give only its script directives and
 commands. Third-party launchers register under the entry point group
 ``pycrew.launchers``. The engines' own launchers live with their engines
-(``pycrew._local``, ``pycrew._slurm``, ``pycrew._pbs``) and are offered here too.
+(``pycrew._local``, ``pycrew._slurm``, ``pycrew._pbs``, ``pycrew._lsf``) and are offered here too.
 """
 
 from typing import TYPE_CHECKING
@@ -16,6 +16,7 @@ from ._registry import available, load
 if TYPE_CHECKING:
     from .._cluster import ClusterJob, ClusterLauncher
     from .._local import LocalLauncher
+    from .._lsf import LsfJob, LsfLauncher
     from .._pbs import PbsJob, PbsLauncher
     from .._slurm import SlurmJob, SlurmLauncher
 
@@ -24,6 +25,8 @@ _HOMES = {
     "ClusterJob": "_cluster",
     "ClusterLauncher": "_cluster",
     "LocalLauncher": "_local",
+    "LsfJob": "_lsf",
+    "LsfLauncher": "_lsf",
     "PbsJob": "_pbs",
     "PbsLauncher": "_pbs",
     "SlurmJob": "_slurm",
@@ -47,6 +50,8 @@ __all__ = [
     "ClusterLauncher",
     "Launcher",
     "LocalLauncher",
+    "LsfJob",
+    "LsfLauncher",
     "PbsJob",
     "PbsLauncher",
     "SlurmJob",
