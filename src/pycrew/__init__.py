@@ -52,6 +52,7 @@ if TYPE_CHECKING:
     from ._pbs import PbsMonitor, pbs_controller
     from ._plugin import controller
     from ._sequential import sequential_controller
+    from ._sge import SgeMonitor, sge_controller
     from ._share import Shared
     from ._slurm import SlurmMonitor, slurm_controller
     from ._task import Status, Summary, TaskResult, WorkerSummary
@@ -66,6 +67,8 @@ _HOMES = {
     "sequential_controller": "_sequential",
     "pbs_controller": "_pbs",
     "lsf_controller": "_lsf",
+    "sge_controller": "_sge",
+    "SgeMonitor": "_sge",
     "LsfMonitor": "_lsf",
     "PbsMonitor": "_pbs",
     "Shared": "_share",
@@ -140,6 +143,7 @@ __all__ = [
     "PbsMonitor",
     "ProtocolError",
     "RemoteTraceback",
+    "SgeMonitor",
     "Shared",
     "SlurmMonitor",
     "Status",
@@ -159,6 +163,7 @@ __all__ = [
     "lsf_controller",
     "pbs_controller",
     "sequential_controller",
+    "sge_controller",
     "slurm_controller",
     "to_pandas",
 ]

@@ -153,6 +153,10 @@ def _monitor_cluster(
         from ._lsf import LsfMonitor
 
         monitor = LsfMonitor(user)
+    elif scheduler == "sge":
+        from ._sge import SgeMonitor
+
+        monitor = SgeMonitor(user)
     else:
         from ._slurm import SlurmMonitor
 
@@ -181,7 +185,8 @@ def _monitor_cluster(
 
 
 def _monitor(args: argparse.Namespace) -> int:
-    """``pycrew monitor local|slurm|pbs|lsf [--stale] [--terminate [ID ...] | --terminate-all]``."""
+    """``pycrew monitor local|slurm|sge|pbs|lsf [--stale] [--terminate [ID ...] |
+    --terminate-all]``."""
     from ._errors import LaunchError
 
     ids = args.terminate  # None: list; []: end the listed ones; [...]: end these
@@ -216,9 +221,9 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--workers", type=int, default=2)
     demo.add_argument("--tls", default="automatic", choices=["none", "automatic"])
     monitor = sub.add_parser(
-        "monitor", help="list or end pycrew's workers: local processes, SLURM, PBS or LSF jobs"
+        "monitor", help="list or end pycrew's workers: local processes, SLURM, SGE, PBS or LSF jobs"
     )
-    monitor.add_argument("scheduler", choices=["local", "slurm", "pbs", "lsf"])
+    monitor.add_argument("scheduler", choices=["local", "slurm", "sge", "pbs", "lsf"])
     monitor.add_argument("--user", default=None, help="whose workers (default: yours)")
     monitor.add_argument(
         "--stale", action="store_true", help="only workers whose controller is gone"

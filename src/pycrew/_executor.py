@@ -429,6 +429,8 @@ def _build(launcher: Launcher | str | None, workers: int, options: dict[str, Any
         from ._pbs import pbs_controller as factory
     elif launcher == "lsf":
         from ._lsf import lsf_controller as factory
+    elif launcher == "sge":
+        from ._sge import sge_controller as factory
     elif isinstance(launcher, (str, Launcher)):
         from ._plugin import controller
 

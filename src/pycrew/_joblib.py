@@ -305,10 +305,14 @@ def _factory(launcher: Launcher | str | None) -> Callable[..., Controller]:
         from ._lsf import lsf_controller
 
         return _checked(lsf_controller)
+    if launcher == "sge":
+        from ._sge import sge_controller
+
+        return _checked(sge_controller)
     if isinstance(launcher, (str, Launcher)):
         return functools.partial(plugin_controller, launcher)
     raise ArgumentTypeError(
-        f"launcher must be 'local', 'slurm', 'pbs', 'lsf', a registered launcher name or a "
+        f"launcher must be 'local', 'slurm', 'sge', 'pbs', 'lsf', a registered launcher name or a "
         f"pycrew.launchers.Launcher, got {type(launcher).__name__}"
     )
 

@@ -5,7 +5,8 @@ for batch schedulers, ``launch_workers``); one for a batch scheduler may
 subclass :class:`ClusterLauncher` and give only its script directives and
 commands. Third-party launchers register under the entry point group
 ``pycrew.launchers``. The engines' own launchers live with their engines
-(``pycrew._local``, ``pycrew._slurm``, ``pycrew._pbs``, ``pycrew._lsf``) and are offered here too.
+(``pycrew._local``, ``_slurm``, ``_sge``, ``_pbs``, ``_lsf``) and are offered
+here too.
 """
 
 from typing import TYPE_CHECKING
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
     from .._local import LocalLauncher
     from .._lsf import LsfJob, LsfLauncher
     from .._pbs import PbsJob, PbsLauncher
+    from .._sge import SgeJob, SgeLauncher
     from .._slurm import SlurmJob, SlurmLauncher
 
 # the engines import the controller, which imports this package: loaded on first use
@@ -29,6 +31,8 @@ _HOMES = {
     "LsfLauncher": "_lsf",
     "PbsJob": "_pbs",
     "PbsLauncher": "_pbs",
+    "SgeJob": "_sge",
+    "SgeLauncher": "_sge",
     "SlurmJob": "_slurm",
     "SlurmLauncher": "_slurm",
 }
@@ -54,6 +58,8 @@ __all__ = [
     "LsfLauncher",
     "PbsJob",
     "PbsLauncher",
+    "SgeJob",
+    "SgeLauncher",
     "SlurmJob",
     "SlurmLauncher",
     "WorkerSpec",

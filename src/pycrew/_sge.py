@@ -1,0 +1,333 @@
+"""Grid Engine (SGE, Son of Grid Engine, Univa/Altair): its launcher,
+``sge_controller()`` and ``SgeMonitor``.
+
+```
+ launch_workers ──► qsub -terse -V   (script on stdin: #$ -N, -t 1-n, -o, -e, -q, -l, -pe)
+ exit_codes ──────► qstat -g d -xml  (one call: every task of this user's jobs)
+                    └─► qacct -j <id> for jobs that left the queue: exit_status per task
+ shutdown ────────► qdel <every job of this start>
+```
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import os
+import re
+import xml.etree.ElementTree as ElementTree
+from typing import TYPE_CHECKING, Any
+
+from ._cluster import (
+    JOB_PREFIX,
+    STARTUP_LOG,
+    ClusterJob,
+    ClusterJobInfo,
+    ClusterLauncher,
+    ClusterMonitor,
+    check_lines,
+    check_megabytes,
+    check_positive_int,
+    cluster_host,
+    run_command,
+)
+from ._errors import ArgumentError, LaunchError
+from ._logs import LOG_BYTES_MAX
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping, Sequence
+
+    from ._controller import Controller
+    from ._metrics import Metrics
+    from ._tls import TLS
+    from .launchers._base import WorkerSpec
+
+_SUBMITTED = re.compile(r"^(\d+)")
+
+
+class SgeJob(ClusterJob):
+    """The handle of one worker: a Grid Engine job, or one task of an array (``123.4``)."""
+
+    @property
+    def id(self) -> str:
+        return self.job_id if self.index is None else f"{self.job_id}.{self.index}"
+
+
+def parse_qstat_xml(out: str) -> list[dict[str, str]]:
+    """``qstat -g d -xml`` as one dict per job or array task: id, name, owner, state, start."""
+    if not out.strip():
+        return []
+    try:
+        root = ElementTree.fromstring(out)
+    except ElementTree.ParseError as exc:
+        raise LaunchError(f"qstat printed no XML: {exc}") from None
+    rows = []
+    for job in root.iter("job_list"):
+        number = job.findtext("JB_job_number", "")
+        task = (job.findtext("tasks") or "").strip()
+        rows.append(
+            {
+                "id": f"{number}.{task}" if task.isdigit() else number,
+                "job": number,
+                "name": job.findtext("JB_name", ""),
+                "owner": job.findtext("JB_owner", ""),
+                "state": job.findtext("state", ""),
+                "time": job.findtext("JAT_start_time") or job.findtext("JB_submission_time") or "",
+            }
+        )
+    return rows
+
+
+def parse_qacct(out: str) -> dict[str, int]:
+    """``qacct -j`` output: exit codes by job (``123``) or array task (``123.4``)."""
+    codes: dict[str, int] = {}
+    job = task = ""
+    for line in out.splitlines():
+        key, _, value = line.partition(" ")
+        value = value.strip()
+        if key == "jobnumber":
+            job, task = value, ""
+        elif key == "taskid":
+            task = value
+        elif key == "exit_status" and job:
+            code = value.split()[0] if value else ""
+            if code.isdigit():
+                number = int(code)
+                # 128 + N: killed by signal N
+                codes[f"{job}.{task}" if task.isdigit() else job] = (
+                    -(number - 128) if number > 128 else number
+                )
+    return codes
+
+
+class SgeLauncher(ClusterLauncher):
+    """Start workers as Grid Engine jobs, an array job per scaling step.
+
+    Args:
+        queue: ``#$ -q``.
+        cores: slots per worker, through ``-pe <parallel_environment> N``.
+        parallel_environment: the parallel environment for ``cores`` (``smp``).
+        memory_gigabytes: ``-l h_vmem=...M`` (per slot, as Grid Engine counts it).
+        walltime_minutes: ``-l h_rt=HH:MM:00``.
+        script_lines, script_directory, python, array, log_bytes_max: as for SLURM.
+        log_output, log_error: ``#$ -o``/``-e`` (Grid Engine's ``$JOB_ID`` and
+            ``$TASK_ID`` allowed). By default stdout is discarded and each
+            worker's stderr goes to a start-up file of its own until it connects.
+        sge_options: more ``#$`` lines, such as ``"-P project"``.
+    """
+
+    scheduler = "Grid Engine"
+    directive = "#$"
+    array_variable = "SGE_TASK_ID"
+    array_first = 1
+
+    def __init__(
+        self,
+        *,
+        queue: str | None = None,
+        cores: int | None = None,
+        parallel_environment: str = "smp",
+        memory_gigabytes: float | None = None,
+        walltime_minutes: int | None = None,
+        script_lines: Sequence[str] = (),
+        script_directory: str | os.PathLike[str] | None = None,
+        log_output: str | None = "/dev/null",
+        log_error: str | None = STARTUP_LOG,
+        log_bytes_max: int | None = LOG_BYTES_MAX,
+        sge_options: Sequence[str] = (),
+        python: str | None = None,
+        array: bool = True,
+    ) -> None:
+        if queue is not None and (not isinstance(queue, str) or not queue):
+            raise ArgumentError(f"queue must be a non-empty string, got {queue!r}")
+        if not isinstance(parallel_environment, str) or not parallel_environment:
+            raise ArgumentError("parallel_environment must be a non-empty string")
+        super().__init__(
+            script_lines=script_lines,
+            script_directory=script_directory,
+            log_output=log_output,
+            log_error=log_error,
+            log_bytes_max=log_bytes_max,
+            python=python,
+            array=array,
+        )
+        self.queue = queue
+        self.cores = check_positive_int("cores", cores)
+        self.parallel_environment = parallel_environment
+        self.memory = check_megabytes("memory_gigabytes", memory_gigabytes)
+        self.walltime_minutes = check_positive_int("walltime_minutes", walltime_minutes)
+        self.sge_options = check_lines("sge_options", sge_options)
+
+    def make_handle(self, job_id: str, index: int | None) -> ClusterJob:
+        return SgeJob(job_id, index)
+
+    def array_index(self) -> str:
+        # outside an array Grid Engine sets SGE_TASK_ID to "undefined"
+        return "${SGE_TASK_ID:-1}"
+
+    # ------------------------------------------------------------- script
+    def directives(self, specs: Sequence[WorkerSpec], name: str, array: bool) -> list[str]:
+        lines = [f"#$ -N {name}", "#$ -S /bin/sh"]
+        if array:
+            lines.append(f"#$ -t 1-{len(specs)}")
+        if self.log_output is not None:
+            lines.append(f"#$ -o {self.log_output}")
+        error = os.devnull if self.log_error == STARTUP_LOG else self.log_error
+        if error is not None:
+            lines.append(f"#$ -e {error}")
+        if self.queue is not None:
+            lines.append(f"#$ -q {self.queue}")
+        if self.cores is not None:
+            lines.append(f"#$ -pe {self.parallel_environment} {self.cores}")
+        if self.memory is not None:
+            lines.append(f"#$ -l h_vmem={self.memory}M")
+        if self.walltime_minutes is not None:
+            hours, minutes = divmod(self.walltime_minutes, 60)
+            lines.append(f"#$ -l h_rt={hours:02d}:{minutes:02d}:00")
+        lines += [f"#$ {option}" for option in self.sge_options]
+        return lines
+
+    # ----------------------------------------------------------- commands
+    def submit_command(self, script: str | None) -> list[str]:
+        # -V: the job gets the submission's environment (the secret with it)
+        return ["qsub", "-terse", "-V"] + ([script] if script else [])
+
+    def parse_job_id(self, out: str) -> str:
+        # "123" for a job, "123.1-4:1" for an array
+        found = _SUBMITTED.match(out.strip())
+        if found is None:
+            raise LaunchError(f"qsub printed no job id: {out.strip()!r}")
+        return found[1]
+
+    def queued(self, names: Sequence[str]) -> dict[str, str]:
+        wanted = set(names)
+        out = self._run(["qstat", "-g", "d", "-xml"])
+        held: dict[str, str] = {}
+        for row in parse_qstat_xml(out):
+            if row["name"] in wanted:
+                held[row["id"]] = row["state"]
+        return held
+
+    def finished(self, job_id: str) -> dict[str, int]:
+        # the accounting file takes a moment after a job ends
+        return parse_qacct(self._run(["qacct", "-j", job_id]))
+
+    def cancel(self, ids: Sequence[str]) -> None:
+        whole = [i for i in ids if "." not in i]
+        if whole:
+            self._run(["qdel", *whole])
+        for task in (i for i in ids if "." in i):
+            job, _, index = task.partition(".")
+            self._run(["qdel", job, "-t", index])
+
+
+class SgeMonitor(ClusterMonitor):
+    """pycrew's jobs in the Grid Engine queue, to look at or cancel, even after a crash."""
+
+    def jobs(self) -> list[ClusterJobInfo]:
+        out = run_command(["qstat", "-u", self.user, "-g", "d", "-xml"])
+        now = datetime.datetime.now()
+        found = []
+        for row in parse_qstat_xml(out):
+            if not row["name"].startswith(JOB_PREFIX):
+                continue
+            seconds = None
+            with contextlib.suppress(ValueError):
+                seconds = (now - datetime.datetime.fromisoformat(row["time"])).total_seconds()
+            index = row["id"].partition(".")[2]
+            found.append(
+                ClusterJobInfo(
+                    id=row["id"],
+                    array_index=int(index) if index.isdigit() else None,
+                    state=row["state"],
+                    controller=self.controller_of(row["name"]),
+                    seconds=seconds,
+                    name=row["name"],
+                )
+            )
+        return found
+
+    def whole_job(self, job_id: str) -> str:
+        return job_id.partition(".")[0]
+
+    def cancel(self, ids: Sequence[str]) -> None:
+        whole = [i for i in ids if "." not in i]
+        if whole:
+            run_command(["qdel", *whole])
+        for task in (i for i in ids if "." in i):
+            job, _, index = task.partition(".")
+            run_command(["qdel", job, "-t", index])
+
+
+def sge_controller(
+    name: str | None = None,
+    workers: int = 1,
+    host: str | None = None,
+    port: int = 0,
+    tls: TLS | str | None = "automatic",
+    *,
+    queue: str | None = None,
+    cores: int | None = None,
+    parallel_environment: str = "smp",
+    memory_gigabytes: float | None = None,
+    walltime_minutes: int | None = None,
+    script_lines: Sequence[str] = (),
+    script_directory: str | os.PathLike[str] | None = None,
+    log_output: str | None = "/dev/null",
+    log_error: str | None = STARTUP_LOG,
+    log_bytes_max: int | None = LOG_BYTES_MAX,
+    sge_options: Sequence[str] = (),
+    python: str | None = None,
+    array: bool = True,
+    seconds_interval: float = 0.5,
+    seconds_launch: float = 86400,
+    metrics: Metrics | None = None,
+    env: Mapping[str, str] | None = None,
+    initializer: Callable[..., object] | None = None,
+    initargs: tuple[Any, ...] = (),
+    serializers: Mapping[type, tuple[Callable[[Any], Any], Callable[[Any], Any]]] | None = None,
+    relay_output: bool = False,
+    **options: Any,
+) -> Controller:
+    """A controller whose workers are Grid Engine jobs, submitted as array jobs.
+
+    The Grid Engine arguments are :class:`SgeLauncher`'s; ``host`` defaults
+    to this machine's address on the network its default route leaves by,
+    and ``tls`` to ``"automatic"``. Every other argument is
+    :func:`pycrew.local_controller`'s. ``terminate()`` runs ``qdel`` on every
+    job of this start still queued or running.
+    """
+    from ._controller import Controller  # here: the controller's module imports the launchers
+
+    launcher = SgeLauncher(
+        queue=queue,
+        cores=cores,
+        parallel_environment=parallel_environment,
+        memory_gigabytes=memory_gigabytes,
+        walltime_minutes=walltime_minutes,
+        script_lines=script_lines,
+        script_directory=script_directory,
+        log_output=log_output,
+        log_error=log_error,
+        log_bytes_max=log_bytes_max,
+        sge_options=sge_options,
+        python=python,
+        array=array,
+    )
+    return Controller(
+        launcher,
+        name=name,
+        workers=workers,
+        host=cluster_host() if host is None else host,
+        port=port,
+        tls=tls,
+        seconds_interval=seconds_interval,
+        seconds_launch=seconds_launch,
+        metrics=metrics,
+        env=env,
+        initializer=initializer,
+        initargs=initargs,
+        serializers=serializers,
+        relay_output=relay_output,
+        **options,
+    )
