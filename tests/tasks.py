@@ -403,3 +403,9 @@ def move(points: dict[str, list[Point]], dx: float) -> tuple[list[str], list[Poi
     """How each point arrived, and the points moved (to travel back the same way)."""
     seen = [p.via for ps in points.values() for p in ps]
     return seen, [Point(p.x + dx, p.y, via="worker") for ps in points.values() for p in ps]
+
+
+def pid_after(seconds: float) -> int:
+    """Sleep, then the worker's pid."""
+    time.sleep(seconds)
+    return os.getpid()

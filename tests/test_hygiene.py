@@ -350,3 +350,27 @@ def test_a_worker_killed_while_sending_a_large_result(tmp_path: Path) -> None:
         with pytest.raises(pycrew.TaskCrashError, match="SIGKILL"):
             future.result(timeout=WAIT)
         assert ctl.push(tasks.add, 1, 1).result(timeout=WAIT) == 2  # a new worker, served
+
+
+def test_workers_that_connect_after_the_pushes_each_take_a_long_task(tmp_path: Path) -> None:
+    # the first worker to connect takes every task ahead; each that connects
+    # later must get one back, even while another's request is on its way
+    marks = [tmp_path / f"started-{i}" for i in range(4)]
+    with pycrew.local_controller(workers=4) as ctl:
+        futures = [ctl.push(tasks.mark_then_sleep, str(m), 600) for m in marks]
+        wait_until(lambda: all(m.exists() for m in marks), 60, "all four tasks to start")
+        assert len(ctl.pids()) == 4
+        ctl.cancel(all=True)
+        assert all(f.record(timeout=60).status == "cancel" for f in futures)
+
+
+def test_a_task_that_cannot_end_before_the_wall_goes_to_a_fresh_worker() -> None:
+    # seconds_wall=3: after a first task of about 1 s, a task that may take 10 s
+    # (its seconds_timeout) cannot end in time there; a fresh worker runs it
+    with pycrew.local_controller(workers=1, seconds_wall=3) as ctl:
+        first = ctl.push(tasks.pid_after, 1.0)
+        second = ctl.push(tasks.pid_after, 0.1, seconds_timeout=10)
+        one, two = first.record(timeout=60), second.record(timeout=60)
+        assert (one.status, two.status) == ("success", "success")
+        assert one.result != two.result  # another worker ran it
+        assert two.attempts == 1  # handed back before it started: never a crash

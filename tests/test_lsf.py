@@ -118,7 +118,7 @@ def test_the_script_carries_every_option_and_no_secret() -> None:
         "#BSUB -W 01:15",
         "#BSUB -P project",
         'case "${LSB_JOBINDEX:-1}" in',
-        "  3) id=c-2 ;;",
+        "  3) ids=c-2 ;;",
     ):
         assert line in lines, line
     assert SECRET not in script

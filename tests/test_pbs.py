@@ -169,7 +169,7 @@ def test_the_script_carries_every_option_and_no_secret(flavor: str, array: str, 
         "#PBS -A project",
         "module load python",
         'case "${PBS_ARRAYID:-${PBS_ARRAY_INDEX:-${SLURM_ARRAY_TASK_ID:-0}}}" in',
-        "  2) id=c-2 ;;",
+        "  2) ids=c-2 ;;",
     ):
         assert line in lines, line
     assert lines[-1].startswith("exec /usr/bin/python3 -m pycrew worker")

@@ -175,7 +175,7 @@ def test_the_script_carries_every_option_and_no_secret() -> None:
         "#$ -P project",
         "module load python",
         'case "${SGE_TASK_ID:-1}" in',
-        "  3) id=c-2 ;;",
+        "  3) ids=c-2 ;;",
     ):
         assert line in lines, line
     assert any(line.startswith("exec 2>>") and line.endswith('/"$id.err"') for line in lines)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -382,8 +383,8 @@ def test_job_script_carries_every_option_and_no_secret() -> None:
         "#SBATCH --partition=short,long",
         "#SBATCH --qos=high",
         "module load python",
-        "  0) id=ctl-1 ;;",
-        "  1) id=ctl-2 ;;",
+        "  0) ids=ctl-1 ;;",
+        "  1) ids=ctl-2 ;;",
     ):
         assert expected in lines
     assert not any(line.startswith("#SBATCH --error") for line in lines)
@@ -509,3 +510,66 @@ def test_a_script_run_from_another_folder_finds_its_helpers_on_slurm(
     done = run_python(script.read_text(), script=script, cwd=elsewhere)
     assert done.returncode == 0, done.stderr
     assert "result 42" in done.stdout
+
+
+def test_several_workers_per_job_are_each_a_worker(cluster: None, tmp_path: Path) -> None:
+    marks = [tmp_path / f"started-{i}" for i in range(4)]
+    with _slurm(workers=4, processes=2) as ctl:
+        futures = [ctl.push(tasks.mark_then_sleep, str(m), 600) for m in marks]
+        wait_until(lambda: all(m.exists() for m in marks), 60, "four tasks running")
+        assert _launcher(ctl).calls["sbatch"] == 1
+        assert len(_our_jobs()) == 2  # two array elements of two workers each
+        pids = ctl.pids()
+        assert len(pids) == 4
+        # one worker dies: its task alone is a crash, and its job runs on
+        os.kill(pids[0], signal.SIGKILL)
+        wait_until(lambda: sum(f.done() for f in futures) == 1, 60, "the crash")
+        crashed = [f.record() for f in futures if f.done()]
+        assert [r.status for r in crashed] == ["crash"]
+        assert crashed[0].pid == pids[0]
+        wait_until(lambda: len(ctl.pids()) == 3, 60, "the controller to see it")
+        assert len(_our_jobs()) == 2  # its sibling holds the job
+        assert sum(f.done() for f in futures) == 1  # the three others run on
+        ctl.cancel(all=True)
+    assert _our_jobs() == []
+
+
+def test_the_script_of_several_workers_per_job() -> None:
+    launcher = SlurmLauncher(processes=3)
+    specs = [
+        WorkerSpec(
+            command=["python3", "-m", "pycrew", "worker", "--id", f"c-{i}"],
+            env={},
+            worker_id=f"c-{i}",
+            controller="c",
+        )
+        for i in range(5)
+    ]
+    script = launcher.script(specs, "pycrew.c.tok", array=True)
+    lines = script.splitlines()
+    assert "#SBATCH --array=0-1" in lines  # 5 workers in jobs of 3: two elements
+    assert "  0) ids='c-0 c-1 c-2' ;;" in lines
+    assert "  1) ids='c-3 c-4' ;;" in lines
+    assert "PYCREW_OWN_GROUP=1; export PYCREW_OWN_GROUP" in lines
+    assert '    exec python3 -m pycrew worker --id "$id"' in lines
+    assert lines[-1] == "wait"
+
+
+def test_a_worker_near_its_job_limit_hands_back_a_task_it_could_not_end(cluster: None) -> None:
+    # a 1-minute job (its workers count 50 s): after a 30 s task, one that may
+    # take 35 s cannot end in time there; a fresh job's worker runs it
+    with _slurm(workers=1, time_minutes=1) as ctl:
+        first = ctl.push(tasks.pid_after, 30.0, seconds_timeout=35)
+        second = ctl.push(tasks.pid_after, 0.5, seconds_timeout=35)
+        one, two = first.record(timeout=120), second.record(timeout=120)
+        assert (one.status, two.status) == ("success", "success")
+        assert one.result != two.result
+        assert one.worker != two.worker
+        assert two.attempts == 1
+        assert _launcher(ctl).calls["sbatch"] == 2  # the replacement
+
+
+def test_jobs_with_a_time_limit_tell_their_workers_when_they_end() -> None:
+    script = SlurmLauncher(time_minutes=5).script([_spec()], "pycrew.c.tok", array=False)
+    assert "PYCREW_JOB_END=$(( $(date +%s) + 290 )); export PYCREW_JOB_END" in script
+    assert "PYCREW_JOB_END" not in SlurmLauncher().script([_spec()], "n", array=False)

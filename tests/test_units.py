@@ -395,7 +395,7 @@ def test_every_error_is_a_crew_error() -> None:
 
 def test_buffer_pool_reuses_only_buffers_nobody_holds() -> None:
     np = pytest.importorskip("numpy")
-    from pycrew._worker import BufferPool
+    from pycrew._wire import BufferPool
 
     pool = BufferPool(keep=2)
     small = pool.take(100)

@@ -54,6 +54,8 @@ COMMAND_SECONDS = 60.0
 JOB_PREFIX = "pycrew."
 #: ``log_error``'s default: stderr kept until the worker connects, then dropped
 STARTUP_LOG = "(startup)"
+#: seconds before a job's wall-time limit that its workers count as its end
+JOB_END_MARGIN = 10
 #: how long a job's error file may take to show on this machine (a shared file system)
 SHOW_SECONDS = 2.0
 
@@ -131,6 +133,8 @@ class ClusterJob:
 
     job_id: str
     index: int | None = None
+    #: which of the job's workers (``processes`` > 1 puts several in one job)
+    slot: int = 0
 
     @property
     def id(self) -> str:
@@ -140,6 +144,11 @@ class ClusterJob:
 
 class ClusterLauncher(Launcher):
     """Base of launchers that submit workers as jobs of a batch scheduler.
+
+    ``processes`` worker processes run in each job (array element): under
+    a cluster's quota of jobs, more workers. Each has its own id, and the
+    controller sees each as a worker of its own; the job ends once all of
+    them have left.
 
     A subclass sets ``directive`` (``"#SBATCH"``), ``array_variable`` (the
     variable holding an array element's index in the job) and
@@ -177,6 +186,7 @@ class ClusterLauncher(Launcher):
         log_bytes_max: int | None = None,
         python: str | None = None,
         array: bool = True,
+        processes: int = 1,
     ) -> None:
         for label, value in (("log_output", log_output), ("log_error", log_error)):
             if value is not None and (not isinstance(value, str) or not value):
@@ -196,6 +206,8 @@ class ClusterLauncher(Launcher):
         self.log_bytes_max = check_log_bytes(log_bytes_max)
         self.python = python
         self.array = array
+        #: worker processes per job (array element): under a quota of jobs, more workers
+        self.processes = check_positive_int("processes", processes) or 1
         #: how many times each scheduler command ran, for the curious and the tests
         self.calls: collections.Counter[str] = collections.Counter()
         self._token = secrets.token_hex(4)
@@ -209,14 +221,16 @@ class ClusterLauncher(Launcher):
         # submitted from, its job name, and what the scheduler said of it
         self._workdir: dict[str, str] = {}
         self._job_names: dict[str, str] = {}
-        self._worker_of: dict[str, str] = {}
+        self._worker_of: dict[ClusterJob, str] = {}
+        # workers of a job of several that the controller asked to stop
+        self._stopping: dict[str, set[int]] = {}
         self._stderr: dict[str, str] = {}
         self._reason: dict[str, str] = {}
 
     # ------------------------------------------------------------- engine
     @abc.abstractmethod
-    def directives(self, specs: Sequence[WorkerSpec], name: str, array: bool) -> list[str]:
-        """The script's scheduler lines (name, array, logs, resources), without the shebang."""
+    def directives(self, count: int, name: str, array: bool) -> list[str]:
+        """The script's scheduler lines (name, array of ``count`` jobs, logs, resources)."""
 
     @abc.abstractmethod
     def submit_command(self, script: str | None) -> list[str]:
@@ -245,8 +259,8 @@ class ClusterLauncher(Launcher):
         """How many elements one array may have."""
         return 10_000
 
-    def make_handle(self, job_id: str, index: int | None) -> ClusterJob:
-        return ClusterJob(job_id, index)
+    def make_handle(self, job_id: str, index: int | None, slot: int = 0) -> ClusterJob:
+        return ClusterJob(job_id, index, slot)
 
     def error_file(self, job: ClusterJob) -> str:
         """Where a job's stderr went, as a path on this machine.
@@ -256,7 +270,7 @@ class ClusterLauncher(Launcher):
         """
         if self.log_error == STARTUP_LOG:
             name = self._job_names.get(job.job_id, "")
-            worker = self._worker_of.get(job.id, "")
+            worker = self._worker_of.get(job, "")
             return os.path.join(self.startup_folder(name), f"{worker}.err")
         if self.log_error is None:
             raise LaunchError(
@@ -282,6 +296,11 @@ class ClusterLauncher(Launcher):
         file = self.startup_file_array if array else self.startup_file_single
         return os.path.join(self.startup_folder(name), file)
 
+    def walltime_seconds(self) -> float | None:
+        """The job's wall-time limit, if the launcher asks for one."""
+        minutes = getattr(self, "walltime_minutes", None)
+        return None if minutes is None else 60.0 * minutes
+
     def array_index(self) -> str:
         """The shell expression of an array element's index inside its job."""
         return f"${{{self.array_variable}:-{self.array_first}}}"
@@ -292,29 +311,48 @@ class ClusterLauncher(Launcher):
         return state is not None and state not in self.ending_states
 
     # ------------------------------------------------------------- script
+    def groups(self, specs: Sequence[WorkerSpec]) -> list[Sequence[WorkerSpec]]:
+        """The workers of each job (array element): ``processes`` at a time."""
+        return [specs[i : i + self.processes] for i in range(0, len(specs), self.processes)]
+
     def script(self, specs: Sequence[WorkerSpec], name: str, array: bool) -> str:
         """The job script for ``specs`` (one job, or one array when ``array``)."""
-        lines = ["#!/bin/sh", *self.directives(specs, name, array), *self.script_lines]
+        groups = self.groups(specs)
+        ids = [" ".join(spec.worker_id for spec in group) for group in groups]
+        lines = ["#!/bin/sh", *self.directives(len(groups), name, array), *self.script_lines]
         if array:
             first = self.array_first
             lines.append(f'case "{self.array_index()}" in')
-            lines += [
-                f"  {first + i}) id={shlex.quote(s.worker_id)} ;;" for i, s in enumerate(specs)
-            ]
+            lines += [f"  {first + i}) ids={shlex.quote(text)} ;;" for i, text in enumerate(ids)]
             lines.append("esac")
         else:
-            lines.append(f"id={shlex.quote(specs[0].worker_id)}")
-        lines.append("PYCREW_WORKER=$id; export PYCREW_WORKER")
-        if self.log_error == STARTUP_LOG and not self.startup_file_single:
-            # no pattern language to name a file per element: the script does it
-            folder = shlex.quote(self.startup_folder(name))
-            lines.append(f'exec 2>>{folder}/"$id.err"')
+            lines.append(f"ids={shlex.quote(ids[0])}")
         command = [shlex.quote(part) for part in specs[0].command]
         if self.python is not None:
             command[0] = shlex.quote(self.python)
-        # the worker id is the one argument that differs between array elements
+        # the worker id is the one argument that differs between workers
         command = ['"$id"' if part == shlex.quote(specs[0].worker_id) else part for part in command]
-        lines.append("exec " + " ".join(command))
+        walltime = self.walltime_seconds()
+        if walltime is not None:
+            # when the job ends, by this node's clock, a little early: the
+            # scheduler's clock started before this script did. A worker takes
+            # no task it cannot end by then.
+            end = int(walltime) - JOB_END_MARGIN
+            lines.append(f"PYCREW_JOB_END=$(( $(date +%s) + {end} )); export PYCREW_JOB_END")
+        worker = ["PYCREW_WORKER=$id; export PYCREW_WORKER"]
+        if self.log_error == STARTUP_LOG and not self.startup_file_single:
+            # no pattern language to name a file per worker: the script does it
+            folder = shlex.quote(self.startup_folder(name))
+            worker.append(f'exec 2>>{folder}/"$id.err"')
+        worker.append("exec " + " ".join(command))
+        if self.processes == 1:
+            lines += ["id=$ids", *worker]
+        else:
+            # each worker its own process group: ending one (its watchdog does,
+            # when its connection goes) leaves the others and the job be
+            lines += ["PYCREW_OWN_GROUP=1; export PYCREW_OWN_GROUP", "for id in $ids; do", "  ("]
+            lines += [f"    {line}" for line in worker]
+            lines += ["  ) &", "done", "wait"]
         return "\n".join(lines) + "\n"
 
     def _environment(self, spec: WorkerSpec, name: str) -> dict[str, str]:
@@ -345,21 +383,22 @@ class ClusterLauncher(Launcher):
                 ) from exc
         self._names.add(name)
         handles: list[ClusterJob] = []
-        if self.array and len(specs) > 1:
+        groups = self.groups(specs)
+        if self.array and len(groups) > 1:
             size = self.max_array_size()
-            for start in range(0, len(specs), size):
-                chunk = specs[start : start + size]
-                job_id = self._submit(chunk, name, array=len(chunk) > 1)
-                if len(chunk) > 1:
-                    first = self.array_first
-                    handles += [self.make_handle(job_id, first + i) for i in range(len(chunk))]
-                else:
-                    handles.append(self.make_handle(job_id, None))
+            for start in range(0, len(groups), size):
+                chunk = groups[start : start + size]
+                workers = [spec for group in chunk for spec in group]
+                job_id = self._submit(workers, name, array=len(chunk) > 1)
+                for i, group in enumerate(chunk):
+                    index = self.array_first + i if len(chunk) > 1 else None
+                    handles += [self.make_handle(job_id, index, s) for s in range(len(group))]
         else:
-            for spec in specs:
-                handles.append(self.make_handle(self._submit([spec], name, array=False), None))
+            for group in groups:
+                job_id = self._submit(group, name, array=False)
+                handles += [self.make_handle(job_id, None, s) for s in range(len(group))]
         for spec, handle in zip(specs, handles, strict=True):
-            self._worker_of[handle.id] = spec.worker_id
+            self._worker_of[handle] = spec.worker_id
         self._poll_every = POLL_MIN
         return handles
 
@@ -393,12 +432,23 @@ class ClusterLauncher(Launcher):
 
     # ------------------------------------------------------------ watching
     def describe_worker(self, handle: Any) -> dict[str, Any]:
-        return {"job": handle.id} if isinstance(handle, ClusterJob) else {}
+        if not isinstance(handle, ClusterJob):
+            return {}
+        return {"job": handle.id} | ({"slot": handle.slot} if self.processes > 1 else {})
 
     def terminate_worker(self, handle: Any) -> None:
-        if isinstance(handle, ClusterJob):
-            with contextlib.suppress(LaunchError):
-                self.cancel([handle.id])
+        if not isinstance(handle, ClusterJob):
+            return
+        if self.processes > 1:
+            # a job of several workers ends once all of them are to stop; one
+            # alone ends with its connection (its watchdog sees it close)
+            stopping = self._stopping.setdefault(handle.id, set())
+            stopping.add(handle.slot)
+            siblings = sum(1 for h in self._worker_of if h.id == handle.id)
+            if len(stopping) < siblings:
+                return
+        with contextlib.suppress(LaunchError):
+            self.cancel([handle.id])
 
     def exit_code(self, handle: Any) -> int | None:
         return self.exit_codes([handle])[0]
@@ -482,7 +532,14 @@ class ClusterLauncher(Launcher):
 
     def _forget(self) -> None:
         """Drop what was learnt about this start's jobs (a subclass adds its own)."""
-        for known in (self._workdir, self._job_names, self._worker_of, self._stderr, self._reason):
+        for known in (
+            self._workdir,
+            self._job_names,
+            self._worker_of,
+            self._stderr,
+            self._reason,
+            self._stopping,
+        ):
             known.clear()
 
 

@@ -131,6 +131,7 @@ class Controller(RecordViews):
         initargs: tuple[Any, ...] = (),
         serializers: Mapping[type, tuple[Callable[[Any], Any], Callable[[Any], Any]]] | None = None,
         relay_output: bool = False,
+        seconds_drain: float = 0,
     ) -> None:
         name = check_name(secrets.token_hex(4) if name is None else name)
         self.workers = check_int("workers", workers, 1)
@@ -175,6 +176,8 @@ class Controller(RecordViews):
         self.env = check_env(env)
         #: how often a task that raises one of ``retry_on`` runs again (default per task)
         self.retries, self.retry_on = check_retries(retries, retry_on)
+        #: what a task without seconds_timeout is taken to need before a job ends
+        self.seconds_drain = check_seconds("seconds_drain", seconds_drain)
         #: print what tasks print, each line after its task's name
         self.relay_output = check_flag("relay_output", relay_output)
         self._serializers = _share.check_serializers(serializers)

@@ -390,13 +390,17 @@ class Dispatcher(Doorway, Resolutions):
             self._steal()
 
     def _steal(self) -> None:
-        """An idle worker and an empty queue: ask busy workers for tasks they hold unstarted."""
-        wanted = len(self.idle)
+        """Idle workers and an empty queue: ask busy workers for tasks they hold unstarted.
+
+        One request per idle worker that no request is on its way for yet,
+        newest tasks first, never a worker's oldest (it runs): several
+        workers going idle at once each get one, whoever holds them.
+        """
+        wanted = len(self.idle) - len(self.releasing)
         for other in self.workers.values():
-            if wanted <= 0:
-                return
-            if len(other.tasks) > 1:
-                task = other.tasks[-1]
+            for task in list(other.tasks)[:0:-1]:
+                if wanted <= 0:
+                    return
                 if task.id not in self.releasing and task.state == RUNNING:
                     self.releasing[task.id] = other
                     self._write(other, _wire.encode(Kind.RELEASE, _wire.TASK_ID.pack(task.id)))
@@ -562,6 +566,9 @@ class Dispatcher(Doorway, Resolutions):
                 given.worker = None
                 self._requeue(given)
             self._refill(conn)
+            if self.depth > 1 and self.idle:
+                # the task may have gone to another idle worker than the one that asked
+                self._steal()
         elif kind == Kind.OUTPUT:
             if len(meta) < _wire.OUTPUT_HEAD.size:
                 raise ProtocolError("output that names no task")

@@ -463,6 +463,7 @@ def local_controller(
     initializer: Callable[..., object] | None = None,
     initargs: tuple[Any, ...] = (),
     serializers: Mapping[type, tuple[Callable[[Any], Any], Callable[[Any], Any]]] | None = None,
+    seconds_drain: float = 0,
     relay_output: bool = True,
 ) -> Controller:
     """A controller whose workers are subprocesses of this machine.
@@ -530,6 +531,11 @@ def local_controller(
             anywhere in a task's arguments or result, travel as
             ``dumps(obj)`` (bytes or a buffer, large ones uncopied) and come
             back as ``loads(buffer)``.
+        seconds_drain: what a task that gives no ``seconds_timeout`` is taken
+            to need: a worker whose job (or ``seconds_wall``) ends sooner
+            hands it back and leaves, and a fresh worker runs it (a task's own
+            ``seconds_timeout`` is what it needs, when given). 0: such tasks
+            are not judged.
         relay_output: print what tasks print (``print()``, ``sys.stdout``
             and ``sys.stderr``) here too, each line after ``[task name]``.
         retry_crashes: run a task that crashed its worker again by itself:
@@ -577,4 +583,5 @@ def local_controller(
         initargs=initargs,
         serializers=serializers,
         relay_output=relay_output,
+        seconds_drain=seconds_drain,
     )

@@ -40,7 +40,6 @@ if TYPE_CHECKING:
     from ._controller import Controller
     from ._metrics import Metrics
     from ._tls import TLS
-    from .launchers._base import WorkerSpec
 
 _SUBMITTED = re.compile(r"Job <(\d+)>")
 #: the fields asked of bjobs, in order; "|" cannot occur in them
@@ -111,6 +110,7 @@ class LsfLauncher(ClusterLauncher):
         bsub_options: Sequence[str] = (),
         python: str | None = None,
         array: bool = True,
+        processes: int = 1,
         commands: str | os.PathLike[str] | None = None,
     ) -> None:
         if queue is not None and (not isinstance(queue, str) or not queue):
@@ -123,6 +123,7 @@ class LsfLauncher(ClusterLauncher):
             log_bytes_max=log_bytes_max,
             python=python,
             array=array,
+            processes=processes,
         )
         self.queue = queue
         self.cores = check_positive_int("cores", cores)
@@ -136,12 +137,12 @@ class LsfLauncher(ClusterLauncher):
     def command(self, name: str) -> str:
         return os.path.join(self.commands, name) if self.commands else name
 
-    def make_handle(self, job_id: str, index: int | None) -> ClusterJob:
-        return LsfJob(job_id, index)
+    def make_handle(self, job_id: str, index: int | None, slot: int = 0) -> ClusterJob:
+        return LsfJob(job_id, index, slot)
 
     # ------------------------------------------------------------- script
-    def directives(self, specs: Sequence[WorkerSpec], name: str, array: bool) -> list[str]:
-        lines = [f'#BSUB -J "{name}[1-{len(specs)}]"' if array else f"#BSUB -J {name}"]
+    def directives(self, count: int, name: str, array: bool) -> list[str]:
+        lines = [f'#BSUB -J "{name}[1-{count}]"' if array else f"#BSUB -J {name}"]
         if self.log_output is not None:
             lines.append(f"#BSUB -o {self.log_output}")
         error = os.devnull if self.log_error == STARTUP_LOG else self.log_error
@@ -255,6 +256,7 @@ def lsf_controller(
     bsub_options: Sequence[str] = (),
     python: str | None = None,
     array: bool = True,
+    processes: int = 1,
     commands: str | os.PathLike[str] | None = None,
     seconds_interval: float = 0.5,
     seconds_launch: float = 86400,
@@ -290,6 +292,7 @@ def lsf_controller(
         bsub_options=bsub_options,
         python=python,
         array=array,
+        processes=processes,
         commands=commands,
     )
     return Controller(

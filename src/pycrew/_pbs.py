@@ -42,7 +42,6 @@ if TYPE_CHECKING:
     from ._controller import Controller
     from ._metrics import Metrics
     from ._tls import TLS
-    from .launchers._base import WorkerSpec
 
 _JOB_ID = re.compile(r"^(\d+)(?:\[(\d*)\])?")
 _FIELD = re.compile(r"^\s+([A-Za-z_.]+) = (.*)$")
@@ -129,6 +128,7 @@ class PbsLauncher(ClusterLauncher):
         pbs_options: Sequence[str] = (),
         python: str | None = None,
         array: bool = True,
+        processes: int = 1,
         flavor: Flavor = "torque",
         commands: str | os.PathLike[str] | None = None,
     ) -> None:
@@ -144,6 +144,7 @@ class PbsLauncher(ClusterLauncher):
             log_bytes_max=log_bytes_max,
             python=python,
             array=array,
+            processes=processes,
         )
         self.queue = queue
         self.cores = check_positive_int("cores", cores)
@@ -156,8 +157,8 @@ class PbsLauncher(ClusterLauncher):
     def command(self, name: str) -> str:
         return os.path.join(self.commands, name) if self.commands else name
 
-    def make_handle(self, job_id: str, index: int | None) -> ClusterJob:
-        return PbsJob(job_id, index)
+    def make_handle(self, job_id: str, index: int | None, slot: int = 0) -> ClusterJob:
+        return PbsJob(job_id, index, slot)
 
     def array_index(self) -> str:
         return "${PBS_ARRAYID:-${PBS_ARRAY_INDEX:-${SLURM_ARRAY_TASK_ID:-0}}}"
@@ -171,11 +172,11 @@ class PbsLauncher(ClusterLauncher):
         return False
 
     # ------------------------------------------------------------- script
-    def directives(self, specs: Sequence[WorkerSpec], name: str, array: bool) -> list[str]:
+    def directives(self, count: int, name: str, array: bool) -> list[str]:
         lines = [f"#PBS -N {name}"]
         if array:
             flag = "-J" if self.flavor == "pro" else "-t"
-            lines.append(f"#PBS {flag} 0-{len(specs) - 1}")
+            lines.append(f"#PBS {flag} 0-{count - 1}")
         if self.queue is not None:
             lines.append(f"#PBS -q {self.queue}")
         if self.walltime_minutes is not None:
@@ -300,6 +301,7 @@ def pbs_controller(
     pbs_options: Sequence[str] = (),
     python: str | None = None,
     array: bool = True,
+    processes: int = 1,
     flavor: Flavor = "torque",
     commands: str | os.PathLike[str] | None = None,
     seconds_interval: float = 0.5,
@@ -339,6 +341,7 @@ def pbs_controller(
         pbs_options=pbs_options,
         python=python,
         array=array,
+        processes=processes,
         flavor=flavor,
         commands=commands,
     )

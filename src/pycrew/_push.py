@@ -212,12 +212,14 @@ def make_task(
         raise
     except Exception as exc:
         raise ArgumentTypeError(f"task {name!r} cannot be pickled: {blame(payload, exc)}") from exc
-    problem = _wire.too_large(_wire.TASK_ID.size + len(body), buffers, ctl.bytes_max)
+    problem = _wire.too_large(_wire.TASK_HEAD.size + len(body), buffers, ctl.bytes_max)
     if problem is not None:
         raise ArgumentError(
             f"task {name!r} is {problem}: pass large data through files, or raise bytes_max"
         )
-    frame = _wire.encode(Kind.TASK, _wire.TASK_ID.pack(task_id) + body, buffers)
+    needs = 0.0 if seconds_timeout is None or math.isinf(seconds_timeout) else seconds_timeout
+    head = _wire.TASK_HEAD.pack(task_id, needs)
+    frame = _wire.encode(Kind.TASK, head + body, buffers)
     task = Task(task_id, name, command, frame, seed, _deadline(seconds_timeout))
     task.shared = shared
     return task

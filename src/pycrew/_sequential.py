@@ -384,7 +384,7 @@ def execute(
     objects. Only the user's ``KeyboardInterrupt`` escapes.
     """
     try:
-        payload = _wire.loads(*_frame_parts(frame, _wire.TASK_ID.size))
+        payload = _wire.loads(*_frame_parts(frame, _wire.TASK_HEAD.size))
     except KeyboardInterrupt:
         raise
     except BaseException as exc:  # unpickling runs the task's code, SystemExit too

@@ -40,7 +40,6 @@ if TYPE_CHECKING:
     from ._controller import Controller
     from ._metrics import Metrics
     from ._tls import TLS
-    from .launchers._base import WorkerSpec
 
 _SUBMITTED = re.compile(r"^(\d+)")
 
@@ -137,6 +136,7 @@ class SgeLauncher(ClusterLauncher):
         sge_options: Sequence[str] = (),
         python: str | None = None,
         array: bool = True,
+        processes: int = 1,
     ) -> None:
         if queue is not None and (not isinstance(queue, str) or not queue):
             raise ArgumentError(f"queue must be a non-empty string, got {queue!r}")
@@ -150,6 +150,7 @@ class SgeLauncher(ClusterLauncher):
             log_bytes_max=log_bytes_max,
             python=python,
             array=array,
+            processes=processes,
         )
         self.queue = queue
         self.cores = check_positive_int("cores", cores)
@@ -158,18 +159,18 @@ class SgeLauncher(ClusterLauncher):
         self.walltime_minutes = check_positive_int("walltime_minutes", walltime_minutes)
         self.sge_options = check_lines("sge_options", sge_options)
 
-    def make_handle(self, job_id: str, index: int | None) -> ClusterJob:
-        return SgeJob(job_id, index)
+    def make_handle(self, job_id: str, index: int | None, slot: int = 0) -> ClusterJob:
+        return SgeJob(job_id, index, slot)
 
     def array_index(self) -> str:
         # outside an array Grid Engine sets SGE_TASK_ID to "undefined"
         return "${SGE_TASK_ID:-1}"
 
     # ------------------------------------------------------------- script
-    def directives(self, specs: Sequence[WorkerSpec], name: str, array: bool) -> list[str]:
+    def directives(self, count: int, name: str, array: bool) -> list[str]:
         lines = [f"#$ -N {name}", "#$ -S /bin/sh"]
         if array:
-            lines.append(f"#$ -t 1-{len(specs)}")
+            lines.append(f"#$ -t 1-{count}")
         if self.log_output is not None:
             lines.append(f"#$ -o {self.log_output}")
         error = os.devnull if self.log_error == STARTUP_LOG else self.log_error
@@ -279,6 +280,7 @@ def sge_controller(
     sge_options: Sequence[str] = (),
     python: str | None = None,
     array: bool = True,
+    processes: int = 1,
     seconds_interval: float = 0.5,
     seconds_launch: float = 86400,
     metrics: Metrics | None = None,
@@ -313,6 +315,7 @@ def sge_controller(
         sge_options=sge_options,
         python=python,
         array=array,
+        processes=processes,
     )
     return Controller(
         launcher,

@@ -154,6 +154,7 @@ def worker_settings(ctl: Controller) -> dict[str, Any]:
         "bytes_max": ctl.bytes_max,
         "metrics": ctl.metrics.settings() if ctl.metrics else None,
         "relay_output": ctl.relay_output,
+        "seconds_drain": ctl.seconds_drain,
     }
 
 

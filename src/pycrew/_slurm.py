@@ -44,7 +44,6 @@ if TYPE_CHECKING:
     from ._controller import Controller
     from ._metrics import Metrics
     from ._tls import TLS
-    from .launchers._base import WorkerSpec
 
 #: SLURM's default MaxArraySize, used when the configuration cannot be read
 MAX_ARRAY_SIZE = 1001
@@ -123,6 +122,7 @@ class SlurmLauncher(ClusterLauncher):
         sbatch_options: Sequence[str] = (),
         python: str | None = None,
         array: bool = True,
+        processes: int = 1,
     ) -> None:
         if partition is not None and (not isinstance(partition, str) or not partition):
             raise ArgumentError(f"partition must be a non-empty string, got {partition!r}")
@@ -134,6 +134,7 @@ class SlurmLauncher(ClusterLauncher):
             log_bytes_max=log_bytes_max,
             python=python,
             array=array,
+            processes=processes,
         )
         self.partition = partition
         self.cpus_per_task = check_positive_int("cpus_per_task", cpus_per_task)
@@ -145,8 +146,11 @@ class SlurmLauncher(ClusterLauncher):
         # an array element's own job id, for %j in a log pattern
         self._own_id: dict[str, str] = {}
 
-    def make_handle(self, job_id: str, index: int | None) -> ClusterJob:
-        return SlurmJob(job_id, index)
+    def walltime_seconds(self) -> float | None:
+        return None if self.time_minutes is None else 60.0 * self.time_minutes
+
+    def make_handle(self, job_id: str, index: int | None, slot: int = 0) -> ClusterJob:
+        return SlurmJob(job_id, index, slot)
 
     def max_array_size(self) -> int:
         """SLURM's MaxArraySize: array indices stay below it."""
@@ -160,10 +164,10 @@ class SlurmLauncher(ClusterLauncher):
         return self._max_array
 
     # ------------------------------------------------------------- script
-    def directives(self, specs: Sequence[WorkerSpec], name: str, array: bool) -> list[str]:
+    def directives(self, count: int, name: str, array: bool) -> list[str]:
         lines = [f"#SBATCH --job-name={name}"]
         if array:
-            lines.append(f"#SBATCH --array=0-{len(specs) - 1}")
+            lines.append(f"#SBATCH --array=0-{count - 1}")
         if self.log_output is not None:
             lines.append(f"#SBATCH --output={self.log_output}")
         if self.log_error == STARTUP_LOG:
@@ -283,6 +287,7 @@ def slurm_controller(
     sbatch_options: Sequence[str] = (),
     python: str | None = None,
     array: bool = True,
+    processes: int = 1,
     seconds_interval: float = 0.5,
     seconds_timeout: float = 60,
     seconds_launch: float = 86400,
@@ -308,6 +313,7 @@ def slurm_controller(
     initializer: Callable[..., object] | None = None,
     initargs: tuple[Any, ...] = (),
     serializers: Mapping[type, tuple[Callable[[Any], Any], Callable[[Any], Any]]] | None = None,
+    seconds_drain: float = 0,
     relay_output: bool = False,
 ) -> Controller:
     """A controller whose workers are SLURM jobs, submitted as job arrays.
@@ -354,6 +360,7 @@ def slurm_controller(
         sbatch_options=sbatch_options,
         python=python,
         array=array,
+        processes=processes,
     )
     return Controller(
         launcher,
@@ -388,6 +395,7 @@ def slurm_controller(
         initargs=initargs,
         serializers=serializers,
         relay_output=relay_output,
+        seconds_drain=seconds_drain,
     )
 
 

@@ -23,7 +23,6 @@ import contextlib
 import ctypes
 import functools
 import math
-import mmap
 import os
 import queue
 import signal
@@ -64,6 +63,8 @@ EXIT_CONNECTION, EXIT_IDLE, EXIT_WALL, EXIT_TASKS, EXIT_STARTUP, EXIT_SETUP = 0,
 #: the inbox's id for a setup step (task ids start at 1)
 SETUP_ID = 0
 PARENT_ENV = "PYCREW_PARENT_PID"
+#: set by a job script that starts several workers
+OWN_GROUP_ENV = "PYCREW_OWN_GROUP"
 HANDSHAKE_SECONDS = 15.0
 INTERRUPT_EVERY = 0.2
 #: an idle worker frees its spare receive buffers after this long
@@ -86,7 +87,13 @@ class Settings:
         metrics: dict[str, Any] | None = None,
         seconds_heartbeat: float = HEARTBEAT_SECONDS,
         relay_output: bool = False,
+        seconds_drain: float = 0.0,
     ) -> None:
+        #: what a task that says nothing of its length is taken to need, before
+        #: the job ends (its own seconds_timeout, when given, wins)
+        self.seconds_drain = seconds_drain
+        #: when this worker must be gone (time.monotonic()): its job's end
+        self.job_end = _job_end()
         #: send what tasks print to the controller, too
         self.relay_output = relay_output
         #: how long the kernel may wait on an unanswered peer, and the watchdog
@@ -121,58 +128,6 @@ def _read_exact(stream: IO[bytes], n: int) -> bytes:
     if data is None or len(data) < n:
         raise EOFError
     return data
-
-
-class BufferPool:
-    """Large receive buffers, reused once no task holds them any more.
-
-    Fresh memory costs a page fault per 4 KiB (about 40 ms per 100 MB here);
-    a buffer that a finished task let go of costs nothing. Whether a task
-    (or something it stored) still uses a buffer is asked of the buffer
-    itself: an mmap with live views refuses to resize. At most ``keep``
-    spares are kept, and only while tasks keep arriving.
-    """
-
-    def __init__(self, keep: int = 2) -> None:
-        self.keep = keep
-        self.lock = threading.Lock()
-        self.spares: list[mmap.mmap] = []
-        self.lent: list[mmap.mmap] = []
-
-    def take(self, n: int) -> _wire.Buffer:
-        if n < _wire.LARGE:
-            return bytearray(n)
-        with self.lock:
-            for i, spare in enumerate(self.spares):
-                if len(spare) == n:
-                    del self.spares[i]
-                    self.lent.append(spare)
-                    return spare
-        fresh = mmap.mmap(-1, n)
-        with self.lock:
-            self.lent.append(fresh)
-        return fresh
-
-    def recycle(self) -> None:
-        """Move lent buffers that nothing uses any more back to the spares."""
-        with self.lock:
-            still = []
-            for buf in self.lent:
-                try:
-                    buf.resize(len(buf))
-                except BufferError:
-                    still.append(buf)
-                    continue
-                except (OSError, ValueError, SystemError):
-                    continue
-                self.spares.append(buf)
-            # a buffer a task keeps for good is forgotten; its owner frees it
-            self.lent = still[-16:]
-            del self.spares[: max(0, len(self.spares) - self.keep)]
-
-    def drop_spares(self) -> None:
-        with self.lock:
-            self.spares.clear()
 
 
 def read_frame(
@@ -250,7 +205,7 @@ class Worker:
         self.sock = sock
         self.stream = stream
         self.settings = settings
-        self.pool = BufferPool()
+        self.pool = _wire.BufferPool()
         self.inbox: queue.SimpleQueue[tuple[int, bytes, list[Any]] | None] = queue.SimpleQueue()
         self.current = 0
         self.cancelled: set[int] = set()
@@ -366,6 +321,11 @@ class Worker:
                     # a copy handed back (its pending mark went with it): skip one
                     _take(self.released, task_id)
                     continue
+                if done and self._too_late(meta, timers_on, started):
+                    # it could not end here in time: back to the controller with
+                    # it (and all held), for a fresh worker the controller launches.
+                    # (A fresh worker runs its first task: none would do better.)
+                    return self.leave(EXIT_WALL)
                 _take(self.pending, task_id)
                 self.current = task_id
             wall_passed = timers_on and time.monotonic() - started >= s.seconds_wall
@@ -382,17 +342,28 @@ class Worker:
                 timers_on = True
                 started = time.monotonic()
 
+    def _too_late(self, meta: bytes, timers_on: bool, started: float) -> bool:
+        """Whether a task could not end before this worker's job does (or its wall time)."""
+        s = self.settings
+        ends = min(s.job_end, started + s.seconds_wall if timers_on else math.inf)
+        needs = _wire.TASK_HEAD.unpack_from(meta)[1] or s.seconds_drain
+        left = ends - time.monotonic()
+        if needs and needs > left:
+            _log(f"{max(left, 0):.0f} s left before the job ends; the next task needs {needs:.0f}")
+            return True
+        return False
+
     def _next(self, timers_on: bool, started: float) -> tuple[int, bytes, list[Any]] | int:
         """The next task, or an exit code once the idle or wall limit is reached."""
         s = self.settings
         idle_since = time.monotonic()
         while True:
             now = time.monotonic()
-            wait = None
+            until = s.job_end - now  # a worker leaves before its job is killed, idle or not
             if timers_on:
-                wait = min(s.seconds_idle - (now - idle_since), s.seconds_wall - (now - started))
-                if math.isinf(wait):
-                    wait = None
+                idle, wall = s.seconds_idle - (now - idle_since), s.seconds_wall - (now - started)
+                until = min(until, idle, wall)
+            wait = None if math.isinf(until) else until
             # spare buffers are memory: keep them only while tasks keep coming
             spare_wait = SPARES_SECONDS if self.pool.spares else None
             if spare_wait is not None and (wait is None or spare_wait < wait):
@@ -405,7 +376,8 @@ class Worker:
                 try:
                     item = self.inbox.get(timeout=max(wait, 0.0) if wait is not None else None)
                 except queue.Empty:
-                    wall_passed = time.monotonic() - started >= s.seconds_wall
+                    now = time.monotonic()
+                    wall_passed = now - started >= s.seconds_wall or now >= s.job_end
                     return self.leave(EXIT_WALL if wall_passed else EXIT_IDLE)
             if item is None:
                 return EXIT_CONNECTION
@@ -432,7 +404,7 @@ class Worker:
         else:
             sampler = self.sampler
             try:
-                payload = _wire.loads(memoryview(meta)[_wire.TASK_ID.size :], bufs)
+                payload = _wire.loads(memoryview(meta)[_wire.TASK_HEAD.size :], bufs)
                 if sampler is not None:
                     sampler.current = (_phase(payload), task_id)
                 if self.relay is not None:
@@ -658,6 +630,7 @@ def _authenticate(
         metrics=raw.get("metrics") if isinstance(raw.get("metrics"), dict) else None,
         seconds_heartbeat=float(raw.get("seconds_heartbeat") or HEARTBEAT_SECONDS),
         relay_output=bool(raw.get("relay_output", False)),
+        seconds_drain=float(raw.get("seconds_drain") or 0.0),
         cleanup=Cleanup(
             reset_globals=bool(raw.get("reset_globals", True)),
             reset_modules=bool(raw.get("reset_modules", False)),
@@ -720,6 +693,15 @@ def _start_sampler(metrics: dict[str, Any]) -> Sampler | None:
     return sampler
 
 
+def _job_end() -> float:
+    """When this worker's job ends, on the ``time.monotonic()`` clock (inf: not known)."""
+    try:
+        end = float(os.environ.pop(_wire.JOB_END_ENV, ""))
+    except ValueError:
+        return math.inf
+    return time.monotonic() + (end - time.time())
+
+
 def _take(counts: collections.Counter[int], key: int) -> None:
     """One copy fewer (and no entry left at zero, so the counters stay small)."""
     if counts[key] <= 1:
@@ -745,6 +727,11 @@ def _forget_connection(fd: int) -> None:
 def main(address: str, tls: bool) -> int:
     """Entry point of ``pycrew worker``."""
     _die_with_parent()
+    if os.environ.pop(OWN_GROUP_ENV, None) and os.getpgrp() != os.getpid():
+        # one of several workers of a job: a group of its own, so that ending
+        # this worker's group (its watchdog does) leaves the others be
+        with contextlib.suppress(OSError):
+            os.setpgid(0, 0)
     # tasks get a __main__ of their own, not pycrew's command line module
     sys.modules["__main__"] = types.ModuleType("__main__")
     _wire.add_import_paths(os.environ.pop(_wire.PATH_ENV, ""))
