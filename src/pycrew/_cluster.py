@@ -517,7 +517,7 @@ class ClusterLauncher(Launcher):
                     self.cancel(submitted)
                 deadline = time.monotonic() + seconds
                 with contextlib.suppress(LaunchError):
-                    while self.queued(names) and time.monotonic() < deadline:
+                    while self._holding(names) and time.monotonic() < deadline:
                         time.sleep(0.25)
         finally:
             if self.log_error == STARTUP_LOG:
@@ -529,6 +529,10 @@ class ClusterLauncher(Launcher):
             self._ended.clear()
             self._asked = set()
             self._forget()
+
+    def _holding(self, names: Sequence[str]) -> bool:
+        """Whether the queue still holds a job of these names that has not ended."""
+        return any(state not in self.ending_states for state in self.queued(names).values())
 
     def _forget(self) -> None:
         """Drop what was learnt about this start's jobs (a subclass adds its own)."""
