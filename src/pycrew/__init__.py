@@ -55,6 +55,7 @@ if TYPE_CHECKING:
     from ._sge import SgeMonitor, sge_controller
     from ._share import Shared
     from ._slurm import SlurmMonitor, slurm_controller
+    from ._ssh import ssh_controller
     from ._task import Status, Summary, TaskResult, WorkerSummary
     from ._tls import TLS
 
@@ -68,6 +69,7 @@ _HOMES = {
     "pbs_controller": "_pbs",
     "lsf_controller": "_lsf",
     "sge_controller": "_sge",
+    "ssh_controller": "_ssh",
     "SgeMonitor": "_sge",
     "LsfMonitor": "_lsf",
     "PbsMonitor": "_pbs",
@@ -165,5 +167,6 @@ __all__ = [
     "sequential_controller",
     "sge_controller",
     "slurm_controller",
+    "ssh_controller",
     "to_pandas",
 ]

@@ -28,6 +28,8 @@ def _worker_fast_path(argv: list[str]) -> int | None:
         flag = rest.pop(0)
         if flag == "--tls":
             options["tls"] = True
+        elif flag == "--stdin-environment":
+            options["stdin"] = True
         elif flag in ("--address", "--id") and rest:
             options[flag[2:]] = rest.pop(0)
         else:
@@ -35,7 +37,29 @@ def _worker_fast_path(argv: list[str]) -> int | None:
     address = options.get("address")
     if not isinstance(address, str):
         return None
+    if options.get("stdin"):
+        address = _read_environment(address)
     return _run_worker(address, str(options.get("id", "")), bool(options.get("tls", False)))
+
+
+def _read_environment(address: str) -> str:
+    """A worker started over ssh: its environment (the secret with it) comes on stdin.
+
+    One JSON line, ``{"env": {...}, "address": "host:port"}``: never on a
+    command line, where ``ps`` on either host would show it. The address, when
+    given, replaces ``--address`` (a tunnel's port is known only once ssh runs).
+    """
+    import json
+    import os
+
+    line = sys.stdin.buffer.readline()
+    sys.stdin.close()
+    try:
+        sent = json.loads(line)
+        os.environ.update({str(k): str(v) for k, v in sent.get("env", {}).items()})
+        return str(sent.get("address") or address)
+    except (ValueError, AttributeError):
+        return address  # the worker then says what it lacks (no secret)
 
 
 def _run_worker(address: str, worker_id: str, tls: bool) -> int:

@@ -5,7 +5,7 @@ for batch schedulers, ``launch_workers``); one for a batch scheduler may
 subclass :class:`ClusterLauncher` and give only its script directives and
 commands. Third-party launchers register under the entry point group
 ``pycrew.launchers``. The engines' own launchers live with their engines
-(``pycrew._local``, ``_slurm``, ``_sge``, ``_pbs``, ``_lsf``) and are offered
+(``pycrew._local``, ``_slurm``, ``_sge``, ``_pbs``, ``_lsf``, ``_ssh``) and are offered
 here too.
 """
 
@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from .._pbs import PbsJob, PbsLauncher
     from .._sge import SgeJob, SgeLauncher
     from .._slurm import SlurmJob, SlurmLauncher
+    from .._ssh import SshLauncher
 
 # the engines import the controller, which imports this package: loaded on first use
 _HOMES = {
@@ -35,6 +36,7 @@ _HOMES = {
     "SgeLauncher": "_sge",
     "SlurmJob": "_slurm",
     "SlurmLauncher": "_slurm",
+    "SshLauncher": "_ssh",
 }
 
 
@@ -62,6 +64,7 @@ __all__ = [
     "SgeLauncher",
     "SlurmJob",
     "SlurmLauncher",
+    "SshLauncher",
     "WorkerSpec",
     "available",
     "load",
