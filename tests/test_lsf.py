@@ -117,6 +117,7 @@ def test_the_script_carries_every_option_and_no_secret() -> None:
         '#BSUB -R "rusage[mem=1536]"',
         "#BSUB -W 01:15",
         "#BSUB -P project",
+        "PYCREW_JOB_END=$(( $(date +%s) + 4490 )); export PYCREW_JOB_END",
         'case "${LSB_JOBINDEX:-1}" in',
         "  3) ids=c-2 ;;",
     ):

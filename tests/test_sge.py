@@ -173,6 +173,7 @@ def test_the_script_carries_every_option_and_no_secret() -> None:
         "#$ -l h_vmem=2048M",
         "#$ -l h_rt=01:30:00",
         "#$ -P project",
+        "PYCREW_JOB_END=$(( $(date +%s) + 5390 )); export PYCREW_JOB_END",
         "module load python",
         'case "${SGE_TASK_ID:-1}" in',
         "  3) ids=c-2 ;;",
