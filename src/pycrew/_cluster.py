@@ -167,6 +167,9 @@ class ClusterLauncher(Launcher):
     array_first = 0
     #: queue states of a job whose worker has ended already (its exit code is known)
     ending_states: frozenset[str] = frozenset()
+    #: states of ended jobs the queue keeps showing for a while (PBS's C, LSF's
+    #: DONE): shutdown does not wait for them to go
+    finished_states: frozenset[str] = frozenset()
     #: whether the submit command needs the script as a file (not on stdin), or
     #: reads it on stdin even where a copy is kept in ``script_directory``
     needs_file = False
@@ -531,8 +534,8 @@ class ClusterLauncher(Launcher):
             self._forget()
 
     def _holding(self, names: Sequence[str]) -> bool:
-        """Whether the queue still holds a job of these names that has not ended."""
-        return any(state not in self.ending_states for state in self.queued(names).values())
+        """Whether the queue still holds a job of these names that it has not finished with."""
+        return any(state not in self.finished_states for state in self.queued(names).values())
 
     def _forget(self) -> None:
         """Drop what was learnt about this start's jobs (a subclass adds its own)."""

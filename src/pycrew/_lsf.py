@@ -92,6 +92,7 @@ class LsfLauncher(ClusterLauncher):
     array_variable = "LSB_JOBINDEX"
     array_first = 1
     ending_states = ENDED
+    finished_states = ENDED
     # bsub reads #BSUB lines only from a script on its standard input
     reads_stdin = True
 
