@@ -44,6 +44,8 @@ from .launchers._base import Launcher
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
 
+    from ._controller import Controller
+    from ._tls import TLS
     from .launchers._base import WorkerSpec
 
 #: seconds between queue polls right after a launch, and at most after backing off
@@ -566,6 +568,33 @@ def cluster_host() -> str:
         if not address.startswith("127."):
             return address
     return "127.0.0.1"
+
+
+def cluster_controller(
+    launcher: Launcher,
+    name: str | None,
+    workers: int,
+    host: str | None,
+    port: int,
+    tls: TLS | str | None,
+    options: dict[str, Any],
+) -> Controller:
+    """A controller over a scheduler's launcher, with a cluster's defaults.
+
+    Workers dial this machine's address on its default route unless ``host``
+    says otherwise; jobs may wait in a queue for a day before they count as
+    failed; the queue is not asked more than twice a second; what tasks print
+    stays in the jobs' logs unless ``relay_output=True``.
+    """
+    from ._controller import Controller  # here: the controller's module imports the launchers
+
+    options.setdefault("seconds_interval", 0.5)
+    options.setdefault("seconds_launch", 86400)
+    options.setdefault("relay_output", False)
+    host = cluster_host() if host is None else host
+    return Controller(
+        launcher, name=name, workers=workers, host=host, port=port, tls=tls, **options
+    )
 
 
 # ------------------------------------------------------------------ monitors

@@ -30,17 +30,16 @@ from ._cluster import (
     check_lines,
     check_megabytes,
     check_positive_int,
-    cluster_host,
+    cluster_controller,
     run_command,
 )
 from ._errors import ArgumentError, LaunchError
 from ._logs import LOG_BYTES_MAX
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping, Sequence
+    from collections.abc import Sequence
 
     from ._controller import Controller
-    from ._metrics import Metrics
     from ._tls import TLS
 
 _JOB_ID = re.compile(r"^(\d+)(?:\[(\d*)\])?")
@@ -305,17 +304,6 @@ def pbs_controller(
     processes: int = 1,
     flavor: Flavor = "torque",
     commands: str | os.PathLike[str] | None = None,
-    seconds_interval: float = 0.5,
-    seconds_launch: float = 86400,
-    seconds_idle: float = 300,
-    seconds_wall: float = float("inf"),
-    tasks_max: float = float("inf"),
-    metrics: Metrics | None = None,
-    env: Mapping[str, str] | None = None,
-    initializer: Callable[..., object] | None = None,
-    initargs: tuple[Any, ...] = (),
-    serializers: Mapping[type, tuple[Callable[[Any], Any], Callable[[Any], Any]]] | None = None,
-    relay_output: bool = False,
     **options: Any,
 ) -> Controller:
     """A controller whose workers are PBS jobs (Torque or PBS Pro), submitted as arrays.
@@ -327,8 +315,6 @@ def pbs_controller(
     ``crashes_max``, ...). ``terminate()`` runs ``qdel`` on every job this
     controller submitted that is still queued or running.
     """
-    from ._controller import Controller  # here: the controller's module imports the launchers
-
     launcher = PbsLauncher(
         queue=queue,
         cores=cores,
@@ -346,23 +332,4 @@ def pbs_controller(
         flavor=flavor,
         commands=commands,
     )
-    return Controller(
-        launcher,
-        name=name,
-        workers=workers,
-        host=cluster_host() if host is None else host,
-        port=port,
-        tls=tls,
-        seconds_interval=seconds_interval,
-        seconds_launch=seconds_launch,
-        seconds_idle=seconds_idle,
-        seconds_wall=seconds_wall,
-        tasks_max=tasks_max,
-        metrics=metrics,
-        env=env,
-        initializer=initializer,
-        initargs=initargs,
-        serializers=serializers,
-        relay_output=relay_output,
-        **options,
-    )
+    return cluster_controller(launcher, name, workers, host, port, tls, options)

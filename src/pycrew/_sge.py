@@ -28,17 +28,16 @@ from ._cluster import (
     check_lines,
     check_megabytes,
     check_positive_int,
-    cluster_host,
+    cluster_controller,
     run_command,
 )
 from ._errors import ArgumentError, LaunchError
 from ._logs import LOG_BYTES_MAX
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping, Sequence
+    from collections.abc import Sequence
 
     from ._controller import Controller
-    from ._metrics import Metrics
     from ._tls import TLS
 
 _SUBMITTED = re.compile(r"^(\d+)")
@@ -281,14 +280,6 @@ def sge_controller(
     python: str | None = None,
     array: bool = True,
     processes: int = 1,
-    seconds_interval: float = 0.5,
-    seconds_launch: float = 86400,
-    metrics: Metrics | None = None,
-    env: Mapping[str, str] | None = None,
-    initializer: Callable[..., object] | None = None,
-    initargs: tuple[Any, ...] = (),
-    serializers: Mapping[type, tuple[Callable[[Any], Any], Callable[[Any], Any]]] | None = None,
-    relay_output: bool = False,
     **options: Any,
 ) -> Controller:
     """A controller whose workers are Grid Engine jobs, submitted as array jobs.
@@ -299,8 +290,6 @@ def sge_controller(
     :func:`pycrew.local_controller`'s. ``terminate()`` runs ``qdel`` on every
     job of this start still queued or running.
     """
-    from ._controller import Controller  # here: the controller's module imports the launchers
-
     launcher = SgeLauncher(
         queue=queue,
         cores=cores,
@@ -317,20 +306,4 @@ def sge_controller(
         array=array,
         processes=processes,
     )
-    return Controller(
-        launcher,
-        name=name,
-        workers=workers,
-        host=cluster_host() if host is None else host,
-        port=port,
-        tls=tls,
-        seconds_interval=seconds_interval,
-        seconds_launch=seconds_launch,
-        metrics=metrics,
-        env=env,
-        initializer=initializer,
-        initargs=initargs,
-        serializers=serializers,
-        relay_output=relay_output,
-        **options,
-    )
+    return cluster_controller(launcher, name, workers, host, port, tls, options)

@@ -31,15 +31,14 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from ._cluster import check_lines, cluster_host
+from ._cluster import check_lines, cluster_controller, cluster_host
 from ._errors import ArgumentError, ArgumentTypeError, LaunchError
 from .launchers._base import Launcher
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping, Sequence
+    from collections.abc import Sequence
 
     from ._controller import Controller
-    from ._metrics import Metrics
     from ._tls import TLS
     from .launchers._base import WorkerSpec
 
@@ -247,14 +246,6 @@ def ssh_controller(
     tunnel: bool = False,
     python: str | None = None,
     ssh_options: Sequence[str] = (),
-    seconds_interval: float = 0.25,
-    seconds_launch: float = 60,
-    metrics: Metrics | None = None,
-    env: Mapping[str, str] | None = None,
-    initializer: Callable[..., object] | None = None,
-    initargs: tuple[Any, ...] = (),
-    serializers: Mapping[type, tuple[Callable[[Any], Any], Callable[[Any], Any]]] | None = None,
-    relay_output: bool = False,
     **options: Any,
 ) -> Controller:
     """A controller whose workers run on other machines, started over ssh.
@@ -268,7 +259,6 @@ def ssh_controller(
     :class:`SshLauncher`'s (``ssh_port`` is its ``port``); every other one is
     :func:`pycrew.local_controller`'s.
     """
-    from ._controller import Controller  # here: the controller's module imports the launchers
 
     launcher = SshLauncher(
         hosts,
@@ -282,20 +272,9 @@ def ssh_controller(
     )
     if host is None:
         host = "127.0.0.1" if tunnel else cluster_host()
-    return Controller(
-        launcher,
-        name=name,
-        workers=len(launcher.hosts) if workers is None else workers,
-        host=host,
-        port=port,
-        tls=tls,
-        seconds_interval=seconds_interval,
-        seconds_launch=seconds_launch,
-        metrics=metrics,
-        env=env,
-        initializer=initializer,
-        initargs=initargs,
-        serializers=serializers,
-        relay_output=relay_output,
-        **options,
-    )
+    # a machine reached over ssh starts its worker in seconds, and its output
+    # belongs in your terminal no more than a cluster job's
+    options.setdefault("seconds_interval", 0.25)
+    options.setdefault("seconds_launch", 60)
+    count = len(launcher.hosts) if workers is None else workers
+    return cluster_controller(launcher, name, count, host, port, tls, options)
