@@ -152,8 +152,9 @@ class ClusterLauncher(Launcher):
     controller sees each as a worker of its own; the job ends once all of
     them have left.
 
-    A subclass sets ``directive`` (``"#SBATCH"``), ``array_variable`` (the
-    variable holding an array element's index in the job) and
+    A subclass sets ``scheduler`` (its name, for messages),
+    ``array_variable`` (the variable holding an array element's index in the
+    job) and
     ``array_first`` (the first index), and implements :meth:`directives`,
     :meth:`submit_command`, :meth:`parse_job_id`, :meth:`queued`,
     :meth:`finished` and :meth:`cancel`. The secret reaches jobs through the
@@ -162,8 +163,6 @@ class ClusterLauncher(Launcher):
 
     #: what the scheduler is called, in messages
     scheduler = "the scheduler"
-    #: the scheduler's script directive
-    directive = "#"
     #: the variable an array element finds its index in, and the first index
     array_variable = ""
     array_first = 0

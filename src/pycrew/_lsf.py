@@ -87,7 +87,6 @@ class LsfLauncher(ClusterLauncher):
     """
 
     scheduler = "LSF"
-    directive = "#BSUB"
     array_variable = "LSB_JOBINDEX"
     array_first = 1
     ending_states = ENDED

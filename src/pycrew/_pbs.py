@@ -107,7 +107,6 @@ class PbsLauncher(ClusterLauncher):
     """
 
     scheduler = "PBS"
-    directive = "#PBS"
     ending_states = ENDED
     finished_states = frozenset({"C", "F", "X"})
     # qsub takes a file with every PBS, and SLURM's Torque commands need one

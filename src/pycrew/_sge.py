@@ -115,7 +115,6 @@ class SgeLauncher(ClusterLauncher):
     """
 
     scheduler = "Grid Engine"
-    directive = "#$"
     array_variable = "SGE_TASK_ID"
     array_first = 1
 

@@ -99,7 +99,6 @@ class SlurmLauncher(ClusterLauncher):
     controller must keep to itself (``WorkerSpec.env_remove``) are left out.
     """
 
-    directive = "#SBATCH"
     scheduler = "SLURM"
     array_variable = "SLURM_ARRAY_TASK_ID"
     ending_states = frozenset({"COMPLETING"})
