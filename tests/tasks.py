@@ -409,3 +409,10 @@ def pid_after(seconds: float) -> int:
     """Sleep, then the worker's pid."""
     time.sleep(seconds)
     return os.getpid()
+
+
+def hold(payload: bytes, path: str) -> int:
+    """Leave a file behind, then hold on to ``payload`` until cancelled."""
+    open(path, "w").close()
+    time.sleep(600)
+    return len(payload)

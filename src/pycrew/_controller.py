@@ -25,7 +25,6 @@ import itertools
 import logging
 import math
 import secrets
-import sys
 import threading
 import warnings
 import weakref
@@ -132,6 +131,7 @@ class Controller(RecordViews):
         serializers: Mapping[type, tuple[Callable[[Any], Any], Callable[[Any], Any]]] | None = None,
         relay_output: bool = False,
         seconds_drain: float = 0,
+        memory: int | None = None,
     ) -> None:
         name = check_name(secrets.token_hex(4) if name is None else name)
         self.workers = check_int("workers", workers, 1)
@@ -178,6 +178,9 @@ class Controller(RecordViews):
         self.retries, self.retry_on = check_retries(retries, retry_on)
         #: what a task without seconds_timeout is taken to need before a job ends
         self.seconds_drain = check_seconds("seconds_drain", seconds_drain)
+        #: the most bytes of tasks this controller holds (mirai's memory=): push()
+        #: waits for room (seconds_timeout at most), try_push() returns None
+        self.memory = None if memory is None else check_int("memory", memory, 1)
         #: print what tasks print, each line after its task's name
         self.relay_output = check_flag("relay_output", relay_output)
         self._serializers = _share.check_serializers(serializers)
@@ -304,7 +307,7 @@ class Controller(RecordViews):
                 Throttle(
                     seconds_max=self.seconds_interval, seconds_min=fastest, seconds_start=fastest
                 ),
-                on_launched=self._on_launched,
+                on_launched=functools.partial(_share.record_launches, self),
             )
 
     def terminate(self) -> None:
@@ -326,17 +329,6 @@ class Controller(RecordViews):
             _ledger.end_session(self.session, self.name)
             self._records.tasks = {}
             self._env = {}
-
-    def _on_launched(self, specs: list[WorkerSpec], handles: list[Any]) -> None:
-        """Record launched workers where monitors look for leftovers (scaler thread)."""
-        _ledger.record_launches(
-            self.name,
-            self.session,
-            [
-                {"worker": spec.worker_id, **self.launcher.describe_worker(handle)}
-                for spec, handle in zip(specs, handles, strict=True)
-            ],
-        )
 
     def _prune(self) -> None:
         """Forget names whose tasks went down the backup chain (never under the dispatcher lock)."""
@@ -361,20 +353,7 @@ class Controller(RecordViews):
     ) -> WorkerSpec:
         """The spec of one new worker: by default for this start's address and environment."""
         address = address or self.url.split("://", 1)[1]
-        env = self._env if env is None else env
-        worker_id = f"{self.name}-{next(self._worker_numbers)}"
-        command = [sys.executable, "-m", "pycrew", "worker", "--address", address]
-        command += ["--id", worker_id]
-        if self.tls.enabled:
-            command.append("--tls")
-        hidden = frozenset([self.tls.password_env] if self.tls.password_env else [])
-        return WorkerSpec(
-            command=command,
-            env={**env, _wire.WORKER_ENV: worker_id},
-            worker_id=worker_id,
-            controller=self.name,
-            env_remove=hidden,
-        )
+        return _share.worker_spec(self, address, self._env if env is None else env)
 
     def _running(self) -> Dispatcher:
         dispatcher = self._dispatcher
@@ -508,16 +487,36 @@ class Controller(RecordViews):
 
     def _push(self, *args: Any, **kwargs: Any) -> TaskFuture[Any]:
         """One task, as ``_push.push_one`` makes it (a hook for other controllers)."""
-        return _push.push_one(self, *args, **kwargs)
+        future = _push.push_one(self, *args, **kwargs)
+        assert future is not None  # it waits for room, or raises
+        return future
 
-    def _submit(self, tasks: list[Task]) -> None:
+    def try_push(
+        self, fn: Callable[..., T] | str, /, *args: Any, **kwargs: Any
+    ) -> TaskFuture[T] | None:
+        """:meth:`push`, but ``None`` at once where ``memory=`` leaves no room now.
+
+        mirai's ``try_mirai()``: for a producer that has other work to do
+        rather than wait. Takes every argument of :meth:`push`.
+        """
+        return _push.try_push(self, fn, args, kwargs)
+
+    def _submit(self, tasks: list[Task], timeout: float | None = None) -> bool:
+        """Hand tasks to the dispatcher; with ``memory=``, each once there is room for it.
+
+        False: a task found no room within ``timeout`` (it and those after it
+        were not submitted).
+        """
         dispatcher = self._running()
         for task in tasks:
+            if self.memory is not None and not dispatcher.reserve(task, self.memory, timeout):
+                return False
             self._records.tasks[task.name] = task
             dispatcher.submit(task)
         scaler = self._scaler
         if scaler is not None and scaler.short:
             scaler.poke()
+        return True
 
     @overload
     def walk(

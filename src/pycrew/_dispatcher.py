@@ -332,6 +332,7 @@ class Dispatcher(Doorway, Resolutions):
         """A task another controller takes over: gone from here, with no record (lock held)."""
         task.state = FORWARDED
         task.frame = []
+        self._free(task)
         self.live.pop(task.id, None)
         self.cv.notify_all()
         for listener in self.listeners:

@@ -464,6 +464,7 @@ def local_controller(
     initargs: tuple[Any, ...] = (),
     serializers: Mapping[type, tuple[Callable[[Any], Any], Callable[[Any], Any]]] | None = None,
     seconds_drain: float = 0,
+    memory: int | None = None,
     relay_output: bool = True,
 ) -> Controller:
     """A controller whose workers are subprocesses of this machine.
@@ -536,6 +537,11 @@ def local_controller(
             hands it back and leaves, and a fresh worker runs it (a task's own
             ``seconds_timeout`` is what it needs, when given). 0: such tasks
             are not judged.
+        memory: the most bytes of unfinished tasks (pickled, with their data)
+            the controller holds, as mirai's ``memory=``: ``push()`` waits for
+            room (up to ``seconds_timeout``, then ``CrewTimeoutError``),
+            ``walk()``/``map()`` submit each task as room frees, and
+            ``try_push()`` returns ``None`` at once. A task alone always fits.
         relay_output: print what tasks print (``print()``, ``sys.stdout``
             and ``sys.stderr``) here too, each line after ``[task name]``.
         retry_crashes: run a task that crashed its worker again by itself:
@@ -584,4 +590,5 @@ def local_controller(
         serializers=serializers,
         relay_output=relay_output,
         seconds_drain=seconds_drain,
+        memory=memory,
     )

@@ -31,7 +31,7 @@ from ._checks import (
     task_inputs,
     task_names,
 )
-from ._errors import ArgumentError, ArgumentTypeError, CrashLimitError, TaskError
+from ._errors import ArgumentError, ArgumentTypeError, CrashLimitError, CrewTimeoutError, TaskError
 from ._evaluate import CALLABLE, CODE, derived_seed
 from ._futures import TaskFuture
 from ._records import warn_caller
@@ -76,6 +76,7 @@ def walk(
         if clash:
             raise ArgumentError(f"task name {clash[0]!r} is in use: collect it first")
         tasks = []
+        futures: list[TaskFuture[T]] = []
         for i, item in enumerate(inputs):
             task_seed = None if seed is None else derived_seed(seed, str(i))
             if isinstance(item, dict):
@@ -103,8 +104,12 @@ def walk(
             )
             task.owned = owned
             tasks.append(task)
-        futures: list[TaskFuture[T]] = [TaskFuture(ctl, task) for task in tasks]
-        ctl._submit(tasks)
+            futures.append(TaskFuture(ctl, task))
+            if ctl.memory is not None:
+                # each as there is room: pickling all first would hold them all
+                ctl._submit([task])
+        if ctl.memory is None:
+            ctl._submit(tasks)
     return futures
 
 
@@ -121,8 +126,13 @@ def push_one(
     retries: int | None = None,
     retry_on: Any = None,
     owned: bool = False,
-) -> TaskFuture[T]:
-    """Check, pickle and submit one task; its future."""
+    wait: bool = True,
+) -> TaskFuture[T] | None:
+    """Check, pickle and submit one task; its future.
+
+    Under ``memory=``: waits up to ``seconds_timeout`` for room, or (``wait``
+    False) returns None at once when there is none.
+    """
     ctl.start()
     ctl._raise_failure()
     ctl._prune()
@@ -132,8 +142,34 @@ def push_one(
         )
         task.owned = owned
         future: TaskFuture[T] = TaskFuture(ctl, task)
-        ctl._submit([task])
+        if not ctl._submit([task], ctl.seconds_timeout if wait else 0.0):
+            if not wait:
+                return None
+            raise CrewTimeoutError(
+                f"no room for task {task.name!r} within {ctl.seconds_timeout} s: the "
+                f"controller holds memory={ctl.memory} bytes of unfinished tasks"
+            )
     return future
+
+
+def try_push(
+    ctl: Controller, fn: Callable[..., T] | str, args: Sequence[Any], kwargs: dict[str, Any]
+) -> TaskFuture[T] | None:
+    """``push`` without waiting for room: the push's own options come out of ``kwargs``."""
+    options = {k: kwargs.pop(k) for k in PUSH_OPTIONS if k in kwargs}
+    return push_one(ctl, fn, args, kwargs, **options, wait=False)
+
+
+#: push()'s own keyword arguments; the rest are the task's
+PUSH_OPTIONS = (
+    "name",
+    "data",
+    "globals",
+    "seed",
+    "seconds_timeout",
+    "retries",
+    "retry_on",
+)
 
 
 def make_task(

@@ -20,6 +20,7 @@ from __future__ import annotations
 import itertools
 import math
 import os
+import sys
 import threading
 import weakref
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -28,6 +29,7 @@ from . import _setup, _wire
 from ._checks import blame
 from ._errors import ArgumentError, ArgumentTypeError
 from ._wire import Kind
+from .launchers._base import WorkerSpec
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -156,6 +158,35 @@ def worker_settings(ctl: Controller) -> dict[str, Any]:
         "relay_output": ctl.relay_output,
         "seconds_drain": ctl.seconds_drain,
     }
+
+
+def worker_spec(ctl: Controller, address: str, env: dict[str, str]) -> WorkerSpec:
+    """The spec of one new worker of ``ctl``: its command line, id and environment."""
+    worker_id = f"{ctl.name}-{next(ctl._worker_numbers)}"
+    command = [sys.executable, "-m", "pycrew", "worker", "--address", address]
+    command += ["--id", worker_id]
+    if ctl.tls.enabled:
+        command.append("--tls")
+    hidden = frozenset([ctl.tls.password_env] if ctl.tls.password_env else [])
+    return WorkerSpec(
+        command=command,
+        env={**env, _wire.WORKER_ENV: worker_id},
+        worker_id=worker_id,
+        controller=ctl.name,
+        env_remove=hidden,
+    )
+
+
+def record_launches(ctl: Controller, specs: list[WorkerSpec], handles: list[Any]) -> None:
+    """Record launched workers where monitors look for leftovers (scaler thread)."""
+    from . import _ledger
+
+    launcher = ctl.launcher
+    rows = [
+        {"worker": spec.worker_id, **launcher.describe_worker(handle)}
+        for spec, handle in zip(specs, handles, strict=True)
+    ]
+    _ledger.record_launches(ctl.name, ctl.session, rows)
 
 
 def worker_env(ctl: Controller, secret: bytes, session: TlsSession | None) -> dict[str, str]:

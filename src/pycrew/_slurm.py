@@ -313,6 +313,7 @@ def slurm_controller(
     initargs: tuple[Any, ...] = (),
     serializers: Mapping[type, tuple[Callable[[Any], Any], Callable[[Any], Any]]] | None = None,
     seconds_drain: float = 0,
+    memory: int | None = None,
     relay_output: bool = False,
 ) -> Controller:
     """A controller whose workers are SLURM jobs, submitted as job arrays.
@@ -395,6 +396,7 @@ def slurm_controller(
         serializers=serializers,
         relay_output=relay_output,
         seconds_drain=seconds_drain,
+        memory=memory,
     )
 
 

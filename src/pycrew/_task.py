@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import enum
 import threading
+import time
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
@@ -154,6 +155,7 @@ class Task:
         "failed",
         "frame",
         "future",
+        "held",
         "id",
         "name",
         "outcome",
@@ -184,6 +186,8 @@ class Task:
         self.frame = frame
         # only small tasks are sent ahead to busy workers
         self.small = sum(memoryview(p).nbytes for p in frame) <= PREFETCH_BYTES
+        #: bytes of this task counted against the controller's memory= cap
+        self.held = 0
         self.seed = seed
         self.deadline = deadline
         #: keys of the shared objects the task uses: its worker gets them first
@@ -236,6 +240,33 @@ class Resolutions:
         # resolved since the lock was last let go: their futures settle after
         self.finished: list[Task] = []
         self.completed = 0
+        #: task bytes the controller holds (memory=): counted at submit, freed at the end
+        self.held = 0
+        self.held_peak = 0
+
+    def reserve(self, task: Task, cap: int, timeout: float | None) -> bool:
+        """Count a task's bytes against ``cap``, waiting (up to ``timeout``) for room.
+
+        A task always fits when nothing else is held. False: no room in time.
+        """
+        size = sum(memoryview(p).nbytes for p in task.frame)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self.cv:
+            while self.held and self.held + size > cap:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                self.cv.wait(left)
+            task.held = size
+            self.held += size
+            self.held_peak = max(self.held_peak, self.held)
+        return True
+
+    def _free(self, task: Task) -> None:
+        """The task's bytes are no longer the controller's (lock held)."""
+        if task.held:
+            self.held -= task.held
+            task.held = 0
 
     def _resolve(self, task: Task, outcome: Status | None, detail: str | None = None) -> None:
         """The task ended (lock held): out of the live table, into the queue if not owned."""
@@ -243,6 +274,7 @@ class Resolutions:
         task.outcome = outcome
         task.detail = detail
         task.frame = []
+        self._free(task)
         self.live.pop(task.id, None)
         if not task.owned:
             self.resolved[task.id] = task
