@@ -106,6 +106,18 @@ def check_positive_int(label: str, value: int | None) -> int | None:
     return value
 
 
+def check_text(label: str, value: str | None) -> str | None:
+    """An optional name such as a queue or partition: None or a non-empty string."""
+    if value is not None and (not isinstance(value, str) or not value):
+        raise ArgumentError(f"{label} must be a non-empty string, got {value!r}")
+    return value
+
+
+def in_folder(folder: str | None, command: str) -> str:
+    """A scheduler command, from ``folder`` where one is given, else found on PATH."""
+    return os.path.join(folder, command) if folder else command
+
+
 def check_lines(label: str, value: Sequence[str]) -> list[str]:
     if isinstance(value, str):
         raise ArgumentTypeError(f"{label} must be a list of strings, not one string")

@@ -28,10 +28,12 @@ from ._cluster import (
     check_lines,
     check_megabytes,
     check_positive_int,
+    check_text,
     cluster_controller,
+    in_folder,
     run_command,
 )
-from ._errors import ArgumentError, LaunchError
+from ._errors import LaunchError
 from ._logs import LOG_BYTES_MAX
 
 if TYPE_CHECKING:
@@ -112,8 +114,6 @@ class LsfLauncher(ClusterLauncher):
         processes: int = 1,
         commands: str | os.PathLike[str] | None = None,
     ) -> None:
-        if queue is not None and (not isinstance(queue, str) or not queue):
-            raise ArgumentError(f"queue must be a non-empty string, got {queue!r}")
         super().__init__(
             script_lines=script_lines,
             script_directory=script_directory,
@@ -124,7 +124,7 @@ class LsfLauncher(ClusterLauncher):
             array=array,
             processes=processes,
         )
-        self.queue = queue
+        self.queue = check_text("queue", queue)
         self.cores = check_positive_int("cores", cores)
         self.memory = check_megabytes("memory_gigabytes", memory_gigabytes)
         self.walltime_minutes = check_positive_int("walltime_minutes", walltime_minutes)
@@ -134,7 +134,7 @@ class LsfLauncher(ClusterLauncher):
         self._codes: dict[str, int] = {}
 
     def command(self, name: str) -> str:
-        return os.path.join(self.commands, name) if self.commands else name
+        return in_folder(self.commands, name)
 
     def make_handle(self, job_id: str, index: int | None, slot: int = 0) -> ClusterJob:
         return LsfJob(job_id, index, slot)
@@ -207,7 +207,7 @@ class LsfMonitor(ClusterMonitor):
         self.commands = commands
 
     def _command(self, name: str) -> str:
-        return os.path.join(self.commands, name) if self.commands else name
+        return in_folder(self.commands, name)
 
     def jobs(self) -> list[ClusterJobInfo]:
         out = run_command([self._command("bjobs"), "-u", self.user, "-noheader", "-o", FIELDS])

@@ -30,7 +30,9 @@ from ._cluster import (
     check_lines,
     check_megabytes,
     check_positive_int,
+    check_text,
     cluster_controller,
+    in_folder,
     run_command,
 )
 from ._errors import ArgumentError, LaunchError
@@ -131,8 +133,6 @@ class PbsLauncher(ClusterLauncher):
         flavor: Flavor = "torque",
         commands: str | os.PathLike[str] | None = None,
     ) -> None:
-        if queue is not None and (not isinstance(queue, str) or not queue):
-            raise ArgumentError(f"queue must be a non-empty string, got {queue!r}")
         if flavor not in ("torque", "pro"):
             raise ArgumentError(f"flavor must be 'torque' or 'pro', got {flavor!r}")
         super().__init__(
@@ -145,7 +145,7 @@ class PbsLauncher(ClusterLauncher):
             array=array,
             processes=processes,
         )
-        self.queue = queue
+        self.queue = check_text("queue", queue)
         self.cores = check_positive_int("cores", cores)
         self.memory = check_megabytes("memory_gigabytes", memory_gigabytes)
         self.walltime_minutes = check_positive_int("walltime_minutes", walltime_minutes)
@@ -154,7 +154,7 @@ class PbsLauncher(ClusterLauncher):
         self.commands = os.fspath(commands) if commands is not None else None
 
     def command(self, name: str) -> str:
-        return os.path.join(self.commands, name) if self.commands else name
+        return in_folder(self.commands, name)
 
     def make_handle(self, job_id: str, index: int | None, slot: int = 0) -> ClusterJob:
         return PbsJob(job_id, index, slot)
@@ -245,7 +245,7 @@ class PbsMonitor(ClusterMonitor):
         self.commands = commands
 
     def _command(self, name: str) -> str:
-        return os.path.join(self.commands, name) if self.commands else name
+        return in_folder(self.commands, name)
 
     def jobs(self) -> list[ClusterJobInfo]:
         now = datetime.datetime.now()

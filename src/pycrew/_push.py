@@ -295,6 +295,7 @@ def adopt(ctl: Controller, task: Task, shares: dict[int, list[Any]]) -> bool:
         taken = Task(next(ctl._ids), task.name, task.command, [], task.seed, task.deadline)
         taken.frame = _wire.retag(task.frame, taken.id)
         taken.small = task.small
+        taken.size = task.size
         taken.owned = task.owned
         taken.attempts = task.attempts + 1
         taken.shared = task.shared

@@ -28,6 +28,7 @@ from ._cluster import (
     check_lines,
     check_megabytes,
     check_positive_int,
+    check_text,
     cluster_controller,
     run_command,
 )
@@ -41,6 +42,13 @@ if TYPE_CHECKING:
     from ._tls import TLS
 
 _SUBMITTED = re.compile(r"^(\d+)")
+
+
+def qdel_commands(ids: Sequence[str]) -> list[list[str]]:
+    """``qdel`` for whole jobs (``123``) at once, and one per array task (``123.4``)."""
+    whole = [i for i in ids if "." not in i]
+    tasks = [i.partition(".") for i in ids if "." in i]
+    return ([["qdel", *whole]] if whole else []) + [["qdel", j, "-t", t] for j, _, t in tasks]
 
 
 class SgeJob(ClusterJob):
@@ -136,8 +144,6 @@ class SgeLauncher(ClusterLauncher):
         array: bool = True,
         processes: int = 1,
     ) -> None:
-        if queue is not None and (not isinstance(queue, str) or not queue):
-            raise ArgumentError(f"queue must be a non-empty string, got {queue!r}")
         if not isinstance(parallel_environment, str) or not parallel_environment:
             raise ArgumentError("parallel_environment must be a non-empty string")
         super().__init__(
@@ -150,7 +156,7 @@ class SgeLauncher(ClusterLauncher):
             array=array,
             processes=processes,
         )
-        self.queue = queue
+        self.queue = check_text("queue", queue)
         self.cores = check_positive_int("cores", cores)
         self.parallel_environment = parallel_environment
         self.memory = check_megabytes("memory_gigabytes", memory_gigabytes)
@@ -212,12 +218,8 @@ class SgeLauncher(ClusterLauncher):
         return parse_qacct(self._run(["qacct", "-j", job_id]))
 
     def cancel(self, ids: Sequence[str]) -> None:
-        whole = [i for i in ids if "." not in i]
-        if whole:
-            self._run(["qdel", *whole])
-        for task in (i for i in ids if "." in i):
-            job, _, index = task.partition(".")
-            self._run(["qdel", job, "-t", index])
+        for args in qdel_commands(ids):
+            self._run(args)
 
 
 class SgeMonitor(ClusterMonitor):
@@ -250,12 +252,8 @@ class SgeMonitor(ClusterMonitor):
         return job_id.partition(".")[0]
 
     def cancel(self, ids: Sequence[str]) -> None:
-        whole = [i for i in ids if "." not in i]
-        if whole:
-            run_command(["qdel", *whole])
-        for task in (i for i in ids if "." in i):
-            job, _, index = task.partition(".")
-            run_command(["qdel", job, "-t", index])
+        for args in qdel_commands(ids):
+            run_command(args)
 
 
 def sge_controller(

@@ -32,10 +32,11 @@ from ._cluster import (
     check_lines,
     check_megabytes,
     check_positive_int,
+    check_text,
     cluster_host,
     run_command,
 )
-from ._errors import ArgumentError, LaunchError
+from ._errors import LaunchError
 from ._logs import LOG_BYTES_MAX
 
 if TYPE_CHECKING:
@@ -123,8 +124,6 @@ class SlurmLauncher(ClusterLauncher):
         array: bool = True,
         processes: int = 1,
     ) -> None:
-        if partition is not None and (not isinstance(partition, str) or not partition):
-            raise ArgumentError(f"partition must be a non-empty string, got {partition!r}")
         super().__init__(
             script_lines=script_lines,
             script_directory=script_directory,
@@ -135,7 +134,7 @@ class SlurmLauncher(ClusterLauncher):
             array=array,
             processes=processes,
         )
-        self.partition = partition
+        self.partition = check_text("partition", partition)
         self.cpus_per_task = check_positive_int("cpus_per_task", cpus_per_task)
         self.memory_per_cpu = check_megabytes("memory_gigabytes_per_cpu", memory_gigabytes_per_cpu)
         self.memory = check_megabytes("memory_gigabytes_required", memory_gigabytes_required)

@@ -164,6 +164,7 @@ class Task:
         "record",
         "seed",
         "shared",
+        "size",
         "small",
         "state",
         "taken",
@@ -185,7 +186,9 @@ class Task:
         self.command = command
         self.frame = frame
         # only small tasks are sent ahead to busy workers
-        self.small = sum(memoryview(p).nbytes for p in frame) <= PREFETCH_BYTES
+        #: the frame's bytes
+        self.size = sum(memoryview(p).nbytes for p in frame)
+        self.small = self.size <= PREFETCH_BYTES
         #: bytes of this task counted against the controller's memory= cap
         self.held = 0
         self.seed = seed
@@ -249,7 +252,7 @@ class Resolutions:
 
         A task always fits when nothing else is held. False: no room in time.
         """
-        size = sum(memoryview(p).nbytes for p in task.frame)
+        size = task.size
         deadline = None if timeout is None else time.monotonic() + timeout
         with self.cv:
             while self.held and self.held + size > cap:
