@@ -486,8 +486,16 @@ def warm_up(ad: Adapter, cfg: Config) -> dict[str, Any]:
     }
 
 
-def measure_round_trip(ad: Adapter, cfg: Config) -> dict[str, Any]:
-    identity, timeout = tasks.identity, cfg.task_timeout_s
+def script_identity(x: Any) -> Any:
+    """``tasks.identity`` as a user writes it: in the script, so pickled by value
+    by every system but a forked ProcessPoolExecutor, whose workers have it."""
+    return x
+
+
+def measure_round_trip(
+    ad: Adapter, cfg: Config, identity: Callable[[Any], Any] = tasks.identity
+) -> dict[str, Any]:
+    timeout = cfg.task_timeout_s
     for i in range(cfg.rt_warmup):
         ad.roundtrip(identity, -i, timeout)
     samples: list[float] = []
@@ -506,8 +514,9 @@ def measure_round_trip(ad: Adapter, cfg: Config) -> dict[str, Any]:
     return out
 
 
-def measure_throughput(ad: Adapter, cfg: Config) -> dict[str, Any]:
-    identity = tasks.identity
+def measure_throughput(
+    ad: Adapter, cfg: Config, identity: Callable[[Any], Any] = tasks.identity
+) -> dict[str, Any]:
     runs = []
     for _ in range(cfg.tp_reps):
         deadline = now() + cfg.tp_tmax_s
@@ -577,13 +586,15 @@ def child_warm(key: str, cfg: Config, procs: Descendants) -> dict[str, Any]:
         procs.record()
         out["warmup"] = warm_up(ad, cfg)
         procs.record()
-        for name, fn in (
-            ("round_trip", measure_round_trip),
-            ("throughput", measure_throughput),
-            ("payload", measure_payload),
+        for name, fn, args in (
+            ("round_trip", measure_round_trip, ()),
+            ("throughput", measure_throughput, ()),
+            ("round_trip_script", measure_round_trip, (script_identity,)),
+            ("throughput_script", measure_throughput, (script_identity,)),
+            ("payload", measure_payload, ()),
         ):
             try:
-                out[name] = fn(ad, cfg)
+                out[name] = fn(ad, cfg, *args)
             except Exception as exc:
                 out["errors"][name] = error_text(exc)
             procs.record()
@@ -891,6 +902,9 @@ def summarize_system(entry: dict[str, Any]) -> dict[str, Any]:
         "rt_n": warm.get("round_trip", {}).get("n"),
         "tasks_per_s": warm.get("throughput", {}).get("tasks_per_s"),
         "submit_per_s": warm.get("throughput", {}).get("submit_per_s"),
+        "rt_script_us": warm.get("round_trip_script", {}).get("median"),
+        "tasks_per_s_script": warm.get("throughput_script", {}).get("tasks_per_s"),
+        "submit_per_s_script": warm.get("throughput_script", {}).get("submit_per_s"),
         "mb_per_s": warm.get("payload", {}).get("mb_per_s"),
         "payload_median_s": warm.get("payload", {}).get("median"),
         "cold_ms": cold_s * 1e3 if cold_s is not None else None,
@@ -1008,9 +1022,10 @@ def render(run: dict[str, Any]) -> str:
         add("")
         add(
             "| pycrew | peer | round trip (peer/pycrew) | tasks/s (pycrew/peer) | "
+            "script fn: round trip | script fn: tasks/s | "
             "MB/s (pycrew/peer) | cold start (peer/pycrew) |"
         )
-        add("|---|---|---:|---:|---:|---:|")
+        add("|---|---|---:|---:|---:|---:|---:|---:|")
         for pk in pycrew:
             ps = systems[pk]["summary"]
             for qk in peers:
@@ -1019,6 +1034,8 @@ def render(run: dict[str, Any]) -> str:
                     f"| {systems[pk]['label']} | {systems[qk]['label']} | "
                     f"{ratio(qs['rt_median_us'], ps['rt_median_us'])} | "
                     f"{ratio(ps['tasks_per_s'], qs['tasks_per_s'])} | "
+                    f"{ratio(qs['rt_script_us'], ps['rt_script_us'])} | "
+                    f"{ratio(ps['tasks_per_s_script'], qs['tasks_per_s_script'])} | "
                     f"{ratio(ps['mb_per_s'], qs['mb_per_s'])} | "
                     f"{ratio(qs['cold_ms'], ps['cold_ms'])} |"
                 )
@@ -1027,17 +1044,20 @@ def render(run: dict[str, Any]) -> str:
     add("Detail (medians):")
     add("")
     add(
-        "| system | submit only: tasks/s | payload s | cold runs ok | exec to 1st result ms | "
+        f"| system | submit only: tasks/s | script fn: round trip {US} | script fn: tasks/s | "
+        "script fn: submit only | payload s | cold runs ok | exec to 1st result ms | "
         "cold shutdown ms | alive 3 s after shutdown (+ resource trackers) | "
         "ended by parent |"
     )
-    add("|---|---:|---:|---:|---:|---:|---:|---:|")
+    add("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for entry in systems.values():
         if "summary" not in entry:
             continue
         s = entry["summary"]
         add(
-            f"| {entry['label']} | {fmt(s['submit_per_s'])} | {fmt(s['payload_median_s'], 3)} | "
+            f"| {entry['label']} | {fmt(s['submit_per_s'])} | {fmt(s['rt_script_us'])} | "
+            f"{fmt(s['tasks_per_s_script'])} | {fmt(s['submit_per_s_script'])} | "
+            f"{fmt(s['payload_median_s'], 3)} | "
             f"{s['cold_ok']}/{s['cold_runs']} | {fmt(s['exec_to_first_ms'])} | "
             f"{fmt(s['cold_shutdown_ms'])} | "
             f"{s['alive_after_shutdown']} (+{s['trackers_after_shutdown']}) | "

@@ -30,7 +30,7 @@ import warnings
 import weakref
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
-from . import _ledger, _push, _share, _wire
+from . import _code, _ledger, _push, _share, _wire
 from ._autoscale import Autoscaler
 from ._checks import (
     check_bytes_max,
@@ -186,6 +186,7 @@ class Controller(RecordViews):
         self._serializers = _share.check_serializers(serializers)
         # what every worker runs before its first task, pickled once
         self._setup = _share.setup_frames(self._serializers, initializer, initargs)
+        self._code = _code.CodeCache()  # a script's functions, pickled once per start
         if not isinstance(launcher, Launcher):
             raise ArgumentTypeError("launcher must be a pycrew.launchers.Launcher")
         self.name = name

@@ -210,6 +210,9 @@ def make_task(
     # the worker runs a task that raises one of retry_on up to retries more times
     retry: tuple[Any, ...] = (retries, retry_on) if retries else ()
     payload: tuple[Any, ...]
+    code = ctl._code
+    if task_globals:
+        task_globals = code.mapping(ctl, task_globals)
     if isinstance(fn, str):
         if args or kwargs:
             raise ArgumentError(
@@ -219,7 +222,7 @@ def make_task(
             compile(fn, "<pycrew task>", "exec")
         except SyntaxError as exc:
             raise ArgumentError(f"task {name!r} is not valid Python: {exc}") from exc
-        payload = (CODE, fn, (), {}, data, task_globals, seed, name, *retry)
+        payload = (CODE, fn, (), {}, code.mapping(ctl, data), task_globals, seed, name, *retry)
         command = fn
     elif callable(fn):
         clash = set(data) & set(kwargs)
@@ -227,9 +230,9 @@ def make_task(
             raise ArgumentError(f"{sorted(clash)} given both in data= and as keyword arguments")
         payload = (
             CALLABLE,
-            fn,
-            tuple(args),
-            {**data, **kwargs},
+            code.ref(ctl, fn),
+            code.args(ctl, tuple(args)),
+            code.mapping(ctl, {**data, **kwargs}),
             {},
             task_globals,
             seed,

@@ -67,6 +67,19 @@ def shared_value(key: int, name: str) -> Any:
         return entry
 
 
+def code_value(key: int, name: str) -> Any:
+    """A function the controller pickled once, unpickled afresh for each task:
+    its globals are the task's own, as when it travels with the task."""
+    from . import _wire
+
+    with _SHARED_LOCK:
+        entry = SHARED.get(key)
+    if entry is None:
+        raise SharedMissingError(f"function {name!r} is not on this worker")
+    _, meta, buffers = entry
+    return _wire.loads(meta, buffers)
+
+
 # ----------------------------------------------------------------- __main__ state
 def _is_state(name: str) -> bool:
     return not (name.startswith("__") and name.endswith("__"))

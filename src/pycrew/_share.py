@@ -68,9 +68,7 @@ class Shared(Generic[T]):
         return f"<Shared {self.name!r} {state} {self.nbytes} bytes>"
 
     def __reduce__(self) -> tuple[Any, ...]:
-        keys = getattr(_COLLECTING, "keys", None)
-        if keys is not None:
-            keys.append(self)
+        collect(self)
         return _setup.shared_value, (self.key, self.name)
 
     def live(self) -> bool:
@@ -91,6 +89,13 @@ class Shared(Generic[T]):
             and controller.session == self._session
         ):
             dispatcher.remove_share(self.key)
+
+
+def collect(handle: Shared[Any]) -> None:
+    """Note a handle met while a task is pickled (``dumps_task``)."""
+    keys = getattr(_COLLECTING, "keys", None)
+    if keys is not None:
+        keys.append(handle)
 
 
 def share(controller: Controller, obj: T, name: str | None) -> Shared[T]:

@@ -361,7 +361,7 @@ def dumps(obj: Any, serializers: Serializers | None = None) -> tuple[bytes, list
     # resolve, and it refuses lambdas and local functions. Either way,
     # cloudpickle takes over and ships them by value.
     try:
-        if _by_value_modules():
+        if by_value_modules():
             raise pickle.PicklingError("modules are registered to travel by value")
         if serializers is None:
             data = pickle.dumps(obj, protocol=5, buffer_callback=keep)
@@ -437,7 +437,7 @@ def _load_custom(load: Any, data: Any) -> Any:
 WORKER_SERIALIZERS: Serializers | None = None
 
 
-def _by_value_modules() -> bool:
+def by_value_modules() -> bool:
     """Whether the user asked cloudpickle to ship some module by value.
 
     The C pickler knows nothing of cloudpickle.register_pickle_by_value():
