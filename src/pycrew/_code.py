@@ -159,13 +159,13 @@ class CodeCache:
 
     def args(self, ctl: Controller, args: tuple[Any, ...]) -> tuple[Any, ...]:
         """Positional arguments, the functions among them by handle."""
-        if not any(type(a) is types.FunctionType for a in args):
+        if types.FunctionType not in map(type, args):
             return args
         return tuple(self.ref(ctl, a) for a in args)
 
     def mapping(self, ctl: Controller, values: Mapping[str, Any]) -> Mapping[str, Any]:
         """``data=``, ``globals=`` or keyword arguments, the functions among them by handle."""
-        if not any(type(v) is types.FunctionType for v in values.values()):
+        if types.FunctionType not in map(type, values.values()):
             return values
         return {name: self.ref(ctl, value) for name, value in values.items()}
 

@@ -288,7 +288,8 @@ class Dispatcher(Doorway, Resolutions):
 
     def _write(self, conn: Conn, pieces: list[Any]) -> None:
         """Queue bytes for a worker; they leave at the next ``_flush_dirty()``."""
-        conn.out.extend(memoryview(p).cast("B") for p in pieces)
+        # pieces are bytes, or flat byte views (pickle's raw buffers)
+        conn.out.extend(pieces)
         self.dirty.add(conn)
 
     def _flush_dirty(self) -> None:
@@ -303,18 +304,18 @@ class Dispatcher(Doorway, Resolutions):
     def _flush(self, conn: Conn) -> None:
         out = conn.out
         sock = conn.sock
-        if len(out) > 1 and out[0].nbytes < _wire.OOB_MIN and out[1].nbytes < _wire.OOB_MIN:
-            merged: list[memoryview] = []
-            while out and out[0].nbytes < _wire.OOB_MIN and len(merged) < 256:
+        if len(out) > 1 and len(out[0]) < _wire.OOB_MIN and len(out[1]) < _wire.OOB_MIN:
+            merged: list[bytes | memoryview] = []
+            while out and len(out[0]) < _wire.OOB_MIN and len(merged) < 256:
                 merged.append(out.popleft())
-            out.appendleft(memoryview(b"".join(merged)))
+            out.appendleft(b"".join(merged))
         try:
             while out:
                 head = out[0]
                 n = sock.send(head)
                 self.bytes_sent += n
                 if n < len(head):
-                    out[0] = head[n:]
+                    out[0] = memoryview(head)[n:]  # a view: slicing bytes would copy
                     return
                 out.popleft()
         except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):

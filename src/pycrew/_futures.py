@@ -48,6 +48,8 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 _ENDED = (CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED)
+#: guards the first making of a future's condition and lists (rare, and short)
+_MAKING = threading.Lock()
 
 
 class TaskFuture(concurrent.futures.Future[T], Generic[T]):
@@ -62,31 +64,75 @@ class TaskFuture(concurrent.futures.Future[T], Generic[T]):
     ``await``.
     """
 
+    # No instance dict, and the condition and the two lists made on first
+    # use: a million pushed tasks hold a million futures, most read once
+    # after their task ended, never waited on, never given a callback.
+    __slots__ = (
+        "_callbacks",
+        "_cond",
+        "_error",
+        "_exception",
+        "_result",
+        "_state",
+        "_waiting",
+        "_where",
+    )
+
     def __init__(self, controller: Controller, task: Task) -> None:
-        # What Future.__init__ sets, but for the condition, made on first use:
-        # most futures are read once, after their task ended, and never wait on
-        # it; a condition per push would cost a third of a push.
+        # what Future.__init__ sets, less what is made on first use
         self._state = PENDING
         self._result = None
         self._exception = None
-        self._waiters: list[Any] = []
-        self._done_callbacks: list[Any] = []
+        self._cond: threading.Condition | None = None
+        self._waiting: list[Any] | None = None
+        self._callbacks: list[Any] | None = None
         # one tuple, replaced whole, so a reader never sees a torn pair
         self._where: tuple[Controller, Task] = (controller, task)
         self._error: BaseException | None = None
         task.future = self
 
+    # The standard library's code reads these three by name.
     @property
     def _condition(self) -> threading.Condition:
-        made = self.__dict__.get("_made_condition")
-        if made is None:
-            # setdefault is atomic: two threads asking at once get the same one
-            made = self.__dict__.setdefault("_made_condition", threading.Condition())
-        return made  # type: ignore[no-any-return]
+        cond = self._cond
+        if cond is None:
+            with _MAKING:  # two threads asking at once get the same one
+                cond = self._cond
+                if cond is None:
+                    cond = self._cond = threading.Condition()
+        return cond
 
     @_condition.setter
     def _condition(self, condition: threading.Condition) -> None:
-        self.__dict__["_made_condition"] = condition
+        self._cond = condition
+
+    @property
+    def _waiters(self) -> list[Any]:
+        waiting = self._waiting
+        if waiting is None:
+            with _MAKING:
+                waiting = self._waiting
+                if waiting is None:
+                    waiting = self._waiting = []
+        return waiting
+
+    @_waiters.setter
+    def _waiters(self, waiters: list[Any]) -> None:
+        self._waiting = waiters
+
+    @property
+    def _done_callbacks(self) -> list[Any]:
+        callbacks = self._callbacks
+        if callbacks is None:
+            with _MAKING:
+                callbacks = self._callbacks
+                if callbacks is None:
+                    callbacks = self._callbacks = []
+        return callbacks
+
+    @_done_callbacks.setter
+    def _done_callbacks(self, callbacks: list[Any]) -> None:
+        self._callbacks = callbacks
 
     # ------------------------------------------------------------ state
     @property
@@ -224,10 +270,10 @@ class TaskFuture(concurrent.futures.Future[T], Generic[T]):
         cancelled = task.outcome is Status.CANCEL
         failed = task.outcome is not None or task.failed
         self._state = CANCELLED_AND_NOTIFIED if cancelled else FINISHED
-        condition = self.__dict__.get("_made_condition")
+        condition = self._cond
         if condition is not None:
             with condition:
-                for waiter in self._waiters:
+                for waiter in self._waiting or ():
                     if cancelled:
                         waiter.add_cancelled(self)
                     elif failed:
@@ -235,7 +281,7 @@ class TaskFuture(concurrent.futures.Future[T], Generic[T]):
                     else:
                         waiter.add_result(self)
                 condition.notify_all()
-        if self._done_callbacks:
+        if self._callbacks:
             # the standard library's own routine: it logs a callback that raises
             self._invoke_callbacks()  # type: ignore[attr-defined]
 

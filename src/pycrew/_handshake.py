@@ -65,7 +65,7 @@ class Conn:
         self.sock = sock
         self.stage = stage
         self.decoder = _wire.Decoder(_wire.PREAUTH_MAX, allow_buffers=False)
-        self.out: collections.deque[memoryview] = collections.deque()
+        self.out: collections.deque[bytes | memoryview] = collections.deque()
         self.want_write = False
         self.deadline = time.monotonic() + HANDSHAKE_SECONDS
         self.nonce = b""

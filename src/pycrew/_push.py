@@ -17,6 +17,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+import sys
 import time
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -239,7 +240,8 @@ def make_task(
             name,
             *retry,
         )
-        command = command_text(fn)
+        # one string for every task of the same function
+        command = sys.intern(command_text(fn))
     else:
         raise ArgumentTypeError(
             f"a task is a callable or a string of code, not {type(fn).__name__}"

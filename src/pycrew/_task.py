@@ -187,7 +187,7 @@ class Task:
         self.frame = frame
         # only small tasks are sent ahead to busy workers
         #: the frame's bytes
-        self.size = sum(memoryview(p).nbytes for p in frame)
+        self.size = sum(map(len, frame))  # bytes, and flat byte views
         self.small = self.size <= PREFETCH_BYTES
         #: bytes of this task counted against the controller's memory= cap
         self.held = 0
