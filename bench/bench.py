@@ -24,6 +24,13 @@ Usage (from the repository root):
   python bench/bench.py                      # full run, about 3 minutes on 2 cores
   python bench/bench.py --quick              # small counts, under a minute
   python bench/bench.py --systems pycrew,ppe --json /tmp/r.json
+  python bench/bench.py --plot               # bench/latency.png from bench/results.json
+  python bench/bench.py --quick --plot       # a run, then its plot
+
+The round trip and the throughput are timed twice: with ``tasks.identity``, a
+function imported from a module, and with ``script_identity``, the same
+function defined in this script, as a user's usually is (pickled by value).
+Adapters live in adapters.py, the report in report.py, the plots in plots.py.
 
 The parent prints a markdown report on stdout (progress goes to stderr) and writes
 bench/results.json. Children are started as ``bench.py --system NAME [--cold]`` and
@@ -53,6 +60,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import tasks
+from adapters import ADAPTERS, Adapter
+from report import PING_BYTES, is_tracker, render, summarize_system
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Sequence
@@ -64,9 +73,6 @@ DEFAULT_JSON = BENCH_DIR / "results.json"
 N_WORKERS = 2
 MB = 1_000_000
 JSON_MARK = "@@bench-json@@ "
-US = "\u00b5s"  # "µs", spelled as an escape so ruff's confusable check stays quiet
-TIMES = "\u00d7"
-GE, LE = "\u2265", "\u2264"
 
 
 def _prepend_pythonpath(path: Path) -> None:
@@ -135,14 +141,6 @@ QUICK = dataclasses.replace(
     floor_child_timeout_s=30.0,
 )
 
-# Targets for pycrew: summary key -> ("le" or "ge", target with tls="none", with TLS)
-TARGETS = {
-    "rt_median_us": ("le", 150.0, 150.0),
-    "tasks_per_s": ("ge", 20_000.0, 20_000.0),
-    "mb_per_s": ("ge", 1500.0, 800.0),
-    "cold_ms": ("le", 150.0, 150.0),
-}
-
 
 def now() -> float:
     return time.perf_counter()
@@ -171,190 +169,6 @@ def in_us(s: dict[str, Any]) -> dict[str, Any]:
 def error_text(exc: BaseException) -> str:
     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     return f"{type(exc).__name__}: {exc}"[:400] + "\n" + tb[-1500:]
-
-
-# ---------------------------------------------------------------------------------------
-# Adapters: one class per system, same four verbs (start / submit / result / shutdown)
-# ---------------------------------------------------------------------------------------
-class Adapter:
-    """A pool of ``n_workers`` worker processes behind a submit/result interface.
-
-    ``result`` returns the task's value (raising if the task failed) and releases
-    whatever the system keeps for the task. ``gather`` and ``roundtrip`` have
-    generic versions built on submit/result; a system overrides them when it has a
-    faster public way to do the same thing.
-    """
-
-    key = ""
-    label = ""
-    modules: tuple[str, ...] = ()  # imported before the cold-start clock starts
-    dists: tuple[str, ...] = ()  # distributions whose versions are reported
-    notes = ""
-
-    def __init__(self, n_workers: int) -> None:
-        self.n_workers = n_workers
-
-    def start(self) -> None:
-        raise NotImplementedError
-
-    def submit(self, fn: Callable[..., Any], *args: Any) -> Any:
-        raise NotImplementedError
-
-    def result(self, handle: Any, timeout: float) -> Any:
-        return handle.result(timeout=timeout)
-
-    def gather(self, handles: list[Any], timeout: float) -> list[Any]:
-        deadline = now() + timeout
-        return [self.result(h, max(0.001, deadline - now())) for h in handles]
-
-    def roundtrip(self, fn: Callable[..., Any], arg: Any, timeout: float) -> Any:
-        return self.result(self.submit(fn, arg), timeout)
-
-    def worker_pids(self) -> list[int] | None:
-        """Pids of the connected workers, where the system tells (to spot worker churn)."""
-        return None
-
-    def shutdown(self) -> None:
-        raise NotImplementedError
-
-
-class PycrewAdapter(Adapter):
-    key = "pycrew"
-    label = "pycrew tls=none"
-    # pycrew loads its controller side on first use; import it with the library
-    modules = ("pycrew", "pycrew._local")
-    dists = ("pycrew", "cloudpickle", "cryptography")
-    notes = "local_controller(workers=2): controller in this process, workers dial in over TCP"
-    tls = "none"
-
-    def start(self) -> None:
-        import pycrew
-
-        self.ctl = pycrew.local_controller(workers=self.n_workers, tls=self.tls)
-        self.ctl.start()
-        # Auto-scaling launches min(workers, unresolved tasks) workers, so a sequential
-        # loop alone would get one worker. Launch both now, as the other pools do.
-        self.ctl.launch(self.n_workers)
-
-    def worker_pids(self) -> list[int] | None:
-        return sorted(self.ctl.pids())
-
-    def submit(self, fn: Callable[..., Any], *args: Any) -> Any:
-        return self.ctl.push(fn, *args)
-
-    def result(self, fut: Any, timeout: float) -> Any:
-        # the value, or the task's own exception; reading it hands the task over,
-        # so the controller keeps nothing
-        return fut.result(timeout=timeout)
-
-    def roundtrip(self, fn: Callable[..., Any], arg: Any, timeout: float) -> Any:
-        return self.ctl.push(fn, arg).result(timeout=timeout)
-
-    def gather(self, handles: list[Any], timeout: float) -> list[Any]:
-        if not self.ctl.wait(mode="all", seconds_timeout=timeout):
-            raise TimeoutError(f"pycrew: wait(mode='all') timed out after {timeout:.0f} s")
-        values = [fut.result(timeout=timeout) for fut in handles]
-        if self.ctl.size():
-            raise RuntimeError(f"pycrew: {self.ctl.size()} tasks left after reading the futures")
-        return values
-
-    def shutdown(self) -> None:
-        self.ctl.terminate()
-
-
-class PycrewTLSAdapter(PycrewAdapter):
-    key = "pycrew-tls"
-    label = "pycrew tls=automatic"
-    notes = "as pycrew, with tls='automatic' (self-signed certificate made at start)"
-    tls = "automatic"
-
-
-class ProcessPoolAdapter(Adapter):
-    key = "ppe"
-    label = "ProcessPoolExecutor"
-    modules = ("concurrent.futures", "multiprocessing")
-    notes = "stdlib, default start method (fork on Linux), pipes, no TCP"
-
-    def start(self) -> None:
-        from concurrent.futures import ProcessPoolExecutor
-
-        self.ex = ProcessPoolExecutor(max_workers=self.n_workers)
-
-    def submit(self, fn: Callable[..., Any], *args: Any) -> Any:
-        return self.ex.submit(fn, *args)
-
-    def gather(self, handles: list[Any], timeout: float) -> list[Any]:
-        from concurrent.futures import wait
-
-        _, pending = wait(handles, timeout=timeout)
-        if pending:
-            raise TimeoutError(f"{len(pending)} tasks unfinished after {timeout:.0f} s")
-        return [f.result() for f in handles]
-
-    def shutdown(self) -> None:
-        self.ex.shutdown(wait=True, cancel_futures=True)
-
-
-class LokyAdapter(ProcessPoolAdapter):
-    key = "loky"
-    label = "loky"
-    modules = ("loky",)
-    dists = ("loky", "cloudpickle")
-    notes = "get_reusable_executor: fresh interpreters (loky start method), pipes, no TCP"
-
-    def start(self) -> None:
-        from loky import get_reusable_executor
-
-        self.ex = get_reusable_executor(max_workers=self.n_workers, timeout=600, reuse=False)
-
-    def shutdown(self) -> None:
-        self.ex.shutdown(wait=True, kill_workers=False)
-
-
-class DaskAdapter(Adapter):
-    key = "dask"
-    label = "dask.distributed"
-    modules = ("distributed",)
-    dists = ("dask", "distributed", "cloudpickle")
-    notes = (
-        "LocalCluster(n_workers=2, threads_per_worker=1, processes=True): scheduler in "
-        "this process, a nanny and a worker process per worker, TCP"
-    )
-
-    def start(self) -> None:
-        from distributed import Client, LocalCluster
-
-        self.cluster = LocalCluster(
-            n_workers=self.n_workers,
-            threads_per_worker=1,
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address=None,
-        )
-        self.client = Client(self.cluster)
-        self.client.wait_for_workers(self.n_workers, timeout=120)
-
-    def submit(self, fn: Callable[..., Any], *args: Any) -> Any:
-        return self.client.submit(fn, *args, pure=False)
-
-    def gather(self, handles: list[Any], timeout: float) -> list[Any]:
-        from distributed import wait
-
-        wait(handles, timeout=timeout)
-        return list(self.client.gather(handles))
-
-    def shutdown(self) -> None:
-        try:
-            self.client.close(timeout=30)
-        finally:
-            self.cluster.close(timeout=30)
-
-
-ADAPTERS: dict[str, type[Adapter]] = {
-    a.key: a
-    for a in (PycrewAdapter, PycrewTLSAdapter, ProcessPoolAdapter, LokyAdapter, DaskAdapter)
-}
-PYCREW_KEYS = ("pycrew", "pycrew-tls")
 
 
 # ---------------------------------------------------------------------------------------
@@ -398,10 +212,6 @@ class Descendants:
         others = [p for p in procs if p not in trackers]
         alive = psutil.wait_procs(others, timeout=grace_s)[1] if others else []
         return [self.seen[p.pid] for p in [*alive, *trackers]]
-
-
-def is_tracker(proc_info: dict[str, Any]) -> bool:
-    return "resource_tracker" in proc_info.get("cmdline", "")
 
 
 def _live_matching(recorded: Iterable[Sequence[float]]) -> list[Any]:
@@ -511,6 +321,7 @@ def measure_round_trip(
             break
     out = in_us(summarize(samples))
     out["capped_by_time"] = len(samples) < cfg.rt_n
+    out["samples_us"] = [round(x * 1e6, 1) for x in samples]  # for --plot
     return out
 
 
@@ -649,7 +460,6 @@ def child_cold(key: str, cfg: Config, procs: Descendants, t_exec: float | None) 
 # ---------------------------------------------------------------------------------------
 # The raw floor: 64-byte ping-pong over loopback TCP between two processes
 # ---------------------------------------------------------------------------------------
-PING_BYTES = 64
 
 
 def _recv_exact(sock: socket.socket, view: memoryview, deadline: float, busy: bool) -> bool:
@@ -882,211 +692,12 @@ def orchestrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def summarize_system(entry: dict[str, Any]) -> dict[str, Any]:
-    """The headline figures of one system (None where a measurement failed)."""
-    warm = entry.get("warm", {})
-    colds = [c for c in entry.get("cold", []) if "cold_s" in c and not c.get("errors")]
+def plot(results: Path) -> int:
+    import plots
 
-    def med(key: str) -> float | None:
-        xs = [c[key] for c in colds if key in c]
-        return statistics.median(xs) if xs else None
-
-    cold_s, import_s = med("cold_s"), med("import_s")
-    exec_s, shut_s = med("exec_to_first_s"), med("shutdown_s")
-    parts = [warm, *entry.get("cold", [])]
-    lingering = [p for part in parts for p in part.get("alive_after_shutdown", [])]
-    trackers = [p for p in lingering if is_tracker(p)]
-    return {
-        "rt_median_us": warm.get("round_trip", {}).get("median"),
-        "rt_p90_us": warm.get("round_trip", {}).get("p90"),
-        "rt_n": warm.get("round_trip", {}).get("n"),
-        "tasks_per_s": warm.get("throughput", {}).get("tasks_per_s"),
-        "submit_per_s": warm.get("throughput", {}).get("submit_per_s"),
-        "rt_script_us": warm.get("round_trip_script", {}).get("median"),
-        "tasks_per_s_script": warm.get("throughput_script", {}).get("tasks_per_s"),
-        "submit_per_s_script": warm.get("throughput_script", {}).get("submit_per_s"),
-        "mb_per_s": warm.get("payload", {}).get("mb_per_s"),
-        "payload_median_s": warm.get("payload", {}).get("median"),
-        "cold_ms": cold_s * 1e3 if cold_s is not None else None,
-        "import_ms": import_s * 1e3 if import_s is not None else None,
-        "exec_to_first_ms": exec_s * 1e3 if exec_s is not None else None,
-        "cold_shutdown_ms": shut_s * 1e3 if shut_s is not None else None,
-        "cold_ok": len(colds),
-        "cold_runs": len(entry.get("cold", [])),
-        "worker_pids": warm.get("warmup", {}).get("worker_pids"),
-        "alive_after_shutdown": len(lingering) - len(trackers),
-        "trackers_after_shutdown": len(trackers),
-        "ended_by_parent": sum(len(part.get("ended_by_parent", [])) for part in parts),
-    }
-
-
-# ---------------------------------------------------------------------------------------
-# Report
-# ---------------------------------------------------------------------------------------
-def fmt(x: float | None, digits: int = 0) -> str:
-    if x is None:
-        return "\u2013"
-    return f"{x:,.{digits}f}"
-
-
-def with_target(key: str, metric: str, value: float | None, digits: int = 0) -> str:
-    text = fmt(value, digits)
-    if key not in PYCREW_KEYS or metric not in TARGETS:
-        return text
-    op, plain, tls = TARGETS[metric]
-    target = tls if key == "pycrew-tls" else plain
-    sign = LE if op == "le" else GE
-    if value is None:
-        return f"{text} (target {sign} {target:,.0f})"
-    met = value <= target if op == "le" else value >= target
-    return f"{text} (target {sign} {target:,.0f}: {'met' if met else 'MISSED'})"
-
-
-def ratio(num: float | None, den: float | None) -> str:
-    if not num or not den:
-        return "\u2013"
-    return f"{num / den:.2f}"
-
-
-def render(run: dict[str, Any]) -> str:
-    meta, systems = run["meta"], run["systems"]
-    floor = run.get("floor", {})
-    floor_us = floor.get("blocking", {}).get("median")
-    lines: list[str] = []
-    add = lines.append
-    versions = ", ".join(f"{k} {v}" for k, v in meta["versions"].items() if v)
-    load = ", ".join(f"{x:.2f}" for x in meta["loadavg_start"])
-    add(
-        f"Run {meta['date']}{' (--quick)' if run['quick'] else ''} | {meta['usable_cpus']} cores "
-        f"({meta['cpu']}), {meta['mem_gib']} GiB | Python {meta['python']} | "
-        f"{meta['n_workers']} workers | load avg at start {load}"
-    )
-    add("")
-    add(f"Versions: {versions}")
-    add("")
-    cfg = run["config"]
-    add(
-        f"Counts: round trip {cfg['rt_n']} (after {cfg['rt_warmup']} untimed), throughput "
-        f"{cfg['tp_n']} tasks {TIMES} {cfg['tp_reps']}, payload {cfg['pl_mb']:g} MB {TIMES} "
-        f"{cfg['pl_reps']} (+1 warm-up), cold start {TIMES} {cfg['cold_runs']}."
-    )
-    add("")
-    add(
-        f"| system | round trip median {US} | p90 {US} | {TIMES} floor | tasks/s | "
-        f"{cfg['pl_mb']:g} MB in: MB/s | cold start ms | import ms | worker pids ok |"
-    )
-    add("|---|---:|---:|---:|---:|---:|---:|---:|---|")
-    for key, entry in systems.items():
-        if "skipped" in entry:
-            add(f"| {entry['label']} | {entry['skipped']} |  |  |  |  |  |  |  |")
-            continue
-        s = entry["summary"]
-        pids = s["worker_pids"] or []
-        add(
-            f"| {entry['label']} | {with_target(key, 'rt_median_us', s['rt_median_us'])} | "
-            f"{fmt(s['rt_p90_us'])} | {ratio(s['rt_median_us'], floor_us)} | "
-            f"{with_target(key, 'tasks_per_s', s['tasks_per_s'])} | "
-            f"{with_target(key, 'mb_per_s', s['mb_per_s'])} | "
-            f"{with_target(key, 'cold_ms', s['cold_ms'])} | {fmt(s['import_ms'])} | "
-            f"{len(set(pids))}/{meta['n_workers']} |"
-        )
-    add("")
-    if floor.get("blocking"):
-        b, bp = floor["blocking"], floor.get("busy_poll", {})
-        add(
-            f"Raw floor, same run: loopback TCP ping-pong of {PING_BYTES} B between two "
-            f"processes, round trip median {fmt(b['median'], 1)} {US} (p90 {fmt(b['p90'], 1)} "
-            f"{US}, n={b['n']}); with both ends busy-polling {fmt(bp.get('median'), 1)} {US}. "
-            f"'{TIMES} floor' = round trip median / blocking floor."
-        )
-        end = run.get("floor_end", {})
-        if end.get("blocking"):
-            add("")
-            add(
-                f"Floor re-measured at the end of the run: {fmt(end['blocking']['median'], 1)} "
-                f"{US}, busy-polling {fmt(end.get('busy_poll', {}).get('median'), 1)} {US} "
-                "(the blocking figure is much lower when the CPUs are awake)."
-            )
-    else:
-        add(f"Raw floor: not measured ({_errors_line(floor)})")
-    add("")
-
-    pycrew = [k for k in PYCREW_KEYS if k in systems and "summary" in systems[k]]
-    peers = [k for k in systems if k not in PYCREW_KEYS and "summary" in systems[k]]
-    if pycrew and peers:
-        add(
-            "pycrew vs peers, same run. **Every ratio > 1 means pycrew is better**: "
-            "round trip and cold start are peer / pycrew (time), tasks/s and MB/s are "
-            "pycrew / peer (rate)."
-        )
-        add("")
-        add(
-            "| pycrew | peer | round trip (peer/pycrew) | tasks/s (pycrew/peer) | "
-            "script fn: round trip | script fn: tasks/s | "
-            "MB/s (pycrew/peer) | cold start (peer/pycrew) |"
-        )
-        add("|---|---|---:|---:|---:|---:|---:|---:|")
-        for pk in pycrew:
-            ps = systems[pk]["summary"]
-            for qk in peers:
-                qs = systems[qk]["summary"]
-                add(
-                    f"| {systems[pk]['label']} | {systems[qk]['label']} | "
-                    f"{ratio(qs['rt_median_us'], ps['rt_median_us'])} | "
-                    f"{ratio(ps['tasks_per_s'], qs['tasks_per_s'])} | "
-                    f"{ratio(qs['rt_script_us'], ps['rt_script_us'])} | "
-                    f"{ratio(ps['tasks_per_s_script'], qs['tasks_per_s_script'])} | "
-                    f"{ratio(ps['mb_per_s'], qs['mb_per_s'])} | "
-                    f"{ratio(qs['cold_ms'], ps['cold_ms'])} |"
-                )
-        add("")
-
-    add("Detail (medians):")
-    add("")
-    add(
-        f"| system | submit only: tasks/s | script fn: round trip {US} | script fn: tasks/s | "
-        "script fn: submit only | payload s | cold runs ok | exec to 1st result ms | "
-        "cold shutdown ms | alive 3 s after shutdown (+ resource trackers) | "
-        "ended by parent |"
-    )
-    add("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for entry in systems.values():
-        if "summary" not in entry:
-            continue
-        s = entry["summary"]
-        add(
-            f"| {entry['label']} | {fmt(s['submit_per_s'])} | {fmt(s['rt_script_us'])} | "
-            f"{fmt(s['tasks_per_s_script'])} | {fmt(s['submit_per_s_script'])} | "
-            f"{fmt(s['payload_median_s'], 3)} | "
-            f"{s['cold_ok']}/{s['cold_runs']} | {fmt(s['exec_to_first_ms'])} | "
-            f"{fmt(s['cold_shutdown_ms'])} | "
-            f"{s['alive_after_shutdown']} (+{s['trackers_after_shutdown']}) | "
-            f"{s['ended_by_parent']} |"
-        )
-    add("")
-    errors = [
-        f"- {entry['label']}: {_errors_line(part)}"
-        for entry in systems.values()
-        for part in [entry.get("warm", {}), *entry.get("cold", [])]
-        if part.get("errors")
-    ]
-    for tag in ("floor", "floor_end"):
-        if run.get(tag, {}).get("errors"):
-            errors.append(f"- {tag}: {_errors_line(run[tag])}")
-    if errors:
-        add("Errors (full text in the JSON):")
-        add("")
-        lines.extend(errors)
-        add("")
-    end = ", ".join(f"{x:.2f}" for x in meta["loadavg_end"])
-    add(f"Run wall time {meta['wall_s']:.0f} s; load avg at end {end}")
-    return "\n".join(lines)
-
-
-def _errors_line(part: dict[str, Any]) -> str:
-    errs = part.get("errors") or {}
-    mode = part.get("mode", "")
-    return "; ".join(f"{mode} {k}: {v.splitlines()[0][:200]}" for k, v in errs.items())
+    for path in plots.latency(json.loads(results.read_text()), BENCH_DIR):
+        print(f"wrote {path}", file=sys.stderr)
+    return 0
 
 
 # ---------------------------------------------------------------------------------------
@@ -1101,6 +712,11 @@ def main(argv: list[str] | None = None) -> int:
         help=f"comma-separated subset of: {', '.join(ADAPTERS)} (default: all)",
     )
     parser.add_argument("--json", help=f"where to write the results (default {DEFAULT_JSON})")
+    parser.add_argument(
+        "--plot",
+        action="store_true",
+        help="draw bench/latency.png from the results (after a run, or alone: from the JSON)",
+    )
     # internal: child modes
     parser.add_argument("--system", help=argparse.SUPPRESS)
     parser.add_argument("--cold", action="store_true", help=argparse.SUPPRESS)
@@ -1113,7 +729,16 @@ def main(argv: list[str] | None = None) -> int:
         echo_main(args.echo)
         return 0
     if args.system is None:
-        return orchestrate(args)
+        if (
+            args.plot
+            and "--systems" not in (argv or sys.argv)
+            and "--quick" not in (argv or sys.argv)
+        ):
+            return plot(Path(args.json or DEFAULT_JSON))
+        code = orchestrate(args)
+        if args.plot:
+            plot(Path(args.json or DEFAULT_JSON))
+        return code
 
     cfg = QUICK if args.quick else FULL
     procs = Descendants(args.pidfile)

@@ -68,16 +68,80 @@ def shared_value(key: int, name: str) -> Any:
 
 
 def code_value(key: int, name: str) -> Any:
-    """A function the controller pickled once, unpickled afresh for each task:
-    its globals are the task's own, as when it travels with the task."""
+    """A function the controller pickled once, fresh for each task: its globals
+    are the task's own, as when it travels with the task.
+
+    The first task unpickles it; where nothing it brings along is code of the
+    script (a helper would share its globals), later tasks get a copy made
+    from it with a shallow copy of its globals, which holds only immutable
+    values then (the controller caches no other function): as fresh as an
+    unpickling, and several times cheaper.
+    """
     from . import _wire
 
     with _SHARED_LOCK:
         entry = SHARED.get(key)
     if entry is None:
         raise SharedMissingError(f"function {name!r} is not on this worker")
+    if isinstance(entry, _Template):
+        return entry.make()
     _, meta, buffers = entry
-    return _wire.loads(meta, buffers)
+    fn = _wire.loads(meta, buffers)
+    if _Template.fits(fn):
+        with _SHARED_LOCK:
+            if key in SHARED:
+                SHARED[key] = _Template(fn)
+    return fn
+
+
+class _Template:
+    """A function of the script to copy for each task."""
+
+    __slots__ = ("fn", "globals")
+
+    def __init__(self, fn: types.FunctionType) -> None:
+        self.fn = fn
+        self.globals = dict(fn.__globals__)
+
+    def make(self) -> types.FunctionType:
+        old = self.fn
+        fn = types.FunctionType(
+            old.__code__, dict(self.globals), old.__name__, old.__defaults__, old.__closure__
+        )
+        fn.__qualname__ = old.__qualname__
+        fn.__module__ = old.__module__
+        fn.__doc__ = old.__doc__
+        if old.__kwdefaults__:
+            fn.__kwdefaults__ = dict(old.__kwdefaults__)
+        if old.__dict__:
+            fn.__dict__.update(old.__dict__)
+        return fn
+
+    @staticmethod
+    def fits(fn: object) -> bool:
+        if type(fn) is not types.FunctionType:
+            return False
+        values = [*fn.__globals__.values(), *(fn.__defaults__ or ()), *fn.__dict__.values()]
+        values += (fn.__kwdefaults__ or {}).values()
+        try:
+            values += (cell.cell_contents for cell in fn.__closure__ or ())
+        except ValueError:  # an empty cell
+            return False
+        return all(_importable(v) for v in values)
+
+
+def _importable(value: object) -> bool:
+    """Not code of the script: a plain value, or code a worker imports by name."""
+    import sys
+
+    if isinstance(value, (tuple, frozenset)):
+        return all(_importable(v) for v in value)
+    if not isinstance(value, (types.FunctionType, type)):
+        return True
+    target: Any = sys.modules.get(value.__module__)
+    for part in value.__qualname__.split("."):
+        target = getattr(target, part, None)
+    return target is value
 
 
 # ----------------------------------------------------------------- __main__ state

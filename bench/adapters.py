@@ -1,0 +1,198 @@
+"""The systems bench.py times: one adapter class each, the same four verbs.
+
+Each wraps a pool of warm worker processes behind start / submit / result /
+shutdown, so the measurements in bench.py read the same for every system.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+
+def now() -> float:
+    return time.perf_counter()
+
+
+class Adapter:
+    """A pool of ``n_workers`` worker processes behind a submit/result interface.
+
+    ``result`` returns the task's value (raising if the task failed) and releases
+    whatever the system keeps for the task. ``gather`` and ``roundtrip`` have
+    generic versions built on submit/result; a system overrides them when it has a
+    faster public way to do the same thing.
+    """
+
+    key = ""
+    label = ""
+    modules: tuple[str, ...] = ()  # imported before the cold-start clock starts
+    dists: tuple[str, ...] = ()  # distributions whose versions are reported
+    notes = ""
+
+    def __init__(self, n_workers: int) -> None:
+        self.n_workers = n_workers
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Any:
+        raise NotImplementedError
+
+    def result(self, handle: Any, timeout: float) -> Any:
+        return handle.result(timeout=timeout)
+
+    def gather(self, handles: list[Any], timeout: float) -> list[Any]:
+        deadline = now() + timeout
+        return [self.result(h, max(0.001, deadline - now())) for h in handles]
+
+    def roundtrip(self, fn: Callable[..., Any], arg: Any, timeout: float) -> Any:
+        return self.result(self.submit(fn, arg), timeout)
+
+    def worker_pids(self) -> list[int] | None:
+        """Pids of the connected workers, where the system tells (to spot worker churn)."""
+        return None
+
+    def shutdown(self) -> None:
+        raise NotImplementedError
+
+
+class PycrewAdapter(Adapter):
+    key = "pycrew"
+    label = "pycrew tls=none"
+    # pycrew loads its controller side on first use; import it with the library
+    modules = ("pycrew", "pycrew._local")
+    dists = ("pycrew", "cloudpickle", "cryptography")
+    notes = "local_controller(workers=2): controller in this process, workers dial in over TCP"
+    tls = "none"
+
+    def start(self) -> None:
+        import pycrew
+
+        self.ctl = pycrew.local_controller(workers=self.n_workers, tls=self.tls)
+        self.ctl.start()
+        # Auto-scaling launches min(workers, unresolved tasks) workers, so a sequential
+        # loop alone would get one worker. Launch both now, as the other pools do.
+        self.ctl.launch(self.n_workers)
+
+    def worker_pids(self) -> list[int] | None:
+        return sorted(self.ctl.pids())
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return self.ctl.push(fn, *args)
+
+    def result(self, fut: Any, timeout: float) -> Any:
+        # the value, or the task's own exception; reading it hands the task over,
+        # so the controller keeps nothing
+        return fut.result(timeout=timeout)
+
+    def roundtrip(self, fn: Callable[..., Any], arg: Any, timeout: float) -> Any:
+        return self.ctl.push(fn, arg).result(timeout=timeout)
+
+    def gather(self, handles: list[Any], timeout: float) -> list[Any]:
+        if not self.ctl.wait(mode="all", seconds_timeout=timeout):
+            raise TimeoutError(f"pycrew: wait(mode='all') timed out after {timeout:.0f} s")
+        values = [fut.result(timeout=timeout) for fut in handles]
+        if self.ctl.size():
+            raise RuntimeError(f"pycrew: {self.ctl.size()} tasks left after reading the futures")
+        return values
+
+    def shutdown(self) -> None:
+        self.ctl.terminate()
+
+
+class PycrewTLSAdapter(PycrewAdapter):
+    key = "pycrew-tls"
+    label = "pycrew tls=automatic"
+    notes = "as pycrew, with tls='automatic' (self-signed certificate made at start)"
+    tls = "automatic"
+
+
+class ProcessPoolAdapter(Adapter):
+    key = "ppe"
+    label = "ProcessPoolExecutor"
+    modules = ("concurrent.futures", "multiprocessing")
+    notes = "stdlib, default start method (fork on Linux), pipes, no TCP"
+
+    def start(self) -> None:
+        from concurrent.futures import ProcessPoolExecutor
+
+        self.ex = ProcessPoolExecutor(max_workers=self.n_workers)
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return self.ex.submit(fn, *args)
+
+    def gather(self, handles: list[Any], timeout: float) -> list[Any]:
+        from concurrent.futures import wait
+
+        _, pending = wait(handles, timeout=timeout)
+        if pending:
+            raise TimeoutError(f"{len(pending)} tasks unfinished after {timeout:.0f} s")
+        return [f.result() for f in handles]
+
+    def shutdown(self) -> None:
+        self.ex.shutdown(wait=True, cancel_futures=True)
+
+
+class LokyAdapter(ProcessPoolAdapter):
+    key = "loky"
+    label = "loky"
+    modules = ("loky",)
+    dists = ("loky", "cloudpickle")
+    notes = "get_reusable_executor: fresh interpreters (loky start method), pipes, no TCP"
+
+    def start(self) -> None:
+        from loky import get_reusable_executor
+
+        self.ex = get_reusable_executor(max_workers=self.n_workers, timeout=600, reuse=False)
+
+    def shutdown(self) -> None:
+        self.ex.shutdown(wait=True, kill_workers=False)
+
+
+class DaskAdapter(Adapter):
+    key = "dask"
+    label = "dask.distributed"
+    modules = ("distributed",)
+    dists = ("dask", "distributed", "cloudpickle")
+    notes = (
+        "LocalCluster(n_workers=2, threads_per_worker=1, processes=True): scheduler in "
+        "this process, a nanny and a worker process per worker, TCP"
+    )
+
+    def start(self) -> None:
+        from distributed import Client, LocalCluster
+
+        self.cluster = LocalCluster(
+            n_workers=self.n_workers,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
+        )
+        self.client = Client(self.cluster)
+        self.client.wait_for_workers(self.n_workers, timeout=120)
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return self.client.submit(fn, *args, pure=False)
+
+    def gather(self, handles: list[Any], timeout: float) -> list[Any]:
+        from distributed import wait
+
+        wait(handles, timeout=timeout)
+        return list(self.client.gather(handles))
+
+    def shutdown(self) -> None:
+        try:
+            self.client.close(timeout=30)
+        finally:
+            self.cluster.close(timeout=30)
+
+
+ADAPTERS: dict[str, type[Adapter]] = {
+    a.key: a
+    for a in (PycrewAdapter, PycrewTLSAdapter, ProcessPoolAdapter, LokyAdapter, DaskAdapter)
+}
+PYCREW_KEYS = ("pycrew", "pycrew-tls")

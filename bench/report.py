@@ -1,0 +1,232 @@
+"""bench.py's report: headline figures per system, the markdown tables, the targets."""
+
+from __future__ import annotations
+
+import statistics
+from typing import Any
+
+from adapters import PYCREW_KEYS
+
+US = "\u00b5s"  # "µs", spelled as an escape so ruff's confusable check stays quiet
+TIMES = "\u00d7"
+GE, LE = "\u2265", "\u2264"
+PING_BYTES = 64
+
+# Targets for pycrew: summary key -> ("le" or "ge", target with tls="none", with TLS)
+TARGETS = {
+    "rt_median_us": ("le", 120.0, 138.0),
+    "tasks_per_s": ("ge", 30_000.0, 25_000.0),
+    "mb_per_s": ("ge", 3000.0, 1400.0),
+    "cold_ms": ("le", 40.0, 40.0),
+}
+
+
+def is_tracker(proc_info: dict[str, Any]) -> bool:
+    return "resource_tracker" in proc_info.get("cmdline", "")
+
+
+def summarize_system(entry: dict[str, Any]) -> dict[str, Any]:
+    """The headline figures of one system (None where a measurement failed)."""
+    warm = entry.get("warm", {})
+    colds = [c for c in entry.get("cold", []) if "cold_s" in c and not c.get("errors")]
+
+    def med(key: str) -> float | None:
+        xs = [c[key] for c in colds if key in c]
+        return statistics.median(xs) if xs else None
+
+    cold_s, import_s = med("cold_s"), med("import_s")
+    exec_s, shut_s = med("exec_to_first_s"), med("shutdown_s")
+    parts = [warm, *entry.get("cold", [])]
+    lingering = [p for part in parts for p in part.get("alive_after_shutdown", [])]
+    trackers = [p for p in lingering if is_tracker(p)]
+    return {
+        "rt_median_us": warm.get("round_trip", {}).get("median"),
+        "rt_p90_us": warm.get("round_trip", {}).get("p90"),
+        "rt_n": warm.get("round_trip", {}).get("n"),
+        "tasks_per_s": warm.get("throughput", {}).get("tasks_per_s"),
+        "submit_per_s": warm.get("throughput", {}).get("submit_per_s"),
+        "rt_script_us": warm.get("round_trip_script", {}).get("median"),
+        "tasks_per_s_script": warm.get("throughput_script", {}).get("tasks_per_s"),
+        "submit_per_s_script": warm.get("throughput_script", {}).get("submit_per_s"),
+        "mb_per_s": warm.get("payload", {}).get("mb_per_s"),
+        "payload_median_s": warm.get("payload", {}).get("median"),
+        "cold_ms": cold_s * 1e3 if cold_s is not None else None,
+        "import_ms": import_s * 1e3 if import_s is not None else None,
+        "exec_to_first_ms": exec_s * 1e3 if exec_s is not None else None,
+        "cold_shutdown_ms": shut_s * 1e3 if shut_s is not None else None,
+        "cold_ok": len(colds),
+        "cold_runs": len(entry.get("cold", [])),
+        "worker_pids": warm.get("warmup", {}).get("worker_pids"),
+        "alive_after_shutdown": len(lingering) - len(trackers),
+        "trackers_after_shutdown": len(trackers),
+        "ended_by_parent": sum(len(part.get("ended_by_parent", [])) for part in parts),
+    }
+
+
+# ---------------------------------------------------------------------------------------
+# Report
+# ---------------------------------------------------------------------------------------
+def fmt(x: float | None, digits: int = 0) -> str:
+    if x is None:
+        return "\u2013"
+    return f"{x:,.{digits}f}"
+
+
+def with_target(key: str, metric: str, value: float | None, digits: int = 0) -> str:
+    text = fmt(value, digits)
+    if key not in PYCREW_KEYS or metric not in TARGETS:
+        return text
+    op, plain, tls = TARGETS[metric]
+    target = tls if key == "pycrew-tls" else plain
+    sign = LE if op == "le" else GE
+    if value is None:
+        return f"{text} (target {sign} {target:,.0f})"
+    met = value <= target if op == "le" else value >= target
+    return f"{text} (target {sign} {target:,.0f}: {'met' if met else 'MISSED'})"
+
+
+def ratio(num: float | None, den: float | None) -> str:
+    if not num or not den:
+        return "\u2013"
+    return f"{num / den:.2f}"
+
+
+def render(run: dict[str, Any]) -> str:
+    meta, systems = run["meta"], run["systems"]
+    floor = run.get("floor", {})
+    floor_us = floor.get("blocking", {}).get("median")
+    lines: list[str] = []
+    add = lines.append
+    versions = ", ".join(f"{k} {v}" for k, v in meta["versions"].items() if v)
+    load = ", ".join(f"{x:.2f}" for x in meta["loadavg_start"])
+    add(
+        f"Run {meta['date']}{' (--quick)' if run['quick'] else ''} | {meta['usable_cpus']} cores "
+        f"({meta['cpu']}), {meta['mem_gib']} GiB | Python {meta['python']} | "
+        f"{meta['n_workers']} workers | load avg at start {load}"
+    )
+    add("")
+    add(f"Versions: {versions}")
+    add("")
+    cfg = run["config"]
+    add(
+        f"Counts: round trip {cfg['rt_n']} (after {cfg['rt_warmup']} untimed), throughput "
+        f"{cfg['tp_n']} tasks {TIMES} {cfg['tp_reps']}, payload {cfg['pl_mb']:g} MB {TIMES} "
+        f"{cfg['pl_reps']} (+1 warm-up), cold start {TIMES} {cfg['cold_runs']}."
+    )
+    add("")
+    add(
+        f"| system | round trip median {US} | p90 {US} | {TIMES} floor | tasks/s | "
+        f"{cfg['pl_mb']:g} MB in: MB/s | cold start ms | import ms | worker pids ok |"
+    )
+    add("|---|---:|---:|---:|---:|---:|---:|---:|---|")
+    for key, entry in systems.items():
+        if "skipped" in entry:
+            add(f"| {entry['label']} | {entry['skipped']} |  |  |  |  |  |  |  |")
+            continue
+        s = entry["summary"]
+        pids = s["worker_pids"] or []
+        add(
+            f"| {entry['label']} | {with_target(key, 'rt_median_us', s['rt_median_us'])} | "
+            f"{fmt(s['rt_p90_us'])} | {ratio(s['rt_median_us'], floor_us)} | "
+            f"{with_target(key, 'tasks_per_s', s['tasks_per_s'])} | "
+            f"{with_target(key, 'mb_per_s', s['mb_per_s'])} | "
+            f"{with_target(key, 'cold_ms', s['cold_ms'])} | {fmt(s['import_ms'])} | "
+            f"{len(set(pids))}/{meta['n_workers']} |"
+        )
+    add("")
+    if floor.get("blocking"):
+        b, bp = floor["blocking"], floor.get("busy_poll", {})
+        add(
+            f"Raw floor, same run: loopback TCP ping-pong of {PING_BYTES} B between two "
+            f"processes, round trip median {fmt(b['median'], 1)} {US} (p90 {fmt(b['p90'], 1)} "
+            f"{US}, n={b['n']}); with both ends busy-polling {fmt(bp.get('median'), 1)} {US}. "
+            f"'{TIMES} floor' = round trip median / blocking floor."
+        )
+        end = run.get("floor_end", {})
+        if end.get("blocking"):
+            add("")
+            add(
+                f"Floor re-measured at the end of the run: {fmt(end['blocking']['median'], 1)} "
+                f"{US}, busy-polling {fmt(end.get('busy_poll', {}).get('median'), 1)} {US} "
+                "(the blocking figure is much lower when the CPUs are awake)."
+            )
+    else:
+        add(f"Raw floor: not measured ({_errors_line(floor)})")
+    add("")
+
+    pycrew = [k for k in PYCREW_KEYS if k in systems and "summary" in systems[k]]
+    peers = [k for k in systems if k not in PYCREW_KEYS and "summary" in systems[k]]
+    if pycrew and peers:
+        add(
+            "pycrew vs peers, same run. **Every ratio > 1 means pycrew is better**: "
+            "round trip and cold start are peer / pycrew (time), tasks/s and MB/s are "
+            "pycrew / peer (rate)."
+        )
+        add("")
+        add(
+            "| pycrew | peer | round trip (peer/pycrew) | tasks/s (pycrew/peer) | "
+            "script fn: round trip | script fn: tasks/s | "
+            "MB/s (pycrew/peer) | cold start (peer/pycrew) |"
+        )
+        add("|---|---|---:|---:|---:|---:|---:|---:|")
+        for pk in pycrew:
+            ps = systems[pk]["summary"]
+            for qk in peers:
+                qs = systems[qk]["summary"]
+                add(
+                    f"| {systems[pk]['label']} | {systems[qk]['label']} | "
+                    f"{ratio(qs['rt_median_us'], ps['rt_median_us'])} | "
+                    f"{ratio(ps['tasks_per_s'], qs['tasks_per_s'])} | "
+                    f"{ratio(qs['rt_script_us'], ps['rt_script_us'])} | "
+                    f"{ratio(ps['tasks_per_s_script'], qs['tasks_per_s_script'])} | "
+                    f"{ratio(ps['mb_per_s'], qs['mb_per_s'])} | "
+                    f"{ratio(qs['cold_ms'], ps['cold_ms'])} |"
+                )
+        add("")
+
+    add("Detail (medians):")
+    add("")
+    add(
+        f"| system | submit only: tasks/s | script fn: round trip {US} | script fn: tasks/s | "
+        "script fn: submit only | payload s | cold runs ok | exec to 1st result ms | "
+        "cold shutdown ms | alive 3 s after shutdown (+ resource trackers) | "
+        "ended by parent |"
+    )
+    add("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for entry in systems.values():
+        if "summary" not in entry:
+            continue
+        s = entry["summary"]
+        add(
+            f"| {entry['label']} | {fmt(s['submit_per_s'])} | {fmt(s['rt_script_us'])} | "
+            f"{fmt(s['tasks_per_s_script'])} | {fmt(s['submit_per_s_script'])} | "
+            f"{fmt(s['payload_median_s'], 3)} | "
+            f"{s['cold_ok']}/{s['cold_runs']} | {fmt(s['exec_to_first_ms'])} | "
+            f"{fmt(s['cold_shutdown_ms'])} | "
+            f"{s['alive_after_shutdown']} (+{s['trackers_after_shutdown']}) | "
+            f"{s['ended_by_parent']} |"
+        )
+    add("")
+    errors = [
+        f"- {entry['label']}: {_errors_line(part)}"
+        for entry in systems.values()
+        for part in [entry.get("warm", {}), *entry.get("cold", [])]
+        if part.get("errors")
+    ]
+    for tag in ("floor", "floor_end"):
+        if run.get(tag, {}).get("errors"):
+            errors.append(f"- {tag}: {_errors_line(run[tag])}")
+    if errors:
+        add("Errors (full text in the JSON):")
+        add("")
+        lines.extend(errors)
+        add("")
+    end = ", ".join(f"{x:.2f}" for x in meta["loadavg_end"])
+    add(f"Run wall time {meta['wall_s']:.0f} s; load avg at end {end}")
+    return "\n".join(lines)
+
+
+def _errors_line(part: dict[str, Any]) -> str:
+    errs = part.get("errors") or {}
+    mode = part.get("mode", "")
+    return "; ".join(f"{mode} {k}: {v.splitlines()[0][:200]}" for k, v in errs.items())
