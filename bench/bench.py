@@ -24,8 +24,8 @@ Usage (from the repository root):
   python bench/bench.py                      # full run, about 3 minutes on 2 cores
   python bench/bench.py --quick              # small counts, under a minute
   python bench/bench.py --systems pycrew,ppe --json /tmp/r.json
-  python bench/bench.py --plot               # bench/latency.png from bench/results.json
-  python bench/bench.py --quick --plot       # a run, then its plot
+  python bench/bench.py --plot               # a full run, then bench/latency.png
+  python bench/bench.py --plot-only          # bench/latency.png from bench/results.json
 
 The round trip and the throughput are timed twice: with ``tasks.identity``, a
 function imported from a module, and with ``script_identity``, the same
@@ -713,9 +713,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--json", help=f"where to write the results (default {DEFAULT_JSON})")
     parser.add_argument(
-        "--plot",
-        action="store_true",
-        help="draw bench/latency.png from the results (after a run, or alone: from the JSON)",
+        "--plot", action="store_true", help="after the run, draw bench/latency.png from its results"
+    )
+    parser.add_argument(
+        "--plot-only", action="store_true", help="draw bench/latency.png from the JSON, no run"
     )
     # internal: child modes
     parser.add_argument("--system", help=argparse.SUPPRESS)
@@ -729,11 +730,7 @@ def main(argv: list[str] | None = None) -> int:
         echo_main(args.echo)
         return 0
     if args.system is None:
-        if (
-            args.plot
-            and "--systems" not in (argv or sys.argv)
-            and "--quick" not in (argv or sys.argv)
-        ):
+        if args.plot_only:
             return plot(Path(args.json or DEFAULT_JSON))
         code = orchestrate(args)
         if args.plot:

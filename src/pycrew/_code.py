@@ -22,8 +22,8 @@ mutable object (a list, a dict, an array) keeps the function uncached, since
 changes inside such an object cannot be seen cheaply; ``share()`` is the way to
 send large data once.
 
-On a worker the handle unpickles the function afresh for every task, so a
-task sees the same fresh globals it did before the cache.
+On a worker every task gets a function of its own with fresh globals, as it
+would unpickled from its own pickle (``_setup.code_value``).
 """
 
 from __future__ import annotations
