@@ -26,6 +26,10 @@ def _worker_fast_path(argv: list[str]) -> int | None:
     rest = argv[1:]
     while rest:
         flag = rest.pop(0)
+        if flag == "--template":
+            from ._template import serve
+
+            return serve()
         if flag == "--tls":
             options["tls"] = True
         elif flag == "--stdin-environment":

@@ -206,6 +206,12 @@ class Index:
         found = [e for e in self.by_pid.get(pid, ()) if e.worker == worker]
         return found[-1] if found else None
 
+    def launch_near(self, pid: int, started: float, seconds: float = 10.0) -> Entry | None:
+        """The launch of process ``pid`` recorded within ``seconds`` of its start
+        (a worker forked from a template, whose command line names no worker)."""
+        found = [e for e in self.by_pid.get(pid, ()) if abs(e.time - started) <= seconds]
+        return found[-1] if found else None
+
     def gone(self, entry: Entry) -> str | None:
         """Why the controller that launched ``entry`` is gone, or ``None`` if it may live.
 

@@ -38,6 +38,7 @@ from . import _ledger, _wire
 from ._diagnose import read_tail
 from ._errors import ArgumentError, ArgumentTypeError, LaunchError
 from ._logs import BYTES_ENV, LOG_BYTES_MAX, STARTUP_ENV, check_log_bytes
+from ._template import Forked, Template
 from .launchers._base import Launcher, WorkerSpec
 
 if TYPE_CHECKING:
@@ -48,6 +49,8 @@ if TYPE_CHECKING:
     from ._tls import TLS
 
 PARENT_ENV = "PYCREW_PARENT_PID"
+#: templates a start may begin: one that dies is replaced once, then workers start directly
+TEMPLATE_STARTS = 2
 
 
 class LocalLauncher(Launcher):
@@ -65,6 +68,10 @@ class LocalLauncher(Launcher):
         log_bytes_max: a log file that grows past this many bytes is moved
             to ``<file>.1`` (replacing the one before) and starts afresh, so
             a worker's logs take at most about twice this; ``None``: no cap.
+        template: fork workers from a template process that has imported
+            what a worker needs (a millisecond or two each, where a fresh
+            interpreter takes tens), once it is ready; ``False``: start every
+            worker as a fresh interpreter.
     """
 
     def __init__(
@@ -73,6 +80,7 @@ class LocalLauncher(Launcher):
         log_join: bool = True,
         log_bytes_max: int | None = LOG_BYTES_MAX,
         python: str | os.PathLike[str] | None = None,
+        template: bool = True,
     ) -> None:
         if log_directory is not None and not str(log_directory):
             raise ArgumentError("log_directory must be None or a non-empty path")
@@ -99,8 +107,13 @@ class LocalLauncher(Launcher):
         self._startup: str | None = None
         # each worker's stderr: its file, how long it was at launch, and
         # whether the file is ours to delete
-        self._stderr: weakref.WeakKeyDictionary[subprocess.Popen[bytes], tuple[str, int, bool]]
+        self._stderr: weakref.WeakKeyDictionary[Any, tuple[str, int, bool]]
         self._stderr = weakref.WeakKeyDictionary()
+        if not isinstance(template, bool):
+            raise ArgumentTypeError("template must be True or False")
+        self.template = template
+        self._template: Template | None = None
+        self._template_starts = 0
 
     def _streams(self, worker_id: str) -> tuple[Any, Any, list[IO[bytes]], tuple[str, int, bool]]:
         if self.log_directory is None:
@@ -118,20 +131,86 @@ class LocalLauncher(Launcher):
         err = open(self.log_directory / f"{worker_id}-stderr.log", "ab")  # noqa: SIM115
         return out, err, [out, err], _appended(err)
 
-    def launch_worker(self, spec: WorkerSpec) -> subprocess.Popen[bytes]:
+    def _env(self, spec: WorkerSpec) -> dict[str, str]:
         env = os.environ.copy()
         for name in spec.env_remove:
             env.pop(name, None)
         env.update(spec.env)
+        if self.log_bytes_max is not None:
+            env[BYTES_ENV] = str(self.log_bytes_max)
+        return env
+
+    def _command(self, spec: WorkerSpec) -> list[str]:
+        command = list(spec.command)
+        if self.python is not None:
+            command[0] = self.python
+        return command
+
+    def launch_workers(self, specs: Sequence[WorkerSpec]) -> list[Any]:
+        template = self._ready_template(specs)
+        if template is None:
+            return [self.launch_worker(spec) for spec in specs]
+        envs, fds, wheres, files = [], [], [], []
+        null = os.open(os.devnull, os.O_WRONLY)
+        try:
+            for spec in specs:
+                env = self._env(spec)
+                stdout, stderr, opened, where = self._streams(spec.worker_id)
+                files += opened
+                wheres.append(where)
+                if where[2]:
+                    env[STARTUP_ENV] = os.path.dirname(where[0])
+                secret = env.pop(_wire.SECRET_ENV, "")
+                envs.append(env)
+                out = stdout.fileno() if hasattr(stdout, "fileno") else null
+                err = out if stderr == subprocess.STDOUT else stderr.fileno()
+                fds.append((secret, out, err))
+            argvs = [self._command(spec)[3:] for spec in specs]
+            try:
+                handles = template.spawn([s.worker_id for s in specs], argvs, envs, fds)
+            except OSError:
+                for where in wheres:
+                    _drop(where)
+                return [self.launch_worker(spec) for spec in specs]
+        finally:
+            os.close(null)
+            for opened_file in files:
+                opened_file.close()
+        for forked, where in zip(handles, wheres, strict=True):
+            self._stderr[forked] = where
+        return list(handles)
+
+    def _ready_template(self, specs: Sequence[WorkerSpec]) -> Template | None:
+        """The template, when it can fork workers now; started at the first launch."""
+        if not self.template or not specs or type(self).launch_worker is not _LAUNCH_WORKER:
+            return None  # a subclass that starts workers its own way keeps its way
+        current = self._template
+        if current is not None and current.broken and self._template_starts < TEMPLATE_STARTS:
+            self._close_template()
+            current = None
+        if current is None and self._template_starts < TEMPLATE_STARTS:
+            spec = specs[0]
+            env = os.environ.copy()
+            for name in spec.env_remove:
+                env.pop(name, None)
+            self._template_starts += 1
+            with contextlib.suppress(OSError):
+                current = self._template = Template(self._command(spec)[:4], env, None)
+            return None  # still importing: these workers start directly
+        return current if current is not None and current.usable() else None
+
+    def _close_template(self) -> None:
+        if self._template is not None:
+            self._template.close()
+            self._template = None
+
+    def launch_worker(self, spec: WorkerSpec) -> subprocess.Popen[bytes]:
+        env = self._env(spec)
         # The kernel kills the worker if the thread that launched it dies
         # (PR_SET_PDEATHSIG); the controller launches from a thread that
         # lives exactly as long as the controller.
         env[PARENT_ENV] = str(os.getpid())
-        if self.log_bytes_max is not None:
-            env[BYTES_ENV] = str(self.log_bytes_max)
-        command = list(spec.command)
-        if self.python is not None:
-            command[0] = self.python
+        command = self._command(spec)
         stdout, stderr, files, where = self._streams(spec.worker_id)
         if where[2]:
             env[STARTUP_ENV] = os.path.dirname(where[0])
@@ -164,7 +243,7 @@ class LocalLauncher(Launcher):
         return proc
 
     def terminate_worker(self, handle: Any) -> None:
-        if isinstance(handle, subprocess.Popen):
+        if isinstance(handle, (subprocess.Popen, Forked)):
             if handle.poll() is None:
                 with contextlib.suppress(OSError):
                     handle.kill()
@@ -172,7 +251,7 @@ class LocalLauncher(Launcher):
             _drop(self._stderr.pop(handle, ("", 0, False)))
 
     def failure_output(self, handle: Any) -> str | None:
-        if not isinstance(handle, subprocess.Popen):
+        if not isinstance(handle, (subprocess.Popen, Forked)):
             return None
         found = self._stderr.pop(handle, None)
         if found is None:
@@ -185,11 +264,13 @@ class LocalLauncher(Launcher):
         return text
 
     def describe_worker(self, handle: Any) -> dict[str, Any]:
-        if isinstance(handle, subprocess.Popen):
+        if isinstance(handle, (subprocess.Popen, Forked)):
             return {"pid": handle.pid, "host": socket.gethostname()}
         return {}
 
     def exit_code(self, handle: Any) -> int | None:
+        if isinstance(handle, Forked):
+            return handle.poll()  # the template ends the worker's group when it reaps it
         if isinstance(handle, subprocess.Popen):
             if handle.returncode is None and _ended(handle.pid) == "exited":
                 _end_group(handle.pid)
@@ -198,6 +279,9 @@ class LocalLauncher(Launcher):
 
     def shutdown(self, handles: Sequence[Any], seconds: float) -> None:
         deadline = time.monotonic() + seconds
+        forked = [h for h in handles if isinstance(h, Forked)]
+        if forked:
+            _stop_forked(forked, deadline)
         for handle in handles:
             if not isinstance(handle, subprocess.Popen):
                 continue
@@ -211,10 +295,31 @@ class LocalLauncher(Launcher):
                     _end_group(handle.pid)
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     handle.wait(timeout=5)
+        # last: its workers die with it
+        self._close_template()
+        self._template_starts = 0
         if self._startup is not None:
             shutil.rmtree(self._startup, ignore_errors=True)
             self._startup = None
         self._stderr.clear()
+
+
+_LAUNCH_WORKER = LocalLauncher.launch_worker
+
+
+def _stop_forked(handles: list[Forked], deadline: float) -> None:
+    """Wait for forked workers to leave until ``deadline``, then kill the rest."""
+    templates = {id(h.template): h.template for h in handles}.values()
+    while any(h.returncode is None for h in handles) and time.monotonic() < deadline:
+        for template in templates:
+            template.poll(min(0.05, max(0.0, deadline - time.monotonic())))
+    left = [h for h in handles if h.returncode is None]
+    for handle in left:
+        handle.kill()
+    until = time.monotonic() + KILL_SECONDS
+    while any(h.returncode is None for h in left) and time.monotonic() < until:
+        for template in templates:
+            template.poll(0.05)
 
 
 def _drop(where: tuple[str, int, bool]) -> None:
@@ -354,7 +459,12 @@ class LocalMonitor:
 
         index, self.problems = _ledger.Index.load()
         found = []
-        for proc in psutil.process_iter(["pid", "username", "cmdline", "create_time", "status"]):
+        procs = list(
+            psutil.process_iter(["pid", "ppid", "username", "cmdline", "create_time", "status"])
+        )
+        # a template is not a worker, the workers it forks are (same command line)
+        templated = {p.pid for p in procs if "--template" in (p.info.get("cmdline") or [])}
+        for proc in procs:
             info = proc.info
             cmdline = info.get("cmdline") or []
             if (
@@ -362,22 +472,30 @@ class LocalMonitor:
                 or info.get("status") == psutil.STATUS_ZOMBIE
                 or proc.pid == os.getpid()
                 or not _worker_command(cmdline)
+                or (proc.pid in templated and info.get("ppid") not in templated)
             ):
                 continue
             try:
                 env = proc.environ()
             except (psutil.Error, OSError):
                 env = {}
-            # the environment the worker started with: the command line's id wins
-            worker = _option(cmdline, "--id") or env.get(_wire.WORKER_ENV, "")
-            launch = index.launch_of_process(proc.pid, worker) if worker else None
+            started = float(info.get("create_time") or 0.0)
+            if "--template" in cmdline:
+                # a template, or a worker it forked: the command line and
+                # environment are the template's, so the registry names it
+                launch = index.launch_near(proc.pid, started)
+                worker = launch.worker if launch else ""
+            else:
+                # the environment the worker started with: the command line's id wins
+                worker = _option(cmdline, "--id") or env.get(_wire.WORKER_ENV, "")
+                launch = index.launch_of_process(proc.pid, worker) if worker else None
             record = LocalWorkerInfo(
                 pid=proc.pid,
                 controller=env.get(_wire.CONTROLLER_ENV, "")
                 or (launch.controller if launch else ""),
                 worker=worker,
                 session=launch.session if launch else "",
-                started=float(info.get("create_time") or 0.0),
+                started=started,
                 command=shlex.join(cmdline),
                 state=str(info.get("status") or ""),
                 stale=index.gone(launch) if launch else None,
@@ -466,6 +584,7 @@ def local_controller(
     seconds_drain: float = 0,
     memory: int | None = None,
     relay_output: bool = True,
+    template: bool = True,
 ) -> Controller:
     """A controller whose workers are subprocesses of this machine.
 
@@ -548,6 +667,10 @@ def local_controller(
             ``crashes_max`` attempts here (at least one), then down the
             ``backup`` chain, until it succeeds or the chain ends. The record
             says how many attempts it took (``attempts``) and where it ran.
+        template: once the first workers run, fork later ones from a
+            template process that has imported what a worker needs (a few
+            milliseconds each, so ``tasks_max=1`` is cheap); ``False``: every
+            worker starts as a fresh interpreter.
     """
     from ._controller import Controller  # here: the controller's module imports the launchers
 
@@ -557,6 +680,7 @@ def local_controller(
             log_join=log_join,
             log_bytes_max=log_bytes_max,
             python=python,
+            template=template,
         ),
         name=name,
         workers=workers,
