@@ -78,31 +78,23 @@ def walk(
             raise ArgumentError(f"task name {clash[0]!r} is in use: collect it first")
         tasks = []
         futures: list[TaskFuture[T]] = []
+        recipe = Recipe(ctl, fn, data, globals, seconds_timeout, retries, retry_on)
+        code_string = isinstance(fn, str)
+        no_kwargs: dict[str, Any] = {}
         for i, item in enumerate(inputs):
             task_seed = None if seed is None else derived_seed(seed, str(i))
             if isinstance(item, dict):
-                merged = {**(data or {}), **item} if isinstance(fn, str) else data
-                args: tuple[Any, ...] = ()
-                kwargs: dict[str, Any] = {} if isinstance(fn, str) else item
-            elif isinstance(fn, str):
+                if code_string:
+                    merged = {**recipe.data, **item}
+                    task = recipe.build((), no_kwargs, names_list[i], task_seed, merged)
+                else:
+                    task = recipe.build((), item, names_list[i], task_seed)
+            elif code_string:
                 raise ArgumentError(
                     "a code string takes its inputs through iterate=, a dict of sequences"
                 )
             else:
-                merged, args, kwargs = data, (item[0],), {}
-            task = make_task(
-                ctl,
-                fn,
-                args,
-                kwargs,
-                names_list[i],
-                merged,
-                globals,
-                task_seed,
-                seconds_timeout,
-                retries,
-                retry_on,
-            )
+                task = recipe.build(item, no_kwargs, names_list[i], task_seed)
             task.owned = owned
             tasks.append(task)
             futures.append(TaskFuture(ctl, task))
@@ -138,9 +130,8 @@ def push_one(
     ctl._raise_failure()
     ctl._prune()
     with ctl._lock:  # the name check and the insertion, as one step
-        task = make_task(
-            ctl, fn, args, kwargs, name, data, globals, seed, seconds_timeout, retries, retry_on
-        )
+        recipe = Recipe(ctl, fn, data, globals, seconds_timeout, retries, retry_on)
+        task = recipe.build(args, kwargs, name, seed)
         task.owned = owned
         future: TaskFuture[T] = TaskFuture(ctl, task)
         if not ctl._submit([task], ctl.seconds_timeout if wait else 0.0):
@@ -173,97 +164,132 @@ PUSH_OPTIONS = (
 )
 
 
-def make_task(
-    ctl: Controller,
-    fn: Callable[..., Any] | str,
-    args: Sequence[Any],
-    kwargs: Mapping[str, Any],
-    name: str | None,
-    data: Mapping[str, Any] | None,
-    task_globals: Mapping[str, Any] | None,
-    seed: int | None,
-    seconds_timeout: float | None,
-    retries: int | None = None,
-    retry_on: Any = None,
-) -> Task:
-    if name is None:
-        # a random prefix per controller plus a counter: unique, and it
-        # spares a slow os.urandom() call on every push
-        name = f"unnamed_task_{ctl._name_prefix}_{next(ctl._ids)}"
-    elif not isinstance(name, str) or not name:
-        raise ArgumentError(f"task name must be a non-empty string, got {name!r}")
-    if name in ctl._records.tasks:
-        raise ArgumentError(
-            f"task name {name!r} is in use: collect it (or read its future) first, "
-            "or choose another name"
+class Recipe:
+    """What every task of one push, walk or map shares: checked and prepared once.
+
+    ``build()`` then makes each task from its own inputs, name and seed.
+    """
+
+    __slots__ = ("code", "command", "ctl", "data", "fn", "globals", "needs", "retry", "timeout")
+
+    def __init__(
+        self,
+        ctl: Controller,
+        fn: Callable[..., Any] | str,
+        data: Mapping[str, Any] | None,
+        task_globals: Mapping[str, Any] | None,
+        seconds_timeout: float | None,
+        retries: int | None = None,
+        retry_on: Any = None,
+    ) -> None:
+        self.ctl = ctl
+        self.data = check_mapping("data", data)
+        task_globals = check_mapping("globals", task_globals)
+        if seconds_timeout is not None:
+            check_seconds("seconds_timeout", seconds_timeout)
+        self.timeout = seconds_timeout
+        infinite = seconds_timeout is None or math.isinf(seconds_timeout)
+        self.needs = 0.0 if infinite else seconds_timeout
+        retries, retry_on = check_retries(
+            ctl.retries if retries is None else retries,
+            ctl.retry_on if retry_on is None else retry_on,
         )
-    data = check_mapping("data", data)
-    task_globals = check_mapping("globals", task_globals)
-    check_seed(seed)
-    if seconds_timeout is not None:
-        check_seconds("seconds_timeout", seconds_timeout)
-    if seed is None and ctl.seed is not None:
-        seed = derived_seed(ctl.seed, name)
-    retries, retry_on = check_retries(
-        ctl.retries if retries is None else retries,
-        ctl.retry_on if retry_on is None else retry_on,
-    )
-    # the worker runs a task that raises one of retry_on up to retries more times
-    retry: tuple[Any, ...] = (retries, retry_on) if retries else ()
-    payload: tuple[Any, ...]
-    code = ctl._code
-    if task_globals:
-        task_globals = code.mapping(ctl, task_globals)
-    if isinstance(fn, str):
-        if args or kwargs:
-            raise ArgumentError(
-                "a code string takes its inputs through data=, not positional or keyword arguments"
+        # the worker runs a task that raises one of retry_on up to retries more times
+        self.retry: tuple[Any, ...] = (retries, retry_on) if retries else ()
+        self.code = code = ctl._code
+        self.globals = code.mapping(ctl, task_globals) if task_globals else task_globals
+        self.fn: Any
+        if isinstance(fn, str):
+            try:
+                compile(fn, "<pycrew task>", "exec")
+            except SyntaxError as exc:
+                raise ArgumentError(f"task is not valid Python: {exc}") from exc
+            self.fn = fn
+            self.command: str | None = fn
+        elif callable(fn):
+            self.fn = code.ref(ctl, fn)
+            # one string for every task of the same function
+            self.command = sys.intern(command_text(fn))
+        else:
+            raise ArgumentTypeError(
+                f"a task is a callable or a string of code, not {type(fn).__name__}"
             )
+
+    def build(
+        self,
+        args: Sequence[Any],
+        kwargs: Mapping[str, Any],
+        name: str | None,
+        seed: int | None,
+        data: Mapping[str, Any] | None = None,
+    ) -> Task:
+        """One task. ``data`` replaces the recipe's own (a walk over dicts merges its items)."""
+        ctl = self.ctl
+        if name is None:
+            # a random prefix per controller plus a counter: unique, and it
+            # spares a slow os.urandom() call on every push
+            name = f"unnamed_task_{ctl._name_prefix}_{next(ctl._ids)}"
+        elif not isinstance(name, str) or not name:
+            raise ArgumentError(f"task name must be a non-empty string, got {name!r}")
+        if name in ctl._records.tasks:
+            raise ArgumentError(
+                f"task name {name!r} is in use: collect it (or read its future) first, "
+                "or choose another name"
+            )
+        if seed is None:
+            if ctl.seed is not None:
+                seed = derived_seed(ctl.seed, name)
+        else:
+            check_seed(seed)
+        code = self.code
+        data = self.data if data is None else data
+        payload: tuple[Any, ...]
+        if self.command is self.fn:  # a code string
+            if args or kwargs:
+                raise ArgumentError(
+                    "a code string takes its inputs through data=, not positional or "
+                    "keyword arguments"
+                )
+            mapping = code.mapping(ctl, data) if data else data
+            payload = (CODE, self.fn, (), {}, mapping, self.globals, seed, name, *self.retry)
+        else:
+            if data and kwargs:
+                clash = set(data) & set(kwargs)
+                if clash:
+                    raise ArgumentError(
+                        f"{sorted(clash)} given both in data= and as keyword arguments"
+                    )
+            merged = {**data, **kwargs} if data else kwargs
+            payload = (
+                CALLABLE,
+                self.fn,
+                code.args(ctl, tuple(args)),
+                code.mapping(ctl, merged) if merged else {},
+                {},
+                self.globals,
+                seed,
+                name,
+                *self.retry,
+            )
+        task_id = next(ctl._ids)
         try:
-            compile(fn, "<pycrew task>", "exec")
-        except SyntaxError as exc:
-            raise ArgumentError(f"task {name!r} is not valid Python: {exc}") from exc
-        payload = (CODE, fn, (), {}, code.mapping(ctl, data), task_globals, seed, name, *retry)
-        command = fn
-    elif callable(fn):
-        clash = set(data) & set(kwargs)
-        if clash:
-            raise ArgumentError(f"{sorted(clash)} given both in data= and as keyword arguments")
-        payload = (
-            CALLABLE,
-            code.ref(ctl, fn),
-            code.args(ctl, tuple(args)),
-            code.mapping(ctl, {**data, **kwargs}),
-            {},
-            task_globals,
-            seed,
-            name,
-            *retry,
-        )
-        # one string for every task of the same function
-        command = sys.intern(command_text(fn))
-    else:
-        raise ArgumentTypeError(
-            f"a task is a callable or a string of code, not {type(fn).__name__}"
-        )
-    task_id = next(ctl._ids)
-    try:
-        body, buffers, shared = dumps_task(ctl, name, payload)
-    except ArgumentError:
-        raise
-    except Exception as exc:
-        raise ArgumentTypeError(f"task {name!r} cannot be pickled: {blame(payload, exc)}") from exc
-    problem = _wire.too_large(_wire.TASK_HEAD.size + len(body), buffers, ctl.bytes_max)
-    if problem is not None:
-        raise ArgumentError(
-            f"task {name!r} is {problem}: pass large data through files, or raise bytes_max"
-        )
-    needs = 0.0 if seconds_timeout is None or math.isinf(seconds_timeout) else seconds_timeout
-    head = _wire.TASK_HEAD.pack(task_id, needs)
-    frame = _wire.encode(Kind.TASK, head + body, buffers)
-    task = Task(task_id, name, command, frame, seed, _deadline(seconds_timeout))
-    task.shared = shared
-    return task
+            body, buffers, shared = dumps_task(ctl, name, payload)
+        except ArgumentError:
+            raise
+        except Exception as exc:
+            raise ArgumentTypeError(
+                f"task {name!r} cannot be pickled: {blame(payload, exc)}"
+            ) from exc
+        problem = _wire.too_large(_wire.TASK_HEAD.size + len(body), buffers, ctl.bytes_max)
+        if problem is not None:
+            raise ArgumentError(
+                f"task {name!r} is {problem}: pass large data through files, or raise bytes_max"
+            )
+        head = _wire.TASK_HEAD.pack(task_id, self.needs)
+        frame = _wire.encode(Kind.TASK, head + body, buffers)
+        task = Task(task_id, name, self.command, frame, seed, _deadline(self.timeout))
+        task.shared = shared
+        return task
 
 
 def retry(ctl: Controller, task: Task, detail: str) -> bool:
