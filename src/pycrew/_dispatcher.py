@@ -44,6 +44,7 @@ from ._handshake import _AUTH, _READY, _TLS_SHAKE, Conn, Doorway
 from ._task import (
     DONE,
     FORWARDED,
+    NO_FRAME,
     QUEUED,
     RUNNING,
     Resolutions,
@@ -53,7 +54,7 @@ from ._task import (
 from ._wire import Kind
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
     from ._task import Task
 
@@ -286,7 +287,7 @@ class Dispatcher(Doorway, Resolutions):
                     self._write(conn, share)
         self._write(conn, task.frame)
 
-    def _write(self, conn: Conn, pieces: list[Any]) -> None:
+    def _write(self, conn: Conn, pieces: Sequence[Any]) -> None:
         """Queue bytes for a worker; they leave at the next ``_flush_dirty()``."""
         # pieces are bytes, or flat byte views (pickle's raw buffers)
         conn.out.extend(pieces)
@@ -332,7 +333,7 @@ class Dispatcher(Doorway, Resolutions):
     def retire(self, task: Task) -> None:
         """A task another controller takes over: gone from here, with no record (lock held)."""
         task.state = FORWARDED
-        task.frame = []
+        task.frame = NO_FRAME
         self._free(task)
         self.live.pop(task.id, None)
         self.cv.notify_all()

@@ -40,7 +40,7 @@ from .launchers import Launcher
 
 if TYPE_CHECKING:
     import threading
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable, Mapping, Sequence
 
     from ._dispatcher import Dispatcher
     from ._futures import TaskFuture
@@ -361,7 +361,7 @@ class InlineDispatcher(Resolutions):
             self.remove_share(key)
 
 
-def _frame_parts(frame: list[Any], skip: int) -> tuple[memoryview, list[Any]]:
+def _frame_parts(frame: Sequence[Any], skip: int) -> tuple[memoryview, list[Any]]:
     """An encoded frame's pickle (past ``skip`` bytes of head) and copies of its buffers."""
     head = memoryview(frame[0]).cast("B")
     nbuf = _wire.HEADER.unpack_from(head)[2]
@@ -371,7 +371,7 @@ def _frame_parts(frame: list[Any], skip: int) -> tuple[memoryview, list[Any]]:
 
 def execute(
     task_id: int,
-    frame: list[Any],
+    frame: Sequence[Any],
     cleanup: Cleanup,
     bytes_max: int,
     main: types.ModuleType,

@@ -24,6 +24,8 @@ QUEUED, RUNNING, DONE, FORWARDED = 0, 1, 2, 3
 #: larger tasks go only to idle workers: a worker holding several big
 #: payloads ahead would hold their memory too
 PREFETCH_BYTES = 1 << 20
+#: a resolved task's frame: one empty tuple for all, where a list each cost 56 bytes
+NO_FRAME: tuple[Any, ...] = ()
 
 
 class Status(str, enum.Enum):
@@ -176,7 +178,7 @@ class Task:
         task_id: int,
         name: str,
         command: str | None,
-        frame: list[Any],
+        frame: list[Any] | tuple[Any, ...],
         seed: int | None,
         deadline: float | None,
         owned: bool = False,
@@ -276,7 +278,7 @@ class Resolutions:
         task.state = DONE
         task.outcome = outcome
         task.detail = detail
-        task.frame = []
+        task.frame = NO_FRAME
         self._free(task)
         self.live.pop(task.id, None)
         if not task.owned:

@@ -40,6 +40,7 @@ from ._version import __version__
 
 TYPE_CHECKING = False  # typing itself is slow to import, and workers start often
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from typing import Any
 
 PROTOCOL = 1
@@ -305,7 +306,7 @@ def too_large(meta: int, buffers: list[memoryview], limit: int) -> str | None:
     return None
 
 
-def retag(pieces: list[Any], task_id: int) -> list[Any]:
+def retag(pieces: Sequence[Any], task_id: int) -> list[Any]:
     """A copy of an encoded TASK frame that carries another task id."""
     head = bytearray(memoryview(pieces[0]).cast("B"))
     nbuf = HEADER.unpack_from(head)[2]
