@@ -221,6 +221,11 @@ def main() -> int:
         parser.error("name a curve: tasks or workers (or --plot)")
     default = "10000,30000,100000,300000,1000000" if args.curve == "tasks" else "2,10,50,100,200"
     counts = [int(c) for c in (args.counts or default).split(",")]
+    import compileall
+
+    import pycrew  # its bytecode written, as an install does (see bench.py)
+
+    compileall.compile_dir(os.path.dirname(pycrew.__file__), quiet=1)
     points = []
     for system in args.systems.split(","):
         for count in counts:

@@ -17,7 +17,6 @@ future follows it, so its user never sees the hand-over.
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import threading
 import time
@@ -225,6 +224,8 @@ class TaskFuture(concurrent.futures.Future[T], Generic[T]):
         return True, False, None, self._failure(record)
 
     def __await__(self) -> Generator[Any, None, T]:
+        import asyncio  # here: it takes a tenth of a cold start to import
+
         return asyncio.wrap_future(self).__await__()
 
     def __repr__(self) -> str:

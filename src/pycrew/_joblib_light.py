@@ -15,10 +15,11 @@ itself, so neither the package nor a worker loads :mod:`pycrew._joblib`:
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING, Any
 
+TYPE_CHECKING = False  # typing itself is slow to import, and every worker loads this
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from typing import Any
 
 NAME = "pycrew"
 _WATCHED = "joblib.parallel"
