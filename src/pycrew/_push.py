@@ -37,7 +37,7 @@ from ._evaluate import CALLABLE, CODE, derived_seed
 from ._futures import TaskFuture
 from ._records import warn_caller
 from ._share import dumps_task
-from ._task import DONE, Status, Task
+from ._task import DONE, Status, Task, collector_paused
 from ._wire import Kind
 
 if TYPE_CHECKING:
@@ -76,34 +76,52 @@ def walk(
         clash = [n for n in names_list if n in ctl._records.tasks]
         if clash:
             raise ArgumentError(f"task name {clash[0]!r} is in use: collect it first")
-        tasks = []
+        tasks: list[Task] = []
         futures: list[TaskFuture[T]] = []
         recipe = Recipe(ctl, fn, data, globals, seconds_timeout, retries, retry_on)
-        code_string = isinstance(fn, str)
-        no_kwargs: dict[str, Any] = {}
-        for i, item in enumerate(inputs):
-            task_seed = None if seed is None else derived_seed(seed, str(i))
-            if isinstance(item, dict):
-                if code_string:
-                    merged = {**recipe.data, **item}
-                    task = recipe.build((), no_kwargs, names_list[i], task_seed, merged)
-                else:
-                    task = recipe.build((), item, names_list[i], task_seed)
-            elif code_string:
-                raise ArgumentError(
-                    "a code string takes its inputs through iterate=, a dict of sequences"
-                )
-            else:
-                task = recipe.build(item, no_kwargs, names_list[i], task_seed)
-            task.owned = owned
-            tasks.append(task)
-            futures.append(TaskFuture(ctl, task))
-            if ctl.memory is not None:
-                # each as there is room: pickling all first would hold them all
-                ctl._submit([task])
-        if ctl.memory is None:
+        if ctl.memory is not None:
+            # submitting as room frees takes as long as the tasks: the collector runs
+            _build_all(ctl, recipe, inputs, names_list, seed, owned, tasks, futures)
+        else:
+            with collector_paused():
+                _build_all(ctl, recipe, inputs, names_list, seed, owned, tasks, futures)
             ctl._submit(tasks)
     return futures
+
+
+def _build_all(
+    ctl: Controller,
+    recipe: Recipe,
+    inputs: list[Any],
+    names_list: list[str],
+    seed: int | None,
+    owned: bool,
+    tasks: list[Task],
+    futures: list[TaskFuture[Any]],
+) -> None:
+    """walk(): one task per input, each submitted at once under ``memory=``."""
+    code_string = isinstance(recipe.fn, str)
+    no_kwargs: dict[str, Any] = {}
+    for i, item in enumerate(inputs):
+        task_seed = None if seed is None else derived_seed(seed, str(i))
+        if isinstance(item, dict):
+            if code_string:
+                merged = {**recipe.data, **item}
+                task = recipe.build((), no_kwargs, names_list[i], task_seed, merged)
+            else:
+                task = recipe.build((), item, names_list[i], task_seed)
+        elif code_string:
+            raise ArgumentError(
+                "a code string takes its inputs through iterate=, a dict of sequences"
+            )
+        else:
+            task = recipe.build(item, no_kwargs, names_list[i], task_seed)
+        task.owned = owned
+        tasks.append(task)
+        futures.append(TaskFuture(ctl, task))
+        if ctl.memory is not None:
+            # each as there is room: pickling all first would hold them all
+            ctl._submit([task])
 
 
 def push_one(

@@ -26,7 +26,7 @@ from . import _wire
 from ._checks import check_error, check_seconds
 from ._errors import ArgumentError, CrashLimitError, CrewWarning, TaskError
 from ._evaluate import describe
-from ._task import CODES, Status, Summary, TaskResult, WorkerSummary
+from ._task import CODES, Status, Summary, TaskResult, WorkerSummary, collector_paused
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -157,7 +157,8 @@ class Records:
             else:
                 claimed = [queue.popitem(last=False)[1] for _ in range(min(count, len(queue)))]
         try:
-            records = [self.build(task, crash_detail) for task in claimed]
+            with collector_paused():
+                records = [self.build(task, crash_detail) for task in claimed]
         except BaseException:
             with dispatcher.lock:
                 for task in reversed(claimed):

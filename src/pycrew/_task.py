@@ -8,13 +8,15 @@ the task once, on the first request, in the requesting thread.
 from __future__ import annotations
 
 import collections
+import contextlib
 import enum
+import gc
 import threading
 import time
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
 
     from ._futures import TaskFuture
 
@@ -26,6 +28,25 @@ QUEUED, RUNNING, DONE, FORWARDED = 0, 1, 2, 3
 PREFETCH_BYTES = 1 << 20
 #: a resolved task's frame: one empty tuple for all, where a list each cost 56 bytes
 NO_FRAME: tuple[Any, ...] = ()
+
+
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector while many tasks or records are made.
+
+    Each object made counts towards the next collection, and with a million
+    tasks alive each full collection walks them all: a walk() or collect()
+    of many tasks spent a third of its time there. Their objects hold no
+    cycles; plain reference counting still frees everything meanwhile, and
+    the collector resumes (if it ran before) as soon as the batch is made.
+    """
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 class Status(str, enum.Enum):
