@@ -69,12 +69,12 @@ class TaskFuture(concurrent.futures.Future[T], Generic[T]):
     __slots__ = (
         "_callbacks",
         "_cond",
+        "_current",
         "_error",
         "_exception",
         "_result",
         "_state",
         "_waiting",
-        "_where",
     )
 
     def __init__(self, controller: Controller, task: Task) -> None:
@@ -85,10 +85,20 @@ class TaskFuture(concurrent.futures.Future[T], Generic[T]):
         self._cond: threading.Condition | None = None
         self._waiting: list[Any] | None = None
         self._callbacks: list[Any] | None = None
-        # one tuple, replaced whole, so a reader never sees a torn pair
-        self._where: tuple[Controller, Task] = (controller, task)
+        # the task names its controller: one reference, replaced whole when the
+        # task moves down the backup chain, so a reader never sees a torn pair
+        task.controller = controller
+        self._current = task
         self._error: BaseException | None = None
         task.future = self
+
+    @property
+    def _where(self) -> tuple[Controller, Task]:
+        """The task now, and the controller that holds it."""
+        task = self._current
+        controller = task.controller
+        assert controller is not None
+        return controller, task
 
     # The standard library's code reads these three by name.
     @property
@@ -137,11 +147,11 @@ class TaskFuture(concurrent.futures.Future[T], Generic[T]):
     @property
     def name(self) -> str:
         """The task's name."""
-        return self._where[1].name
+        return self._current.name
 
     @property
     def _task(self) -> Task:
-        return self._where[1]
+        return self._current
 
     @property
     def controller(self) -> str:
@@ -149,17 +159,17 @@ class TaskFuture(concurrent.futures.Future[T], Generic[T]):
         return self._where[0].name
 
     def done(self) -> bool:
-        return self._state in _ENDED or self._where[1].state == DONE
+        return self._state in _ENDED or self._current.state == DONE
 
     def cancelled(self) -> bool:
         if self._state in (CANCELLED, CANCELLED_AND_NOTIFIED):
             return True
-        task = self._where[1]
+        task = self._current
         return task.state == DONE and task.outcome is Status.CANCEL
 
     def running(self) -> bool:
         """Whether the task was handed to a worker and has not ended."""
-        return self._where[1].state == RUNNING
+        return self._current.state == RUNNING
 
     def cancel(self) -> bool:
         """Cancel the task, queued or running (a running task is interrupted).
@@ -229,7 +239,7 @@ class TaskFuture(concurrent.futures.Future[T], Generic[T]):
         return asyncio.wrap_future(self).__await__()
 
     def __repr__(self) -> str:
-        task = self._where[1]
+        task = self._current
         if task.state == DONE:
             state = (task.outcome or Status.ERROR if task.failed else Status.SUCCESS).value
         else:
@@ -239,8 +249,9 @@ class TaskFuture(concurrent.futures.Future[T], Generic[T]):
     # ------------------------------------------------------- internals
     def _follow(self, controller: Controller, task: Task) -> None:
         """The task went down the backup chain: follow it (dispatcher lock held)."""
+        task.controller = controller
         task.future = self
-        self._where = (controller, task)
+        self._current = task
 
     def _wait(self, timeout: float | None) -> tuple[Controller, Task]:
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -255,7 +266,7 @@ class TaskFuture(concurrent.futures.Future[T], Generic[T]):
                 raise CrewTimeoutError(f"task {task.name!r} is not done after {timeout} s")
             pause = controller.seconds_interval
             with self._condition:
-                if self._state not in _ENDED and self._where is where and task.state != DONE:
+                if self._state not in _ENDED and self._current is task and task.state != DONE:
                     self._condition.wait(pause if left is None else min(left, pause))
 
     def _settle(self, task: Task) -> None:
@@ -266,7 +277,7 @@ class TaskFuture(concurrent.futures.Future[T], Generic[T]):
         the condition first, so it is there to be woken through (a future no
         one waits on never makes one).
         """
-        if self._where[1] is not task or self._state in _ENDED:
+        if self._current is not task or self._state in _ENDED:
             return  # handed down the backup chain, or settled already
         cancelled = task.outcome is Status.CANCEL
         failed = task.outcome is not None or task.failed
@@ -289,7 +300,7 @@ class TaskFuture(concurrent.futures.Future[T], Generic[T]):
     def _failure(self, record: TaskResult) -> BaseException:
         """The exception this task's outcome raises; the same object each time."""
         if self._error is None:
-            self._error = failure(record, self._where[1].error_raw)
+            self._error = failure(record, self._current.error_raw)
         return self._error
 
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
+    from ._controller import Controller
     from ._futures import TaskFuture
 
 #: dispatch states: waiting in the queue, sent to a worker, resolved, and
@@ -171,6 +172,7 @@ class Task:
     __slots__ = (
         "attempts",
         "command",
+        "controller",
         "crashes",
         "deadline",
         "detail",
@@ -205,6 +207,8 @@ class Task:
         owned: bool = False,
     ) -> None:
         self.id = task_id
+        #: the controller that holds it (set by its future)
+        self.controller: Controller | None = None
         self.name = name
         self.command = command
         self.frame = frame
