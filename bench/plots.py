@@ -6,6 +6,7 @@ bench/scaling.json. Each returns the paths it wrote.
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -21,11 +22,12 @@ def _pyplot() -> Any:
     return plt
 
 
-def _plain_log_axis(axis: Any) -> None:
-    """Log scale with plain numbers (10, 20, 50, 100), not powers of ten."""
+def _plain_log_axis(axis: Any, decades: float) -> None:
+    """Log scale with plain numbers (10, 20, 50, 100), not powers of ten; over
+    many decades, only the powers of ten, so that the labels do not collide."""
     from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 
-    axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    axis.set_major_locator(LogLocator(subs=(1.0,) if decades > 2.5 else (1.0, 2.0, 5.0)))
     axis.set_major_formatter(ScalarFormatter())
     axis.set_minor_formatter(NullFormatter())
 
@@ -39,17 +41,19 @@ def latency(run: dict[str, Any], folder: Path) -> list[Path]:
         ("round_trip_script", "function defined in the script"),
     )
     for ax, (part, title) in zip(axes, parts, strict=True):
+        low, high = math.inf, 0.0
         for entry in run["systems"].values():
             samples = sorted(entry.get("warm", {}).get(part, {}).get("samples_us") or [])
             if not samples:
                 continue
+            low, high = min(low, samples[0]), max(high, samples[-1])
             ys = [(i + 1) / len(samples) for i in range(len(samples))]
             ax.step(samples, ys, where="post", label=entry["label"])
         floor = run.get("floor", {}).get("blocking", {}).get("median")
         if floor:
             ax.axvline(floor, color="grey", linestyle=":", label="loopback ping-pong")
         ax.set_xscale("log")
-        _plain_log_axis(ax.xaxis)
+        _plain_log_axis(ax.xaxis, math.log10(high / low) if 0 < low < high else 0.0)
         ax.set_xlabel("round trip, \u00b5s (log)")
         ax.set_title(title)
         ax.grid(alpha=0.3)

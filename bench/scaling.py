@@ -11,11 +11,16 @@ in the same run:
   workers  W local workers started and warm, then 20,000 trivial tasks pushed and
            gathered: tasks/s as W grows from 2 to 200 on the same cores, which is
            the dispatcher's rate once every worker is idle most of the time.
+  transient  a fresh worker process per task (tasks_max=1) on 2 workers: N trivial
+           tasks pushed and gathered, tasks/s; pycrew with its template (workers
+           forked) and without (fresh interpreters), ProcessPoolExecutor with
+           max_tasks_per_child=1 (which makes it spawn fresh interpreters).
 
 Usage (from the repository root):
 
   python bench/scaling.py tasks [--counts 10000,100000,1000000] [--systems pycrew,ppe]
   python bench/scaling.py workers [--counts 2,10,50,100,200] [--tasks 20000]
+  python bench/scaling.py transient [--counts 200] [--systems pycrew,pycrew-fresh,ppe]
   python bench/scaling.py --plot     # bench/tasks.png and bench/workers.png from the JSON
 
 Results go to bench/scaling.json (each run replaces its own curve) and a
@@ -128,11 +133,41 @@ def workers_point(system: str, n_workers: int, n_tasks: int) -> dict[str, Any]:
     return out
 
 
+def transient_point(system: str, n_tasks: int) -> dict[str, Any]:
+    import tasks
+
+    out: dict[str, Any] = {"system": system, "tasks": n_tasks}
+    if system in ("pycrew", "pycrew-fresh"):
+        import pycrew
+
+        with pycrew.local_controller(workers=2, tasks_max=1, template=system == "pycrew") as ctl:
+            ctl.map(tasks.identity, range(4))  # the template (if any) is ready after these
+            t0 = time.perf_counter()
+            futures = [ctl.push(tasks.identity, i) for i in range(n_tasks)]
+            values = [f.result(timeout=TIMEOUT_S) for f in futures]
+            out["seconds"] = time.perf_counter() - t0
+    else:
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(max_workers=2, max_tasks_per_child=1) as pool:
+            list(pool.map(tasks.identity, range(4)))
+            t0 = time.perf_counter()
+            futures = [pool.submit(tasks.identity, i) for i in range(n_tasks)]
+            values = [f.result(timeout=TIMEOUT_S) for f in futures]
+            out["seconds"] = time.perf_counter() - t0
+    if values != list(range(n_tasks)):
+        raise AssertionError("results differ from inputs")
+    out["tasks_per_s"] = n_tasks / out["seconds"]
+    return out
+
+
 def child(argv: list[str]) -> None:
     sys.path.insert(0, str(BENCH_DIR))
     kind, system, *numbers = argv
     if kind == "tasks":
         point = tasks_point(system, int(numbers[0]))
+    elif kind == "transient":
+        point = transient_point(system, int(numbers[0]))
     else:
         point = workers_point(system, int(numbers[0]), int(numbers[1]))
     print("@@point " + json.dumps(point), flush=True)
@@ -200,14 +235,26 @@ def report_workers(points: list[dict[str, Any]]) -> str:
     return "\n".join(rows)
 
 
+def report_transient(points: list[dict[str, Any]]) -> str:
+    rows = ["| system | tasks (a process each) | tasks/s |", "|---|---:|---:|"]
+    for p in points:
+        if "error" in p:
+            rows.append(f"| {' '.join(p['args'])} | error: {p['error'].splitlines()[-1]} ||")
+            continue
+        rows.append(f"| {p['system']} | {p['tasks']:,} | {p['tasks_per_s']:,.1f} |")
+    return "\n".join(rows)
+
+
 def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         child(sys.argv[2:])
         return 0
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("curve", nargs="?", choices=("tasks", "workers"))
+    parser.add_argument("curve", nargs="?", choices=("tasks", "workers", "transient"))
     parser.add_argument("--counts", help="comma-separated task or worker counts")
-    parser.add_argument("--systems", default="pycrew,ppe")
+    parser.add_argument(
+        "--systems", help="default: pycrew,ppe (transient: pycrew,pycrew-fresh,ppe)"
+    )
     parser.add_argument("--tasks", type=int, default=20_000, help="tasks per workers point")
     parser.add_argument("--plot", action="store_true", help="draw PNGs from bench/scaling.json")
     args = parser.parse_args()
@@ -219,7 +266,14 @@ def main() -> int:
         return 0
     if args.curve is None:
         parser.error("name a curve: tasks or workers (or --plot)")
-    default = "10000,30000,100000,300000,1000000" if args.curve == "tasks" else "2,10,50,100,200"
+    default = {
+        "tasks": "10000,30000,100000,300000,1000000",
+        "workers": "2,10,50,100,200",
+        "transient": "200",
+    }[args.curve]
+    systems = args.systems or (
+        "pycrew,pycrew-fresh,ppe" if args.curve == "transient" else "pycrew,ppe"
+    )
     counts = [int(c) for c in (args.counts or default).split(",")]
     import compileall
 
@@ -227,15 +281,16 @@ def main() -> int:
 
     compileall.compile_dir(os.path.dirname(pycrew.__file__), quiet=1)
     points = []
-    for system in args.systems.split(","):
+    for system in systems.split(","):
         for count in counts:
-            extra = [] if args.curve == "tasks" else [str(args.tasks)]
+            extra = [str(args.tasks)] if args.curve == "workers" else []
             print(f"{args.curve}: {system} {count}", file=sys.stderr, flush=True)
             points.append(run_point([args.curve, system, str(count), *extra]))
     data = load()
     data[args.curve] = {"date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "points": points}
     RESULTS.write_text(json.dumps(data, indent=1) + "\n")
-    print(report_tasks(points) if args.curve == "tasks" else report_workers(points))
+    report = {"tasks": report_tasks, "workers": report_workers, "transient": report_transient}
+    print(report[args.curve](points))
     return 0
 
 
