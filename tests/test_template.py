@@ -16,6 +16,8 @@ from pycrew import _wire
 from .conftest import wait_until
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import pytest
 
 WAIT = 60
@@ -154,3 +156,12 @@ def test_a_monitor_names_forked_workers() -> None:
         assert found[pid].worker.startswith(ctl.name + "-")
         assert found[pid].controller == ctl.name
         assert found[pid].stale is None
+
+
+def test_a_forked_worker_writes_its_own_log_file(tmp_path: Path) -> None:
+    with pycrew.local_controller(workers=1, tasks_max=1, log_directory=tmp_path) as ctl:
+        first_forked(ctl)
+        worker = ctl.push(environment, _wire.WORKER_ENV).result(timeout=WAIT)
+        assert worker
+    log = (tmp_path / f"{worker}.log").read_text()
+    assert "connected to" in log

@@ -27,6 +27,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import weakref
@@ -169,6 +170,9 @@ class LocalLauncher(Launcher):
             try:
                 handles = template.spawn([s.worker_id for s in specs], argvs, envs, fds)
             except OSError:
+                # what it forked dies with it (their parent-death signal), so no
+                # worker of this batch runs twice
+                self._close_template()
                 for where in wheres:
                     _drop(where)
                 return [self.launch_worker(spec) for spec in specs]
@@ -182,8 +186,13 @@ class LocalLauncher(Launcher):
 
     def _ready_template(self, specs: Sequence[WorkerSpec]) -> Template | None:
         """The template, when it can fork workers now; started at the first launch."""
-        if not self.template or not specs or type(self).launch_worker is not _LAUNCH_WORKER:
-            return None  # a subclass that starts workers its own way keeps its way
+        if (
+            not self.template
+            or not specs
+            or type(self).launch_worker is not _LAUNCH_WORKER  # a subclass keeps its way
+            or not sys.platform.startswith("linux")  # fork, fd passing, parent-death signal
+        ):
+            return None
         current = self._template
         if current is not None and current.broken and self._template_starts < TEMPLATE_STARTS:
             self._close_template()
