@@ -585,6 +585,24 @@ def test_short_tasks_never_wait_behind_a_long_one() -> None:
         assert long.record(timeout=10).status is pycrew.Status.CANCEL
 
 
+def test_tasks_packed_behind_one_that_turns_long_are_taken_back() -> None:
+    # A worker that just returned a result takes the next small tasks ahead
+    # of idle workers; if the task it then runs turns long, what waits behind
+    # it goes back to an idle worker, even with nothing else happening.
+    with pycrew.local_controller(workers=2, seconds_interval=0.05) as ctl:
+        ctl.launch(2)
+        wait_until(lambda: len(ctl.pids()) == 2, what="two workers")
+        for _ in range(3):
+            for i in range(20):
+                assert ctl.push(tasks.add, i, 1).result(timeout=15) == i + 1
+            long = ctl.push(tasks.sleep, 30)
+            short = ctl.push(tasks.add, 1, 2)
+            assert short.result(timeout=15) == 3
+            assert not long.done()
+            long.cancel()
+            assert long.record(timeout=10).status is pycrew.Status.CANCEL
+
+
 def test_tasks_held_behind_a_crash_are_rerun_not_crashed() -> None:
     with pycrew.local_controller(workers=1, seconds_interval=0.05) as ctl:
         ctl.launch(1)

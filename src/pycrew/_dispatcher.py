@@ -64,6 +64,10 @@ log = logging.getLogger("pycrew")
 CANCEL_GRACE = 1.0
 #: tasks a worker may hold at once when prefetching (one running, the rest waiting)
 PREFETCH_DEPTH = 8
+#: a worker whose task started less than this ago is "flowing": short tasks go
+#: to it ahead of idle workers, and those it holds are taken back once its task
+#: runs longer
+FLOWING = 0.001
 _READ_CHUNK = 1 << 18
 #: bytes read from one connection before the loop serves the others (and its
 #: timers): a worker that floods, with output say, must not starve them
@@ -129,6 +133,10 @@ class Dispatcher(Doorway, Resolutions):
         self.idle: dict[Conn, None] = {}
         self.room: dict[Conn, None] = {}
         self.releasing: dict[int, Conn] = {}
+        # workers given tasks ahead while others were idle (see _drain)
+        self.packed: set[Conn] = set()
+        # workers holding tasks they have not started: what _steal looks at
+        self.ahead: set[Conn] = set()
         self.workers: dict[str, Conn] = {}
         self.conns: dict[int, Conn] = {}
         # connections not yet authenticated, oldest first
@@ -264,6 +272,10 @@ class Dispatcher(Doorway, Resolutions):
         """File a worker under idle or room (or neither) by how many tasks it holds."""
         self.idle.pop(conn, None)
         self.room.pop(conn, None)
+        if len(conn.tasks) > 1:
+            self.ahead.add(conn)
+        else:
+            self.ahead.discard(conn)
         if conn.leaving or self.closing or conn.stage != _READY:
             return
         if self.broken is not None:
@@ -360,15 +372,25 @@ class Dispatcher(Doorway, Resolutions):
                 break
 
     def _drain(self) -> None:
-        """Hand queued tasks to free workers: idle ones first, then those with room."""
+        """Hand queued tasks to free workers: idle ones first, then those with room.
+
+        But a small task goes first to the worker that last took one, if its
+        own task started under ``FLOWING`` ago: a stream of tiny tasks then
+        keeps a few workers busy instead of waking a sleeping one per task
+        (with hundreds of workers on a few cores, the wake-ups were the cost).
+        Should that worker's task run longer, what it holds ahead is taken
+        back for idle workers (``_on_timers``), so a short task waits behind
+        a long one for about ``FLOWING`` at most.
+        """
         queue = self.queue
+        now = time.monotonic()
         while queue and (self.idle or self.room):
             task = queue[0]
             if task.state != QUEUED:
                 queue.popleft()
                 continue
             if self.idle:
-                conn = self.idle.popitem()[0]
+                conn = self._flowing(task, now) or self.idle.popitem()[0]
             elif task.small:
                 conn = self.room.popitem()[0]
             else:
@@ -376,6 +398,19 @@ class Dispatcher(Doorway, Resolutions):
             queue.popleft()
             self._assign(conn, task)
             self._place(conn)
+
+    def _flowing(self, task: Task, now: float) -> Conn | None:
+        if not (self.room and task.small):
+            return None
+        conn = next(reversed(self.room))
+        if now - conn.head_since >= FLOWING:
+            return None
+        del self.room[conn]
+        if conn not in self.packed:
+            self.packed.add(conn)
+            if threading.current_thread() is not self.thread:
+                self._wake_locked()  # to look again once FLOWING has passed
+        return conn
 
     def _refill(self, conn: Conn) -> None:
         """Give a worker with free capacity queued tasks, then file it."""
@@ -400,7 +435,15 @@ class Dispatcher(Doorway, Resolutions):
         workers going idle at once each get one, whoever holds them.
         """
         wanted = len(self.idle) - len(self.releasing)
-        for other in self.workers.values():
+        now = time.monotonic()
+        for other in list(self.ahead):
+            if other.stage != _READY or len(other.tasks) < 2:
+                self.ahead.discard(other)
+                continue
+            if now - other.head_since < FLOWING:
+                if len(other.tasks) > 1:
+                    self.packed.add(other)  # looked at again once its task runs longer
+                continue  # it gets to them sooner than a release would
             for task in list(other.tasks)[:0:-1]:
                 if wanted <= 0:
                     return
@@ -452,6 +495,8 @@ class Dispatcher(Doorway, Resolutions):
         soon = now + 1.0
         if self.deadlines:
             soon = min(soon, self.deadlines[0][0])
+        for conn in self.packed:
+            soon = min(soon, conn.head_since + FLOWING)
         for conn in self.watch:
             if conn.stage != _READY:
                 soon = min(soon, conn.deadline)
@@ -542,6 +587,7 @@ class Dispatcher(Doorway, Resolutions):
                 raise ProtocolError("a result for a task this worker was not given")
             task = conn.tasks.popleft()
             self.releasing.pop(task_id, None)
+            conn.head_since = time.monotonic()
             conn.kill_at = None
             if conn.tasks and conn.tasks[0].state == DONE:
                 # the next one was cancelled while it waited: it must stop quickly
@@ -651,6 +697,8 @@ class Dispatcher(Doorway, Resolutions):
         self.unauthenticated.pop(conn, None)
         self.idle.pop(conn, None)
         self.room.pop(conn, None)
+        self.ahead.discard(conn)
+        self.packed.discard(conn)
         info = conn.info
         if info is None:
             if why:
@@ -679,6 +727,8 @@ class Dispatcher(Doorway, Resolutions):
 
     def _on_timers(self) -> None:
         now = time.monotonic()
+        if self.packed:
+            self._unpack(now)
         while self.deadlines and self.deadlines[0][0] <= now:
             _, task_id = heapq.heappop(self.deadlines)
             task = self.live.get(task_id)
@@ -692,6 +742,15 @@ class Dispatcher(Doorway, Resolutions):
                 log.info("worker %s did not stop its cancelled task: killing it", conn.info.id)
                 self.on_kill(conn.info.id)
                 self._drop(conn, None)
+
+    def _unpack(self, now: float) -> None:
+        """Take back what a worker holds ahead once its task runs past ``FLOWING``."""
+        for conn in list(self.packed):
+            if len(conn.tasks) < 2 or not self.idle or conn.stage != _READY:
+                self.packed.discard(conn)
+            elif now - conn.head_since >= FLOWING:
+                self.packed.discard(conn)
+                self._steal()
 
     def _sync_interest(self) -> None:
         if not self.pending_out:

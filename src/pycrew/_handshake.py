@@ -49,6 +49,7 @@ class Conn:
     __slots__ = (
         "deadline",
         "decoder",
+        "head_since",
         "info",
         "kill_at",
         "leaving",
@@ -75,6 +76,9 @@ class Conn:
         self.tasks: collections.deque[Task] = collections.deque()
         self.leaving = False
         self.kill_at: float | None = None
+        #: when it last returned a result, which is when its oldest task started
+        #: if it holds more (the dispatcher's clock)
+        self.head_since = 0.0
         #: keys of the shared objects sent to this worker: each goes at most once
         self.shared: set[int] = set()
 
