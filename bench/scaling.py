@@ -37,7 +37,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS = BENCH_DIR / "scaling.json"
@@ -98,6 +101,19 @@ def tasks_point(system: str, n: int) -> dict[str, Any]:
     return out
 
 
+def timed(submit: Callable[..., Any], n_tasks: int, out: dict[str, Any]) -> None:
+    """Push ``n_tasks`` trivial tasks one by one, gather them, note the rate in ``out``."""
+    import tasks
+
+    t0 = time.perf_counter()
+    futures = [submit(tasks.identity, i) for i in range(n_tasks)]
+    values = [f.result(timeout=TIMEOUT_S) for f in futures]
+    out["seconds"] = time.perf_counter() - t0
+    if values != list(range(n_tasks)):
+        raise AssertionError("results differ from inputs")
+    out["tasks_per_s"] = n_tasks / out["seconds"]
+
+
 def workers_point(system: str, n_workers: int, n_tasks: int) -> dict[str, Any]:
     import tasks
 
@@ -113,23 +129,14 @@ def workers_point(system: str, n_workers: int, n_tasks: int) -> dict[str, Any]:
                 time.sleep(0.1)
             out["start_s"] = time.perf_counter() - t_start
             ctl.map(tasks.identity, range(2 * n_workers))  # every worker warm
-            t0 = time.perf_counter()
-            futures = [ctl.push(tasks.identity, i) for i in range(n_tasks)]
-            values = [f.result(timeout=TIMEOUT_S) for f in futures]
-            out["seconds"] = time.perf_counter() - t0
+            timed(ctl.push, n_tasks, out)
     else:
         from concurrent.futures import ProcessPoolExecutor
 
         with ProcessPoolExecutor(max_workers=n_workers) as pool:
             list(pool.map(tasks.identity, range(2 * n_workers)))
             out["start_s"] = time.perf_counter() - t_start
-            t0 = time.perf_counter()
-            futures = [pool.submit(tasks.identity, i) for i in range(n_tasks)]
-            values = [f.result(timeout=TIMEOUT_S) for f in futures]
-            out["seconds"] = time.perf_counter() - t0
-    if values != list(range(n_tasks)):
-        raise AssertionError("results differ from inputs")
-    out["tasks_per_s"] = n_tasks / out["seconds"]
+            timed(pool.submit, n_tasks, out)
     return out
 
 
@@ -142,22 +149,13 @@ def transient_point(system: str, n_tasks: int) -> dict[str, Any]:
 
         with pycrew.local_controller(workers=2, tasks_max=1, template=system == "pycrew") as ctl:
             ctl.map(tasks.identity, range(4))  # the template (if any) is ready after these
-            t0 = time.perf_counter()
-            futures = [ctl.push(tasks.identity, i) for i in range(n_tasks)]
-            values = [f.result(timeout=TIMEOUT_S) for f in futures]
-            out["seconds"] = time.perf_counter() - t0
+            timed(ctl.push, n_tasks, out)
     else:
         from concurrent.futures import ProcessPoolExecutor
 
         with ProcessPoolExecutor(max_workers=2, max_tasks_per_child=1) as pool:
             list(pool.map(tasks.identity, range(4)))
-            t0 = time.perf_counter()
-            futures = [pool.submit(tasks.identity, i) for i in range(n_tasks)]
-            values = [f.result(timeout=TIMEOUT_S) for f in futures]
-            out["seconds"] = time.perf_counter() - t0
-    if values != list(range(n_tasks)):
-        raise AssertionError("results differ from inputs")
-    out["tasks_per_s"] = n_tasks / out["seconds"]
+            timed(pool.submit, n_tasks, out)
     return out
 
 

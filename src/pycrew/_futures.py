@@ -40,15 +40,37 @@ from ._errors import (
 from ._task import DONE, RUNNING, Status
 
 if TYPE_CHECKING:
-    from collections.abc import Generator
+    from collections.abc import Callable, Generator
 
     from ._controller import Controller
     from ._task import Task, TaskResult
 
 T = TypeVar("T")
+V = TypeVar("V")
 _ENDED = (CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED)
 #: guards the first making of a future's condition and lists (rare, and short)
 _MAKING = threading.Lock()
+
+
+class _OnFirstUse(Generic[V]):
+    """A future's attribute kept in a slot, made on first use (the slot holds None till then)."""
+
+    def __init__(self, slot: str, make: Callable[[], V]) -> None:
+        self.slot = slot
+        self.make = make
+
+    def __get__(self, future: Any, owner: Any = None) -> V:
+        made: V | None = getattr(future, self.slot)
+        if made is None:
+            with _MAKING:  # two threads asking at once get the same one
+                made = getattr(future, self.slot)
+                if made is None:
+                    made = self.make()
+                    setattr(future, self.slot, made)
+        return made
+
+    def __set__(self, future: Any, value: V) -> None:
+        setattr(future, self.slot, value)
 
 
 class TaskFuture(concurrent.futures.Future[T], Generic[T]):
@@ -101,47 +123,9 @@ class TaskFuture(concurrent.futures.Future[T], Generic[T]):
         return controller, task
 
     # The standard library's code reads these three by name.
-    @property
-    def _condition(self) -> threading.Condition:
-        cond = self._cond
-        if cond is None:
-            with _MAKING:  # two threads asking at once get the same one
-                cond = self._cond
-                if cond is None:
-                    cond = self._cond = threading.Condition()
-        return cond
-
-    @_condition.setter
-    def _condition(self, condition: threading.Condition) -> None:
-        self._cond = condition
-
-    @property
-    def _waiters(self) -> list[Any]:
-        waiting = self._waiting
-        if waiting is None:
-            with _MAKING:
-                waiting = self._waiting
-                if waiting is None:
-                    waiting = self._waiting = []
-        return waiting
-
-    @_waiters.setter
-    def _waiters(self, waiters: list[Any]) -> None:
-        self._waiting = waiters
-
-    @property
-    def _done_callbacks(self) -> list[Any]:
-        callbacks = self._callbacks
-        if callbacks is None:
-            with _MAKING:
-                callbacks = self._callbacks
-                if callbacks is None:
-                    callbacks = self._callbacks = []
-        return callbacks
-
-    @_done_callbacks.setter
-    def _done_callbacks(self, callbacks: list[Any]) -> None:
-        self._callbacks = callbacks
+    _condition: _OnFirstUse[threading.Condition] = _OnFirstUse("_cond", threading.Condition)
+    _waiters: _OnFirstUse[list[Any]] = _OnFirstUse("_waiting", list)
+    _done_callbacks: _OnFirstUse[list[Any]] = _OnFirstUse("_callbacks", list)
 
     # ------------------------------------------------------------ state
     @property
