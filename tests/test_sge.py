@@ -202,6 +202,14 @@ def test_qstat_and_qacct_output_are_read_as_grid_engine_prints_them() -> None:
         "==============\njobnumber    9\ntaskid       undefined\nexit_status  3\n"
     )
     assert parse_qacct(accounting) == {"7.2": -9, "9": 3}
+    # a record of an earlier job of the same number (Grid Engine set up anew) is not ours
+    earlier = (
+        "==============\njobname      pycrew.old.tok\njobnumber    9\ntaskid       undefined\n"
+        "exit_status  137 (Killed)\n"
+    )
+    assert parse_qacct(earlier, "pycrew.c.tok") == {}
+    ours = "==============\njobname      pycrew.c.tok\n" + accounting.split("\n", 1)[1]
+    assert parse_qacct(earlier + ours, "pycrew.c.tok") == {"7.2": -9}
     assert SgeLauncher().parse_job_id("10.1-4:1\n") == "10"
     with pytest.raises(pycrew.LaunchError, match="no job id"):
         SgeLauncher().parse_job_id("Unable to run job")

@@ -84,18 +84,28 @@ def parse_qstat_xml(out: str) -> list[dict[str, str]]:
     return rows
 
 
-def parse_qacct(out: str) -> dict[str, int]:
-    """``qacct -j`` output: exit codes by job (``123``) or array task (``123.4``)."""
+def parse_qacct(out: str, name: str | None = None) -> dict[str, int]:
+    """``qacct -j`` output: exit codes by job (``123``) or array task (``123.4``).
+
+    With ``name``, only records of jobs of that name count: job numbers start
+    again when Grid Engine is set up anew, and the accounting file keeps the
+    records of the jobs that had the number before (while a new job's record
+    is not written yet, the old one would be all there is).
+    """
     codes: dict[str, int] = {}
-    job = task = ""
+    job = task = jobname = ""
     for line in out.splitlines():
         key, _, value = line.partition(" ")
         value = value.strip()
-        if key == "jobnumber":
+        if key.startswith("====="):
+            job = task = jobname = ""
+        elif key == "jobname":
+            jobname = value
+        elif key == "jobnumber":
             job, task = value, ""
         elif key == "taskid":
             task = value
-        elif key == "exit_status" and job:
+        elif key == "exit_status" and job and (name is None or jobname == name):
             code = value.split()[0] if value else ""
             if code.isdigit():
                 number = int(code)
@@ -215,7 +225,7 @@ class SgeLauncher(ClusterLauncher):
 
     def finished(self, job_id: str) -> dict[str, int]:
         # the accounting file takes a moment after a job ends
-        return parse_qacct(self._run(["qacct", "-j", job_id]))
+        return parse_qacct(self._run(["qacct", "-j", job_id]), self._job_names.get(job_id))
 
     def cancel(self, ids: Sequence[str]) -> None:
         for args in qdel_commands(ids):
