@@ -239,13 +239,22 @@ class Template:
         """
         import time
 
+        self.pending = dict.fromkeys(ids)
+        deadline = time.monotonic() + REPLY_SECONDS
         for worker_id, argv, env, (secret, out_fd, err_fd) in zip(
             ids, argvs, envs, fds, strict=True
         ):
             read_end, write_end = os.pipe()
+            message = json.dumps({"id": worker_id, "argv": argv, "env": env}).encode()
             try:
-                message = json.dumps({"id": worker_id, "argv": argv, "env": env}).encode()
-                socket.send_fds(self.sock, [message], [read_end, out_fd, err_fd])
+                while True:
+                    try:
+                        socket.send_fds(self.sock, [message], [read_end, out_fd, err_fd])
+                        break
+                    except BlockingIOError:
+                        # a large batch: read its answers while it catches up
+                        if time.monotonic() > deadline or not self.poll(0.01):
+                            raise
                 # far under a pipe's buffer: never blocks
                 os.write(write_end, secret.encode())
             except OSError as exc:
@@ -254,8 +263,6 @@ class Template:
             finally:
                 os.close(read_end)
                 os.close(write_end)
-        self.pending = dict.fromkeys(ids)
-        deadline = time.monotonic() + REPLY_SECONDS
         while any(pid is None for pid in self.pending.values()):
             if not self.poll(max(0.0, deadline - time.monotonic())) or time.monotonic() > deadline:
                 self.broken = True
