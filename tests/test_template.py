@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import re
 import signal
+import subprocess
+import sys
 import time
 from typing import TYPE_CHECKING
 
@@ -165,3 +167,66 @@ def test_a_forked_worker_writes_its_own_log_file(tmp_path: Path) -> None:
         assert worker
     log = (tmp_path / f"{worker}.log").read_text()
     assert "connected to" in log
+
+
+_KILLED_SCRIPT = """
+import os, time
+import pycrew
+
+ctl = pycrew.local_controller(workers=1, tasks_max=1, seconds_interval=0.05)
+deadline = time.monotonic() + 60
+while time.monotonic() < deadline:
+    pid, parent = ctl.push(lambda: (os.getpid(), os.getppid())).result(timeout=60)
+    if parent != os.getpid():
+        break
+def busy(path):
+    with open(path + ".tmp", "w") as out:
+        out.write(f"{os.getppid()} {os.getpid()}")
+    os.replace(path + ".tmp", path)
+    time.sleep(600)
+
+
+marker = os.path.join(os.path.dirname(os.path.abspath(__file__)), "busy")
+ctl.push(busy, marker)  # a forked worker busy when its controller dies
+while not os.path.exists(marker):
+    time.sleep(0.01)
+with open(marker) as found:
+    print(found.read(), flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_killed_controller_takes_its_template_and_forked_workers_along(tmp_path: Path) -> None:
+    from .scripts import ROOT
+
+    script = tmp_path / "controller.py"
+    script.write_text(_KILLED_SCRIPT)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
+    controller = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, text=True, env=env
+    )
+    found: list[int] = []
+    try:
+        assert controller.stdout is not None
+        found = [int(pid) for pid in controller.stdout.readline().split()]
+        template, worker = found
+        assert template != controller.pid  # forked by the template
+        assert psutil.Process(template).ppid() == controller.pid
+        assert _alive(worker)
+        controller.kill()  # SIGKILL: nothing of the controller runs any more
+        controller.wait(WAIT)
+        for pid in found:
+            wait_until(lambda p=pid: not _alive(p), 15, f"process {pid} to end")
+    finally:
+        controller.kill()
+        controller.wait(WAIT)
+        for pid in found:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
