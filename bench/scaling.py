@@ -273,11 +273,9 @@ def main() -> int:
         "pycrew,pycrew-fresh,ppe" if args.curve == "transient" else "pycrew,ppe"
     )
     counts = [int(c) for c in (args.counts or default).split(",")]
-    import compileall
+    from bench import compile_pycrew
 
-    import pycrew  # its bytecode written, as an install does (see bench.py)
-
-    compileall.compile_dir(os.path.dirname(pycrew.__file__), quiet=1)
+    compile_pycrew()
     points = []
     for system in systems.split(","):
         for count in counts:

@@ -16,6 +16,7 @@ import pycrew
 from pycrew import _wire
 
 from .conftest import wait_until
+from .test_hygiene import _alive
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -223,10 +224,3 @@ def test_a_killed_controller_takes_its_template_and_forked_workers_along(tmp_pat
         for pid in found:
             if _alive(pid):
                 os.kill(pid, signal.SIGKILL)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False

@@ -28,15 +28,13 @@ would unpickled from its own pickle (``_setup.code_value``).
 
 from __future__ import annotations
 
-import sys
 import threading
 import types
 import weakref
 from typing import TYPE_CHECKING, Any
 
 from . import _setup, _wire
-from ._share import Shared, collect
-from ._wire import Kind
+from ._share import KEYS, Shared, collect, publish
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -171,14 +169,8 @@ class CodeCache:
 
 
 def _pickle(ctl: Controller, fn: types.FunctionType) -> Code:
-    from ._share import _KEYS
-
-    key = next(_KEYS)
-    body, buffers = _wire.dumps(fn, ctl._serializers)
-    meta = _wire.SHARE_KEY.pack(key) + body
-    handle = Code(ctl, key, fn.__qualname__, len(meta) + sum(b.nbytes for b in buffers))
-    ctl._running().add_share(key, _wire.encode(Kind.SHARE, meta, buffers))
-    return handle
+    key = next(KEYS)
+    return Code(ctl, key, fn.__qualname__, publish(ctl, key, fn, f"function {fn.__qualname__}"))
 
 
 class _Checks:
@@ -261,21 +253,10 @@ class _Checks:
             owner = value.__self__
             return owner is None or type(owner) is types.ModuleType
         if kind is types.FunctionType:
-            return _by_reference(value) or self.function(value)
+            return _setup.by_reference(value) or self.function(value)
         if isinstance(value, type):
-            return _by_reference(value) or self.klass(value)
+            return _setup.by_reference(value) or self.klass(value)
         return False
-
-
-def _by_reference(obj: Any) -> bool:
-    """Whether pickle finds ``obj`` by module and name (so the worker imports it)."""
-    module_name = getattr(obj, "__module__", None)
-    if module_name is None or module_name == "__main__":
-        return False
-    target = sys.modules.get(module_name)
-    for part in obj.__qualname__.split("."):
-        target = getattr(target, part, None)
-    return target is obj
 
 
 #: names by code object, so a function is read once however often it is checked

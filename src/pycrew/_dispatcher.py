@@ -745,12 +745,15 @@ class Dispatcher(Doorway, Resolutions):
 
     def _unpack(self, now: float) -> None:
         """Take back what a worker holds ahead once its task runs past ``FLOWING``."""
+        overdue = False
         for conn in list(self.packed):
             if len(conn.tasks) < 2 or not self.idle or conn.stage != _READY:
                 self.packed.discard(conn)
             elif now - conn.head_since >= FLOWING:
                 self.packed.discard(conn)
-                self._steal()
+                overdue = True
+        if overdue:
+            self._steal()  # one pass serves every idle worker
 
     def _sync_interest(self) -> None:
         if not self.pending_out:

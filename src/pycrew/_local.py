@@ -132,10 +132,16 @@ class LocalLauncher(Launcher):
         err = open(self.log_directory / f"{worker_id}-stderr.log", "ab")  # noqa: SIM115
         return out, err, [out, err], _appended(err)
 
-    def _env(self, spec: WorkerSpec) -> dict[str, str]:
+    @staticmethod
+    def _inherited(spec: WorkerSpec) -> dict[str, str]:
+        """This process's environment, less what the controller keeps to itself."""
         env = os.environ.copy()
         for name in spec.env_remove:
             env.pop(name, None)
+        return env
+
+    def _env(self, spec: WorkerSpec) -> dict[str, str]:
+        env = self._inherited(spec)
         env.update(spec.env)
         if self.log_bytes_max is not None:
             env[BYTES_ENV] = str(self.log_bytes_max)
@@ -199,12 +205,9 @@ class LocalLauncher(Launcher):
             current = None
         if current is None and self._template_starts < TEMPLATE_STARTS:
             spec = specs[0]
-            env = os.environ.copy()
-            for name in spec.env_remove:
-                env.pop(name, None)
             self._template_starts += 1
             with contextlib.suppress(OSError):
-                current = self._template = Template(self._command(spec)[:4], env, None)
+                current = self._template = Template(self._command(spec)[:4], self._inherited(spec))
             return None  # still importing: these workers start directly
         return current if current is not None and current.usable() else None
 

@@ -100,7 +100,7 @@ def _build_all(
     futures: list[TaskFuture[Any]],
 ) -> None:
     """walk(): one task per input, each submitted at once under ``memory=``."""
-    code_string = isinstance(recipe.fn, str)
+    code_string = recipe.code_string
     no_kwargs: dict[str, Any] = {}
     for i, item in enumerate(inputs):
         task_seed = None if seed is None else derived_seed(seed, str(i))
@@ -188,7 +188,18 @@ class Recipe:
     ``build()`` then makes each task from its own inputs, name and seed.
     """
 
-    __slots__ = ("code", "command", "ctl", "data", "fn", "globals", "needs", "retry", "timeout")
+    __slots__ = (
+        "code",
+        "code_string",
+        "command",
+        "ctl",
+        "data",
+        "fn",
+        "globals",
+        "needs",
+        "retry",
+        "timeout",
+    )
 
     def __init__(
         self,
@@ -217,6 +228,7 @@ class Recipe:
         self.code = code = ctl._code
         self.globals = code.mapping(ctl, task_globals) if task_globals else task_globals
         self.fn: Any
+        self.code_string = isinstance(fn, str)
         if isinstance(fn, str):
             try:
                 compile(fn, "<pycrew task>", "exec")
@@ -262,7 +274,7 @@ class Recipe:
         code = self.code
         data = self.data if data is None else data
         payload: tuple[Any, ...]
-        if self.command is self.fn:  # a code string
+        if self.code_string:
             if args or kwargs:
                 raise ArgumentError(
                     "a code string takes its inputs through data=, not positional or "

@@ -132,16 +132,25 @@ class _Template:
 
 def _importable(value: object) -> bool:
     """Not code of the script: a plain value, or code a worker imports by name."""
-    import sys
-
     if isinstance(value, (tuple, frozenset)):
         return all(_importable(v) for v in value)
     if not isinstance(value, (types.FunctionType, type)):
         return True
-    target: Any = sys.modules.get(value.__module__)
-    for part in value.__qualname__.split("."):
+    return by_reference(value)
+
+
+def by_reference(obj: object) -> bool:
+    """Whether pickle finds ``obj`` (a function or class) by module and name, as
+    a worker imports it, rather than shipping it by value from a script."""
+    import sys
+
+    module_name = getattr(obj, "__module__", None)
+    if module_name is None or module_name == "__main__":
+        return False
+    target: Any = sys.modules.get(module_name)
+    for part in getattr(obj, "__qualname__", "").split("."):
         target = getattr(target, part, None)
-    return target is value
+    return target is obj
 
 
 # ----------------------------------------------------------------- __main__ state

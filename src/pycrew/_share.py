@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 #: keys are unique in this process: a sequential controller keeps its shared
 #: objects where a worker does, beside any other controller's
-_KEYS = itertools.count(1)
+KEYS = itertools.count(1)
 _COLLECTING = threading.local()
 
 
@@ -101,23 +101,28 @@ def collect(handle: Shared[Any]) -> None:
 def share(controller: Controller, obj: T, name: str | None) -> Shared[T]:
     controller.start()
     controller._raise_failure()
-    key = next(_KEYS)
+    key = next(KEYS)
     if name is None:
         name = f"shared_{key}"
     elif not isinstance(name, str) or not name:
         raise ArgumentError(f"name must be a non-empty string, got {name!r}")
+    nbytes = publish(controller, key, obj, f"shared object {name!r}")
+    return Shared(controller, key, name, nbytes)
+
+
+def publish(controller: Controller, key: int, obj: Any, what: str) -> int:
+    """Pickle ``obj`` once, as the shared object ``key`` that each worker gets
+    before its first task that names it; the bytes it travels as."""
     try:
         body, buffers = _wire.dumps(obj, controller._serializers)
     except Exception as exc:
-        raise ArgumentTypeError(f"shared object {name!r} cannot be pickled: {exc}") from exc
+        raise ArgumentTypeError(f"{what} cannot be pickled: {exc}") from exc
     meta = _wire.SHARE_KEY.pack(key) + body
     problem = _wire.too_large(len(meta), buffers, controller.bytes_max)
     if problem is not None:
-        raise ArgumentError(f"shared object {name!r} is {problem}: raise bytes_max")
-    nbytes = len(meta) + sum(b.nbytes for b in buffers)
-    handle: Shared[T] = Shared(controller, key, name, nbytes)
+        raise ArgumentError(f"{what} is {problem}: raise bytes_max")
     controller._running().add_share(key, _wire.encode(Kind.SHARE, meta, buffers))
-    return handle
+    return len(meta) + sum(b.nbytes for b in buffers)
 
 
 def dumps_task(

@@ -197,7 +197,7 @@ class Forked:
 class Template:
     """The launcher's end of one template process (used from the scaler thread)."""
 
-    def __init__(self, command: list[str], env: dict[str, str], stderr: int | None) -> None:
+    def __init__(self, command: list[str], env: dict[str, str]) -> None:
         import subprocess
 
         from . import _worker
@@ -210,7 +210,8 @@ class Template:
                 env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
-                stderr=stderr if stderr is not None else subprocess.DEVNULL,
+                # one that cannot start is told by the direct starts that follow
+                stderr=subprocess.DEVNULL,
                 pass_fds=(theirs.fileno(),),
                 start_new_session=True,
             )
