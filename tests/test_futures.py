@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import gc
 import logging
 import os
 import signal
@@ -225,6 +226,39 @@ def test_a_service_awaits_a_thousand_tasks_with_bounded_memory() -> None:
         assert summary is not None
         assert (summary.tasks, summary.success) == (1000, 1000)
         assert grown < 2 << 20  # what 500 kept records would take is well above this
+
+
+def test_pop_skips_what_futures_took_and_keeps_the_order(
+    controller: pycrew.Controller,
+) -> None:
+    futures = [controller.push(tasks.add, i, 0, name=f"t{i}") for i in range(10)]
+    assert controller.wait(seconds_timeout=WAIT)
+    assert [futures[i].result() for i in range(0, 10, 2)] == [0, 2, 4, 6, 8]
+    popped = [controller.pop() for _ in range(5)]
+    assert [r.name for r in popped if r is not None] == ["t1", "t3", "t5", "t7", "t9"]
+    assert controller.pop() is None
+    assert not controller.wait(mode="one", seconds_timeout=0)
+    assert controller.collect() == []
+
+
+def test_results_read_through_futures_are_not_kept(controller: pycrew.Controller) -> None:
+    """Nothing holds a result that its future handed over and its user let go."""
+    size = 100_000
+    controller.push(tasks.blob, size).result(timeout=WAIT)  # workers up
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(6):
+            futures = [controller.push(tasks.blob, size) for _ in range(50)]
+            assert all(len(f.result(timeout=WAIT)) == size for f in futures)
+            del futures
+        gc.collect()
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert controller.size() == 0
+    assert grown < 100 * size  # the 300 results would take 30 MB
 
 
 def test_map_async_keeps_the_loop_free(controller: pycrew.Controller) -> None:

@@ -158,9 +158,9 @@ class Dispatcher(Doorway, Resolutions):
         self.broken: str | None = None
         self.broken_trace: str | None = None
         #: SETUP frames every worker gets before its first task, in order
-        self.setup: list[list[Any]] = []
+        self.setup: list[tuple[Any, ...]] = []
         #: SHARE frames by key, sent to a worker before the first task that uses one
-        self.shares: dict[int, list[Any]] = {}
+        self.shares: dict[int, Sequence[Any]] = {}
         #: where task output relayed by workers goes (None: it is not asked for)
         self.on_output = on_output
         self.output: list[tuple[str, int, str]] = []
@@ -207,7 +207,7 @@ class Dispatcher(Doorway, Resolutions):
         if self.broken is not None:
             self.settle()
 
-    def add_setup(self, frame: list[Any]) -> None:
+    def add_setup(self, frame: tuple[Any, ...]) -> None:
         """A step for every worker: those connected now, and each that connects later."""
         with self.lock:
             self.setup.append(frame)
@@ -215,7 +215,7 @@ class Dispatcher(Doorway, Resolutions):
                 self._write(conn, frame)
             self._flush_dirty()
 
-    def add_share(self, key: int, frame: list[Any]) -> None:
+    def add_share(self, key: int, frame: Sequence[Any]) -> None:
         with self.lock:
             self.shares[key] = frame
 
@@ -597,7 +597,7 @@ class Dispatcher(Doorway, Resolutions):
             if last:
                 conn.leaving = True
             if task.state != DONE:
-                task.raw = (meta, bufs)
+                task.raw = (meta, bufs) if bufs else meta
                 task.failed = bool(failed)
                 self._resolve(task, None)
             self._refill(conn)

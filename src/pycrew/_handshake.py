@@ -28,7 +28,7 @@ from ._task import WorkerInfo
 from ._wire import Kind
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
     from ._task import Task
 
@@ -92,7 +92,7 @@ class Doorway:
     secret: bytes
     settings: dict[str, Any]
     bytes_max: int
-    setup: list[list[Any]]
+    setup: list[tuple[Any, ...]]
     conns: dict[int, Conn]
     workers: dict[str, Conn]
     unauthenticated: dict[Conn, None]
@@ -106,7 +106,7 @@ class Doorway:
     def _drop(self, conn: Conn, why: str | None) -> None:
         raise NotImplementedError
 
-    def _write(self, conn: Conn, pieces: list[Any]) -> None:
+    def _write(self, conn: Conn, pieces: Sequence[Any]) -> None:
         raise NotImplementedError
 
     def _refill(self, conn: Conn) -> None:

@@ -346,7 +346,7 @@ def retry(ctl: Controller, task: Task, detail: str) -> bool:
     return True
 
 
-def adopt(ctl: Controller, task: Task, shares: dict[int, list[Any]]) -> bool:
+def adopt(ctl: Controller, task: Task, shares: dict[int, Sequence[Any]]) -> bool:
     """Take over a task that crashed its workers in the controller before us
     (``shares``: that controller's shared objects)."""
     ctl.start()
@@ -443,11 +443,12 @@ def hand_over(futures: list[TaskFuture[Any]]) -> list[TaskResult]:
         by_controller.setdefault(controller, []).append((task, record))
     limit: CrashLimitError | None = None
     for controller, pairs in by_controller.items():
-        controller._records.forget(controller._dispatcher, [t for t, _ in pairs])
         try:
             controller._records.commit([t for t, _ in pairs], [r for _, r in pairs], True)
         except CrashLimitError as exc:
             limit = limit or exc
+        finally:
+            controller._records.forget(controller._dispatcher, [t for t, _ in pairs])
     if limit is not None:
         limit.results = records
         raise limit

@@ -61,6 +61,8 @@ class Records:
         self.summary: dict[str, float] | None = None
         # per worker id: [tasks, seconds, peak memory, cpu seconds]
         self.by_worker: dict[str, list[float]] = {}
+        # the peak memory of the last record built, shared by the next ones that match
+        self.last_peak: int | None = None
 
     def reset(self) -> None:
         """A new start: nothing in the table, a zero summary."""
@@ -91,13 +93,18 @@ class Records:
                 error = task.detail or _HOST_ERRORS.get(status)
         else:
             assert raw is not None, "a resolved task has a raw result or an outcome"
-            meta, bufs = raw
+            meta, bufs = (raw, _wire.NO_BUFFERS) if isinstance(raw, bytes) else raw
             try:
                 outcome = _wire.loads(memoryview(meta)[_wire.RESULT_HEAD.size :], bufs)
                 status_text, value, error, trace, warned, seconds, seed, *usage = outcome
                 status = _STATUSES[status_text]
                 if len(usage) >= 2:  # peak resident bytes and CPU seconds, where measured
                     memory, cpu = usage[:2]
+                    # a worker's peak repeats from task to task: one int for a run of them
+                    if memory == self.last_peak:
+                        memory = self.last_peak
+                    else:
+                        self.last_peak = memory
                 if len(usage) >= 3:  # runs on the worker: retries of raised errors
                     retried = int(usage[2]) - 1
             except KeyboardInterrupt:
@@ -151,20 +158,13 @@ class Records:
         """
         with dispatcher.lock:
             queue = dispatcher.resolved
-            if count is None:
-                claimed = list(queue.values())
-                queue.clear()
-            else:
-                claimed = [queue.popitem(last=False)[1] for _ in range(min(count, len(queue)))]
+            claimed = queue.take(count)
         try:
             with collector_paused():
                 records = [self.build(task, crash_detail) for task in claimed]
         except BaseException:
             with dispatcher.lock:
-                for task in reversed(claimed):
-                    if not task.taken:
-                        queue[task.id] = task
-                        queue.move_to_end(task.id, last=False)
+                queue.put_back(claimed)
             raise
         self.commit(claimed, records, True)
         return records
@@ -175,23 +175,20 @@ class Records:
         """A future hands its task over (no crash limit: the future says what happened)."""
         record = self.build(task, crash_detail)
         if not task.taken:
-            self.forget(dispatcher, [task])
             self.commit([task], [record], False)
+            self.forget(dispatcher, [task])
         return record
 
     @staticmethod
     def forget(dispatcher: Dispatcher | None, tasks: list[Task]) -> None:
-        """Take tasks handed over another way out of the pop()/collect() queue.
+        """Tasks handed over another way leave the pop()/collect() queue.
 
-        Without the dispatcher's lock: one ``pop`` of the (C) ordered dict is
-        atomic, and sparing the lock spares the dispatcher thread a wait on
-        every future read.
+        Without the dispatcher's lock (but for an occasional rebuild of the
+        queue): sparing it spares the dispatcher thread a wait on every
+        future read.
         """
         if dispatcher is not None:
-            queue = dispatcher.resolved
-            for task in tasks:
-                if not task.owned:
-                    queue.pop(task.id, None)
+            dispatcher.resolved.forget(sum(1 for task in tasks if not task.owned))
 
     # ----------------------------------------------------------- commit
     def commit(self, tasks: list[Task], records: list[TaskResult], limit: bool) -> None:

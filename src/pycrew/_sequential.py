@@ -264,9 +264,9 @@ class InlineDispatcher(Resolutions):
         self.broken_trace: str | None = None
         self.serializers: _wire.Serializers | None = None
         #: the shared objects' keys (the objects wait where a worker keeps them)
-        self.shares: dict[int, list[Any]] = {}
+        self.shares: dict[int, Sequence[Any]] = {}
 
-    def add_setup(self, frame: list[Any]) -> None:
+    def add_setup(self, frame: tuple[Any, ...]) -> None:
         """Run a setup step here, now, as a worker would before its next task."""
         payload = _wire.loads(*_frame_parts(frame, 0))
         if payload[0] == "serializers":
@@ -330,7 +330,7 @@ class InlineDispatcher(Resolutions):
                 if task.deadline is not None and time.monotonic() > task.deadline:
                     self._resolve(task, Status.TIMEOUT, _LATE)
                 else:
-                    task.raw = (meta, bufs)
+                    task.raw = (meta, bufs) if bufs else meta
                     task.failed = bool(_wire.RESULT_HEAD.unpack_from(meta)[2])
                     self._resolve(task, None)
         self.settle()

@@ -25,6 +25,7 @@ from ._errors import CrewError
 
 TYPE_CHECKING = False  # typing itself is slow to import, and workers start often
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from typing import Any
 
 #: shared objects this process holds, by key: raw ``(pickle, buffers)`` until a
@@ -38,7 +39,7 @@ class SharedMissingError(CrewError, LookupError):
     """A task used a shared object its worker does not hold (it was dropped)."""
 
 
-def keep_shared(key: int, meta: bytes, buffers: list[Any]) -> None:
+def keep_shared(key: int, meta: bytes, buffers: Sequence[Any]) -> None:
     """Hold a shared object as it came, unpickled only when a task uses it."""
     with _SHARED_LOCK:
         SHARED[key] = (_RAW, meta, buffers)

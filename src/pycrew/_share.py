@@ -216,7 +216,7 @@ def setup_frames(
     serializers: _wire.Serializers | None,
     initializer: Callable[..., object] | None,
     initargs: tuple[Any, ...],
-) -> list[list[Any]]:
+) -> list[tuple[Any, ...]]:
     """The steps every worker runs before its first task: serializers, then the initializer."""
     frames = []
     if serializers is not None:
@@ -227,7 +227,7 @@ def setup_frames(
     return frames
 
 
-def setup_frame(payload: tuple[Any, ...], serializers: _wire.Serializers | None) -> list[Any]:
+def setup_frame(payload: tuple[Any, ...], serializers: _wire.Serializers | None) -> tuple[Any, ...]:
     """A SETUP frame: a step every worker runs before its next task."""
     try:
         body, buffers = _wire.dumps(payload, serializers)

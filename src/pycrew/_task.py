@@ -16,7 +16,7 @@ import time
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable, Iterator, Sequence
 
     from ._controller import Controller
     from ._futures import TaskFuture
@@ -233,9 +233,10 @@ class Task:
         # set by the controller (CRASH, CANCEL, TIMEOUT); None: a worker's result
         self.outcome: Status | None = None
         self.detail: str | None = None
-        # what the worker's RESULT said before anything is unpickled
+        # what the worker's RESULT said before anything is unpickled: its
+        # bytes, with its buffers where it has any (most results have none)
         self.failed = False
-        self.raw: tuple[bytes, list[Any]] | None = None
+        self.raw: bytes | tuple[bytes, Sequence[Any]] | None = None
         self.worker: WorkerInfo | None = None
         # built once, on first request (unpickling happens in the caller's thread)
         self.record: TaskResult | None = None
@@ -250,6 +251,67 @@ class Task:
         future, self.future = self.future, None  # no cycle left: memory goes back at once
         if future is not None:
             future._settle(self)
+
+
+class ResolvedQueue:
+    """Resolved tasks that pop()/collect() may take, oldest first.
+
+    A deque, where an ordered dict cost a million results 100 MB. A task
+    handed over through its future stays in the deque, skipped when reached
+    (it is ``taken``): taking it out of the middle would cost a search. Those
+    are counted, and the deque is rebuilt without them once they are half of
+    it, so a run read only through futures does not keep its tasks alive.
+    Every method but :meth:`forget` is called with the dispatcher's lock held.
+    """
+
+    __slots__ = ("_lock", "_stale", "_tasks")
+
+    def __init__(self, lock: threading.Lock) -> None:
+        self._lock = lock
+        self._tasks: collections.deque[Task] = collections.deque()
+        # handed over since the last rebuild (a hint: see forget())
+        self._stale = 0
+
+    def __bool__(self) -> bool:
+        tasks = self._tasks
+        while tasks and tasks[0].taken:
+            tasks.popleft()
+        return bool(tasks)
+
+    def append(self, task: Task) -> None:
+        self._tasks.append(task)
+
+    def take(self, count: int | None) -> list[Task]:
+        """Up to ``count`` tasks (all if None), oldest first, out of the queue."""
+        tasks = self._tasks
+        if count is None:
+            out = [task for task in tasks if not task.taken]
+            tasks.clear()
+            self._stale = 0
+            return out
+        out = []
+        while tasks and len(out) < count:
+            task = tasks.popleft()
+            if not task.taken:
+                out.append(task)
+        return out
+
+    def put_back(self, tasks: list[Task]) -> None:
+        """Tasks taken but not handed over go back, first in line, in their order."""
+        self._tasks.extendleft(task for task in reversed(tasks) if not task.taken)
+
+    def forget(self, count: int) -> None:
+        """``count`` tasks were handed over through their futures (no lock held).
+
+        The count is a hint that may miss an update when two threads add at
+        once; whether a task is still to be taken is its own ``taken``.
+        """
+        self._stale += count
+        if self._stale > 64 and 2 * self._stale > len(self._tasks):
+            with self._lock:
+                self._stale = 0
+                live = [task for task in self._tasks if not task.taken]
+                self._tasks = collections.deque(live)
 
 
 class Resolutions:
@@ -267,7 +329,7 @@ class Resolutions:
         self.live: dict[int, Task] = {}
         # resolved tasks that pop()/collect() may take, oldest first (map's and
         # an executor's own tasks never enter)
-        self.resolved: collections.OrderedDict[int, Task] = collections.OrderedDict()
+        self.resolved = ResolvedQueue(self.lock)
         # resolved since the lock was last let go: their futures settle after
         self.finished: list[Task] = []
         self.completed = 0
@@ -308,7 +370,7 @@ class Resolutions:
         self._free(task)
         self.live.pop(task.id, None)
         if not task.owned:
-            self.resolved[task.id] = task
+            self.resolved.append(task)
         self.finished.append(task)
         self.completed += 1
         self.cv.notify_all()
@@ -322,7 +384,7 @@ class Resolutions:
                 if task.owned:
                     task.owned = False
                     if task.state == DONE and not task.taken:
-                        self.resolved[task.id] = task
+                        self.resolved.append(task)
 
     def settle(self) -> None:
         """Settle the futures of tasks resolved since the last call (without the lock held:

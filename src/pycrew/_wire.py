@@ -107,7 +107,10 @@ class Kind(enum.IntEnum):
 LARGE = 1 << 20
 
 Buffer = bytearray | mmap.mmap
-Frame = tuple[int, bytes, list[Buffer]]
+Frame = tuple[int, bytes, "Sequence[Buffer]"]
+#: the buffers of a frame that has none: one tuple for all, where a list each
+#: cost a million results 56 MB
+NO_BUFFERS: tuple[Buffer, ...] = ()
 
 
 def receive_buffer(n: int) -> Buffer:
@@ -176,13 +179,16 @@ def python_version() -> str:
     return "{}.{}".format(*sys.version_info[:2])
 
 
-def encode(kind: int, meta: bytes, buffers: list[memoryview] | None = None) -> list[Any]:
-    """One frame as a list of pieces: a small head (header + meta) then the buffers."""
-    bufs = buffers or []
-    head = HEADER.pack(kind, 0, len(bufs), len(meta))
-    if bufs:
-        head += b"".join(LENGTH.pack(b.nbytes) for b in bufs)
-    return [head + meta, *bufs]
+def encode(kind: int, meta: bytes, buffers: list[memoryview] | None = None) -> tuple[Any, ...]:
+    """One frame as pieces: a small head (header + meta) then the buffers.
+
+    A tuple: a queued task holds its frame, and a list cost twice the memory.
+    """
+    if not buffers:
+        return (HEADER.pack(kind, 0, 0, len(meta)) + meta,)
+    head = HEADER.pack(kind, 0, len(buffers), len(meta))
+    head += b"".join(LENGTH.pack(b.nbytes) for b in buffers)
+    return (head + meta, *buffers)
 
 
 class Decoder:
@@ -283,7 +289,7 @@ class Decoder:
                     self._bufs = [receive_buffer(lens[0])]
                     self._filled = 0
                 else:
-                    self.frames.append((kind, meta, []))
+                    self.frames.append((kind, meta, NO_BUFFERS))
                 pos = end
         finally:
             if pos:
@@ -306,12 +312,12 @@ def too_large(meta: int, buffers: list[memoryview], limit: int) -> str | None:
     return None
 
 
-def retag(pieces: Sequence[Any], task_id: int) -> list[Any]:
+def retag(pieces: Sequence[Any], task_id: int) -> tuple[Any, ...]:
     """A copy of an encoded TASK frame that carries another task id."""
     head = bytearray(memoryview(pieces[0]).cast("B"))
     nbuf = HEADER.unpack_from(head)[2]
     TASK_ID.pack_into(head, HEADER.size + LENGTH.size * nbuf, task_id)
-    return [bytes(head), *pieces[1:]]
+    return (bytes(head), *pieces[1:])
 
 
 def import_paths() -> list[str]:
@@ -511,7 +517,7 @@ def _code_with_source(args: tuple[Any, ...], filename: str, lines: list[str] | N
     return types.CodeType(*args)
 
 
-def loads(data: bytes | memoryview, buffers: list[Any]) -> Any:
+def loads(data: bytes | memoryview, buffers: Sequence[Any]) -> Any:
     return pickle.loads(data, buffers=buffers)
 
 

@@ -54,7 +54,7 @@ from ._wire import Kind
 
 TYPE_CHECKING = False  # typing itself is slow to import, and workers start often
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
     from typing import IO, Any
 
     from ._metrics import Sampler
@@ -161,7 +161,7 @@ def read_frame(
     return kind, meta, bufs
 
 
-def _send(sock: socket.socket, pieces: list[Any]) -> None:
+def _send(sock: socket.socket, pieces: Sequence[Any]) -> None:
     for piece in pieces:
         sock.sendall(piece)
 
@@ -206,7 +206,7 @@ class Worker:
         self.stream = stream
         self.settings = settings
         self.pool = _wire.BufferPool()
-        self.inbox: queue.SimpleQueue[tuple[int, bytes, list[Any]] | None] = queue.SimpleQueue()
+        self.inbox: queue.SimpleQueue[_wire.Frame | None] = queue.SimpleQueue()
         self.current = 0
         self.cancelled: set[int] = set()
         # tasks received and not yet started, and those handed back unstarted
@@ -271,7 +271,7 @@ class Worker:
             # its RESULT ahead of this RELEASED
             self.send(_wire.encode(Kind.RELEASED, _wire.TASK_ID.pack(task_id)))
 
-    def send(self, pieces: list[Any]) -> None:
+    def send(self, pieces: Sequence[Any]) -> None:
         with self.send_lock:
             _send(self.sock, pieces)
 
@@ -353,7 +353,7 @@ class Worker:
             return True
         return False
 
-    def _next(self, timers_on: bool, started: float) -> tuple[int, bytes, list[Any]] | int:
+    def _next(self, timers_on: bool, started: float) -> _wire.Frame | int:
         """The next task, or an exit code once the idle or wall limit is reached."""
         s = self.settings
         idle_since = time.monotonic()
@@ -383,7 +383,7 @@ class Worker:
                 return EXIT_CONNECTION
             return item
 
-    def run_setup(self, meta: bytes, bufs: list[Any]) -> bool:
+    def run_setup(self, meta: bytes, bufs: Sequence[Any]) -> bool:
         """Run one setup step; on failure tell the controller why, and return False."""
         try:
             run_step(_wire.loads(meta, bufs), sys.modules["__main__"].__dict__)
@@ -396,7 +396,7 @@ class Worker:
             return False
         return True
 
-    def run_task(self, task_id: int, meta: bytes, bufs: list[Any], last: bool) -> None:
+    def run_task(self, task_id: int, meta: bytes, bufs: Sequence[Any], last: bool) -> None:
         with self.lock:
             skip = task_id in self.cancelled
         if skip:
