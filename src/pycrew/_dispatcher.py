@@ -297,7 +297,7 @@ class Dispatcher(Doorway, Resolutions):
                 if share is not None:
                     conn.shared.add(key)
                     self._write(conn, share)
-        self._write(conn, task.frame)
+        self._write(conn, _wire.pieces(task.frame))
 
     def _write(self, conn: Conn, pieces: Sequence[Any]) -> None:
         """Queue bytes for a worker; they leave at the next ``_flush_dirty()``."""

@@ -37,7 +37,7 @@ from ._evaluate import CALLABLE, CODE, derived_seed
 from ._futures import TaskFuture
 from ._records import warn_caller
 from ._share import dumps_task
-from ._task import DONE, Status, Task, collector_paused
+from ._task import DONE, NO_FRAME, Status, Task, collector_paused
 from ._wire import Kind
 
 if TYPE_CHECKING:
@@ -317,7 +317,8 @@ class Recipe:
             )
         head = _wire.TASK_HEAD.pack(task_id, self.needs)
         frame = _wire.encode(Kind.TASK, head + body, buffers)
-        task = Task(task_id, name, self.command, frame, seed, _deadline(self.timeout))
+        kept = frame if buffers else frame[0]  # see _wire.pieces()
+        task = Task(task_id, name, self.command, kept, seed, _deadline(self.timeout))
         task.shared = shared
         return task
 
@@ -353,8 +354,8 @@ def adopt(ctl: Controller, task: Task, shares: dict[int, Sequence[Any]]) -> bool
     with ctl._lock:
         if task.name in ctl._records.tasks:
             return False
-        taken = Task(next(ctl._ids), task.name, task.command, [], task.seed, task.deadline)
-        taken.frame = _wire.retag(task.frame, taken.id)
+        taken = Task(next(ctl._ids), task.name, task.command, NO_FRAME, task.seed, task.deadline)
+        taken.frame = _wire.retag(_wire.pieces(task.frame), taken.id)
         taken.small = task.small
         taken.size = task.size
         taken.owned = task.owned

@@ -314,7 +314,7 @@ class InlineDispatcher(Resolutions):
                 return  # cancelled before its turn
             task.state = RUNNING
             task.worker = self.worker
-            frame = task.frame
+            frame = _wire.pieces(task.frame)
         try:
             meta, bufs = execute(
                 task.id, frame, self.cleanup, self.bytes_max, self.main, self.serializers

@@ -202,7 +202,7 @@ class Task:
         task_id: int,
         name: str,
         command: str | None,
-        frame: list[Any] | tuple[Any, ...],
+        frame: bytes | tuple[Any, ...],
         seed: int | None,
         deadline: float | None,
         owned: bool = False,
@@ -215,7 +215,8 @@ class Task:
         self.frame = frame
         # only small tasks are sent ahead to busy workers
         #: the frame's bytes
-        self.size = sum(map(len, frame))  # bytes, and flat byte views
+        # bytes, or a tuple of bytes and flat byte views (_wire.pieces())
+        self.size = len(frame) if isinstance(frame, bytes) else sum(map(len, frame))
         self.small = self.size <= PREFETCH_BYTES
         #: bytes of this task counted against the controller's memory= cap
         self.held = 0

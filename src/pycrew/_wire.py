@@ -312,6 +312,12 @@ def too_large(meta: int, buffers: list[memoryview], limit: int) -> str | None:
     return None
 
 
+def pieces(frame: bytes | tuple[Any, ...]) -> tuple[Any, ...]:
+    """A task's frame as pieces to send: a task keeps a frame without buffers as its
+    bytes alone (a million queued tasks spare a tuple each)."""
+    return (frame,) if isinstance(frame, bytes) else frame
+
+
 def retag(pieces: Sequence[Any], task_id: int) -> tuple[Any, ...]:
     """A copy of an encoded TASK frame that carries another task id."""
     head = bytearray(memoryview(pieces[0]).cast("B"))
