@@ -27,7 +27,6 @@ if TYPE_CHECKING:
     from ._errors import (
         ArgumentError,
         ArgumentTypeError,
-        BrokenExecutorError,
         ClosedError,
         CrashLimitError,
         CrewError,
@@ -36,14 +35,13 @@ if TYPE_CHECKING:
         LaunchError,
         ProtocolError,
         RemoteTraceback,
-        TaskCancelledError,
         TaskCrashError,
         TaskError,
         TaskTimeoutError,
         TlsConfigError,
     )
     from ._executor import Executor
-    from ._futures import TaskFuture
+    from ._futures import BrokenExecutorError, TaskCancelledError, TaskFuture
     from ._group import ControllerGroup
     from ._local import LocalMonitor, local_controller
     from ._lsf import LsfMonitor, lsf_controller
@@ -83,7 +81,7 @@ _HOMES = {
     "SlurmMonitor": "_slurm",
     "ArgumentError": "_errors",
     "ArgumentTypeError": "_errors",
-    "BrokenExecutorError": "_errors",
+    "BrokenExecutorError": "_futures",
     "ClosedError": "_errors",
     "CrashLimitError": "_errors",
     "CrewError": "_errors",
@@ -92,7 +90,7 @@ _HOMES = {
     "LaunchError": "_errors",
     "ProtocolError": "_errors",
     "RemoteTraceback": "_errors",
-    "TaskCancelledError": "_errors",
+    "TaskCancelledError": "_futures",
     "TaskCrashError": "_errors",
     "TaskError": "_errors",
     "TaskTimeoutError": "_errors",

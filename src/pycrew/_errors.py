@@ -6,10 +6,10 @@ CrewError
  ├── ArgumentTypeError (also a TypeError)     an argument of the wrong type
  ├── CrewTimeoutError (also a TimeoutError)   a bounded wait ran out
  ├── ClosedError                              the controller was terminated
- ├── BrokenExecutorError (a BrokenExecutor)   an Executor's initializer failed
+ ├── BrokenExecutorError (a BrokenExecutor)   an Executor's initializer failed (in _futures)
  ├── TaskError                                a task failed (or map/pop/collect asked to raise)
  ├── TaskCrashError                           a task's worker died while running it
- ├── TaskCancelledError (a CancelledError)    a task was cancelled
+ ├── TaskCancelledError (a CancelledError)    a task was cancelled (in _futures)
  ├── TaskTimeoutError (also a TimeoutError)   a task ran past its seconds_timeout
  ├── CrashLimitError                          a task name crashed more than crashes_max times
  ├── LaunchError                              a launcher could not start workers
@@ -19,13 +19,17 @@ CrewError
 CrewWarning (a UserWarning)                   task errors or warnings with error="warn"
 ```
 
+The two that are also ``concurrent.futures`` errors live in ``_futures``,
+which imports that package anyway: a worker, which never raises them,
+starts without it.
+
 A task that raised re-raises its own exception (``except ValueError`` works);
 only what cannot be rebuilt here becomes a ``TaskError``.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
+import sys
 
 TYPE_CHECKING = False
 
@@ -46,10 +50,14 @@ class ArgumentTypeError(CrewError, TypeError):
 
 
 # Python 3.10 has its own concurrent.futures.TimeoutError; from 3.11 on it is
-# the builtin. Either way, a pycrew timeout is caught by both names.
-_TIMEOUTS: tuple[type[Exception], ...] = tuple(
-    dict.fromkeys((concurrent.futures.TimeoutError, TimeoutError))
-)
+# the builtin. Either way, a pycrew timeout is caught by both names. (From 3.11
+# on, concurrent.futures is not imported here: with the logging it brings, it
+# took a third of a worker's imports.)
+_TIMEOUTS: tuple[type[Exception], ...] = (TimeoutError,)
+if sys.version_info < (3, 11):
+    import concurrent.futures
+
+    _TIMEOUTS = (concurrent.futures.TimeoutError, TimeoutError)
 
 
 class CrewTimeoutError(CrewError, *_TIMEOUTS):  # type: ignore[misc]
@@ -58,14 +66,6 @@ class CrewTimeoutError(CrewError, *_TIMEOUTS):  # type: ignore[misc]
 
 class ClosedError(CrewError):
     """The controller was terminated and cannot take this call."""
-
-
-class BrokenExecutorError(CrewError, concurrent.futures.BrokenExecutor):
-    """An :class:`pycrew.Executor`'s initializer failed: the executor takes no more tasks.
-
-    Raised by the futures of its tasks and by ``submit()`` once it is broken;
-    ``except concurrent.futures.BrokenExecutor`` catches it too.
-    """
 
 
 class TaskError(CrewError):
@@ -83,7 +83,7 @@ class TaskError(CrewError):
         self.results = results
 
 
-class _TaskEnded(CrewError):
+class TaskEnded(CrewError):
     """A task that ended without a value; ``record`` says how."""
 
     def __init__(self, message: str, record: TaskResult | None = None) -> None:
@@ -91,7 +91,7 @@ class _TaskEnded(CrewError):
         self.record = record
 
 
-class TaskCrashError(_TaskEnded):
+class TaskCrashError(TaskEnded):
     """The worker running the task died (killed, out of memory, ...).
 
     Attributes:
@@ -99,15 +99,7 @@ class TaskCrashError(_TaskEnded):
     """
 
 
-class TaskCancelledError(_TaskEnded, concurrent.futures.CancelledError):
-    """The task was cancelled (by ``cancel()`` or ``terminate()``).
-
-    Attributes:
-        record: the task's result record.
-    """
-
-
-class TaskTimeoutError(_TaskEnded, TimeoutError):
+class TaskTimeoutError(TaskEnded, TimeoutError):
     """The task ran past its ``seconds_timeout``.
 
     Attributes:

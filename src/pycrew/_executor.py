@@ -34,8 +34,8 @@ import weakref
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from ._controller import Controller
-from ._errors import ArgumentError, ArgumentTypeError, BrokenExecutorError
-from ._futures import TaskFuture
+from ._errors import ArgumentError, ArgumentTypeError
+from ._futures import BrokenExecutorError, TaskFuture
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator

@@ -30,10 +30,11 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from . import _wire
 from ._errors import (
+    CrewError,
     CrewTimeoutError,
     RemoteTraceback,
-    TaskCancelledError,
     TaskCrashError,
+    TaskEnded,
     TaskError,
     TaskTimeoutError,
 )
@@ -50,6 +51,23 @@ V = TypeVar("V")
 _ENDED = (CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED)
 #: guards the first making of a future's condition and lists (rare, and short)
 _MAKING = threading.Lock()
+
+
+# The two errors that are also concurrent.futures' own (see _errors).
+class BrokenExecutorError(CrewError, concurrent.futures.BrokenExecutor):
+    """An :class:`pycrew.Executor`'s initializer failed: the executor takes no more tasks.
+
+    Raised by the futures of its tasks and by ``submit()`` once it is broken;
+    ``except concurrent.futures.BrokenExecutor`` catches it too.
+    """
+
+
+class TaskCancelledError(TaskEnded, concurrent.futures.CancelledError):
+    """The task was cancelled (by ``cancel()`` or ``terminate()``).
+
+    Attributes:
+        record: the task's result record.
+    """
 
 
 class _OnFirstUse(Generic[V]):

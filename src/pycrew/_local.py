@@ -115,6 +115,8 @@ class LocalLauncher(Launcher):
         self.template = template
         self._template: Template | None = None
         self._template_starts = 0
+        # batches launched since start: the template waits for the second
+        self._launches = 0
 
     def _streams(self, worker_id: str) -> tuple[Any, Any, list[IO[bytes]], tuple[str, int, bool]]:
         if self.log_directory is None:
@@ -191,7 +193,12 @@ class LocalLauncher(Launcher):
         return list(handles)
 
     def _ready_template(self, specs: Sequence[WorkerSpec]) -> Template | None:
-        """The template, when it can fork workers now; started at the first launch."""
+        """The template, when it can fork workers now; started at the second launch.
+
+        Not at the first: a controller's first workers would share the CPU with
+        it, and a cold start took a fifth longer. A controller that launches
+        again (workers that leave after tasks_max, scaling) gets it then.
+        """
         if (
             not self.template
             or not specs
@@ -203,7 +210,8 @@ class LocalLauncher(Launcher):
         if current is not None and current.broken and self._template_starts < TEMPLATE_STARTS:
             self._close_template()
             current = None
-        if current is None and self._template_starts < TEMPLATE_STARTS:
+        self._launches += 1
+        if current is None and self._template_starts < TEMPLATE_STARTS and self._launches > 1:
             spec = specs[0]
             self._template_starts += 1
             with contextlib.suppress(OSError):
@@ -310,6 +318,7 @@ class LocalLauncher(Launcher):
         # last: its workers die with it
         self._close_template()
         self._template_starts = 0
+        self._launches = 0
         if self._startup is not None:
             shutil.rmtree(self._startup, ignore_errors=True)
             self._startup = None

@@ -320,13 +320,15 @@ class Template:
         self.children.clear()
 
     def close(self, seconds: float = 5.0) -> None:
-        """Let go: the template sees its socket close and leaves."""
-        import subprocess
+        """Let go: the template is killed, and what it still forked dies with it.
 
+        Killed rather than asked: it holds nothing to save, and a clean exit
+        of its interpreter added a few tens of milliseconds to every
+        terminate(). (A template whose controller dies sees its socket close
+        and leaves on its own.)
+        """
         with contextlib.suppress(OSError):
             self.sock.close()
-        try:
-            self.proc.wait(timeout=seconds)
-        except subprocess.TimeoutExpired:
+        with contextlib.suppress(OSError):
             self.proc.kill()
-            self.proc.wait(timeout=seconds)
+        self.proc.wait(timeout=seconds)

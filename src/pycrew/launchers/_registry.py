@@ -12,9 +12,6 @@ that names it and says what is wrong.
 
 from __future__ import annotations
 
-import importlib.metadata
-import inspect
-
 from .._errors import LaunchError
 from ._base import Launcher
 
@@ -23,6 +20,8 @@ GROUP = "pycrew.launchers"
 
 def available() -> list[str]:
     """Names of the registered launchers (nothing is imported to list them)."""
+    import importlib.metadata  # here: it takes a tenth of a cold start to import
+
     return sorted({ep.name for ep in importlib.metadata.entry_points(group=GROUP)})
 
 
@@ -34,6 +33,9 @@ def load(name: str) -> type[Launcher]:
             cannot be imported, is not a :class:`Launcher` subclass, or leaves
             an abstract method unimplemented.
     """
+    import importlib.metadata
+    import inspect
+
     found = [ep for ep in importlib.metadata.entry_points(group=GROUP) if ep.name == name]
     if not found:
         raise LaunchError(
