@@ -68,6 +68,18 @@ def mark_then_sleep(path: str, seconds: float) -> float:
     return seconds
 
 
+def rendezvous(directory: str, count: int, seconds: float) -> bool:
+    """Check in, then wait (up to ``seconds``) until ``count`` tasks have: whether they all
+    ran at the same time."""
+    open(os.path.join(directory, str(os.getpid())), "w").close()
+    deadline = time.monotonic() + seconds
+    while len(os.listdir(directory)) < count:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
 def mark_then_spin(path: str) -> int:
     """Leave a file behind, then hold the GIL in C code for a very long time."""
     open(path, "w").close()

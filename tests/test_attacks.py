@@ -381,7 +381,8 @@ def test_oversize_frame_after_authentication_is_refused_before_allocating(varian
     me = psutil.Process()
     with _scene(**options) as scene:
         rss = me.memory_info().rss
-        meta = _wire.RESULT_HEAD.pack(scene.held_id, 0, 0)[: max(0, min(meta_len, 10))]
+        head = _wire.RESULT_HEAD.pack(scene.held_id, 0, 0, 0.0)
+        meta = head[: max(0, min(meta_len, len(head)))]
         scene.fake.sock.sendall(_header(Kind.RESULT, meta_len, lens) + meta)
         read_until_closed(scene.fake.sock, 3.0)
         assert me.memory_info().rss - rss < 50 << 20
@@ -671,11 +672,11 @@ MALFORMED: dict[str, Callable[[_Scene], bytes]] = {
     "result-3-byte-meta": lambda s: peers.frame(Kind.RESULT, b"\x01\x02\x03"),
     "result-empty-meta": lambda s: peers.frame(Kind.RESULT, b""),
     "result-unknown-task": lambda s: peers.frame(
-        Kind.RESULT, _wire.RESULT_HEAD.pack(2**63 + 5, 0, 0) + pickle.dumps(None)
+        Kind.RESULT, _wire.RESULT_HEAD.pack(2**63 + 5, 0, 0, 0.0) + pickle.dumps(None)
     ),
     "result-for-another-worker's-task": lambda s: peers.frame(
         Kind.RESULT,
-        _wire.RESULT_HEAD.pack(next(f._task.id for f in s.futures if f is not s.held), 0, 0)
+        _wire.RESULT_HEAD.pack(next(f._task.id for f in s.futures if f is not s.held), 0, 0, 0.0)
         + pickle.dumps(("success", 0, None, None, None, 0.0, None)),
     ),
     "released-unknown-task": lambda s: peers.frame(Kind.RELEASED, _wire.TASK_ID.pack(2**62)),

@@ -603,6 +603,20 @@ def test_tasks_packed_behind_one_that_turns_long_are_taken_back() -> None:
             assert long.record(timeout=10).status is pycrew.Status.CANCEL
 
 
+def test_long_tasks_after_a_stream_of_tiny_ones_still_run_side_by_side(
+    tmp_path: pathlib.Path,
+) -> None:
+    # Tiny tasks are kept on a few busy workers; tasks that turn out long must
+    # still reach every idle worker (each waits until all 6 run at once).
+    with pycrew.local_controller(workers=6, seconds_interval=0.05) as ctl:
+        ctl.launch(6)
+        wait_until(lambda: len(ctl.pids()) == 6, what="six workers")
+        futures = [ctl.push(tasks.add, i, 1) for i in range(2000)]
+        assert [f.result(timeout=60) for f in futures] == [i + 1 for i in range(2000)]
+        met = [ctl.push(tasks.rendezvous, str(tmp_path), 6, 60) for _ in range(6)]
+        assert [f.result(timeout=90) for f in met] == [True] * 6
+
+
 def test_tasks_held_behind_a_crash_are_rerun_not_crashed() -> None:
     with pycrew.local_controller(workers=1, seconds_interval=0.05) as ctl:
         ctl.launch(1)

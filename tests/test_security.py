@@ -156,13 +156,13 @@ def test_nothing_is_unpickled_before_authentication(tmp_path: Path) -> None:
     finally:
         _AUDIT["on"], _AUDIT["find_class"] = False, 0
 
-    result_frame = peers.frame(Kind.RESULT, _wire.RESULT_HEAD.pack(1, 0, 0) + payload)
+    result_frame = peers.frame(Kind.RESULT, _wire.RESULT_HEAD.pack(1, 0, 0, 0.0) + payload)
     attempts: list[Callable[[dict[str, Any]], bytes]] = [
         lambda h: result_frame,
         lambda h: peers.frame(Kind.AUTH, payload),
         lambda h: peers.frame(Kind.TASK, _wire.TASK_ID.pack(1) + payload),
         lambda h: peers.auth(h, peers.WRONG_SECRET) + result_frame,
-        lambda h: peers.frame(Kind.RESULT, _wire.RESULT_HEAD.pack(1, 0, 0), [payload]),
+        lambda h: peers.frame(Kind.RESULT, _wire.RESULT_HEAD.pack(1, 0, 0, 0.0), [payload]),
     ]
     with pycrew.local_controller(workers=1, seconds_interval=0.05) as ctl:
         before = ctl.push(tasks.add, 1, 2).record(timeout=30)

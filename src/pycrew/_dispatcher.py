@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 from . import _wire
 from ._errors import ProtocolError
 from ._handshake import _AUTH, _READY, _TLS_SHAKE, Conn, Doorway
+from ._pacing import Pacing, Placement
 from ._task import (
     DONE,
     FORWARDED,
@@ -64,17 +65,13 @@ log = logging.getLogger("pycrew")
 CANCEL_GRACE = 1.0
 #: tasks a worker may hold at once when prefetching (one running, the rest waiting)
 PREFETCH_DEPTH = 8
-#: a worker whose task started less than this ago is "flowing": short tasks go
-#: to it ahead of idle workers, and those it holds are taken back once its task
-#: runs longer
-FLOWING = 0.001
 _READ_CHUNK = 1 << 18
 #: bytes read from one connection before the loop serves the others (and its
 #: timers): a worker that floods, with output say, must not starve them
 _READ_BUDGET = 16 << 20
 
 
-class Dispatcher(Doorway, Resolutions):
+class Dispatcher(Doorway, Placement, Resolutions):
     """Owns the listening socket, the worker connections and the task queue.
 
     Args:
@@ -137,6 +134,8 @@ class Dispatcher(Doorway, Resolutions):
         self.packed: set[Conn] = set()
         # workers holding tasks they have not started: what _steal looks at
         self.ahead: set[Conn] = set()
+        # whether small tasks wait in the queue for busy workers
+        self.pacing = Pacing()
         self.workers: dict[str, Conn] = {}
         self.conns: dict[int, Conn] = {}
         # connections not yet authenticated, oldest first
@@ -374,13 +373,13 @@ class Dispatcher(Doorway, Resolutions):
     def _drain(self) -> None:
         """Hand queued tasks to free workers: idle ones first, then those with room.
 
-        But a small task goes first to the worker that last took one, if its
-        own task started under ``FLOWING`` ago: a stream of tiny tasks then
-        keeps a few workers busy instead of waking a sleeping one per task
-        (with hundreds of workers on a few cores, the wake-ups were the cost).
-        Should that worker's task run longer, what it holds ahead is taken
-        back for idle workers (``_on_timers``), so a short task waits behind
-        a long one for about ``FLOWING`` at most.
+        But a small task goes first to the worker that last took one if its
+        own task started under ``FLOWING`` ago, and waits for busy workers
+        while ``_pacing`` says they keep up: a stream of tiny tasks keeps a
+        few workers busy instead of waking a sleeping one per task. What a
+        worker holds ahead is taken back for idle workers once its task runs
+        longer (``_on_timers``), so a short task waits behind a long one for
+        ``FLOWING`` at most (the patience, while tasks wait for busy workers).
         """
         queue = self.queue
         now = time.monotonic()
@@ -390,7 +389,13 @@ class Dispatcher(Doorway, Resolutions):
                 queue.popleft()
                 continue
             if self.idle:
-                conn = self._flowing(task, now) or self.idle.popitem()[0]
+                conn = self._flowing(task, now)
+                if conn is None:
+                    if task.small and self._held(now):
+                        return  # a busy worker's refill takes it (see _pacing)
+                    conn = self.idle.popitem()[0]
+                    if task.small:
+                        self.pacing.woke(now)
             elif task.small:
                 conn = self.room.popitem()[0]
             else:
@@ -398,19 +403,6 @@ class Dispatcher(Doorway, Resolutions):
             queue.popleft()
             self._assign(conn, task)
             self._place(conn)
-
-    def _flowing(self, task: Task, now: float) -> Conn | None:
-        if not (self.room and task.small):
-            return None
-        conn = next(reversed(self.room))
-        if now - conn.head_since >= FLOWING:
-            return None
-        del self.room[conn]
-        if conn not in self.packed:
-            self.packed.add(conn)
-            if threading.current_thread() is not self.thread:
-                self._wake_locked()  # to look again once FLOWING has passed
-        return conn
 
     def _refill(self, conn: Conn) -> None:
         """Give a worker with free capacity queued tasks, then file it."""
@@ -426,31 +418,6 @@ class Dispatcher(Doorway, Resolutions):
         self._place(conn)
         if self.depth > 1 and conn in self.idle:
             self._steal()
-
-    def _steal(self) -> None:
-        """Idle workers and an empty queue: ask busy workers for tasks they hold unstarted.
-
-        One request per idle worker that no request is on its way for yet,
-        newest tasks first, never a worker's oldest (it runs): several
-        workers going idle at once each get one, whoever holds them.
-        """
-        wanted = len(self.idle) - len(self.releasing)
-        now = time.monotonic()
-        for other in list(self.ahead):
-            if other.stage != _READY or len(other.tasks) < 2:
-                self.ahead.discard(other)
-                continue
-            if now - other.head_since < FLOWING:
-                if len(other.tasks) > 1:
-                    self.packed.add(other)  # looked at again once its task runs longer
-                continue  # it gets to them sooner than a release would
-            for task in list(other.tasks)[:0:-1]:
-                if wanted <= 0:
-                    return
-                if task.id not in self.releasing and task.state == RUNNING:
-                    self.releasing[task.id] = other
-                    self._write(other, _wire.encode(Kind.RELEASE, _wire.TASK_ID.pack(task.id)))
-                    wanted -= 1
 
     # --------------------------------------------------------- the loop
     def _run(self) -> None:
@@ -496,7 +463,10 @@ class Dispatcher(Doorway, Resolutions):
         if self.deadlines:
             soon = min(soon, self.deadlines[0][0])
         for conn in self.packed:
-            soon = min(soon, conn.head_since + FLOWING)
+            soon = min(soon, conn.head_since + self.pacing.take_back_after())
+        due = self.pacing.due()
+        if due is not None:
+            soon = min(soon, due)
         for conn in self.watch:
             if conn.stage != _READY:
                 soon = min(soon, conn.deadline)
@@ -582,12 +552,13 @@ class Dispatcher(Doorway, Resolutions):
         elif kind == Kind.RESULT:
             if len(meta) < _wire.RESULT_HEAD.size:
                 raise ProtocolError("a result too short to name its task")
-            task_id, last, failed = _wire.RESULT_HEAD.unpack_from(meta)
+            task_id, last, failed, ran = _wire.RESULT_HEAD.unpack_from(meta)
             if not conn.tasks or conn.tasks[0].id != task_id:
                 raise ProtocolError("a result for a task this worker was not given")
             task = conn.tasks.popleft()
             self.releasing.pop(task_id, None)
             conn.head_since = time.monotonic()
+            self.pacing.result(conn.head_since, ran)
             conn.kill_at = None
             if conn.tasks and conn.tasks[0].state == DONE:
                 # the next one was cancelled while it waited: it must stop quickly
@@ -727,6 +698,8 @@ class Dispatcher(Doorway, Resolutions):
 
     def _on_timers(self) -> None:
         now = time.monotonic()
+        if self.pacing.expired(now) and self.queue and self.idle:
+            self._drain()  # the busy workers are stuck: what waited for them goes
         if self.packed:
             self._unpack(now)
         while self.deadlines and self.deadlines[0][0] <= now:
@@ -742,18 +715,6 @@ class Dispatcher(Doorway, Resolutions):
                 log.info("worker %s did not stop its cancelled task: killing it", conn.info.id)
                 self.on_kill(conn.info.id)
                 self._drop(conn, None)
-
-    def _unpack(self, now: float) -> None:
-        """Take back what a worker holds ahead once its task runs past ``FLOWING``."""
-        overdue = False
-        for conn in list(self.packed):
-            if len(conn.tasks) < 2 or not self.idle or conn.stage != _READY:
-                self.packed.discard(conn)
-            elif now - conn.head_since >= FLOWING:
-                self.packed.discard(conn)
-                overdue = True
-        if overdue:
-            self._steal()  # one pass serves every idle worker
 
     def _sync_interest(self) -> None:
         if not self.pending_out:

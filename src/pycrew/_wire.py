@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
     from typing import Any
 
-PROTOCOL = 1
+PROTOCOL = 2
 PREAUTH_MAX = 4096
 #: default limit on one frame after authentication: a task with its data, or a result
 BYTES_MAX = 4 << 30
@@ -60,9 +60,10 @@ TASK_ID = struct.Struct("<Q")
 #: seconds_timeout, 0 when not given), for a worker that must leave before
 #: its job ends
 TASK_HEAD = struct.Struct("<Qf")
-#: a result names its task, whether the worker leaves after it, and whether
-#: the task failed (so the controller knows without unpickling anything)
-RESULT_HEAD = struct.Struct("<QBB")
+#: a result names its task, whether the worker leaves after it, whether the
+#: task failed, and how many seconds it ran (0 if it did not), so that the
+#: controller knows without unpickling anything
+RESULT_HEAD = struct.Struct("<QBBf")
 #: a shared object's key, at the head of SHARE and UNSHARE frames
 SHARE_KEY = struct.Struct("<Q")
 #: the head of an OUTPUT frame: the task's id and the stream (1 stdout, 2 stderr)

@@ -468,7 +468,8 @@ def result_message(
     serializers: _wire.Serializers | None = None,
 ) -> tuple[bytes, list[memoryview]]:
     """A RESULT frame's meta and buffers; a result that cannot travel becomes an error."""
-    head = _wire.RESULT_HEAD.pack(task_id, 1 if last else 0, outcome[0] != SUCCESS)
+    ran = outcome[5] or 0.0
+    head = _wire.RESULT_HEAD.pack(task_id, 1 if last else 0, outcome[0] != SUCCESS, ran)
     try:
         body, out_bufs = _wire.dumps(outcome, serializers)
         reason = None
@@ -479,7 +480,7 @@ def result_message(
         if problem is not None:
             reason = f"the result is {problem}"
     if reason is not None:
-        head = _wire.RESULT_HEAD.pack(task_id, 1 if last else 0, 1)
+        head = _wire.RESULT_HEAD.pack(task_id, 1 if last else 0, 1, ran)
         fallback = (ERROR, None, reason, None, *outcome[4:9])
         body, out_bufs = _wire.dumps(fallback)
     return head + body, out_bufs
