@@ -23,26 +23,29 @@ with data in flight), so a healthy worker that is merely busy is never killed.
 
 from __future__ import annotations
 
-import contextlib
+# _socket and _signal, the C modules: this process starts with each worker, and
+# the Python ones (enums, selectors), with contextlib, doubled its start-up
+import _socket
 import os
-import signal
-import socket
 import sys
 import time
 
 TYPE_CHECKING = False  # typing itself is slow to import; this process starts with each worker
 if TYPE_CHECKING:
+    import signal as _signal  # the same names, typed
     from typing import NoReturn
+else:
+    import _signal
 
 TCP_ESTABLISHED = 1
 CHECK_SECONDS = 0.25
-_TCP_INFO = getattr(socket, "TCP_INFO", 11)
+_TCP_INFO = getattr(_socket, "TCP_INFO", 11)
 
 
-def _state(sock: socket.socket) -> int | None:
+def _state(sock: _socket.socket) -> int | None:
     """The socket's TCP state, or None if it cannot be read."""
     try:
-        return sock.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, 8)[0]
+        return sock.getsockopt(_socket.IPPROTO_TCP, _TCP_INFO, 8)[0]
     except OSError:
         return None
 
@@ -64,16 +67,22 @@ def watch(worker: int, fd: int, grace: float) -> NoReturn:
     # This process holds the worker's socket: it must not keep the connection
     # open once the worker is dead. The kernel tells it at once (SIGTERM as the
     # parent-death signal), and it goes, taking what the worker's tasks left.
-    signal.signal(signal.SIGTERM, lambda *_: _end(worker))
-    _die_with_parent()
-    sock = socket.socket(fileno=fd)
+    _signal.signal(_signal.SIGTERM, lambda *_: _end(worker))
+    sock = _socket.socket(fileno=fd)
     stopped_since: float | None = None
+    told = False
     while True:
         if os.getppid() != worker:
             # it died without ending this watchdog first, as a worker that
             # leaves on purpose does: end what its tasks left behind
             _end(worker)
         time.sleep(CHECK_SECONDS)
+        if not told:
+            # after the first look, not before: ctypes takes as long to import as
+            # the rest, and a worker's first task would wait for the CPU it takes
+            # (the look above covers a worker that died meanwhile)
+            told = True
+            _die_with_parent()
         state = _state(sock)
         if state is not None and state != TCP_ESTABLISHED:
             why = "its connection to the controller ended"
@@ -91,10 +100,12 @@ def watch(worker: int, fd: int, grace: float) -> NoReturn:
 
 
 def _die_with_parent() -> None:
-    with contextlib.suppress(OSError, AttributeError):
+    try:
         import ctypes
 
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+        ctypes.CDLL(None, use_errno=True).prctl(1, _signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def _end(worker: int) -> NoReturn:
@@ -103,11 +114,13 @@ def _end(worker: int) -> NoReturn:
     What its tasks started there (forked children, subprocesses) would outlive
     it otherwise. This process is in that group too, and goes with it.
     """
-    with contextlib.suppress(OSError):
+    try:
         if os.getpgrp() == worker:
-            os.killpg(worker, signal.SIGKILL)
+            os.killpg(worker, _signal.SIGKILL)
         else:
-            os.kill(worker, signal.SIGKILL)
+            os.kill(worker, _signal.SIGKILL)
+    except OSError:
+        pass
     os._exit(0)
 
 
