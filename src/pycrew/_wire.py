@@ -458,7 +458,14 @@ def by_value_modules() -> bool:
     while any module is registered, cloudpickle pickles everything.
     """
     cloudpickle = sys.modules.get("cloudpickle")
-    return cloudpickle is not None and bool(cloudpickle.list_registry_pickle_by_value())
+    if cloudpickle is None:
+        return False
+    # asked twice per push: the registry itself where it is found, not the
+    # copy of it that the public call makes
+    registry = getattr(getattr(cloudpickle, "cloudpickle", None), "_PICKLE_BY_VALUE_MODULES", None)
+    if isinstance(registry, set):
+        return bool(registry)
+    return bool(cloudpickle.list_registry_pickle_by_value())
 
 
 _SCRIPT_PICKLER: Any = None
