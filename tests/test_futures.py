@@ -228,17 +228,17 @@ def test_a_service_awaits_a_thousand_tasks_with_bounded_memory() -> None:
         assert grown < 2 << 20  # what 500 kept records would take is well above this
 
 
-def test_pop_skips_what_futures_took_and_keeps_the_order(
-    controller: pycrew.Controller,
-) -> None:
-    futures = [controller.push(tasks.add, i, 0, name=f"t{i}") for i in range(10)]
-    assert controller.wait(seconds_timeout=WAIT)
-    assert [futures[i].result() for i in range(0, 10, 2)] == [0, 2, 4, 6, 8]
-    popped = [controller.pop() for _ in range(5)]
-    assert [r.name for r in popped if r is not None] == ["t1", "t3", "t5", "t7", "t9"]
-    assert controller.pop() is None
-    assert not controller.wait(mode="one", seconds_timeout=0)
-    assert controller.collect() == []
+def test_pop_skips_what_futures_took_and_keeps_the_order() -> None:
+    # one worker: tasks end in the order they were pushed, and pop() follows
+    with pycrew.local_controller(workers=1, seconds_interval=0.05) as controller:
+        futures = [controller.push(tasks.add, i, 0, name=f"t{i}") for i in range(10)]
+        assert controller.wait(seconds_timeout=WAIT)
+        assert [futures[i].result() for i in range(0, 10, 2)] == [0, 2, 4, 6, 8]
+        popped = [controller.pop() for _ in range(5)]
+        assert [r.name for r in popped if r is not None] == ["t1", "t3", "t5", "t7", "t9"]
+        assert controller.pop() is None
+        assert not controller.wait(mode="one", seconds_timeout=0)
+        assert controller.collect() == []
 
 
 def test_results_read_through_futures_are_not_kept(controller: pycrew.Controller) -> None:

@@ -70,8 +70,9 @@ def check_error(error: str | None) -> None:
 
 def task_inputs(
     iterable: Iterable[Any] | None, iterate: Mapping[str, Sequence[Any]] | None
-) -> list[Any]:
-    """Task inputs: 1-tuples for positional items, dicts for iterate."""
+) -> tuple[list[Any], bool]:
+    """Task inputs, and whether they are named: each item the one positional
+    argument of its task, or a dict of keyword arguments (``iterate``)."""
     if (iterable is None) == (iterate is None):
         raise ArgumentError("give the inputs either as an iterable or as iterate=, not both")
     if iterable is not None:
@@ -79,10 +80,12 @@ def task_inputs(
             raise ArgumentTypeError(
                 "iterable must be a sequence of inputs; for named inputs use iterate={'x': [...]}"
             )
-        items = [(item,) for item in iterable]
+        # the items as they are: a tuple each (made per task as it is pickled)
+        # cost a million inputs 56 MB
+        items = list(iterable)
         if not items:
             raise ArgumentError("there are no inputs")
-        return items
+        return items, False
     assert iterate is not None
     if not isinstance(iterate, Mapping) or not iterate:
         raise ArgumentError("iterate must be a non-empty dict of equal-length sequences")
@@ -99,7 +102,7 @@ def task_inputs(
     count = next(iter(lengths.values()))
     if count == 0:
         raise ArgumentError("iterate sequences are empty: there are no inputs")
-    return [{k: v[i] for k, v in columns.items()} for i in range(count)]
+    return [{k: v[i] for k, v in columns.items()} for i in range(count)], True
 
 
 def task_names(

@@ -64,7 +64,7 @@ def walk(
     retries: int | None = None,
     retry_on: Any = None,
 ) -> list[TaskFuture[T]]:
-    inputs = task_inputs(iterable, iterate)
+    inputs, named = task_inputs(iterable, iterate)
     count = len(inputs)
     names_list = task_names(names, iterate, count)
     if len(set(names_list)) != count:
@@ -81,10 +81,10 @@ def walk(
         recipe = Recipe(ctl, fn, data, globals, seconds_timeout, retries, retry_on)
         if ctl.memory is not None:
             # submitting as room frees takes as long as the tasks: the collector runs
-            _build_all(ctl, recipe, inputs, names_list, seed, owned, tasks, futures)
+            _build_all(ctl, recipe, inputs, named, names_list, seed, owned, tasks, futures)
         else:
             with collector_paused():
-                _build_all(ctl, recipe, inputs, names_list, seed, owned, tasks, futures)
+                _build_all(ctl, recipe, inputs, named, names_list, seed, owned, tasks, futures)
             ctl._submit(tasks)
     return futures
 
@@ -93,6 +93,7 @@ def _build_all(
     ctl: Controller,
     recipe: Recipe,
     inputs: list[Any],
+    named: bool,
     names_list: list[str],
     seed: int | None,
     owned: bool,
@@ -104,7 +105,7 @@ def _build_all(
     no_kwargs: dict[str, Any] = {}
     for i, item in enumerate(inputs):
         task_seed = None if seed is None else derived_seed(seed, str(i))
-        if isinstance(item, dict):
+        if named:
             if code_string:
                 merged = {**recipe.data, **item}
                 task = recipe.build((), no_kwargs, names_list[i], task_seed, merged)
@@ -115,7 +116,9 @@ def _build_all(
                 "a code string takes its inputs through iterate=, a dict of sequences"
             )
         else:
-            task = recipe.build(item, no_kwargs, names_list[i], task_seed)
+            task = recipe.build((item,), no_kwargs, names_list[i], task_seed)
+        # the input is in its task's frame now: the list (this call's own) lets it go
+        inputs[i] = None
         task.owned = owned
         tasks.append(task)
         futures.append(TaskFuture(ctl, task))
