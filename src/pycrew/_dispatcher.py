@@ -2,8 +2,8 @@
 
 ```
  user threads                       dispatcher thread (selectors loop)
- push() ──► submit() ─┬─ idle worker? send TASK now (under the lock)
-                      └─ else queue.append(task)
+ push() ──► submit() ─┬─ idle worker (and _pacing does not hold it)? send TASK now
+                      └─ else queue.append(task)          (under the lock)
                                     accept ─► _handshake.Doorway ─► WELCOME + SETUP steps
                                     TASK out, its SHARE frames first (once per worker)
                                     RESULT ─► task resolved ─► cv.notify_all()
