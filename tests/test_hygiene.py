@@ -23,6 +23,7 @@ from .conftest import wait_until
 from .scripts import ROOT
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from pathlib import Path
 
     from pycrew.launchers import WorkerSpec
@@ -53,6 +54,32 @@ def _alive(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+@contextlib.contextmanager
+def controller_script(
+    path: Path, source: str, *args: str
+) -> Iterator[tuple[subprocess.Popen[str], list[int]]]:
+    """Run ``source`` as a controller's script; yield it and the pids on its first line.
+
+    Whatever the test does, the script and those processes end afterwards.
+    """
+    path.write_text(source)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
+    controller = subprocess.Popen(
+        [sys.executable, str(path), *args], stdout=subprocess.PIPE, text=True, env=env
+    )
+    pids: list[int] = []
+    try:
+        assert controller.stdout is not None
+        pids = [int(pid) for pid in controller.stdout.readline().split()]
+        yield controller, pids
+    finally:
+        controller.kill()
+        controller.wait(WAIT)
+        for pid in pids:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
 
 
 @pytest.mark.parametrize("how", ["tasks_max", "terminate"])
@@ -245,24 +272,11 @@ time.sleep(600)
 @pytest.mark.parametrize("task", ["hold_gil", "deaf_hold_gil", "spin", "sleep"])
 def test_a_worker_ends_when_its_controller_is_killed(tmp_path: Path, task: str) -> None:
     """With no parent-death signal (as on a cluster), whatever its task is doing."""
-    script = tmp_path / "controller.py"
-    script.write_text(_ORPHAN_SCRIPT)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
-    controller = subprocess.Popen(
-        [sys.executable, str(script), task], stdout=subprocess.PIPE, text=True, env=env
-    )
-    worker = 0
-    try:
-        assert controller.stdout is not None
-        worker = int(controller.stdout.readline())
+    with controller_script(tmp_path / "controller.py", _ORPHAN_SCRIPT, task) as (controller, pids):
+        (worker,) = pids
         controller.kill()  # SIGKILL: nothing of the controller runs any more
         controller.wait(WAIT)
         wait_until(lambda: not _alive(worker), 15, "the orphaned worker to end")
-    finally:
-        controller.kill()
-        controller.wait(WAIT)
-        if worker and _alive(worker):
-            os.kill(worker, signal.SIGKILL)
 
 
 def test_a_stopped_worker_is_ended_after_seconds_heartbeat() -> None:
@@ -308,26 +322,11 @@ time.sleep(600)
 
 
 def test_a_killed_controller_leaves_no_worker_and_no_child(tmp_path: Path) -> None:
-    script = tmp_path / "controller.py"
-    script.write_text(_KILLED_SCRIPT)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
-    controller = subprocess.Popen(
-        [sys.executable, str(script)], stdout=subprocess.PIPE, text=True, env=env
-    )
-    pids: list[int] = []
-    try:
-        assert controller.stdout is not None
-        pids = [int(p) for p in controller.stdout.readline().split()]
+    with controller_script(tmp_path / "controller.py", _KILLED_SCRIPT) as (controller, pids):
         assert len(pids) == 2
         controller.kill()
         controller.wait(WAIT)
         wait_until(lambda: not any(map(_alive, pids)), 15, "the worker and its child to end")
-    finally:
-        controller.kill()
-        controller.wait(WAIT)
-        for pid in pids:
-            if _alive(pid):
-                os.kill(pid, signal.SIGKILL)
 
 
 def _receiving(ctl: pycrew.Controller) -> bool:

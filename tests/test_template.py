@@ -5,8 +5,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import subprocess
-import sys
 import time
 from typing import TYPE_CHECKING
 
@@ -16,7 +14,7 @@ import pycrew
 from pycrew import _wire
 
 from .conftest import wait_until
-from .test_hygiene import _alive
+from .test_hygiene import _alive, controller_script
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -198,18 +196,7 @@ time.sleep(600)
 
 
 def test_a_killed_controller_takes_its_template_and_forked_workers_along(tmp_path: Path) -> None:
-    from .scripts import ROOT
-
-    script = tmp_path / "controller.py"
-    script.write_text(_KILLED_SCRIPT)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
-    controller = subprocess.Popen(
-        [sys.executable, str(script)], stdout=subprocess.PIPE, text=True, env=env
-    )
-    found: list[int] = []
-    try:
-        assert controller.stdout is not None
-        found = [int(pid) for pid in controller.stdout.readline().split()]
+    with controller_script(tmp_path / "controller.py", _KILLED_SCRIPT) as (controller, found):
         template, worker = found
         assert template != controller.pid  # forked by the template
         assert psutil.Process(template).ppid() == controller.pid
@@ -218,9 +205,3 @@ def test_a_killed_controller_takes_its_template_and_forked_workers_along(tmp_pat
         controller.wait(WAIT)
         for pid in found:
             wait_until(lambda p=pid: not _alive(p), 15, f"process {pid} to end")
-    finally:
-        controller.kill()
-        controller.wait(WAIT)
-        for pid in found:
-            if _alive(pid):
-                os.kill(pid, signal.SIGKILL)
