@@ -11,8 +11,8 @@ authenticated TCP port (optionally TLS).
 """
 
 # The names below load on first use, so that a worker process (which imports
-# this package to reach pycrew._worker) does not pay for the controller side.
-from ._joblib_light import install as _install_joblib_hook
+# this package to reach pycrew._worker._worker) does not pay for the controller side.
+from ._integrations._joblib_light import install as _install_joblib_hook
 from ._version import __version__
 
 # joblib.parallel_config(backend="pycrew") works from here on, whether joblib
@@ -22,8 +22,27 @@ _install_joblib_hook()
 TYPE_CHECKING = False  # typing itself is slow to import
 
 if TYPE_CHECKING:
-    from ._asyncio import as_completed
-    from ._controller import Controller
+    from ._controller._asyncio import as_completed
+    from ._controller._controller import Controller
+    from ._controller._executor import Executor
+    from ._controller._factories import (
+        controller,
+        local_controller,
+        lsf_controller,
+        pbs_controller,
+        sge_controller,
+        slurm_controller,
+        ssh_controller,
+    )
+    from ._controller._futures import BrokenExecutorError, TaskCancelledError, TaskFuture
+    from ._controller._group import ControllerGroup
+    from ._controller._sequential import sequential_controller
+    from ._controller._share import Shared
+    from ._engines._local import LocalMonitor
+    from ._engines._lsf import LsfMonitor
+    from ._engines._pbs import PbsMonitor
+    from ._engines._sge import SgeMonitor
+    from ._engines._slurm import SlurmMonitor
     from ._errors import (
         ArgumentError,
         ArgumentTypeError,
@@ -40,48 +59,36 @@ if TYPE_CHECKING:
         TaskTimeoutError,
         TlsConfigError,
     )
-    from ._executor import Executor
-    from ._futures import BrokenExecutorError, TaskCancelledError, TaskFuture
-    from ._group import ControllerGroup
-    from ._local import LocalMonitor, local_controller
-    from ._lsf import LsfMonitor, lsf_controller
-    from ._metrics import Metrics
-    from ._pandas import to_pandas
-    from ._pbs import PbsMonitor, pbs_controller
-    from ._plugin import controller
-    from ._sequential import sequential_controller
-    from ._sge import SgeMonitor, sge_controller
-    from ._share import Shared
-    from ._slurm import SlurmMonitor, slurm_controller
-    from ._ssh import ssh_controller
-    from ._task import Status, Summary, TaskResult, WorkerSummary
-    from ._tls import TLS
+    from ._integrations._pandas import to_pandas
+    from ._operations._metrics import Metrics
+    from ._results import Status, Summary, TaskResult, WorkerSummary
+    from ._wire._tls import TLS
 
 _HOMES = {
-    "Controller": "_controller",
-    "TaskFuture": "_futures",
-    "as_completed": "_asyncio",
-    "Executor": "_executor",
-    "to_pandas": "_pandas",
-    "sequential_controller": "_sequential",
-    "pbs_controller": "_pbs",
-    "lsf_controller": "_lsf",
-    "sge_controller": "_sge",
-    "ssh_controller": "_ssh",
-    "SgeMonitor": "_sge",
-    "LsfMonitor": "_lsf",
-    "PbsMonitor": "_pbs",
-    "Shared": "_share",
-    "ControllerGroup": "_group",
-    "local_controller": "_local",
-    "LocalMonitor": "_local",
-    "Metrics": "_metrics",
-    "controller": "_plugin",
-    "slurm_controller": "_slurm",
-    "SlurmMonitor": "_slurm",
+    "Controller": "_controller._controller",
+    "TaskFuture": "_controller._futures",
+    "as_completed": "_controller._asyncio",
+    "Executor": "_controller._executor",
+    "to_pandas": "_integrations._pandas",
+    "sequential_controller": "_controller._sequential",
+    "pbs_controller": "_controller._factories",
+    "lsf_controller": "_controller._factories",
+    "sge_controller": "_controller._factories",
+    "ssh_controller": "_controller._factories",
+    "SgeMonitor": "_engines._sge",
+    "LsfMonitor": "_engines._lsf",
+    "PbsMonitor": "_engines._pbs",
+    "Shared": "_controller._share",
+    "ControllerGroup": "_controller._group",
+    "local_controller": "_controller._factories",
+    "LocalMonitor": "_engines._local",
+    "Metrics": "_operations._metrics",
+    "controller": "_controller._factories",
+    "slurm_controller": "_controller._factories",
+    "SlurmMonitor": "_engines._slurm",
     "ArgumentError": "_errors",
     "ArgumentTypeError": "_errors",
-    "BrokenExecutorError": "_futures",
+    "BrokenExecutorError": "_controller._futures",
     "ClosedError": "_errors",
     "CrashLimitError": "_errors",
     "CrewError": "_errors",
@@ -90,16 +97,16 @@ _HOMES = {
     "LaunchError": "_errors",
     "ProtocolError": "_errors",
     "RemoteTraceback": "_errors",
-    "TaskCancelledError": "_futures",
+    "TaskCancelledError": "_controller._futures",
     "TaskCrashError": "_errors",
     "TaskError": "_errors",
     "TaskTimeoutError": "_errors",
     "TlsConfigError": "_errors",
-    "Status": "_task",
-    "Summary": "_task",
-    "TaskResult": "_task",
-    "WorkerSummary": "_task",
-    "TLS": "_tls",
+    "Status": "_results",
+    "Summary": "_results",
+    "TaskResult": "_results",
+    "WorkerSummary": "_results",
+    "TLS": "_wire._tls",
 }
 
 

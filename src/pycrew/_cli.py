@@ -5,77 +5,14 @@ from __future__ import annotations
 import sys
 
 from ._version import __version__
+from ._worker._entry import run_worker, worker_fast_path
 
 TYPE_CHECKING = False  # typing is slow to import, and every worker starts here
 if TYPE_CHECKING:
     import argparse
     from typing import Any
 
-    from ._cluster import ClusterMonitor
-
-
-def _worker_fast_path(argv: list[str]) -> int | None:
-    """``worker --address A [--id I] [--tls]`` without argparse, which is slow to import.
-
-    Worker start-up time is cold-start time for every task of a fresh
-    worker; anything unusual falls back to the full parser.
-    """
-    if not argv or argv[0] != "worker":
-        return None
-    options: dict[str, str | bool] = {}
-    rest = argv[1:]
-    while rest:
-        flag = rest.pop(0)
-        if flag == "--template":
-            from ._template import serve
-
-            return serve()
-        if flag == "--tls":
-            options["tls"] = True
-        elif flag == "--stdin-environment":
-            options["stdin"] = True
-        elif flag in ("--address", "--id") and rest:
-            options[flag[2:]] = rest.pop(0)
-        else:
-            return None
-    address = options.get("address")
-    if not isinstance(address, str):
-        return None
-    if options.get("stdin"):
-        address = _read_environment(address)
-    return _run_worker(address, str(options.get("id", "")), bool(options.get("tls", False)))
-
-
-def _read_environment(address: str) -> str:
-    """A worker started over ssh: its environment (the secret with it) comes on stdin.
-
-    One JSON line, ``{"env": {...}, "address": "host:port"}``: never on a
-    command line, where ``ps`` on either host would show it. The address, when
-    given, replaces ``--address`` (a tunnel's port is known only once ssh runs).
-    """
-    import json
-    import os
-
-    line = sys.stdin.buffer.readline()
-    sys.stdin.close()
-    try:
-        sent = json.loads(line)
-        os.environ.update({str(k): str(v) for k, v in sent.get("env", {}).items()})
-        return str(sent.get("address") or address)
-    except (ValueError, AttributeError):
-        return address  # the worker then says what it lacks (no secret)
-
-
-def _run_worker(address: str, worker_id: str, tls: bool) -> int:
-    import os
-
-    from . import _wire
-    from ._worker import main as worker_main
-
-    if worker_id:
-        # the command line is the contract: its id wins over an inherited one
-        os.environ[_wire.WORKER_ENV] = worker_id
-    return worker_main(address, tls)
+    from ._engines._cluster import ClusterMonitor
 
 
 def _add_metrics_parser(sub: Any) -> None:
@@ -91,7 +28,7 @@ def _add_metrics_parser(sub: Any) -> None:
 
 
 def _metrics_plot(args: argparse.Namespace) -> int:
-    from ._metrics import plot, read
+    from ._operations._metrics import plot, read
 
     output = args.output or ("cpu.png" if args.metric == "cpu" else "memory.png")
     try:
@@ -137,7 +74,7 @@ def _problems(problems: list[str]) -> None:
 
 
 def _monitor_local(user: str | None, stale: bool, ids: list[str] | None, every: bool) -> int:
-    from ._local import LocalMonitor
+    from ._engines._local import LocalMonitor
 
     monitor = LocalMonitor(user)
     if every or ids is not None:
@@ -174,19 +111,19 @@ def _monitor_cluster(
 ) -> int:
     monitor: ClusterMonitor
     if scheduler == "pbs":
-        from ._pbs import PbsMonitor
+        from ._engines._pbs import PbsMonitor
 
         monitor = PbsMonitor(user)
     elif scheduler == "lsf":
-        from ._lsf import LsfMonitor
+        from ._engines._lsf import LsfMonitor
 
         monitor = LsfMonitor(user)
     elif scheduler == "sge":
-        from ._sge import SgeMonitor
+        from ._engines._sge import SgeMonitor
 
         monitor = SgeMonitor(user)
     else:
-        from ._slurm import SlurmMonitor
+        from ._engines._slurm import SlurmMonitor
 
         monitor = SlurmMonitor(user)
     if every or ids is not None:
@@ -232,7 +169,7 @@ def _monitor(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    fast = _worker_fast_path(list(argv))
+    fast = worker_fast_path(list(argv))
     if fast is not None:
         return fast
     import argparse
@@ -269,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     _add_metrics_parser(sub)
     args = parser.parse_args(argv)
     if args.command == "worker":
-        return _run_worker(args.address, args.id, args.tls)
+        return run_worker(args.address, args.id, args.tls)
     if args.command == "metrics":
         return _metrics_plot(args)
     if args.command == "monitor":

@@ -8,7 +8,7 @@ import time
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ._task import TaskResult
+    from ._results import TaskResult
 
 
 def _task(i: int) -> float:
@@ -23,7 +23,7 @@ def run_demo(tasks: int = 200, workers: int = 2, tls: str = "automatic") -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
     from rich.table import Table
 
-    from ._local import local_controller
+    from ._controller._factories import local_controller
 
     console = Console()
     console.print(f"[bold]pycrew demo[/]: {tasks} tasks on {workers} local workers, TLS {tls}")

@@ -34,7 +34,7 @@ import sys
 TYPE_CHECKING = False
 
 if TYPE_CHECKING:
-    from ._task import TaskResult
+    from ._results import TaskResult
 
 
 class CrewError(Exception):

@@ -14,7 +14,7 @@ options of a controller to make for each ``Parallel`` call (``launcher=``
 ``"local"``/``"slurm"``/a plugin, ``workers=``, ``tls=``, ...).
 """
 
-from ._joblib import PycrewBackend, register
+from ._integrations._joblib import PycrewBackend, register
 
 register()
 

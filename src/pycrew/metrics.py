@@ -10,6 +10,6 @@ see docs/metrics.md.
     pycrew.metrics.plot(records, "resident", "memory.png")   # needs matplotlib
 """
 
-from ._metrics import MARKER, METRICS, Metrics, plot, read, to_pandas
+from ._operations._metrics import MARKER, METRICS, Metrics, plot, read, to_pandas
 
 __all__ = ["MARKER", "METRICS", "Metrics", "plot", "read", "to_pandas"]

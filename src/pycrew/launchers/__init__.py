@@ -4,39 +4,38 @@ A plugin subclasses :class:`Launcher` and implements ``launch_worker`` (and,
 for batch schedulers, ``launch_workers``); one for a batch scheduler may
 subclass :class:`ClusterLauncher` and give only its script directives and
 commands. Third-party launchers register under the entry point group
-``pycrew.launchers``. The engines' own launchers live with their engines
-(``pycrew._local``, ``_slurm``, ``_sge``, ``_pbs``, ``_lsf``, ``_ssh``) and are offered
-here too.
+``pycrew.launchers``. The contract and the engines' own launchers live in
+``pycrew._engines``; this module is their public face.
 """
 
 from typing import TYPE_CHECKING
 
-from ._base import Launcher, WorkerSpec
-from ._registry import available, load
+from .._engines._launcher import Launcher, WorkerSpec
+from .._engines._registry import available, load
 
 if TYPE_CHECKING:
-    from .._cluster import ClusterJob, ClusterLauncher
-    from .._local import LocalLauncher
-    from .._lsf import LsfJob, LsfLauncher
-    from .._pbs import PbsJob, PbsLauncher
-    from .._sge import SgeJob, SgeLauncher
-    from .._slurm import SlurmJob, SlurmLauncher
-    from .._ssh import SshLauncher
+    from .._engines._cluster import ClusterJob, ClusterLauncher
+    from .._engines._local import LocalLauncher
+    from .._engines._lsf import LsfJob, LsfLauncher
+    from .._engines._pbs import PbsJob, PbsLauncher
+    from .._engines._sge import SgeJob, SgeLauncher
+    from .._engines._slurm import SlurmJob, SlurmLauncher
+    from .._engines._ssh import SshLauncher
 
-# the engines import the controller, which imports this package: loaded on first use
+# an engine's module loads on first use: a plugin that imports Launcher pays for none of them
 _HOMES = {
-    "ClusterJob": "_cluster",
-    "ClusterLauncher": "_cluster",
-    "LocalLauncher": "_local",
-    "LsfJob": "_lsf",
-    "LsfLauncher": "_lsf",
-    "PbsJob": "_pbs",
-    "PbsLauncher": "_pbs",
-    "SgeJob": "_sge",
-    "SgeLauncher": "_sge",
-    "SlurmJob": "_slurm",
-    "SlurmLauncher": "_slurm",
-    "SshLauncher": "_ssh",
+    "ClusterJob": "_engines._cluster",
+    "ClusterLauncher": "_engines._cluster",
+    "LocalLauncher": "_engines._local",
+    "LsfJob": "_engines._lsf",
+    "LsfLauncher": "_engines._lsf",
+    "PbsJob": "_engines._pbs",
+    "PbsLauncher": "_engines._pbs",
+    "SgeJob": "_engines._sge",
+    "SgeLauncher": "_engines._sge",
+    "SlurmJob": "_engines._slurm",
+    "SlurmLauncher": "_engines._slurm",
+    "SshLauncher": "_engines._ssh",
 }
 
 

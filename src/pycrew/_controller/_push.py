@@ -1,0 +1,490 @@
+"""Pushing: a call becomes tasks, one (push) or many in one step (walk, map, map_async).
+
+```
+ push(fn, *args)    ─► make_task(): checks, payload, pickle, size limit ─► Task ─► dispatcher
+ walk/map(fn, xs)   ─► one Task per input, pushed in one step ─► TaskFutures in input order
+ map: wait on the dispatcher's condition ─► records built and handed over together
+      (each where its task ended: a backup may have taken one over)
+ interrupted (Ctrl-C, a cancelled coroutine) ─► unfinished tasks cancelled, left to collect()
+```
+
+map()'s tasks are its own: they never enter the queue that pop() and
+collect() read, so several maps, pushes and collections can go on at once.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import sys
+import time
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from .._dispatcher._task import DONE, NO_FRAME, Task, collector_paused
+from .._errors import ArgumentError, ArgumentTypeError, CrashLimitError, CrewTimeoutError, TaskError
+from .._results import Status
+from .._wire import _frames
+from .._wire._frames import Kind
+from .._worker._evaluate import CALLABLE, CODE, derived_seed
+from ._checks import (
+    blame,
+    check_mapping,
+    check_retries,
+    check_seconds,
+    check_seed,
+    command_text,
+    task_inputs,
+    task_names,
+)
+from ._futures import TaskFuture
+from ._records import warn_caller
+from ._share import dumps_task
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Mapping, Sequence
+
+    from .._results import TaskResult
+    from ._controller import Controller
+
+log = logging.getLogger("pycrew")
+T = TypeVar("T")
+
+
+def walk(
+    ctl: Controller,
+    fn: Callable[..., T] | str,
+    iterable: Iterable[Any] | None,
+    iterate: Mapping[str, Sequence[Any]] | None,
+    data: Mapping[str, Any] | None,
+    globals: Mapping[str, Any] | None,
+    names: str | Sequence[str] | None,
+    seed: int | None,
+    seconds_timeout: float | None,
+    owned: bool,
+    retries: int | None = None,
+    retry_on: Any = None,
+) -> list[TaskFuture[T]]:
+    inputs, named = task_inputs(iterable, iterate)
+    count = len(inputs)
+    names_list = task_names(names, iterate, count)
+    if len(set(names_list)) != count:
+        raise ArgumentError("task names must be unique")
+    ctl.start()
+    ctl._raise_failure()
+    ctl._prune()
+    with ctl._lock:
+        clash = [n for n in names_list if n in ctl._records.tasks]
+        if clash:
+            raise ArgumentError(f"task name {clash[0]!r} is in use: collect it first")
+        tasks: list[Task] = []
+        futures: list[TaskFuture[T]] = []
+        recipe = Recipe(ctl, fn, data, globals, seconds_timeout, retries, retry_on)
+        if ctl.memory is not None:
+            # submitting as room frees takes as long as the tasks: the collector runs
+            _build_all(ctl, recipe, inputs, named, names_list, seed, owned, tasks, futures)
+        else:
+            with collector_paused():
+                _build_all(ctl, recipe, inputs, named, names_list, seed, owned, tasks, futures)
+            ctl._submit(tasks)
+    return futures
+
+
+def _build_all(
+    ctl: Controller,
+    recipe: Recipe,
+    inputs: list[Any],
+    named: bool,
+    names_list: list[str],
+    seed: int | None,
+    owned: bool,
+    tasks: list[Task],
+    futures: list[TaskFuture[Any]],
+) -> None:
+    """walk(): one task per input, each submitted at once under ``memory=``."""
+    code_string = recipe.code_string
+    no_kwargs: dict[str, Any] = {}
+    for i, item in enumerate(inputs):
+        task_seed = None if seed is None else derived_seed(seed, str(i))
+        if named:
+            if code_string:
+                merged = {**recipe.data, **item}
+                task = recipe.build((), no_kwargs, names_list[i], task_seed, merged)
+            else:
+                task = recipe.build((), item, names_list[i], task_seed)
+        elif code_string:
+            raise ArgumentError(
+                "a code string takes its inputs through iterate=, a dict of sequences"
+            )
+        else:
+            task = recipe.build((item,), no_kwargs, names_list[i], task_seed)
+        # the input is in its task's frame now: the list (this call's own) lets it go
+        inputs[i] = None
+        task.owned = owned
+        tasks.append(task)
+        futures.append(TaskFuture(ctl, task))
+        if ctl.memory is not None:
+            # each as there is room: pickling all first would hold them all
+            ctl._submit([task])
+
+
+def push_one(
+    ctl: Controller,
+    fn: Callable[..., T] | str,
+    args: Sequence[Any],
+    kwargs: Mapping[str, Any],
+    name: str | None = None,
+    data: Mapping[str, Any] | None = None,
+    globals: Mapping[str, Any] | None = None,
+    seed: int | None = None,
+    seconds_timeout: float | None = None,
+    retries: int | None = None,
+    retry_on: Any = None,
+    owned: bool = False,
+    wait: bool = True,
+) -> TaskFuture[T] | None:
+    """Check, pickle and submit one task; its future.
+
+    Under ``memory=``: waits up to ``seconds_timeout`` for room, or (``wait``
+    False) returns None at once when there is none.
+    """
+    ctl.start()
+    ctl._raise_failure()
+    ctl._prune()
+    with ctl._lock:  # the name check and the insertion, as one step
+        recipe = Recipe(ctl, fn, data, globals, seconds_timeout, retries, retry_on)
+        task = recipe.build(args, kwargs, name, seed)
+        task.owned = owned
+        future: TaskFuture[T] = TaskFuture(ctl, task)
+        if not ctl._submit([task], ctl.seconds_timeout if wait else 0.0):
+            if not wait:
+                return None
+            raise CrewTimeoutError(
+                f"no room for task {task.name!r} within {ctl.seconds_timeout} s: the "
+                f"controller holds memory={ctl.memory} bytes of unfinished tasks"
+            )
+    return future
+
+
+def try_push(
+    ctl: Controller, fn: Callable[..., T] | str, args: Sequence[Any], kwargs: dict[str, Any]
+) -> TaskFuture[T] | None:
+    """``push`` without waiting for room: the push's own options come out of ``kwargs``."""
+    options = {k: kwargs.pop(k) for k in PUSH_OPTIONS if k in kwargs}
+    return push_one(ctl, fn, args, kwargs, **options, wait=False)
+
+
+#: push()'s own keyword arguments; the rest are the task's
+PUSH_OPTIONS = (
+    "name",
+    "data",
+    "globals",
+    "seed",
+    "seconds_timeout",
+    "retries",
+    "retry_on",
+)
+
+
+class Recipe:
+    """What every task of one push, walk or map shares: checked and prepared once.
+
+    ``build()`` then makes each task from its own inputs, name and seed.
+    """
+
+    __slots__ = (
+        "code",
+        "code_string",
+        "command",
+        "ctl",
+        "data",
+        "fn",
+        "globals",
+        "needs",
+        "retry",
+        "timeout",
+    )
+
+    def __init__(
+        self,
+        ctl: Controller,
+        fn: Callable[..., Any] | str,
+        data: Mapping[str, Any] | None,
+        task_globals: Mapping[str, Any] | None,
+        seconds_timeout: float | None,
+        retries: int | None = None,
+        retry_on: Any = None,
+    ) -> None:
+        self.ctl = ctl
+        self.data = check_mapping("data", data)
+        task_globals = check_mapping("globals", task_globals)
+        if seconds_timeout is not None:
+            check_seconds("seconds_timeout", seconds_timeout)
+        self.timeout = seconds_timeout
+        infinite = seconds_timeout is None or math.isinf(seconds_timeout)
+        self.needs = 0.0 if infinite else seconds_timeout
+        retries, retry_on = check_retries(
+            ctl.retries if retries is None else retries,
+            ctl.retry_on if retry_on is None else retry_on,
+        )
+        # the worker runs a task that raises one of retry_on up to retries more times
+        self.retry: tuple[Any, ...] = (retries, retry_on) if retries else ()
+        self.code = code = ctl._code
+        self.globals = code.mapping(ctl, task_globals) if task_globals else task_globals
+        self.fn: Any
+        self.code_string = isinstance(fn, str)
+        if isinstance(fn, str):
+            try:
+                compile(fn, "<pycrew task>", "exec")
+            except SyntaxError as exc:
+                raise ArgumentError(f"task is not valid Python: {exc}") from exc
+            self.fn = fn
+            self.command: str | None = fn
+        elif callable(fn):
+            self.fn = code.ref(ctl, fn)
+            # one string for every task of the same function
+            self.command = sys.intern(command_text(fn))
+        else:
+            raise ArgumentTypeError(
+                f"a task is a callable or a string of code, not {type(fn).__name__}"
+            )
+
+    def build(
+        self,
+        args: Sequence[Any],
+        kwargs: Mapping[str, Any],
+        name: str | None,
+        seed: int | None,
+        data: Mapping[str, Any] | None = None,
+    ) -> Task:
+        """One task. ``data`` replaces the recipe's own (a walk over dicts merges its items)."""
+        ctl = self.ctl
+        if name is None:
+            # a random prefix per controller plus a counter: unique, and it
+            # spares a slow os.urandom() call on every push
+            name = f"unnamed_task_{ctl._name_prefix}_{next(ctl._ids)}"
+        elif not isinstance(name, str) or not name:
+            raise ArgumentError(f"task name must be a non-empty string, got {name!r}")
+        if name in ctl._records.tasks:
+            raise ArgumentError(
+                f"task name {name!r} is in use: collect it (or read its future) first, "
+                "or choose another name"
+            )
+        if seed is None:
+            if ctl.seed is not None:
+                seed = derived_seed(ctl.seed, name)
+        else:
+            check_seed(seed)
+        code = self.code
+        data = self.data if data is None else data
+        payload: tuple[Any, ...]
+        if self.code_string:
+            if args or kwargs:
+                raise ArgumentError(
+                    "a code string takes its inputs through data=, not positional or "
+                    "keyword arguments"
+                )
+            mapping = code.mapping(ctl, data) if data else data
+            payload = (CODE, self.fn, (), {}, mapping, self.globals, seed, name, *self.retry)
+        else:
+            if data and kwargs:
+                clash = set(data) & set(kwargs)
+                if clash:
+                    raise ArgumentError(
+                        f"{sorted(clash)} given both in data= and as keyword arguments"
+                    )
+            merged = {**data, **kwargs} if data else kwargs
+            payload = (
+                CALLABLE,
+                self.fn,
+                code.args(ctl, tuple(args)),
+                code.mapping(ctl, merged) if merged else {},
+                {},
+                self.globals,
+                seed,
+                name,
+                *self.retry,
+            )
+        task_id = next(ctl._ids)
+        try:
+            body, buffers, shared = dumps_task(ctl, name, payload)
+        except ArgumentError:
+            raise
+        except Exception as exc:
+            raise ArgumentTypeError(
+                f"task {name!r} cannot be pickled: {blame(payload, exc)}"
+            ) from exc
+        problem = _frames.too_large(_frames.TASK_HEAD.size + len(body), buffers, ctl.bytes_max)
+        if problem is not None:
+            raise ArgumentError(
+                f"task {name!r} is {problem}: pass large data through files, or raise bytes_max"
+            )
+        head = _frames.TASK_HEAD.pack(task_id, self.needs)
+        frame = _frames.encode(Kind.TASK, head + body, buffers)
+        kept = frame if buffers else frame[0]  # see _frames.pieces()
+        task = Task(task_id, name, self.command, kept, seed, _deadline(self.timeout))
+        task.shared = shared
+        return task
+
+
+def retry(ctl: Controller, task: Task, detail: str) -> bool:
+    """A task's worker died: try it again here, or hand it down the chain.
+
+    Runs on the dispatcher thread with its lock held. It may take the
+    backup's locks (the chain has no cycle, so always in the same order)
+    but never this controller's own table lock.
+    """
+    dispatcher = ctl._dispatcher
+    if dispatcher is None:
+        return False
+    task.crashes += 1
+    log.info("task %s crashed its worker (attempt %d): %s", task.name, task.attempts, detail)
+    if task.crashes < max(ctl.crashes_max, 1):
+        task.attempts += 1
+        dispatcher.retry(task)
+        return True
+    backup = ctl.backup
+    if backup is None or not adopt(backup, task, dispatcher.shares):
+        return False  # the chain ends here, or the name is in use there: a crash
+    dispatcher.retire(task)
+    ctl._forwarded.append(task)
+    return True
+
+
+def adopt(ctl: Controller, task: Task, shares: dict[int, Sequence[Any]]) -> bool:
+    """Take over a task that crashed its workers in the controller before us
+    (``shares``: that controller's shared objects)."""
+    ctl.start()
+    with ctl._lock:
+        if task.name in ctl._records.tasks:
+            return False
+        taken = Task(next(ctl._ids), task.name, task.command, NO_FRAME, task.seed, task.deadline)
+        taken.frame = _frames.retag(_frames.pieces(task.frame), taken.id)
+        taken.small = task.small
+        taken.size = task.size
+        taken.owned = task.owned
+        taken.attempts = task.attempts + 1
+        taken.shared = task.shared
+        for key in task.shared:
+            # the objects it uses go along; the backup keeps them until it stops
+            if key in shares:
+                ctl._running().add_share(key, shares[key])
+        if task.future is not None:
+            task.future._follow(ctl, taken)
+        ctl._submit([taken])
+    return True
+
+
+def abandon(ctl: Controller, futures: list[TaskFuture[Any]]) -> None:
+    """A map() that was interrupted: stop its tasks, and leave their records to collect()."""
+    for controller, task in [f._where for f in futures]:
+        controller._cancel_tasks([task])
+        dispatcher = controller._dispatcher
+        if dispatcher is not None:
+            dispatcher.disown([task])
+
+
+def wait_for(ctl: Controller, futures: list[TaskFuture[Any]], progress: bool, fast: bool) -> None:
+    """Wait until every future is done, or (``fast``) one of them failed."""
+    dispatcher = ctl._running()
+    bar = None
+    if progress:
+        from .._operations._progress import progress_bar
+
+        bar = progress_bar(len(futures))
+    try:
+        pending = futures
+        with dispatcher.cv:
+            while True:
+                pending = [f for f in pending if not f.done()]
+                if bar is not None:
+                    bar(len(futures) - len(pending))
+                if not pending or (fast and any(ended_badly(f) for f in futures)):
+                    return
+                ctl._raise_failure()
+                # tasks that went down a backup chain end in another dispatcher,
+                # whose resolutions do not wake this one: the interval bounds that
+                dispatcher.cv.wait(ctl.seconds_interval)
+    finally:
+        if bar is not None:
+            bar(None)
+
+
+def finish_map(
+    ctl: Controller, futures: list[TaskFuture[Any]], error: str, warnings: bool
+) -> list[TaskResult]:
+    failed_first = next((f for f in futures if ended_badly(f)), None)
+    if error == "fast" and failed_first is not None:
+        ctl._cancel_tasks([f._where[1] for f in futures])
+    records = hand_over(futures)
+    failed = [r for r in records if r.status is not Status.SUCCESS]
+    warned = [r for r in records if r.warnings is not None]
+    if warnings and warned:
+        warn_caller(f"{len(warned)} task(s) raised warnings. First: {warned[0].warnings}")
+    if failed and error != "silent":
+        first = failed_first.record() if failed_first is not None else failed[0]
+        message = (
+            f"{len(failed)} of {len(records)} task(s) did not succeed. "
+            f"First ({first.name}, {first.status}): {first.error}"
+        )
+        if error in ("stop", "fast"):
+            ctl.error = records
+            cause = failed_first._failure(first) if failed_first is not None else None
+            raise TaskError(message, records) from cause
+        warn_caller(message)
+    return records
+
+
+def hand_over(futures: list[TaskFuture[Any]]) -> list[TaskResult]:
+    """Records of done futures, wherever their tasks ended, handed over at once."""
+    by_controller: dict[Controller, list[tuple[Task, TaskResult]]] = {}
+    records = []
+    for future in futures:
+        controller, task = future._where
+        if task.state != DONE:
+            continue
+        record = controller._records.build(task, controller._crash_detail)
+        records.append(record)
+        by_controller.setdefault(controller, []).append((task, record))
+    limit: CrashLimitError | None = None
+    for controller, pairs in by_controller.items():
+        try:
+            controller._records.commit([t for t, _ in pairs], [r for _, r in pairs], True)
+        except CrashLimitError as exc:
+            limit = limit or exc
+        finally:
+            controller._records.forget(controller._dispatcher, [t for t, _ in pairs])
+    if limit is not None:
+        limit.results = records
+        raise limit
+    return records
+
+
+def ended_badly(future: TaskFuture[Any]) -> bool:
+    """Whether a future's task ended in anything but success (without building its record)."""
+    task = future._where[1]
+    return task.state == DONE and (task.outcome is not None or task.failed)
+
+
+def follow_progress(futures: list[TaskFuture[Any]]) -> None:
+    """A bar that advances as these futures end, and closes itself after the last."""
+    from .._operations._progress import progress_bar
+
+    bar = progress_bar(len(futures))
+    counter = itertools.count(1)  # next() is atomic: callbacks may run on several threads
+
+    def ended(_: object) -> None:
+        done = next(counter)
+        bar(done)
+        if done == len(futures):
+            bar(None)
+
+    for future in futures:
+        future.add_done_callback(ended)
+
+
+def _deadline(seconds: float | None) -> float | None:
+    """When a task's ``seconds_timeout``, counted from now, runs out (``None``: never)."""
+    if seconds is None or math.isinf(seconds):
+        return None
+    return time.monotonic() + seconds

@@ -1,0 +1,14 @@
+"""The dispatcher: the threads that serve workers and keep their number right.
+
+```
+ push ─► Dispatcher.submit ─► queue ─► TASK ─► worker      (dispatcher thread, one port)
+           │  accept ─► _handshake ─► WELCOME                   _pacing: wait or wake?
+           └─ RESULT ─► Task resolved (_task) ─► future settled
+ push / disconnect ─► Scaler (scaler thread) ─► Autoscaler (pure) ─► launcher
+```
+
+The task table's types (``Task``, ``TaskResult``, ``Status``, ``Summary``) live
+here because the dispatcher resolves tasks; the user's side reads them. The
+scaler owns the launcher, so every launch, poll and kill runs on its thread,
+never on the dispatcher's loop.
+"""

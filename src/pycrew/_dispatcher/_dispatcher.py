@@ -1,0 +1,746 @@
+"""The dispatcher: one thread, one listening port, a FIFO queue of tasks.
+
+```
+ user threads                       dispatcher thread (selectors loop)
+ push() ──► submit() ─┬─ idle worker (and _pacing does not hold it)? send TASK now
+                      └─ else queue.append(task)          (under the lock)
+                                    accept ─► _handshake.Doorway ─► WELCOME + SETUP steps
+                                    TASK out, its SHARE frames first (once per worker)
+                                    RESULT ─► task resolved ─► cv.notify_all()
+                                    OUTPUT ─► lines printed once the lock is let go
+                                              worker idle ─► next queued task
+                                    EOF while busy ─► task "crash"
+                                    deadlines ─► "timeout"; CANCEL; kill after a grace
+ pop()/wait() ◄── resolved queue, cv ◄──┤
+ futures ◄── settle(), lock let go ◄────┘
+```
+
+All shared state (queue, idle workers, task states, output buffers) is
+guarded by ``lock``; ``cv`` wakes waiters on each resolution, and futures
+settle after the lock is let go (their callbacks may take other locks).
+Only the dispatcher thread touches the selector; a user thread that leaves
+bytes unsent, or changes a deadline, wakes it through a socket pair.
+Nothing a peer sends is unpickled here: results stay raw until asked for.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import heapq
+import logging
+import math
+import selectors
+import socket
+import ssl
+import struct
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from .._errors import ProtocolError
+from .._results import Status
+from .._wire import _frames
+from .._wire._frames import Kind
+from ._handshake import _AUTH, _READY, _TLS_SHAKE, Conn, Doorway
+from ._pacing import Pacing, Placement
+from ._task import DONE, FORWARDED, NO_FRAME, QUEUED, RUNNING, Resolutions, settle_all
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    from ._task import Task
+
+log = logging.getLogger("pycrew")
+
+#: a cancelled task has this long to stop before its worker is killed
+CANCEL_GRACE = 1.0
+#: tasks a worker may hold at once when prefetching (one running, the rest waiting)
+PREFETCH_DEPTH = 8
+_READ_CHUNK = 1 << 18
+#: bytes read from one connection before the loop serves the others (and its
+#: timers): a worker that floods, with output say, must not starve them
+_READ_BUDGET = 16 << 20
+
+
+class Dispatcher(Doorway, Placement, Resolutions):
+    """Owns the listening socket, the worker connections and the task queue.
+
+    Args:
+        host: address to bind.
+        port: port to bind (0: the OS picks).
+        secret: the per-start secret workers must prove they know.
+        tls: server context, or None for plain TCP.
+        settings: worker settings sent in WELCOME.
+        on_worker: called (on this thread, briefly) with ``("connected" |
+            "disconnected", worker_id)``.
+        on_kill: called with a worker id whose task would not stop.
+        on_refused: called with ``(worker_id, reason)`` when a peer that
+            proved it knows the secret is refused (another version, say).
+        bytes_max: the largest frame a worker may send after authentication.
+        on_crash: called with a task whose worker died and the reason; it may
+            ``retry()`` or ``retire()`` the task and return True, or return
+            False to let it resolve as a crash.
+        listeners: called with no argument at every resolution, under the lock:
+            they must be quick and take no lock that is held while this one is.
+        on_output: called (lock let go) with ``(task name, stream, text)``
+            items: lines that tasks printed, when workers relay them.
+        prefetch: let a busy worker hold up to ``PREFETCH_DEPTH`` small tasks,
+            so it starts the next without waiting for a round trip. A worker that goes idle
+            while another holds an unstarted task asks for it back.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        secret: bytes,
+        tls: ssl.SSLContext | None,
+        settings: dict[str, Any],
+        on_worker: Callable[[str, str], None],
+        on_kill: Callable[[str], None],
+        on_refused: Callable[[str, str], None] | None = None,
+        bytes_max: int = _frames.BYTES_MAX,
+        prefetch: bool = False,
+        listeners: list[Callable[[], None]] | None = None,
+        on_crash: Callable[[Task, str], bool] | None = None,
+        on_output: Callable[[list[tuple[str, int, str]]], None] | None = None,
+    ) -> None:
+        super().__init__(listeners)
+        self.secret = secret
+        self.tls = tls
+        self.settings = settings
+        self.on_worker = on_worker
+        self.on_kill = on_kill
+        self.on_refused = on_refused
+        self.bytes_max = bytes_max
+        self.on_crash = on_crash
+        self.queue: collections.deque[Task] = collections.deque()
+        self.depth = PREFETCH_DEPTH if prefetch else 1
+        # free capacity, as insertion-ordered sets: idle workers, and busy
+        # workers that may take more tasks ahead (prefetch)
+        self.idle: dict[Conn, None] = {}
+        self.room: dict[Conn, None] = {}
+        self.releasing: dict[int, Conn] = {}
+        # workers given tasks ahead while others were idle (see _drain)
+        self.packed: set[Conn] = set()
+        # workers holding tasks they have not started: what _steal looks at
+        self.ahead: set[Conn] = set()
+        # whether small tasks wait in the queue for busy workers
+        self.pacing = Pacing()
+        self.workers: dict[str, Conn] = {}
+        self.conns: dict[int, Conn] = {}
+        # connections not yet authenticated, oldest first
+        self.unauthenticated: dict[Conn, None] = {}
+        self._drops_logged_at = -math.inf
+        self._drops_unlogged = 0
+        self.deadlines: list[tuple[float, int]] = []
+        self.pending_out: set[Conn] = set()
+        # connections with bytes written since the last flush: flushing once
+        # per batch sends many small frames in one system call
+        self.dirty: set[Conn] = set()
+        # connections with a clock running: a handshake deadline or a kill time
+        self.watch: set[Conn] = set()
+        self.cumulative = 0
+        #: bytes sent to workers since start (tasks, shared objects, setup steps)
+        self.bytes_sent = 0
+        self.failure: BaseException | None = None
+        #: why a worker's setup failed: the controller launches and takes no more
+        self.broken: str | None = None
+        self.broken_trace: str | None = None
+        #: SETUP frames every worker gets before its first task, in order
+        self.setup: list[tuple[Any, ...]] = []
+        #: SHARE frames by key, sent to a worker before the first task that uses one
+        self.shares: dict[int, Sequence[Any]] = {}
+        #: where task output relayed by workers goes (None: it is not asked for)
+        self.on_output = on_output
+        self.output: list[tuple[str, int, str]] = []
+        #: connections that had more to read when their budget ran out
+        self.backlog: set[Conn] = set()
+        self.closing = False
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.listener = socket.socket(family, socket.SOCK_STREAM)
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            self.listener.bind((host, port))
+        except OSError:
+            self.listener.close()
+            raise
+        self.listener.listen(512)
+        self.listener.setblocking(False)
+        self.port: int = self.listener.getsockname()[1]
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._woken = False
+        self.selector = selectors.DefaultSelector()
+        self.selector.register(self.listener, selectors.EVENT_READ, None)
+        self.selector.register(self._wake_r, selectors.EVENT_READ, None)
+        self.thread = threading.Thread(target=self._run, name="pycrew-dispatcher", daemon=True)
+        self.thread.start()
+
+    # ------------------------------------------------------------------ API
+    def submit(self, task: Task) -> None:
+        """Hand a task to a free worker right away, or queue it."""
+        with self.lock:
+            self.live[task.id] = task
+            if self.broken is not None:
+                # pushed as a worker's setup failed: it would never be handed out
+                self._resolve(task, Status.CANCEL, f"not run: {self.broken}")
+            else:
+                if task.deadline is not None:
+                    heapq.heappush(self.deadlines, (task.deadline, task.id))
+                    self._wake_locked()
+                self.queue.append(task)
+                if self.idle or self.room:
+                    self._drain()
+                    self._flush_dirty()
+        if self.broken is not None:
+            self.settle()
+
+    def add_setup(self, frame: tuple[Any, ...]) -> None:
+        """A step for every worker: those connected now, and each that connects later."""
+        with self.lock:
+            self.setup.append(frame)
+            for conn in self.workers.values():
+                self._write(conn, frame)
+            self._flush_dirty()
+
+    def add_share(self, key: int, frame: Sequence[Any]) -> None:
+        with self.lock:
+            self.shares[key] = frame
+
+    def remove_share(self, key: int) -> None:
+        """Forget a shared object here and on every worker that holds it."""
+        with self.lock:
+            self.shares.pop(key, None)
+            for conn in self.workers.values():
+                if key in conn.shared:
+                    conn.shared.discard(key)
+                    self._write(conn, _frames.encode(Kind.UNSHARE, _frames.SHARE_KEY.pack(key)))
+            self._flush_dirty()
+
+    def cancel(self, tasks: list[Task], queued_only: bool = False) -> None:
+        """Stop tasks; their futures settle before this returns. ``queued_only``
+        leaves alone those a worker holds (an executor's ``cancel_futures``)."""
+        with self.lock:
+            for task in tasks:
+                if not queued_only or task.state == QUEUED:
+                    self._stop(task, Status.CANCEL)
+            self._flush_dirty()
+        self.settle()
+
+    def counts(self) -> tuple[int, int, int, int, int]:
+        """(connections, cumulative, awaiting, executing, completed), like mirai's info()."""
+        with self.lock:
+            busy = sum(1 for c in self.workers.values() if c.tasks)
+            queued = sum(1 for t in self.queue if t.state == QUEUED)
+            return len(self.workers), self.cumulative, queued, busy, self.completed
+
+    def worker_pids(self) -> list[int]:
+        with self.lock:
+            return sorted(c.info.pid for c in self.workers.values() if c.info and c.info.pid)
+
+    def close(self) -> None:
+        """Tell every worker to exit, close every socket, stop the thread."""
+        with self.lock:
+            self.closing = True
+            self._wake_locked()
+        self.thread.join(timeout=10)
+        with contextlib.suppress(OSError):
+            self._wake_r.close()
+        with contextlib.suppress(OSError):
+            self._wake_w.close()
+
+    # ----------------------------------------------------- internals (locked)
+    def _wake_locked(self) -> None:
+        if not self._woken:
+            self._woken = True
+            with contextlib.suppress(OSError):
+                self._wake_w.send(b"\0")
+
+    def _place(self, conn: Conn) -> None:
+        """File a worker under idle or room (or neither) by how many tasks it holds."""
+        self.idle.pop(conn, None)
+        self.room.pop(conn, None)
+        if len(conn.tasks) > 1:
+            self.ahead.add(conn)
+        else:
+            self.ahead.discard(conn)
+        if conn.leaving or self.closing or conn.stage != _READY:
+            return
+        if self.broken is not None:
+            return
+        held = len(conn.tasks)
+        if held == 0:
+            self.idle[conn] = None
+        elif held <= self.depth // 2:
+            self.room[conn] = None
+
+    def _assign(self, conn: Conn, task: Task) -> None:
+        conn.tasks.append(task)
+        task.state = RUNNING
+        task.worker = conn.info
+        for key in task.shared:
+            if key not in conn.shared:
+                # a dropped one stays unsent: the task then fails with a clear error
+                share = self.shares.get(key)
+                if share is not None:
+                    conn.shared.add(key)
+                    self._write(conn, share)
+        self._write(conn, _frames.pieces(task.frame))
+
+    def _write(self, conn: Conn, pieces: Sequence[Any]) -> None:
+        """Queue bytes for a worker; they leave at the next ``_flush_dirty()``."""
+        # pieces are bytes, or flat byte views (pickle's raw buffers)
+        conn.out.extend(pieces)
+        self.dirty.add(conn)
+
+    def _flush_dirty(self) -> None:
+        for conn in self.dirty:
+            self._flush(conn)
+            if conn.out and not conn.want_write:
+                self.pending_out.add(conn)
+                if threading.current_thread() is not self.thread:
+                    self._wake_locked()
+        self.dirty.clear()
+
+    def _flush(self, conn: Conn) -> None:
+        out = conn.out
+        sock = conn.sock
+        if len(out) > 1 and len(out[0]) < _frames.OOB_MIN and len(out[1]) < _frames.OOB_MIN:
+            merged: list[bytes | memoryview] = []
+            while out and len(out[0]) < _frames.OOB_MIN and len(merged) < 256:
+                merged.append(out.popleft())
+            out.appendleft(b"".join(merged))
+        try:
+            while out:
+                head = out[0]
+                n = sock.send(head)
+                self.bytes_sent += n
+                if n < len(head):
+                    out[0] = memoryview(head)[n:]  # a view: slicing bytes would copy
+                    return
+                out.popleft()
+        except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
+            return
+        except OSError:
+            out.clear()  # the read side will notice the broken connection
+
+    def retry(self, task: Task) -> None:
+        """Run a task that crashed its worker again, first in line (lock held)."""
+        task.state = QUEUED
+        task.worker = None
+        self._requeue(task)
+
+    def retire(self, task: Task) -> None:
+        """A task another controller takes over: gone from here, with no record (lock held)."""
+        task.state = FORWARDED
+        task.frame = NO_FRAME
+        self._free(task)
+        self.live.pop(task.id, None)
+        self.cv.notify_all()
+        for listener in self.listeners:
+            listener()
+
+    def _stop(self, task: Task, status: Status) -> None:
+        if task.state == DONE:
+            return
+        if task.state == QUEUED:
+            # left in the queue, and skipped when its turn comes: removing it
+            # now would cost a scan of the queue per cancelled task
+            self._resolve(task, status)
+            return
+        self._resolve(task, status)
+        for conn in self.workers.values():
+            if task in conn.tasks:
+                self._write(conn, _frames.encode(Kind.CANCEL, _frames.TASK_ID.pack(task.id)))
+                if conn.tasks[0] is task:
+                    # running now; one that waits behind it is skipped by the worker
+                    conn.kill_at = time.monotonic() + CANCEL_GRACE
+                    self.watch.add(conn)
+                    self._wake_locked()
+                break
+
+    def _drain(self) -> None:
+        """Hand queued tasks to free workers: idle ones first, then those with room.
+
+        But a small task goes first to the worker that last took one if its
+        own task started under ``FLOWING`` ago, and waits for busy workers
+        while ``_pacing`` says they keep up: a stream of tiny tasks keeps a
+        few workers busy instead of waking a sleeping one per task. What a
+        worker holds ahead is taken back for idle workers once its task runs
+        longer (``_on_timers``), so a short task waits behind a long one for
+        ``FLOWING`` at most (the patience, while tasks wait for busy workers).
+        """
+        queue = self.queue
+        now = time.monotonic()
+        while queue and (self.idle or self.room):
+            task = queue[0]
+            if task.state != QUEUED:
+                queue.popleft()
+                continue
+            if self.idle:
+                conn = self._flowing(task, now)
+                if conn is None:
+                    if task.small and self._held(now):
+                        return  # a busy worker's refill takes it (see _pacing)
+                    conn = self.idle.popitem()[0]
+                    if task.small:
+                        self.pacing.woke(now)
+            elif task.small:
+                conn = self.room.popitem()[0]
+            else:
+                return  # a large task waits, first in line, for an idle worker
+            queue.popleft()
+            self._assign(conn, task)
+            self._place(conn)
+
+    def _refill(self, conn: Conn) -> None:
+        """Give a worker with free capacity queued tasks, then file it."""
+        # refill at half depth, so that one write carries several tasks
+        if not (conn.leaving or self.closing) and len(conn.tasks) <= self.depth // 2:
+            while self.queue and len(conn.tasks) < self.depth:
+                task = self.queue[0]
+                if task.state == QUEUED and conn.tasks and not task.small:
+                    break  # a large task waits, first in line, for an idle worker
+                self.queue.popleft()
+                if task.state == QUEUED:
+                    self._assign(conn, task)
+        self._place(conn)
+        if self.depth > 1 and conn in self.idle:
+            self._steal()
+
+    # --------------------------------------------------------- the loop
+    def _run(self) -> None:
+        try:
+            with self.lock:
+                timeout = self._next_timeout()
+            while True:
+                events = self.selector.select(0 if self.backlog else timeout)
+                with self.lock:
+                    if self.closing:
+                        break
+                    for key, mask in events:
+                        self._on_event(key, mask)
+                    if self.backlog:
+                        backlog, self.backlog = self.backlog, set()
+                        for conn in backlog:
+                            if conn.sock.fileno() >= 0:
+                                self._serve(conn, selectors.EVENT_READ)
+                    self._on_timers()
+                    self._flush_dirty()
+                    self._sync_interest()
+                    timeout = self._next_timeout()
+                    finished, self.finished = self.finished, []
+                    output, self.output = self.output, []
+                if output and self.on_output is not None:
+                    self.on_output(output)
+                # the lock let go: callbacks may call in. The list is emptied
+                # after: this thread must hold no result while it waits in select()
+                settle_all(finished)
+        except BaseException as exc:  # surfaced to the user at the next call
+            log.exception("pycrew dispatcher failed")
+            with self.lock:
+                self.failure = exc
+                self.cv.notify_all()
+        finally:
+            self._shutdown()
+            self.settle()
+
+    def _next_timeout(self) -> float:
+        """Seconds until the next deadline (at most 1); call with the lock held."""
+        now = time.monotonic()
+        soon = now + 1.0
+        if self.deadlines:
+            soon = min(soon, self.deadlines[0][0])
+        for conn in self.packed:
+            soon = min(soon, conn.head_since + self.pacing.take_back_after())
+        due = self.pacing.due()
+        if due is not None:
+            soon = min(soon, due)
+        for conn in self.watch:
+            if conn.stage != _READY:
+                soon = min(soon, conn.deadline)
+            elif conn.kill_at is not None:
+                soon = min(soon, conn.kill_at)
+        return max(0.0, soon - now)
+
+    def _on_event(self, key: selectors.SelectorKey, mask: int) -> None:
+        if key.fileobj is self.listener:
+            self._accept()
+        elif key.fileobj is self._wake_r:
+            with contextlib.suppress(OSError):
+                self._wake_r.recv(4096)
+            self._woken = False
+        else:
+            conn: Conn = key.data
+            if conn.sock.fileno() >= 0:
+                self._serve(conn, mask)
+
+    def _serve(self, conn: Conn, mask: int) -> None:
+        """Handshake, write or read on one connection; what goes wrong drops only it."""
+        try:
+            if conn.stage == _TLS_SHAKE:
+                self._tls_step(conn)
+                return
+            if mask & selectors.EVENT_WRITE:
+                self._flush(conn)
+            if mask & selectors.EVENT_READ:
+                self._read(conn)
+        except (ProtocolError, ssl.SSLError, ValueError, struct.error) as exc:
+            self._drop(conn, f"broke the protocol: {exc}")
+        except OSError as exc:
+            self._drop(conn, f"connection error: {exc}")
+        except Exception as exc:
+            # A peer found input this loop does not expect: a bug of ours,
+            # but one that must cost only that connection, never the
+            # dispatcher and every other worker with it.
+            log.exception("unexpected error on a connection; dropping it")
+            self._drop(conn, f"unexpected error: {exc!r}")
+
+    def _read(self, conn: Conn) -> None:
+        sock = conn.sock
+        decoder = conn.decoder
+        is_tls = isinstance(sock, ssl.SSLSocket)
+        budget = _READ_BUDGET
+        while True:
+            if budget <= 0:
+                # more may wait (in the kernel, or inside TLS where select()
+                # cannot see it): the next round reads on, after the others
+                self.backlog.add(conn)
+                return
+            target = decoder.direct_target()
+            try:
+                if target is not None:
+                    n = sock.recv_into(target)
+                    if n == 0:
+                        self._drop(conn, None)
+                        return
+                    decoder.filled_directly(n)
+                else:
+                    data = sock.recv(_READ_CHUNK)
+                    if not data:
+                        self._drop(conn, None)
+                        return
+                    decoder.feed(data)
+                    n = len(data)
+            except (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                break
+            budget -= n
+            if decoder.frames:
+                frames, decoder.frames = decoder.frames, []
+                for frame in frames:
+                    self._on_frame(conn, frame)
+                    if conn.sock.fileno() < 0:
+                        return
+            if not is_tls and n < _READ_CHUNK and target is None:
+                break
+
+    def _on_frame(self, conn: Conn, frame: _frames.Frame) -> None:
+        kind, meta, bufs = frame
+        if conn.stage == _AUTH:
+            self._on_auth(conn, kind, meta)
+        elif kind == Kind.RESULT:
+            if len(meta) < _frames.RESULT_HEAD.size:
+                raise ProtocolError("a result too short to name its task")
+            task_id, last, failed, ran = _frames.RESULT_HEAD.unpack_from(meta)
+            if not conn.tasks or conn.tasks[0].id != task_id:
+                raise ProtocolError("a result for a task this worker was not given")
+            task = conn.tasks.popleft()
+            self.releasing.pop(task_id, None)
+            conn.head_since = time.monotonic()
+            self.pacing.result(conn.head_since, ran)
+            conn.kill_at = None
+            if conn.tasks and conn.tasks[0].state == DONE:
+                # the next one was cancelled while it waited: it must stop quickly
+                conn.kill_at = time.monotonic() + CANCEL_GRACE
+            if conn.kill_at is None:
+                self.watch.discard(conn)
+            if last:
+                conn.leaving = True
+            if task.state != DONE:
+                task.raw = (meta, bufs) if bufs else meta
+                task.failed = bool(failed)
+                self._resolve(task, None)
+            self._refill(conn)
+        elif kind == Kind.RELEASED:
+            if len(meta) != _frames.TASK_ID.size:
+                raise ProtocolError("a release that names no task")
+            (task_id,) = _frames.TASK_ID.unpack_from(meta)
+            self.releasing.pop(task_id, None)
+            given = next((t for t in conn.tasks if t.id == task_id), None)
+            if given is None:
+                raise ProtocolError("released a task this worker was not given")
+            conn.tasks.remove(given)
+            if given.state == RUNNING:
+                given.state = QUEUED
+                given.worker = None
+                self._requeue(given)
+            self._refill(conn)
+            if self.depth > 1 and self.idle:
+                # the task may have gone to another idle worker than the one that asked
+                self._steal()
+        elif kind == Kind.OUTPUT:
+            if len(meta) < _frames.OUTPUT_HEAD.size:
+                raise ProtocolError("output that names no task")
+            task_id, stream = _frames.OUTPUT_HEAD.unpack_from(meta)
+            sender = next((t for t in conn.tasks if t.id == task_id), None)
+            # a task already cancelled or timed out has nothing more to say
+            if self.on_output is not None and sender is not None and sender.state != DONE:
+                text = meta[_frames.OUTPUT_HEAD.size :].decode("utf-8", "replace")
+                self.output.append((sender.name, 2 if stream == 2 else 1, text))
+        elif kind == Kind.SETUP_FAILED:
+            report = _frames.parse_json(meta)
+            who = conn.info.id if conn.info else "?"
+            trace = report.get("trace")
+            self._break(
+                f"the setup of worker {who} failed: {report.get('error')}",
+                trace if isinstance(trace, str) else None,
+            )
+            conn.leaving = True
+            self._give_back(conn)
+        elif kind == Kind.BYE:
+            # Sent while idle: whatever is on its way to this worker never ran.
+            conn.leaving = True
+            self._place(conn)
+            self._give_back(conn)
+        else:
+            raise ProtocolError(f"unexpected message kind {kind}")
+
+    def _break(self, why: str, trace: str | None) -> None:
+        """A setup step failed: every later worker would fail it too, so stop here.
+
+        Unfinished tasks end as ``cancel`` (nothing waits forever), workers
+        take no more tasks, and the controller refuses new ones.
+        """
+        if self.broken is not None:
+            return
+        self.broken = why
+        self.broken_trace = trace
+        log.error("pycrew: %s; the controller takes no more tasks\n%s", why, trace or "")
+        for task in list(self.live.values()):
+            self._stop(task, Status.CANCEL)
+            task.detail = f"not run: {why}"
+        self.idle.clear()
+        self.room.clear()
+
+    def _requeue(self, task: Task) -> None:
+        """A task that never started goes first in the queue, and on if a worker is free."""
+        self.queue.appendleft(task)
+        self._drain()
+
+    def _give_back(self, conn: Conn) -> None:
+        """Requeue, in order, the tasks a worker holds that it never started."""
+        held = [t for t in conn.tasks if t.state == RUNNING]
+        conn.tasks.clear()
+        for task in reversed(held):
+            self.releasing.pop(task.id, None)
+            task.state = QUEUED
+            task.worker = None
+            self.queue.appendleft(task)
+        if held:
+            self._drain()
+
+    def _drop(self, conn: Conn, why: str | None) -> None:
+        """Forget a connection; a task it was running becomes a crash."""
+        fd = next((f for f, c in self.conns.items() if c is conn), None)
+        if fd is None:
+            return
+        del self.conns[fd]
+        with contextlib.suppress(KeyError, ValueError):
+            self.selector.unregister(conn.sock)
+        if conn.out:
+            self._flush(conn)
+        with contextlib.suppress(OSError):
+            conn.sock.close()
+        self.pending_out.discard(conn)
+        self.dirty.discard(conn)
+        self.watch.discard(conn)
+        self.unauthenticated.pop(conn, None)
+        self.idle.pop(conn, None)
+        self.room.pop(conn, None)
+        self.ahead.discard(conn)
+        self.packed.discard(conn)
+        info = conn.info
+        if info is None:
+            if why:
+                self._log_drop(why)
+            return
+        self.workers.pop(info.id, None)
+        head = conn.tasks[0] if conn.tasks else None
+        if head is not None and head.state == RUNNING and not conn.leaving:
+            # the worker died while running its oldest task; any behind it never started
+            conn.tasks.popleft()
+            detail = f"worker {info.id} (pid {info.pid}) was lost during the task"
+            if why:
+                detail += f": {why}"
+            handled = False
+            if self.on_crash is not None:
+                try:
+                    handled = self.on_crash(head, detail)
+                except Exception:  # a retry that failed must still leave a record
+                    log.exception("pycrew could not retry task %s", head.name)
+            if not handled:
+                self._resolve(head, Status.CRASH, detail)
+        self._give_back(conn)
+        if why:
+            log.info("worker %s dropped: %s", info.id, why)
+        self.on_worker("disconnected", info.id)
+
+    def _on_timers(self) -> None:
+        now = time.monotonic()
+        if self.pacing.expired(now) and self.queue and self.idle:
+            self._drain()  # the busy workers are stuck: what waited for them goes
+        if self.packed:
+            self._unpack(now)
+        while self.deadlines and self.deadlines[0][0] <= now:
+            _, task_id = heapq.heappop(self.deadlines)
+            task = self.live.get(task_id)
+            if task is not None:
+                self._stop(task, Status.TIMEOUT)
+        for conn in list(self.watch):
+            if conn.stage != _READY and conn.deadline <= now:
+                self._drop(conn, "handshake deadline passed")
+            elif conn.kill_at is not None and conn.kill_at <= now and conn.info is not None:
+                conn.kill_at = None
+                log.info("worker %s did not stop its cancelled task: killing it", conn.info.id)
+                self.on_kill(conn.info.id)
+                self._drop(conn, None)
+
+    def _sync_interest(self) -> None:
+        if not self.pending_out:
+            return
+        for conn in list(self.pending_out):
+            if conn.sock.fileno() < 0:
+                self.pending_out.discard(conn)
+                continue
+            if conn.out and not conn.want_write:
+                self._interest(conn, selectors.EVENT_READ | selectors.EVENT_WRITE)
+            elif not conn.out:
+                if conn.want_write and conn.stage != _TLS_SHAKE:
+                    self._interest(conn, selectors.EVENT_READ)
+                self.pending_out.discard(conn)
+
+    def _shutdown(self) -> None:
+        with self.lock:
+            self.closing = True
+            # nothing waits forever on a controller that stopped: what did not
+            # end is cancelled, and its future says so
+            for task in list(self.live.values()):
+                self._resolve(task, Status.CANCEL, "the controller was terminated")
+            for conn in list(self.conns.values()):
+                if conn.stage == _READY:
+                    self._write(conn, _frames.encode(Kind.EXIT, b""))
+                    self._flush(conn)
+                with contextlib.suppress(OSError):
+                    conn.sock.close()
+            self.conns.clear()
+            self.unauthenticated.clear()
+            self.workers.clear()
+            self.idle.clear()
+            self.room.clear()
+            with contextlib.suppress(OSError):
+                self.listener.close()
+            self.selector.close()
+            self.cv.notify_all()

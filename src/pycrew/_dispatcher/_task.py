@@ -1,0 +1,303 @@
+"""Tasks, result records and statuses: what travels, and what the user gets back.
+
+A :class:`Task` is the controller's and the dispatcher's view of one pushed
+task; its :class:`pycrew.TaskFuture` is the user's. The record is built from
+the task once, on the first request, in the requesting thread.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import gc
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator, Sequence
+    from typing import Protocol
+
+    from .._results import Status, TaskResult
+
+    class Waiting(Protocol):
+        """What a task knows of its future (the user's side's ``TaskFuture``)."""
+
+        def _settle(self, task: Task) -> None: ...
+
+        def _follow(self, controller: Any, task: Task) -> None: ...
+
+
+#: dispatch states: waiting in the queue, sent to a worker, resolved, and
+#: handed to a backup controller after crashing here (resolved there)
+QUEUED, RUNNING, DONE, FORWARDED = 0, 1, 2, 3
+#: larger tasks go only to idle workers: a worker holding several big
+#: payloads ahead would hold their memory too
+PREFETCH_BYTES = 1 << 20
+#: a resolved task's frame: one empty tuple for all, where a list each cost 56 bytes
+NO_FRAME: tuple[Any, ...] = ()
+
+
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector while many tasks or records are made.
+
+    Each object made counts towards the next collection, and with a million
+    tasks alive each full collection walks them all: a walk() or collect()
+    of many tasks spent a third of its time there, finding nothing, since
+    what the batch makes stays alive. Reference counting still frees the
+    rest meanwhile, and the collector resumes (if it ran before) as soon as
+    the batch is made.
+    """
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
+class WorkerInfo:
+    __slots__ = ("host", "id", "pid")
+
+    def __init__(self, worker_id: str, pid: int | None, host: str | None) -> None:
+        self.id = worker_id
+        self.pid = pid
+        self.host = host
+
+
+class Task:
+    """One pushed task, as the controller and the dispatcher see it."""
+
+    __slots__ = (
+        "attempts",
+        "command",
+        "controller",
+        "crashes",
+        "deadline",
+        "detail",
+        "error_raw",
+        "failed",
+        "frame",
+        "future",
+        "held",
+        "id",
+        "name",
+        "outcome",
+        "owned",
+        "raw",
+        "record",
+        "seed",
+        "shared",
+        "size",
+        "small",
+        "state",
+        "taken",
+        "worker",
+    )
+
+    def __init__(
+        self,
+        task_id: int,
+        name: str,
+        command: str | None,
+        frame: bytes | tuple[Any, ...],
+        seed: int | None,
+        deadline: float | None,
+        owned: bool = False,
+    ) -> None:
+        self.id = task_id
+        #: the controller that holds it (set by its future; opaque at this layer)
+        self.controller: object = None
+        self.name = name
+        self.command = command
+        self.frame = frame
+        # only small tasks are sent ahead to busy workers
+        #: the frame's bytes
+        # bytes, or a tuple of bytes and flat byte views (_frames.pieces())
+        self.size = len(frame) if isinstance(frame, bytes) else sum(map(len, frame))
+        self.small = self.size <= PREFETCH_BYTES
+        #: bytes of this task counted against the controller's memory= cap
+        self.held = 0
+        self.seed = seed
+        self.deadline = deadline
+        #: keys of the shared objects the task uses: its worker gets them first
+        self.shared: tuple[int, ...] = ()
+        # owned by map() or an Executor: never in the pop/collect queue
+        self.owned = owned
+        # how many times the task was pushed, counting retries after crashes,
+        # and how many of them crashed in this controller
+        self.attempts = 1
+        self.crashes = 0
+        self.state = QUEUED
+        # set by the controller (CRASH, CANCEL, TIMEOUT); None: a worker's result
+        self.outcome: Status | None = None
+        self.detail: str | None = None
+        # what the worker's RESULT said before anything is unpickled: its
+        # bytes, with its buffers where it has any (most results have none)
+        self.failed = False
+        self.raw: bytes | tuple[bytes, Sequence[Any]] | None = None
+        self.worker: WorkerInfo | None = None
+        # built once, on first request (unpickling happens in the caller's thread)
+        self.record: TaskResult | None = None
+        # the task's exception as the worker pickled it; rebuilt only on request
+        self.error_raw: bytes | None = None
+        # handed over (popped, collected, or read through its future)
+        self.taken = False
+        self.future: Waiting | None = None
+
+    def settle(self) -> None:
+        """Tell the future its task is resolved (never with the dispatcher's lock held)."""
+        future, self.future = self.future, None  # no cycle left: memory goes back at once
+        if future is not None:
+            future._settle(self)
+
+
+class ResolvedQueue:
+    """Resolved tasks that pop()/collect() may take, oldest first.
+
+    A deque, where an ordered dict cost a million results 100 MB. A task
+    handed over through its future stays in the deque, skipped when reached
+    (it is ``taken``): taking it out of the middle would cost a search. Those
+    are counted, and the deque is rebuilt without them once they are half of
+    it, so a run read only through futures does not keep its tasks alive.
+    Every method but :meth:`forget` is called with the dispatcher's lock held.
+    """
+
+    __slots__ = ("_lock", "_stale", "_tasks")
+
+    def __init__(self, lock: threading.Lock) -> None:
+        self._lock = lock
+        self._tasks: collections.deque[Task] = collections.deque()
+        # handed over since the last rebuild (a hint: see forget())
+        self._stale = 0
+
+    def __bool__(self) -> bool:
+        tasks = self._tasks
+        while tasks and tasks[0].taken:
+            tasks.popleft()
+        return bool(tasks)
+
+    def append(self, task: Task) -> None:
+        self._tasks.append(task)
+
+    def take(self, count: int | None) -> list[Task]:
+        """Up to ``count`` tasks (all if None), oldest first, out of the queue."""
+        tasks = self._tasks
+        if count is None:
+            out = [task for task in tasks if not task.taken]
+            tasks.clear()
+            self._stale = 0
+            return out
+        out = []
+        while tasks and len(out) < count:
+            task = tasks.popleft()
+            if not task.taken:
+                out.append(task)
+        return out
+
+    def put_back(self, tasks: list[Task]) -> None:
+        """Tasks taken but not handed over go back, first in line, in their order."""
+        self._tasks.extendleft(task for task in reversed(tasks) if not task.taken)
+
+    def forget(self, count: int) -> None:
+        """``count`` tasks were handed over through their futures (no lock held).
+
+        The count is a hint that may miss an update when two threads add at
+        once; whether a task is still to be taken is its own ``taken``.
+        """
+        self._stale += count
+        if self._stale > 64 and 2 * self._stale > len(self._tasks):
+            with self._lock:
+                self._stale = 0
+                live = [task for task in self._tasks if not task.taken]
+                self._tasks = collections.deque(live)
+
+
+class Resolutions:
+    """Where tasks end: the live table, the pop()/collect() queue, futures to settle.
+
+    Shared by the dispatcher and the sequential controller's stand-in for it.
+    ``lock`` guards it all; ``cv`` and the listeners hear of each resolution.
+    """
+
+    def __init__(self, listeners: list[Callable[[], None]] | None) -> None:
+        self.lock = threading.Lock()
+        self.cv = threading.Condition(self.lock)
+        # called (under the lock) at each resolution: how a group's wait wakes
+        self.listeners = listeners if listeners is not None else []
+        self.live: dict[int, Task] = {}
+        # resolved tasks that pop()/collect() may take, oldest first (map's and
+        # an executor's own tasks never enter)
+        self.resolved = ResolvedQueue(self.lock)
+        # resolved since the lock was last let go: their futures settle after
+        self.finished: list[Task] = []
+        self.completed = 0
+        #: task bytes the controller holds (memory=): counted at submit, freed at the end
+        self.held = 0
+        self.held_peak = 0
+
+    def reserve(self, task: Task, cap: int, timeout: float | None) -> bool:
+        """Count a task's bytes against ``cap``, waiting (up to ``timeout``) for room.
+
+        A task always fits when nothing else is held. False: no room in time.
+        """
+        size = task.size
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self.cv:
+            while self.held and self.held + size > cap:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                self.cv.wait(left)
+            task.held = size
+            self.held += size
+            self.held_peak = max(self.held_peak, self.held)
+        return True
+
+    def _free(self, task: Task) -> None:
+        """The task's bytes are no longer the controller's (lock held)."""
+        if task.held:
+            self.held -= task.held
+            task.held = 0
+
+    def _resolve(self, task: Task, outcome: Status | None, detail: str | None = None) -> None:
+        """The task ended (lock held): out of the live table, into the queue if not owned."""
+        task.state = DONE
+        task.outcome = outcome
+        task.detail = detail
+        task.frame = NO_FRAME
+        self._free(task)
+        self.live.pop(task.id, None)
+        if not task.owned:
+            self.resolved.append(task)
+        self.finished.append(task)
+        self.completed += 1
+        self.cv.notify_all()
+        for listener in self.listeners:
+            listener()
+
+    def disown(self, tasks: list[Task]) -> None:
+        """Tasks whose owner (an interrupted map) let go: pop()/collect() may take them."""
+        with self.lock:
+            for task in tasks:
+                if task.owned:
+                    task.owned = False
+                    if task.state == DONE and not task.taken:
+                        self.resolved.append(task)
+
+    def settle(self) -> None:
+        """Settle the futures of tasks resolved since the last call (without the lock held:
+        their done callbacks run here, on the calling thread)."""
+        while self.finished:
+            with self.lock:
+                finished, self.finished = self.finished, []
+            settle_all(finished)
+
+
+def settle_all(tasks: list[Task]) -> None:
+    """Settle each task's future, then forget the tasks (nothing here keeps a result alive)."""
+    for task in tasks:
+        task.settle()
+    tasks.clear()

@@ -1,0 +1,12 @@
+"""The wire: frames, serialization and TLS, shared by both ends of a connection.
+
+```
+ controller                                            worker
+ encode(kind, meta, buffers) ─► length-prefixed frame ─► Decoder ─► (kind, meta, buffers)
+ TLS (_tls): none | automatic (one-time CA) | custom     client context: verify the controller
+```
+
+``_frames`` holds the frame layout, the handshake's MACs, pickling with
+out-of-band buffers and the socket options both ends set; ``_tls`` turns a
+``TLS`` setting into SSL contexts. Nothing here knows about tasks or workers.
+"""

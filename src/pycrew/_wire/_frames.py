@@ -1,0 +1,600 @@
+"""The wire: length-prefixed frames, the authentication handshake, serialization.
+
+Frame layout (little endian)::
+
+    kind:u8  flags:u8  nbuf:u16  meta_len:u32  | nbuf x len:u64 | meta | buf_1 ... buf_n
+
+``meta`` is JSON during the handshake and a pickle stream after it; large
+buffers (numpy arrays and other PEP 574 buffers) travel out of band in the
+``buf_i`` slots, so they are neither copied into the pickle stream nor out of
+it.
+
+Handshake, before which nothing is unpickled in either direction::
+
+    controller -> worker   HELLO   {protocol, pycrew, python, nonce_c}
+    worker -> controller   AUTH    {protocol, pycrew, python, nonce_w, id, pid, host,
+                                    mac_w = HMAC(secret, "worker" | nonce_c | nonce_w)}
+    controller -> worker   WELCOME {mac_c = HMAC(secret, "controller" | nonce_w | nonce_c),
+                                    settings}
+                  or       REJECT  {reason}
+
+Frames before WELCOME are capped at ``PREAUTH_MAX`` bytes and carry no buffers.
+After it, a frame (meta and buffers together) may be at most ``bytes_max``
+bytes, checked from the header before any memory is set aside for it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import hashlib
+import hmac
+import json
+import mmap
+import pickle
+import socket
+import struct
+import sys
+import threading
+
+from .._errors import ProtocolError
+from .._version import __version__
+
+TYPE_CHECKING = False  # typing itself is slow to import, and workers start often
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any
+
+PROTOCOL = 2
+PREAUTH_MAX = 4096
+#: default limit on one frame after authentication: a task with its data, or a result
+BYTES_MAX = 4 << 30
+#: the most ``bytes_max`` may be
+BYTES_LIMIT = 1 << 40
+#: the pickle stream of one frame (buffers aside) is at most this long: its length is a u32
+META_MAX = (1 << 32) - 1
+#: buffers smaller than this stay inside the pickle stream
+OOB_MIN = 64 * 1024
+HEADER = struct.Struct("<BBHI")
+LENGTH = struct.Struct("<Q")
+TASK_ID = struct.Struct("<Q")
+#: a TASK frame's head: the task's id, and the seconds it may take (its
+#: seconds_timeout, 0 when not given), for a worker that must leave before
+#: its job ends
+TASK_HEAD = struct.Struct("<Qf")
+#: a result names its task, whether the worker leaves after it, whether the
+#: task failed, and how many seconds it ran (0 if it did not), so that the
+#: controller knows without unpickling anything
+RESULT_HEAD = struct.Struct("<QBBf")
+#: a shared object's key, at the head of SHARE and UNSHARE frames
+SHARE_KEY = struct.Struct("<Q")
+#: the head of an OUTPUT frame: the task's id and the stream (1 stdout, 2 stderr)
+OUTPUT_HEAD = struct.Struct("<QB")
+SECRET_ENV = "PYCREW_SECRET"
+#: the controller's import folders, for workers to add to their sys.path
+PATH_ENV = "PYCREW_PATH"
+TRUST_ENV = "PYCREW_TLS_TRUST"
+TLS_NAME_ENV = "PYCREW_TLS_NAME"
+CONTROLLER_ENV = "PYCREW_CONTROLLER"
+WORKER_ENV = "PYCREW_WORKER"
+#: when the worker's job ends (seconds since the epoch, this host's clock), if known
+JOB_END_ENV = "PYCREW_JOB_END"
+
+
+class Kind(enum.IntEnum):
+    HELLO = 1
+    AUTH = 2
+    WELCOME = 3
+    REJECT = 4
+    TASK = 10
+    RESULT = 11
+    CANCEL = 12
+    BYE = 13
+    EXIT = 14
+    RELEASE = 15
+    RELEASED = 16
+    #: controller -> worker: a step every worker runs before its next task
+    #: (the serializers, the initializer, an everywhere() call), in order
+    SETUP = 17
+    #: controller -> worker: a shared object (its key, then its pickle), kept for later tasks
+    SHARE = 18
+    #: controller -> worker: forget a shared object
+    UNSHARE = 19
+    #: worker -> controller: lines a running task printed (task id, stream, UTF-8 text)
+    OUTPUT = 20
+    #: worker -> controller: a setup step failed (JSON: error, trace); the worker leaves
+    SETUP_FAILED = 21
+
+
+#: received buffers at least this large get fresh pages instead of a bytearray
+LARGE = 1 << 20
+
+Buffer = bytearray | mmap.mmap
+Frame = tuple[int, bytes, "Sequence[Buffer]"]
+#: the buffers of a frame that has none: one tuple for all, where a list each
+#: cost a million results 56 MB
+NO_BUFFERS: tuple[Buffer, ...] = ()
+
+
+def receive_buffer(n: int) -> Buffer:
+    """Room for ``n`` incoming bytes.
+
+    A large ``bytearray`` is zero-filled by CPython before the kernel copies
+    into it: a full extra pass over the memory (about 50 ms per 100 MB here).
+    Fresh anonymous pages are zeroed lazily by the kernel instead.
+    """
+    return bytearray(n) if n < LARGE else mmap.mmap(-1, n)
+
+
+class BufferPool:
+    """Large receive buffers, reused once no task holds them any more.
+
+    Fresh memory costs a page fault per 4 KiB (about 40 ms per 100 MB here);
+    a buffer that a finished task let go of costs nothing. Whether a task
+    (or something it stored) still uses a buffer is asked of the buffer
+    itself: an mmap with live views refuses to resize. At most ``keep``
+    spares are kept, and only while tasks keep arriving.
+    """
+
+    def __init__(self, keep: int = 2) -> None:
+        self.keep = keep
+        self.lock = threading.Lock()
+        self.spares: list[mmap.mmap] = []
+        self.lent: list[mmap.mmap] = []
+
+    def take(self, n: int) -> Buffer:
+        if n < LARGE:
+            return bytearray(n)
+        with self.lock:
+            for i, spare in enumerate(self.spares):
+                if len(spare) == n:
+                    del self.spares[i]
+                    self.lent.append(spare)
+                    return spare
+        fresh = mmap.mmap(-1, n)
+        with self.lock:
+            self.lent.append(fresh)
+        return fresh
+
+    def recycle(self) -> None:
+        """Move lent buffers that nothing uses any more back to the spares."""
+        with self.lock:
+            still = []
+            for buf in self.lent:
+                try:
+                    buf.resize(len(buf))
+                except BufferError:
+                    still.append(buf)
+                    continue
+                except (OSError, ValueError, SystemError):
+                    continue
+                self.spares.append(buf)
+            # a buffer a task keeps for good is forgotten; its owner frees it
+            self.lent = still[-16:]
+            del self.spares[: max(0, len(self.spares) - self.keep)]
+
+    def drop_spares(self) -> None:
+        with self.lock:
+            self.spares.clear()
+
+
+def python_version() -> str:
+    return "{}.{}".format(*sys.version_info[:2])
+
+
+def encode(kind: int, meta: bytes, buffers: list[memoryview] | None = None) -> tuple[Any, ...]:
+    """One frame as pieces: a small head (header + meta) then the buffers.
+
+    A tuple: a queued task holds its frame, and a list cost twice the memory.
+    """
+    if not buffers:
+        return (HEADER.pack(kind, 0, 0, len(meta)) + meta,)
+    head = HEADER.pack(kind, 0, len(buffers), len(meta))
+    head += b"".join(LENGTH.pack(b.nbytes) for b in buffers)
+    return (head + meta, *buffers)
+
+
+class Decoder:
+    """Incremental frame parser for a non-blocking socket.
+
+    Args:
+        limit: the largest frame accepted (meta and buffers), checked from the
+            header before its bytes arrive or any room is made for them.
+        allow_buffers: whether frames may carry out-of-band buffers.
+    """
+
+    __slots__ = (
+        "_bufs",
+        "_filled",
+        "_kind",
+        "_lens",
+        "_meta",
+        "allow_buffers",
+        "buf",
+        "frames",
+        "limit",
+    )
+
+    def __init__(self, limit: int, allow_buffers: bool) -> None:
+        self.limit = limit
+        self.allow_buffers = allow_buffers
+        self.buf = bytearray()
+        self.frames: list[Frame] = []
+        self._kind = 0
+        self._meta = b""
+        self._lens: list[int] = []
+        self._bufs: list[Buffer] = []
+        self._filled = 0
+
+    def direct_target(self) -> memoryview | None:
+        """Where the socket may write straight into a large buffer, if it may."""
+        if self._lens and not self.buf:
+            current = self._bufs[-1]
+            if len(current) - self._filled > OOB_MIN:
+                return memoryview(current)[self._filled :]
+        return None
+
+    def filled_directly(self, n: int) -> None:
+        self._filled += n
+        self._advance()
+
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
+        self.buf += data
+        self._advance()
+
+    def _advance(self) -> None:
+        # Frames are parsed at an offset and the bytes consumed cut once at
+        # the end: cutting after each frame would move the rest of the buffer
+        # every time (quadratic in a chunk of many small frames).
+        buf = self.buf
+        pos = 0
+        try:
+            while True:
+                if self._lens:
+                    current = self._bufs[-1]
+                    need = len(current) - self._filled
+                    n = min(need, len(buf) - pos)
+                    if n > 0:
+                        current[self._filled : self._filled + n] = buf[pos : pos + n]
+                        pos += n
+                        self._filled += n
+                        need -= n
+                    if need:
+                        return
+                    if len(self._bufs) < len(self._lens):
+                        self._bufs.append(receive_buffer(self._lens[len(self._bufs)]))
+                        self._filled = 0
+                        continue
+                    self.frames.append((self._kind, self._meta, self._bufs))
+                    self._lens, self._bufs = [], []
+                    continue
+                if len(buf) - pos < HEADER.size:
+                    return
+                kind, _flags, nbuf, meta_len = HEADER.unpack_from(buf, pos)
+                if nbuf and not self.allow_buffers:
+                    raise ProtocolError("buffers are not allowed before authentication")
+                check_size(meta_len, self.limit)
+                start = pos + HEADER.size + LENGTH.size * nbuf
+                if len(buf) < start:
+                    return
+                lens = [
+                    LENGTH.unpack_from(buf, pos + HEADER.size + LENGTH.size * i)[0]
+                    for i in range(nbuf)
+                ]
+                check_size(meta_len + sum(lens), self.limit)
+                end = start + meta_len
+                if len(buf) < end:
+                    return
+                meta = bytes(buf[start:end])
+                if nbuf:
+                    self._lens = lens
+                    self._kind, self._meta = kind, meta
+                    self._bufs = [receive_buffer(lens[0])]
+                    self._filled = 0
+                else:
+                    self.frames.append((kind, meta, NO_BUFFERS))
+                pos = end
+        finally:
+            if pos:
+                del buf[:pos]
+
+
+def check_size(size: int, limit: int) -> None:
+    """Refuse a frame larger than ``limit`` (called before anything is allocated for it)."""
+    if size > limit:
+        raise ProtocolError(f"a frame of {size} bytes exceeds the limit of {limit} bytes")
+
+
+def too_large(meta: int, buffers: list[memoryview], limit: int) -> str | None:
+    """Why a frame of this meta length and these buffers may not be sent, or None."""
+    size = meta + sum(b.nbytes for b in buffers)
+    if size > limit:
+        return f"{size} bytes, more than bytes_max ({limit})"
+    if meta > META_MAX:
+        return f"{meta} bytes of pickled objects, more than one frame holds ({META_MAX})"
+    return None
+
+
+def pieces(frame: bytes | tuple[Any, ...]) -> tuple[Any, ...]:
+    """A task's frame as pieces to send: a task keeps a frame without buffers as its
+    bytes alone (a million queued tasks spare a tuple each)."""
+    return (frame,) if isinstance(frame, bytes) else frame
+
+
+def retag(pieces: Sequence[Any], task_id: int) -> tuple[Any, ...]:
+    """A copy of an encoded TASK frame that carries another task id."""
+    head = bytearray(memoryview(pieces[0]).cast("B"))
+    nbuf = HEADER.unpack_from(head)[2]
+    TASK_ID.pack_into(head, HEADER.size + LENGTH.size * nbuf, task_id)
+    return (bytes(head), *pieces[1:])
+
+
+def import_paths() -> list[str]:
+    """The folders this process imports from that are the user's own.
+
+    The working directory and every ``sys.path`` entry (a script's folder,
+    PYTHONPATH, an editable install), as absolute paths, less the
+    interpreter's own library and site-packages: a worker has its own.
+    """
+    import os
+
+    own = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
+    found: dict[str, None] = {}
+    for entry in [os.getcwd(), *sys.path]:
+        path = os.path.abspath(entry or os.curdir)
+        real = os.path.realpath(path)
+        if any(real == p or real.startswith(p + os.sep) for p in own):
+            continue
+        found.setdefault(path)
+    return list(found)
+
+
+def add_import_paths(joined: str) -> None:
+    """A worker: append the controller's import folders that exist here to sys.path."""
+    import os
+
+    for path in joined.split(os.pathsep) if joined else ():
+        if path not in sys.path and os.path.isdir(path):
+            sys.path.append(path)
+
+
+def dumps(obj: Any, serializers: Serializers | None = None) -> tuple[bytes, list[memoryview]]:
+    """Pickle ``obj`` (protocol 5; callables by value where needed), large buffers apart.
+
+    ``serializers`` are the controller's own ways to pickle some types.
+    """
+    buffers: list[memoryview] = []
+
+    def keep(pb: pickle.PickleBuffer) -> bool:
+        raw = pb.raw()
+        if raw.nbytes < OOB_MIN:
+            return True
+        buffers.append(raw)
+        return False
+
+    # The C pickler is twice as fast as cloudpickle's; but it pickles
+    # functions and classes of __main__ by reference, which a worker cannot
+    # resolve, and it refuses lambdas and local functions. Either way,
+    # cloudpickle takes over and ships them by value.
+    try:
+        if by_value_modules():
+            raise pickle.PicklingError("modules are registered to travel by value")
+        if serializers is None:
+            data = pickle.dumps(obj, protocol=5, buffer_callback=keep)
+        else:
+            data = _pickle_with(serializers.plain, obj, keep)
+    except Exception:
+        data = b"__main__"
+    if b"__main__" in data:
+        buffers.clear()
+        script = _script_pickler() if serializers is None else serializers.script()
+        data = _pickle_with(script, obj, keep)
+    return data, buffers
+
+
+def _pickle_with(pickler: Any, obj: Any, keep: Any) -> bytes:
+    import io
+
+    with io.BytesIO() as out:
+        pickler(out, protocol=5, buffer_callback=keep).dump(obj)
+        return out.getvalue()
+
+
+class Serializers:
+    """A controller's own ways to pickle some types (mirai's ``serial_config``).
+
+    ``table`` maps a type to ``(dumps, loads)``: ``dumps(obj)`` gives bytes or
+    any buffer (a large one travels out of band, uncopied), and
+    ``loads(buffer)`` rebuilds the object from it. Wherever an object of
+    exactly that type sits in a task's arguments or a result, at any depth,
+    it travels this way. ``loads`` goes along by reference, or by value when
+    it lives in a script, so a worker needs nothing installed but the type's
+    own package.
+    """
+
+    def __init__(self, table: dict[type, tuple[Any, Any]]) -> None:
+        import collections
+        import copyreg
+        import functools
+
+        self.table = table
+        self.reducers = {
+            cls: functools.partial(_reduce_custom, *pair) for cls, pair in table.items()
+        }
+        # the C pickler reads dispatch_table from its class when it is made
+        dispatch: Any = collections.ChainMap(self.reducers, copyreg.dispatch_table)
+        self.plain: Any = type("Pickler", (pickle.Pickler,), {"dispatch_table": dispatch})
+        self._script: Any = None
+
+    def script(self) -> Any:
+        """cloudpickle's pickler (as ``_script_pickler``), with these types added."""
+        if self._script is None:
+            import collections
+
+            base = _script_pickler()
+            dispatch: Any = collections.ChainMap(self.reducers, base.dispatch_table)
+            self._script = type("ScriptPickler", (base,), {"dispatch_table": dispatch})
+        return self._script
+
+
+def _reduce_custom(dump: Any, load: Any, obj: Any) -> tuple[Any, ...]:
+    data = dump(obj)
+    if not isinstance(data, bytes):
+        # a buffer (a pyarrow Buffer, a memoryview) travels out of band when large
+        data = pickle.PickleBuffer(data)
+    return _load_custom, (load, data)
+
+
+def _load_custom(load: Any, data: Any) -> Any:
+    return load(data)
+
+
+#: a worker's serializers, as its controller's SETUP said (None: plain pickle)
+WORKER_SERIALIZERS: Serializers | None = None
+
+
+def by_value_modules() -> bool:
+    """Whether the user asked cloudpickle to ship some module by value.
+
+    The C pickler knows nothing of cloudpickle.register_pickle_by_value():
+    while any module is registered, cloudpickle pickles everything.
+    """
+    cloudpickle = sys.modules.get("cloudpickle")
+    if cloudpickle is None:
+        return False
+    # asked twice per push: the registry itself where it is found, not the
+    # copy of it that the public call makes
+    registry = getattr(getattr(cloudpickle, "cloudpickle", None), "_PICKLE_BY_VALUE_MODULES", None)
+    if isinstance(registry, set):
+        return bool(registry)
+    return bool(cloudpickle.list_registry_pickle_by_value())
+
+
+_SCRIPT_PICKLER: Any = None
+
+
+def _script_pickler() -> Any:
+    """cloudpickle's pickler, but code keeps the name of the file it came from.
+
+    cloudpickle renames every code object it ships to ``<dynamic-code>``, so a
+    task's traceback on the worker could show no line of the user's script.
+    Ours keeps the real file name (the worker reads the lines where it can see
+    the file), and where the file is not on disk (a notebook cell, whose lines
+    live in linecache), the lines travel with the code.
+    """
+    global _SCRIPT_PICKLER
+    if _SCRIPT_PICKLER is None:
+        import collections
+        import types
+
+        import cloudpickle  # only when needed: it is slow to import
+
+        try:
+            from cloudpickle.cloudpickle import _code_reduce
+        except ImportError:  # another cloudpickle layout: plain code objects then
+            _SCRIPT_PICKLER = cloudpickle.Pickler
+            return _SCRIPT_PICKLER
+
+        def reduce_code(code: types.CodeType) -> tuple[Any, ...]:
+            _, args = _code_reduce(code)
+            filename = code.co_filename
+            args = tuple(filename if a == "<dynamic-code>" else a for a in args)
+            return _code_with_source, (args, filename, _source_lines(filename))
+
+        class ScriptPickler(cloudpickle.Pickler):  # type: ignore[misc]
+            dispatch_table = collections.ChainMap(
+                {types.CodeType: reduce_code}, cloudpickle.Pickler.dispatch_table
+            )
+
+        _SCRIPT_PICKLER = ScriptPickler
+    return _SCRIPT_PICKLER
+
+
+def _source_lines(filename: str) -> list[str] | None:
+    """The lines of a file that exists only in this process's linecache (a notebook cell)."""
+    import linecache
+    import os
+
+    if not filename or filename.startswith("<") or os.path.isfile(filename):
+        return None
+    return linecache.getlines(filename) or None
+
+
+def _code_with_source(args: tuple[Any, ...], filename: str, lines: list[str] | None) -> Any:
+    """Rebuild a shipped code object; its source lines, if they came along, go to linecache."""
+    import types
+
+    if lines:
+        import linecache
+
+        size = sum(len(line) for line in lines)
+        # no modification time: linecache.checkcache() never drops the entry
+        linecache.cache.setdefault(filename, (size, None, lines, filename))
+    return types.CodeType(*args)
+
+
+def loads(data: bytes | memoryview, buffers: Sequence[Any]) -> Any:
+    return pickle.loads(data, buffers=buffers)
+
+
+def mac(secret: bytes, role: bytes, first: bytes, second: bytes) -> str:
+    return hmac.new(secret, role + b"\0" + first + second, hashlib.sha256).hexdigest()
+
+
+def check_mac(secret: bytes, role: bytes, first: bytes, second: bytes, claimed: object) -> bool:
+    # compare_digest refuses non-ASCII text with a TypeError: a stranger's mac
+    # must get a plain "no" instead
+    if not isinstance(claimed, str) or not claimed.isascii():
+        return False
+    return hmac.compare_digest(mac(secret, role, first, second), claimed)
+
+
+def json_meta(obj: dict[str, Any]) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode()
+
+
+def parse_json(meta: bytes) -> dict[str, Any]:
+    try:
+        value = json.loads(meta)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise ProtocolError("handshake message is not JSON") from exc
+    if not isinstance(value, dict):
+        raise ProtocolError("handshake message is not a JSON object")
+    return value
+
+
+def version_problem(peer: dict[str, Any], peer_role: str) -> str | None:
+    """Why a peer's versions cannot work with ours, or None.
+
+    ``peer_role`` is what the peer is ("worker" or "controller"), for the message.
+    """
+    us = "controller" if peer_role == "worker" else "worker"
+    mine = hello_fields()
+    for field, label in (("protocol", "wire protocol"), ("pycrew", "pycrew"), ("python", "Python")):
+        if peer.get(field) != mine[field]:
+            return f"the {peer_role} runs {label} {peer.get(field)!r} and the {us} {mine[field]!r}"
+    return None
+
+
+def hello_fields() -> dict[str, Any]:
+    """The version fields both sides send in the handshake."""
+    return {"protocol": PROTOCOL, "pycrew": __version__, "python": python_version()}
+
+
+def keepalive(sock: socket.socket, seconds: float | None = None) -> None:
+    """Let the kernel notice a vanished peer within seconds, whatever a task does.
+
+    Keep-alive probes find a vanished peer while the line is idle (in about
+    5 s); the kernel sends none while data waits for an acknowledgement, so
+    ``seconds`` (TCP_USER_TIMEOUT) bounds that case: a silent partition with
+    a task or a result in flight.
+    """
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    options = [("TCP_KEEPIDLE", 2), ("TCP_KEEPINTVL", 1), ("TCP_KEEPCNT", 3)]
+    if seconds is not None:
+        options.append(("TCP_USER_TIMEOUT", max(1, int(seconds * 1000))))
+    for name, value in options:
+        option = getattr(socket, name, None)
+        if option is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, option, value)

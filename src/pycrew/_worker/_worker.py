@@ -1,0 +1,764 @@
+"""The worker process: dial the controller, prove the secret, run tasks one at a time.
+
+```
+ controller ──TASK/CANCEL/EXIT──► reader thread ──queue──► main thread: evaluate()
+     ▲                              │ CANCEL: interrupt the main thread (SIGUSR1)
+     └──────────RESULT/BYE──────────┴──────────────────── main thread sends
+```
+
+The reader thread owns every read, so a lost controller is seen at once
+(EOF ends the process) and a cancel reaches a task that sleeps. The main
+thread owns every write. A planned exit (idle, wall time, task quota) is
+announced with BYE, so the controller never mistakes it for a crash.
+
+Exit codes: 0 the controller went away or asked us to stop, 1 idle limit,
+2 wall time, 3 task quota, 4 could not connect or authenticate, 5 a setup
+step (the initializer, an ``everywhere()`` call) failed.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import ctypes
+import functools
+import math
+import os
+import queue
+import signal
+import socket
+import struct
+import sys
+import threading
+import time
+import types
+
+from .._errors import ProtocolError
+from .._operations import _logs
+from .._version import __version__
+from .._wire import _frames
+from .._wire._frames import Kind
+from . import _watchdog
+from ._evaluate import (
+    CANCEL,
+    ERROR,
+    SUCCESS,
+    Cleanup,
+    Interrupted,
+    Interruptible,
+    Meter,
+    capture_warnings,
+    describe,
+    evaluate,
+    trace_of,
+)
+from ._setup import drop_shared, keep_shared, run_step
+
+TYPE_CHECKING = False  # typing itself is slow to import, and workers start often
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from typing import IO, Any
+
+    from .._operations._metrics import Sampler
+
+EXIT_CONNECTION, EXIT_IDLE, EXIT_WALL, EXIT_TASKS, EXIT_STARTUP, EXIT_SETUP = 0, 1, 2, 3, 4, 5
+#: the inbox's id for a setup step (task ids start at 1)
+SETUP_ID = 0
+PARENT_ENV = "PYCREW_PARENT_PID"
+#: set by a job script that starts several workers
+OWN_GROUP_ENV = "PYCREW_OWN_GROUP"
+HANDSHAKE_SECONDS = 15.0
+INTERRUPT_EVERY = 0.2
+#: an idle worker frees its spare receive buffers after this long
+SPARES_SECONDS = 2.0
+#: seconds_heartbeat when the controller says nothing of it
+HEARTBEAT_SECONDS = 10.0
+
+
+class Settings:
+    """Worker limits and clean-up flags, as the controller sent them."""
+
+    def __init__(
+        self,
+        seconds_idle: float,
+        seconds_wall: float,
+        tasks_max: float,
+        tasks_timers: int,
+        cleanup: Cleanup,
+        bytes_max: int = _frames.BYTES_MAX,
+        metrics: dict[str, Any] | None = None,
+        seconds_heartbeat: float = HEARTBEAT_SECONDS,
+        relay_output: bool = False,
+        seconds_drain: float = 0.0,
+    ) -> None:
+        #: what a task that says nothing of its length is taken to need, before
+        #: the job ends (its own seconds_timeout, when given, wins)
+        self.seconds_drain = seconds_drain
+        #: when this worker must be gone (time.monotonic()): its job's end
+        self.job_end = _job_end()
+        #: send what tasks print to the controller, too
+        self.relay_output = relay_output
+        #: how long the kernel may wait on an unanswered peer, and the watchdog
+        #: on a stopped worker, before giving up on it
+        self.seconds_heartbeat = seconds_heartbeat
+        self.seconds_idle = seconds_idle
+        self.seconds_wall = seconds_wall
+        self.tasks_max = tasks_max
+        self.tasks_timers = tasks_timers
+        self.bytes_max = bytes_max
+        self.cleanup = cleanup
+        #: ``{"path": ..., "seconds_interval": ...}`` to sample this process, or None
+        self.metrics = metrics
+
+
+def _die_with_parent() -> None:
+    """Ask the kernel to kill us if the controller process dies (Linux only)."""
+    parent = os.environ.pop(PARENT_ENV, None)
+    if parent is None or not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+    # the parent may have died before prctl took effect
+    if str(os.getppid()) != parent:
+        os._exit(EXIT_CONNECTION)
+
+
+def _read_exact(stream: IO[bytes], n: int) -> bytes:
+    data = stream.read(n)
+    if data is None or len(data) < n:
+        raise EOFError
+    return data
+
+
+def read_frame(
+    stream: IO[bytes],
+    limit: int,
+    allow_buffers: bool,
+    alloc: Callable[[int], _frames.Buffer] = _frames.receive_buffer,
+) -> _frames.Frame:
+    kind, _flags, nbuf, meta_len = _frames.HEADER.unpack(_read_exact(stream, _frames.HEADER.size))
+    if kind != Kind.TASK:
+        # only a task's buffers go back to the pool after it: a shared object keeps its own
+        alloc = _frames.receive_buffer
+    if nbuf and not allow_buffers:
+        raise ProtocolError("buffers before authentication")
+    _frames.check_size(meta_len, limit)
+    lens = [_frames.LENGTH.unpack(_read_exact(stream, 8))[0] for _ in range(nbuf)]
+    _frames.check_size(meta_len + sum(lens), limit)
+    meta = _read_exact(stream, meta_len)
+    bufs = []
+    for n in lens:
+        buf = alloc(n)
+        view = memoryview(buf)
+        got = 0
+        while got < n:
+            k = stream.readinto(view[got:])  # type: ignore[attr-defined]
+            if not k:
+                raise EOFError
+            got += k
+        view.release()
+        bufs.append(buf)
+    return kind, meta, bufs
+
+
+def _send(sock: socket.socket, pieces: Sequence[Any]) -> None:
+    for piece in pieces:
+        sock.sendall(piece)
+
+
+#: run once at exit, from whichever thread ends the process (the last metrics sample)
+_AT_EXIT: list[Callable[[], None]] = []
+_EXITING = threading.Lock()
+
+
+def _hard_exit(code: int) -> None:
+    # Two threads may get here at once (the main thread leaving on its idle
+    # limit, the reader seeing the controller close the connection on that):
+    # the first runs the exit steps and ends the process, the second waits
+    # for it, bounded, rather than end the process halfway through them.
+    if _EXITING.acquire(timeout=2.0):
+        while _AT_EXIT:
+            with contextlib.suppress(Exception):
+                _AT_EXIT.pop()()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
+
+
+def _log(message: str) -> None:
+    print(
+        f"pycrew worker {os.environ.get(_frames.WORKER_ENV, '?')}: {message}",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def _limit(value: Any) -> float:
+    return math.inf if value is None else float(value)
+
+
+class Worker:
+    """One connected worker; ``run()`` returns the exit code."""
+
+    def __init__(self, sock: socket.socket, stream: IO[bytes], settings: Settings) -> None:
+        self.sock = sock
+        self.stream = stream
+        self.settings = settings
+        self.pool = _frames.BufferPool()
+        self.inbox: queue.SimpleQueue[_frames.Frame | None] = queue.SimpleQueue()
+        self.current = 0
+        self.cancelled: set[int] = set()
+        # tasks received and not yet started, and those handed back unstarted
+        # counted per id: a task handed back may come again while its first
+        # copy still waits in the inbox, and each RELEASE frees one copy
+        self.pending: collections.Counter[int] = collections.Counter()
+        self.released: collections.Counter[int] = collections.Counter()
+        self.lock = threading.Lock()
+        self.send_lock = threading.Lock()
+        self.interruptible = Interruptible()
+        #: an interrupt came while the task's output was being sent: it is due
+        self.deferred = False
+        self.main_thread = threading.main_thread().ident
+        self.meter = Meter()
+        #: samples this process's resources while metrics are on (main() starts it)
+        self.sampler: Sampler | None = None
+        #: keeps the log files under the launcher's cap, if it set one
+        self.logs: _logs.LogCap | None = None
+        #: sends what tasks print to the controller, when it asked for that
+        self.relay: _logs.Relay | None = None
+
+    # reader thread -------------------------------------------------------
+    def read_forever(self) -> None:
+        try:
+            while True:
+                limit = self.settings.bytes_max
+                kind, meta, bufs = read_frame(self.stream, limit, True, self.pool.take)
+                if kind == Kind.TASK:
+                    (task_id,) = _frames.TASK_ID.unpack_from(meta)
+                    with self.lock:
+                        self.pending[task_id] += 1
+                    self.inbox.put((task_id, meta, bufs))
+                elif kind == Kind.SETUP:
+                    self.inbox.put((SETUP_ID, meta, bufs))
+                elif kind == Kind.SHARE:
+                    (key,) = _frames.SHARE_KEY.unpack_from(meta)
+                    keep_shared(key, meta[_frames.SHARE_KEY.size :], bufs)
+                elif kind == Kind.UNSHARE:
+                    drop_shared(_frames.SHARE_KEY.unpack_from(meta)[0])
+                elif kind == Kind.RELEASE:
+                    (task_id,) = _frames.TASK_ID.unpack_from(meta)
+                    self.release(task_id)
+                elif kind == Kind.CANCEL:
+                    (task_id,) = _frames.TASK_ID.unpack_from(meta)
+                    self.cancel(task_id)
+                elif kind == Kind.EXIT:
+                    break
+        except (EOFError, OSError, ValueError, ProtocolError, struct.error):
+            pass
+        # The controller is gone or asked us to stop: nothing we hold matters now.
+        _hard_exit(EXIT_CONNECTION)
+
+    def release(self, task_id: int) -> None:
+        """Hand back a task that has not started, for an idle worker to run."""
+        with self.lock:
+            if self.pending[task_id] <= 0:
+                return  # started or finished already: its result will tell
+            _take(self.pending, task_id)
+            self.released[task_id] += 1
+            # sent before the lock is let go: the main thread, which skips a
+            # released task under this lock, must not run the next one and send
+            # its RESULT ahead of this RELEASED
+            self.send(_frames.encode(Kind.RELEASED, _frames.TASK_ID.pack(task_id)))
+
+    def send(self, pieces: Sequence[Any]) -> None:
+        with self.send_lock:
+            _send(self.sock, pieces)
+
+    def cancel(self, task_id: int) -> None:
+        with self.lock:
+            if self.pending[task_id] <= 0 and task_id != self.current:
+                return
+            self.cancelled.add(task_id)
+            running = self.current == task_id
+        if running:
+            threading.Thread(target=self._interrupt, args=(task_id,), daemon=True).start()
+
+    def _interrupt(self, task_id: int) -> None:
+        # Repeat: a task may swallow one interrupt, or be between two system calls.
+        while self.current == task_id:
+            if self.interruptible.active and self.main_thread is not None:
+                signal.pthread_kill(self.main_thread, signal.SIGUSR1)
+            time.sleep(INTERRUPT_EVERY)
+
+    def on_signal(self, signum: int, frame: Any) -> None:
+        # no lock here: the handler runs on the main thread wherever it is, maybe
+        # holding this lock, or the send lock that release() waits for under it
+        hit = self.current in self.cancelled
+        if hit and self.interruptible.active:
+            raise Interrupted
+        if hit:
+            self.deferred = True  # sending a task's output: it lands right after
+
+    # main thread ---------------------------------------------------------
+    def run(self) -> int:
+        s = self.settings
+        done = 0
+        timers_on = s.tasks_timers <= 0
+        started = time.monotonic()
+        while True:
+            item = self._next(timers_on, started)
+            if isinstance(item, int):
+                return item
+            task_id, meta, bufs = item
+            del item
+            if task_id == SETUP_ID:
+                if not self.run_setup(meta, bufs):
+                    return self.leave(EXIT_SETUP, announce=False)
+                continue
+            with self.lock:
+                if self.released[task_id] > 0:
+                    # a copy handed back (its pending mark went with it): skip one
+                    _take(self.released, task_id)
+                    continue
+                if done and self._too_late(meta, timers_on, started):
+                    # it could not end here in time: back to the controller with
+                    # it (and all held), for a fresh worker the controller launches.
+                    # (A fresh worker runs its first task: none would do better.)
+                    return self.leave(EXIT_WALL)
+                _take(self.pending, task_id)
+                self.current = task_id
+            wall_passed = timers_on and time.monotonic() - started >= s.seconds_wall
+            done += 1
+            last = wall_passed or done >= s.tasks_max
+            self.run_task(task_id, meta, bufs, last)
+            del bufs
+            self.pool.recycle()
+            if self.logs is not None:
+                self.logs.check()
+            if last:
+                return self.leave(EXIT_WALL if wall_passed else EXIT_TASKS, announce=False)
+            if not timers_on and done >= s.tasks_timers:
+                timers_on = True
+                started = time.monotonic()
+
+    def _too_late(self, meta: bytes, timers_on: bool, started: float) -> bool:
+        """Whether a task could not end before this worker's job does (or its wall time)."""
+        s = self.settings
+        ends = min(s.job_end, started + s.seconds_wall if timers_on else math.inf)
+        needs = _frames.TASK_HEAD.unpack_from(meta)[1] or s.seconds_drain
+        left = ends - time.monotonic()
+        if needs and needs > left:
+            _log(f"{max(left, 0):.0f} s left before the job ends; the next task needs {needs:.0f}")
+            return True
+        return False
+
+    def _next(self, timers_on: bool, started: float) -> _frames.Frame | int:
+        """The next task, or an exit code once the idle or wall limit is reached."""
+        s = self.settings
+        idle_since = time.monotonic()
+        while True:
+            now = time.monotonic()
+            until = s.job_end - now  # a worker leaves before its job is killed, idle or not
+            if timers_on:
+                idle, wall = s.seconds_idle - (now - idle_since), s.seconds_wall - (now - started)
+                until = min(until, idle, wall)
+            wait = None if math.isinf(until) else until
+            # spare buffers are memory: keep them only while tasks keep coming
+            spare_wait = SPARES_SECONDS if self.pool.spares else None
+            if spare_wait is not None and (wait is None or spare_wait < wait):
+                try:
+                    item = self.inbox.get(timeout=spare_wait)
+                except queue.Empty:
+                    self.pool.drop_spares()
+                    continue
+            else:
+                try:
+                    item = self.inbox.get(timeout=max(wait, 0.0) if wait is not None else None)
+                except queue.Empty:
+                    now = time.monotonic()
+                    wall_passed = now - started >= s.seconds_wall or now >= s.job_end
+                    return self.leave(EXIT_WALL if wall_passed else EXIT_IDLE)
+            if item is None:
+                return EXIT_CONNECTION
+            return item
+
+    def run_setup(self, meta: bytes, bufs: Sequence[Any]) -> bool:
+        """Run one setup step; on failure tell the controller why, and return False."""
+        try:
+            run_step(_frames.loads(meta, bufs), sys.modules["__main__"].__dict__)
+        except BaseException as exc:  # the step is the user's code: SystemExit too
+            error = describe(exc)
+            _log(f"setup failed: {error}")
+            report = {"error": error, "trace": trace_of(exc)}
+            with contextlib.suppress(OSError):
+                self.send(_frames.encode(Kind.SETUP_FAILED, _frames.json_meta(report)))
+            return False
+        return True
+
+    def run_task(self, task_id: int, meta: bytes, bufs: Sequence[Any], last: bool) -> None:
+        with self.lock:
+            skip = task_id in self.cancelled
+        if skip:
+            outcome = _unrun(CANCEL, "cancelled")
+        else:
+            sampler = self.sampler
+            try:
+                payload = _frames.loads(memoryview(meta)[_frames.TASK_HEAD.size :], bufs)
+                if sampler is not None:
+                    sampler.current = (_phase(payload), task_id)
+                if self.relay is not None:
+                    self.relay.task_id = task_id
+                outcome = evaluate(payload, self.settings.cleanup, self.interruptible, self.meter)
+            except Interrupted:
+                outcome = _unrun(CANCEL, "the task was interrupted")
+            except BaseException as exc:  # unpickling runs the pusher's code, SystemExit too
+                outcome = _unrun(ERROR, f"the worker could not load the task: {describe(exc)}")
+            if sampler is not None:
+                sampler.current = ("idle", None)
+            if self.relay is not None:
+                self.relay.end()
+        with self.lock:
+            self.current = 0
+            self.cancelled.discard(task_id)
+        meta, out_bufs = result_message(
+            task_id, last, outcome, self.settings.bytes_max, _frames.WORKER_SERIALIZERS
+        )
+        self.send(_frames.encode(Kind.RESULT, meta, out_bufs))
+
+    def send_output(self, task_id: int, stream: int, text: str) -> None:
+        """Relay a task's printed lines (from any thread the task runs)."""
+        frame = _frames.encode(
+            Kind.OUTPUT, _frames.OUTPUT_HEAD.pack(task_id, stream) + text.encode("utf-8", "replace")
+        )
+        inter = self.interruptible
+        # a cancel's interrupt must not land halfway through a frame: it would
+        # leave the connection out of step. It lands after the send instead.
+        main = threading.get_ident() == self.main_thread
+        was = inter.active
+        if main:
+            inter.active = False
+        try:
+            self.send(frame)
+        except OSError:
+            pass  # the reader sees the connection go
+        finally:
+            if main:
+                inter.active = was
+        if main and was and self.deferred:
+            self.deferred = False
+            if self.current in self.cancelled:
+                raise Interrupted
+
+    def leave(self, code: int, announce: bool = True) -> int:
+        reasons = {EXIT_IDLE: "idle", EXIT_WALL: "wall", EXIT_TASKS: "tasks"}
+        if announce:
+            with contextlib.suppress(OSError):
+                self.send(_frames.encode(Kind.BYE, reasons[code].encode()))
+        why = "a setup step failed" if code == EXIT_SETUP else f"{reasons.get(code)} limit reached"
+        _log(f"leaving: {why}")
+        return code
+
+
+def result_message(
+    task_id: int,
+    last: bool,
+    outcome: tuple[Any, ...],
+    bytes_max: int,
+    serializers: _frames.Serializers | None = None,
+) -> tuple[bytes, list[memoryview]]:
+    """A RESULT frame's meta and buffers; a result that cannot travel becomes an error."""
+    ran = outcome[5] or 0.0
+    head = _frames.RESULT_HEAD.pack(task_id, 1 if last else 0, outcome[0] != SUCCESS, ran)
+    try:
+        body, out_bufs = _frames.dumps(outcome, serializers)
+        reason = None
+    except BaseException as exc:  # a result's __reduce__ is the task's code, SystemExit too
+        reason = f"the result could not be pickled: {describe(exc)}"
+    else:
+        problem = _frames.too_large(len(head) + len(body), out_bufs, bytes_max)
+        if problem is not None:
+            reason = f"the result is {problem}"
+    if reason is not None:
+        head = _frames.RESULT_HEAD.pack(task_id, 1 if last else 0, 1, ran)
+        fallback = (ERROR, None, reason, None, *outcome[4:9])
+        body, out_bufs = _frames.dumps(fallback)
+    return head + body, out_bufs
+
+
+def _unrun(status: str, error: str) -> tuple[Any, ...]:
+    """The outcome of a task that did not run to its end here: nothing was measured.
+
+    Every outcome is ``(status, value, error, trace, warnings, seconds, seed,
+    memory_peak, cpu_seconds)``.
+    """
+    return (status, None, error, None, None, None, None, None, None)
+
+
+def _phase(payload: Any) -> str:
+    """What metrics samples call the running task: its name when the payload carries one.
+
+    The payload is ``(kind, target, args, kwargs, data, globals, seed)``; a
+    controller may append the task's name as an eighth item.
+    """
+    if isinstance(payload, tuple) and len(payload) > 7 and isinstance(payload[7], str):
+        return payload[7]
+    return "task"
+
+
+def _take_env(name: str) -> str:
+    """Remove a variable from the environment, its bytes in /proc/self/environ too.
+
+    ``os.environ.pop`` only unlinks the variable: its bytes stay in the
+    process's initial environment block, where a task could read them back
+    from /proc/self/environ. Overwrite them first.
+    """
+    value = os.environ.get(name, "")
+    if value and sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError, ValueError):
+            libc = ctypes.CDLL(None)
+            libc.getenv.restype = ctypes.c_void_p
+            libc.getenv.argtypes = [ctypes.c_char_p]
+            where = libc.getenv(name.encode())
+            if where:
+                # not NUL bytes: readers of the block take an empty entry for its end
+                ctypes.memset(where, ord("x"), len(os.fsencode(value)))
+    os.environ.pop(name, None)
+    return value
+
+
+class _Closed(Exception):
+    """The controller closed the connection before the handshake was over."""
+
+
+def connect(address: str, tls: bool) -> tuple[socket.socket, IO[bytes], Settings]:
+    """Dial, authenticate both ways, and receive the settings.
+
+    A connection closed mid-handshake is tried again for a while: a controller
+    under a flood of strangers evicts its oldest unauthenticated connections,
+    and one of them may be ours. A refusal is final.
+    """
+    secret_hex = _take_env(_frames.SECRET_ENV)
+    try:
+        secret = bytes.fromhex(secret_hex)
+    except ValueError:
+        secret = b""
+    if not secret:
+        raise ProtocolError(f"no valid secret in ${_frames.SECRET_ENV}")
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]")
+    context = None
+    server_name = os.environ.pop(_frames.TLS_NAME_ENV, "") or host
+    if tls:
+        trust = os.environ.pop(_frames.TRUST_ENV, "")
+        if not trust:
+            raise ProtocolError(f"TLS is on but ${_frames.TRUST_ENV} is empty")
+        context = client_context(trust)
+    deadline = time.monotonic() + HANDSHAKE_SECONDS
+    pause = 0.05
+    while True:
+        try:
+            return _handshake(host, int(port), secret, context, server_name)
+        except _Closed as exc:
+            if time.monotonic() + pause > deadline:
+                raise ProtocolError(f"the controller kept closing the connection: {exc}") from exc
+            time.sleep(pause)
+            pause = min(2 * pause, 1.0)
+
+
+def _handshake(
+    host: str, port: int, secret: bytes, context: Any, server_name: str
+) -> tuple[socket.socket, IO[bytes], Settings]:
+    sock = socket.create_connection((host, port), timeout=HANDSHAKE_SECONDS)
+    try:
+        return _authenticate(sock, secret, context, server_name)
+    except (EOFError, ConnectionResetError, ConnectionAbortedError, BrokenPipeError) as exc:
+        sock.close()
+        raise _Closed(describe(exc)) from exc
+    except OSError as exc:
+        sock.close()
+        # ssl.SSLEOFError (the peer hung up mid-handshake) is worth a retry; a
+        # certificate that fails verification is not
+        if type(exc).__name__ == "SSLEOFError":
+            raise _Closed(describe(exc)) from exc
+        raise
+    except BaseException:
+        sock.close()
+        raise
+
+
+def _authenticate(
+    sock: socket.socket, secret: bytes, context: Any, server_name: str
+) -> tuple[socket.socket, IO[bytes], Settings]:
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    _frames.keepalive(sock)
+    if context is not None:
+        sock = context.wrap_socket(sock, server_hostname=server_name)
+    stream: IO[bytes] = sock.makefile("rb", buffering=1 << 18)  # type: ignore[assignment]
+    kind, meta, _ = read_frame(stream, _frames.PREAUTH_MAX, False)
+    if kind != Kind.HELLO:
+        raise ProtocolError("the controller did not say hello")
+    hello = _frames.parse_json(meta)
+    problem = _frames.version_problem(hello, "controller")
+    nonce_c = bytes.fromhex(str(hello.get("nonce", "")))
+    nonce_w = os.urandom(32)
+    auth = _frames.hello_fields() | {
+        "nonce": nonce_w.hex(),
+        "mac": _frames.mac(secret, b"worker", nonce_c, nonce_w),
+        "id": os.environ.get(_frames.WORKER_ENV, ""),
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+    }
+    _send(sock, _frames.encode(Kind.AUTH, _frames.json_meta(auth)))
+    if problem is not None:
+        raise ProtocolError(problem)
+    kind, meta, _ = read_frame(stream, _frames.PREAUTH_MAX, False)
+    reply = _frames.parse_json(meta)
+    if kind == Kind.REJECT:
+        raise ProtocolError(f"the controller refused us: {reply.get('reason')}")
+    if kind != Kind.WELCOME or not _frames.check_mac(
+        secret, b"controller", nonce_w, nonce_c, reply.get("mac")
+    ):
+        raise ProtocolError("the controller did not prove it knows the secret")
+    sock.settimeout(None)
+    raw = reply.get("settings", {})
+    settings = Settings(
+        seconds_idle=_limit(raw.get("seconds_idle")),
+        seconds_wall=_limit(raw.get("seconds_wall")),
+        tasks_max=_limit(raw.get("tasks_max")),
+        tasks_timers=int(raw.get("tasks_timers", 0)),
+        bytes_max=int(raw.get("bytes_max", _frames.BYTES_MAX)),
+        metrics=raw.get("metrics") if isinstance(raw.get("metrics"), dict) else None,
+        seconds_heartbeat=float(raw.get("seconds_heartbeat") or HEARTBEAT_SECONDS),
+        relay_output=bool(raw.get("relay_output", False)),
+        seconds_drain=float(raw.get("seconds_drain") or 0.0),
+        cleanup=Cleanup(
+            reset_globals=bool(raw.get("reset_globals", True)),
+            reset_modules=bool(raw.get("reset_modules", False)),
+            garbage_collection=bool(raw.get("garbage_collection", False)),
+            reset_environment=bool(raw.get("reset_environment", False)),
+        ),
+    )
+    return sock, stream, settings
+
+
+def client_context(trust_pem: str) -> Any:
+    """Verify the controller against ``trust_pem`` (the root only), host name included.
+
+    Here rather than in _tls.py, whose imports would cost every worker's start.
+    """
+    import ssl
+
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_verify_locations(cadata=trust_pem)
+    return ctx
+
+
+def _start_sampler(metrics: dict[str, Any]) -> Sampler | None:
+    """Start sampling this process; on any failure, say why in the log and run tasks anyway."""
+    try:
+        from .._operations._metrics import Sampler  # json and psutil load only when metrics are on
+
+        sampler = Sampler(
+            metrics,
+            worker=os.environ.get(_frames.WORKER_ENV, ""),
+            controller=os.environ.get(_frames.CONTROLLER_ENV, ""),
+            log=_log,
+        )
+    except Exception as exc:
+        _log(f"metrics are off: {describe(exc)}")
+        return None
+    if not sampler.start():
+        return None
+    _AT_EXIT.append(sampler.stop)
+    return sampler
+
+
+def _job_end() -> float:
+    """When this worker's job ends, on the ``time.monotonic()`` clock (inf: not known)."""
+    try:
+        end = float(os.environ.pop(_frames.JOB_END_ENV, ""))
+    except ValueError:
+        return math.inf
+    return time.monotonic() + (end - time.time())
+
+
+def _take(counts: collections.Counter[int], key: int) -> None:
+    """One copy fewer (and no entry left at zero, so the counters stay small)."""
+    if counts[key] <= 1:
+        counts.pop(key, None)
+    else:
+        counts[key] -= 1
+
+
+def _end_watchdog(pid: int) -> None:
+    with contextlib.suppress(OSError):
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+
+
+def _forget_connection(fd: int) -> None:
+    """In a process forked by a task: let go of the worker's connection to the controller."""
+    with contextlib.suppress(OSError):
+        null = os.open(os.devnull, os.O_RDWR)
+        os.dup2(null, fd)
+        os.close(null)
+
+
+def main(address: str, tls: bool) -> int:
+    """Entry point of ``pycrew worker``."""
+    _die_with_parent()
+    if os.environ.pop(OWN_GROUP_ENV, None) and os.getpgrp() != os.getpid():
+        # one of several workers of a job: a group of its own, so that ending
+        # this worker's group (its watchdog does) leaves the others be
+        with contextlib.suppress(OSError):
+            os.setpgid(0, 0)
+    # tasks get a __main__ of their own, not pycrew's command line module
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    _frames.add_import_paths(os.environ.pop(_frames.PATH_ENV, ""))
+    try:
+        sock, stream, settings = connect(address, tls)
+    except Exception as exc:  # whatever the other side sent, a clean refusal: no traceback
+        _log(f"could not join the controller at {address}: {exc}")
+        return EXIT_STARTUP
+    _logs.leave_startup_log()
+    # the log's header: enough to tell whose worker this was, and where it ran
+    version = ".".join(map(str, sys.version_info[:3]))
+    _log(
+        f"connected to {address}: controller {os.environ.get(_frames.CONTROLLER_ENV, '?')}, "
+        f"pid {os.getpid()}, host {socket.gethostname()}, Python {version}, pycrew {__version__}"
+    )
+    # A child a task forks (multiprocessing's fork, os.fork) would hold this
+    # connection open: the controller would not see the worker die while the
+    # child lives. The child's copy points at /dev/null instead; the number
+    # stays taken, so nothing else of the child's lands on it.
+    os.register_at_fork(after_in_child=functools.partial(_forget_connection, sock.fileno()))
+    _frames.keepalive(sock, settings.seconds_heartbeat)
+    # before any thread starts, and before forked children let go of the socket
+    watchdog = _watchdog.spawn(sock.fileno(), settings.seconds_heartbeat)
+    worker = Worker(sock, stream, settings)
+    worker.logs = _logs.from_environment()
+    if worker.logs is not None:
+        _AT_EXIT.append(worker.logs.watch())
+    if settings.relay_output:
+        worker.relay = _logs.Relay(worker.send_output, lambda: worker.interruptible.active)
+        worker.relay.install()
+    if settings.metrics is not None:
+        worker.sampler = _start_sampler(settings.metrics)
+    capture_warnings()
+    signal.signal(signal.SIGUSR1, worker.on_signal)
+    reader = threading.Thread(target=worker.read_forever, name="pycrew-reader", daemon=True)
+    reader.start()
+    code = worker.run()
+    if watchdog is not None:
+        # leaving on purpose: end the watchdog first, or closing the connection
+        # would alarm it. (A worker that lost its controller leaves it be: it
+        # ends this process should a task hold the GIL until os._exit.)
+        _end_watchdog(watchdog)
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+    _hard_exit(code)
+    return code

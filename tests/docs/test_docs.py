@@ -1,0 +1,51 @@
+"""Every python example in the README and the front-end guides runs, as a user would run it."""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+import pytest
+
+from tests.helpers.scripts import ROOT, run_python
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+PAGES = ("README.md", "docs/futures.md", "docs/environment.md")
+#: what some examples must print (page, block index) -> substrings
+EXPECT = {
+    ("README.md", 0): ["6\n", "[4, 10, 18]"],
+    ("README.md", 1): ["6\n", "[4, 10, 18]"],
+    ("README.md", 2): ["(1024, [4, 9])"],
+    ("docs/futures.md", 0): ["12\n", "caught: negative width: -1", "success 25 True"],
+    ("docs/futures.md", 1): ["0 3"],
+    ("docs/futures.md", 2): ["8 0"],
+    ("docs/futures.md", 4): ["ValueError", "(2, 3)"],
+    ("docs/environment.md", 0): ["1\n"],
+    ("docs/environment.md", 1): ["[0, 3, 6, 9, 12]"],
+    ("docs/environment.md", 2): ["0.5\n"],
+    ("docs/environment.md", 3): ["31\n31\n"],
+    ("docs/environment.md", 4): ["[0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5]"],
+    ("docs/environment.md", 5): ["'y': [2, 4, 6]"],
+    ("docs/environment.md", 6): ["1 True"],
+}
+
+
+def _blocks(page: str) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", (ROOT / page).read_text(), re.S)
+
+
+CASES = [(page, i) for page in PAGES for i in range(len(_blocks(page)))]
+
+
+@pytest.mark.parametrize(("page", "index"), CASES, ids=[f"{p}-{i}" for p, i in CASES])
+def test_example_runs(page: str, index: int, tmp_path: Path) -> None:
+    code = _blocks(page)[index]
+    if "slurm_controller(" in code:
+        # its partition and modules are a real site's; tests/test_slurm.py runs SLURM for real
+        pytest.skip("an example for a site's own SLURM cluster")
+    done = run_python(code, cwd=tmp_path, PYTHONUNBUFFERED="1")
+    assert done.returncode == 0, done.stderr
+    for text in EXPECT.get((page, index), []):
+        assert text in done.stdout, done.stdout
