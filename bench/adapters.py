@@ -63,7 +63,7 @@ class PycrewAdapter(Adapter):
     key = "pycrew"
     label = "pycrew tls=none"
     # pycrew loads its controller side on first use; import it with the library
-    modules = ("pycrew", "pycrew._engines._local")
+    modules = ("pycrew", "pycrew._controller._factories")
     dists = ("pycrew", "cloudpickle", "cryptography")
     notes = "local_controller(workers=2): controller in this process, workers dial in over TCP"
     tls = "none"

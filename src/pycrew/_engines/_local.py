@@ -1,6 +1,6 @@
-"""Local workers: ``LocalLauncher`` (subprocesses of the controller's process),
-``local_controller()``, and ``LocalMonitor``, which finds this machine's pycrew
-worker processes, to look at or end, even after a crash.
+"""Local workers: ``LocalLauncher`` (subprocesses of the controller's process) and
+``LocalMonitor``, which finds this machine's pycrew worker processes, to look
+at or end, even after a crash. ``local_controller()`` is in ``_controller._factories``.
 
 ```
  psutil: processes of the user running ``... pycrew worker ...``

@@ -1,4 +1,4 @@
-"""LSF (IBM Spectrum LSF): its launcher, ``lsf_controller()`` and ``LsfMonitor``.
+"""LSF (IBM Spectrum LSF): its launcher and ``LsfMonitor`` (``lsf_controller()`` is a factory).
 
 ```
  launch_workers ──► bsub < script   (#BSUB -J "name[1-n]", -o, -e, -n, -M, -W, -q lines)

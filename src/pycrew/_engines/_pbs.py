@@ -1,4 +1,4 @@
-"""PBS (Torque and PBS Pro): its launcher, ``pbs_controller()`` and ``PbsMonitor``.
+"""PBS (Torque and PBS Pro): its launcher and ``PbsMonitor`` (``pbs_controller()`` is a factory).
 
 ```
  launch_workers ──► qsub -o OUT -e ERR script   (#PBS -N, -t/-J 0-(n-1), -l, -q lines)

@@ -1,5 +1,5 @@
-"""Grid Engine (SGE, Son of Grid Engine, Univa/Altair): its launcher,
-``sge_controller()`` and ``SgeMonitor``.
+"""Grid Engine (SGE, Son of Grid Engine, Univa/Altair): its launcher and ``SgeMonitor``
+(``sge_controller()`` is a factory).
 
 ```
  launch_workers ──► qsub -terse -V   (script on stdin: #$ -N, -t 1-n, -o, -e, -q, -l, -pe)

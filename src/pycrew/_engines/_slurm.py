@@ -1,5 +1,5 @@
-"""SLURM: its launcher (one ``sbatch --array`` per scaling step), ``slurm_controller()``
-and ``SlurmMonitor``.
+"""SLURM: its launcher (one ``sbatch --array`` per scaling step) and ``SlurmMonitor``
+(``slurm_controller()`` is a factory).
 
 ```
  launch_workers ──► sbatch --parsable --array=0-(n-1)   (script on stdin, #SBATCH lines)

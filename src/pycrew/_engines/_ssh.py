@@ -1,4 +1,4 @@
-"""Workers on other machines over ssh: ``SshLauncher`` and ``ssh_controller()``.
+"""Workers on other machines over ssh: ``SshLauncher`` (``ssh_controller()`` is a factory).
 
 ```
  launch_worker ──► ssh -T -o BatchMode=yes -o StrictHostKeyChecking=yes HOST \\
