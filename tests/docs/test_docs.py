@@ -43,7 +43,7 @@ CASES = [(page, i) for page in PAGES for i in range(len(_blocks(page)))]
 def test_example_runs(page: str, index: int, tmp_path: Path) -> None:
     code = _blocks(page)[index]
     if "slurm_controller(" in code:
-        # its partition and modules are a real site's; tests/test_slurm.py runs SLURM for real
+        # its partition and modules are a real site's; tests/engines/test_slurm.py runs SLURM
         pytest.skip("an example for a site's own SLURM cluster")
     done = run_python(code, cwd=tmp_path, PYTHONUNBUFFERED="1")
     assert done.returncode == 0, done.stderr

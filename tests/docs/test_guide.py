@@ -9,7 +9,7 @@ anything).
 
 The guide stores a key password with ``keyring``. The system keychain is not
 there on a CI machine, so the steps use the file-backed ``FileKeyring`` from
-``tests/guide_keyring.py``, kept in the test's folder.
+``tests/helpers/guide_keyring.py``, kept with the test helpers.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The launcher guide, docs/launchers.md: its plugin launches real workers, also by name.
 
 The guide's ``python`` blocks run in document order, each in a fresh
-interpreter, in one empty folder, as in tests/test_guide.py; a ``text`` block
+interpreter, in one empty folder, as in tests/docs/test_guide.py; a ``text`` block
 right below one is its expected output. A block whose first line is a
 comment naming a file (``# nice_launcher.py``) is also saved under that
 name, as the guide tells readers to do. ``text`` and ``toml`` blocks are

@@ -1,5 +1,5 @@
 """Workers as LSF jobs. No LSF can run here: these tests render job scripts and
-drive stand-in ``bsub``, ``bjobs`` and ``bkill`` commands (``tests/lsf_standin``)
+drive stand-in ``bsub``, ``bjobs`` and ``bkill`` commands (``tests/helpers/lsf_standin``)
 that run each job as a local process and answer in LSF's documented formats.
 They check pycrew's side of the conversation, not a real LSF."""
 

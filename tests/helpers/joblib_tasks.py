@@ -1,4 +1,4 @@
-"""Task functions for tests/test_joblib.py, importable by workers without scikit-learn."""
+"""Task functions for the joblib tests, importable by workers without scikit-learn."""
 
 from __future__ import annotations
 

@@ -210,7 +210,7 @@ def test_parallel_on_slurm_jobs_made_for_the_call_leaves_no_job() -> None:
 
 
 def _skip_without_cluster(problem_of: Callable[[], str | None]) -> None:
-    """tests/test_slurm.py's rule: skip without a cluster, fail if PYCREW_REQUIRE_SLURM=1."""
+    """The SLURM tests' rule: skip without a cluster, fail if PYCREW_REQUIRE_SLURM=1."""
     problem = problem_of()
     if problem is not None:
         if os.environ.get("PYCREW_REQUIRE_SLURM") == "1":

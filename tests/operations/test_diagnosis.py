@@ -2,7 +2,7 @@
 
 Real workers on interpreters that cannot be workers: a venv without pycrew,
 and a wrapper that announces another pycrew version. The SLURM side of it is
-in tests/test_slurm.py; the cause classifier is tested here as pure logic.
+in tests/engines/test_slurm.py; the cause classifier is tested here as pure logic.
 """
 
 from __future__ import annotations

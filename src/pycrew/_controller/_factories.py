@@ -354,6 +354,12 @@ def slurm_controller(
 ) -> Controller:
     """A controller whose workers are SLURM jobs, submitted as job arrays.
 
+    How jobs are submitted (``partition``, ``cpus_per_task``,
+    ``memory_gigabytes_per_cpu``, ``memory_gigabytes_required``, ``time_minutes``,
+    ``script_lines``, ``script_directory``, ``log_output``, ``log_error``,
+    ``log_bytes_max``, ``sbatch_options``, ``python``, ``array``) is
+    :class:`pycrew.launchers.SlurmLauncher`'s to say; see there.
+
     Args:
         name: the controller's name, part of every job name
             (``pycrew.<name>.<token>``).
@@ -362,10 +368,6 @@ def slurm_controller(
             address on the network its default route leaves by.
         port: the port to listen on; 0 lets the OS pick.
         tls: ``"automatic"`` by default: tasks cross the cluster's network.
-        partition, cpus_per_task, memory_gigabytes_per_cpu,
-        memory_gigabytes_required, time_minutes, script_lines,
-        script_directory, log_output, log_error, log_bytes_max, sbatch_options, python,
-        array: how jobs are submitted; see :class:`pycrew.launchers.SlurmLauncher`.
         log_error: by default (``"(startup)"``) a job's stderr is kept only
             until its worker connects, so that a job that exits first can
             say why in the ``LaunchError`` raised after at most two such
