@@ -1,4 +1,4 @@
-"""Every python example in the README and the front-end guides runs, as a user would run it."""
+"""Every python example in the README, the site's first pages and the front-end guides runs."""
 
 from __future__ import annotations
 
@@ -12,12 +12,20 @@ from tests.helpers.scripts import ROOT, run_python
 if TYPE_CHECKING:
     from pathlib import Path
 
-PAGES = ("README.md", "docs/futures.md", "docs/environment.md")
+PAGES = (
+    "README.md",
+    "docs/index.md",
+    "docs/quickstart.md",
+    "docs/futures.md",
+    "docs/environment.md",
+)
 #: what some examples must print (page, block index) -> substrings
 EXPECT = {
     ("README.md", 0): ["6\n", "[4, 10, 18]"],
     ("README.md", 1): ["6\n", "[4, 10, 18]"],
     ("README.md", 2): ["(1024, [4, 9])"],
+    ("docs/index.md", 0): ["49\n", "[0, 1, 4, 9, 16]"],
+    ("docs/quickstart.md", 0): ["42\n", "part-1 success 10", "[4, 10, 18]", "7 7"],
     ("docs/futures.md", 0): ["12\n", "caught: negative width: -1", "success 25 True"],
     ("docs/futures.md", 1): ["0 3"],
     ("docs/futures.md", 2): ["8 0"],

@@ -7,8 +7,8 @@
  push / disconnect ─► Scaler (scaler thread) ─► Autoscaler (pure) ─► launcher
 ```
 
-The task table's types (``Task``, ``TaskResult``, ``Status``, ``Summary``) live
-here because the dispatcher resolves tasks; the user's side reads them. The
-scaler owns the launcher, so every launch, poll and kill runs on its thread,
-never on the dispatcher's loop.
+``Task`` lives here because the dispatcher resolves tasks; the user's side
+reads them, and builds their records (``pycrew._results``) once. The scaler
+owns the launcher, so every launch, poll and kill runs on its thread, never
+on the dispatcher's loop.
 """

@@ -1,8 +1,10 @@
-"""Tasks, result records and statuses: what travels, and what the user gets back.
+"""Tasks: what travels, and how each resolves, with the queue of resolved ones.
 
 A :class:`Task` is the controller's and the dispatcher's view of one pushed
-task; its :class:`pycrew.TaskFuture` is the user's. The record is built from
-the task once, on the first request, in the requesting thread.
+task; its :class:`pycrew.TaskFuture` is the user's, known here only through the
+``Waiting`` protocol (the user's side sits above this layer). The record
+(``pycrew._results.TaskResult``) is built from the task once, on the first
+request, in the requesting thread.
 """
 
 from __future__ import annotations
