@@ -8,6 +8,7 @@ what a real worker process has imported once it runs a task.
 from __future__ import annotations
 
 import ast
+import sys
 
 import pycrew
 from tests.helpers.scripts import ROOT
@@ -67,4 +68,5 @@ def test_a_worker_imports_neither_the_users_side_nor_the_dispatcher_nor_the_engi
     # `import pycrew` registers the joblib backend's name, and nothing else of integrations
     integrations = {m for m in loaded if m.startswith("pycrew._integrations.")}
     assert integrations <= {"pycrew._integrations._joblib_light"}, integrations
-    assert "concurrent.futures" not in loaded
+    if sys.version_info >= (3, 11):  # 3.10's futures have a TimeoutError of their own
+        assert "concurrent.futures" not in loaded
