@@ -9,7 +9,7 @@ Needs the ``joblib`` extra (``pip install joblib``); see docs/joblib.md.
         squares = joblib.Parallel()(joblib.delayed(pow)(i, 2) for i in range(100))
 
 Options of ``parallel_config`` (beside joblib's own): ``controller=`` an
-existing :class:`pycrew.Controller` (used as is, left running), or the
+existing ``pycrew.Controller`` (used as is, left running), or the
 options of a controller to make for each ``Parallel`` call (``launcher=``
 ``"local"``/``"slurm"``/a plugin, ``workers=``, ``tls=``, ...).
 """

@@ -61,7 +61,7 @@ async def wait_futures(controller: Controller, futures: list[TaskFuture[Any]], f
 
 # --------------------------------------------------------- as_completed
 class _Completed:
-    """What :func:`as_completed` returns: a plain and an async iterator."""
+    """What ``as_completed`` returns: a plain and an async iterator."""
 
     def __init__(
         self, futures: Iterable[concurrent.futures.Future[Any]], timeout: float | None
@@ -108,7 +108,7 @@ def as_completed(
 
     Args:
         futures: pycrew futures (any ``concurrent.futures.Future`` works).
-        timeout: the most seconds to wait in all; then :class:`CrewTimeoutError`
+        timeout: the most seconds to wait in all; then ``CrewTimeoutError``
             (a ``TimeoutError``).
         progress: show a progress bar while iterating.
 

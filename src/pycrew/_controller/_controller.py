@@ -87,7 +87,7 @@ MAP_ERROR_MODES = ("stop", "fast", "warn", "silent")
 class Controller(RecordViews):
     """Accepts tasks, returns results, and launches, scales and retires workers.
 
-    Build one with :func:`pycrew.local_controller`; see its docstring for
+    Build one with ``pycrew.local_controller``; see its docstring for
     every argument. Use it as a context manager, or call ``start()`` (or just
     ``push()``) and finally ``terminate()``.
     """
@@ -492,10 +492,10 @@ class Controller(RecordViews):
     def try_push(
         self, fn: Callable[..., T] | str, /, *args: Any, **kwargs: Any
     ) -> TaskFuture[T] | None:
-        """:meth:`push`, but ``None`` at once where ``memory=`` leaves no room now.
+        """``push``, but ``None`` at once where ``memory=`` leaves no room now.
 
         mirai's ``try_mirai()``: for a producer that has other work to do
-        rather than wait. Takes every argument of :meth:`push`.
+        rather than wait. Takes every argument of ``push``.
         """
         return _push.try_push(self, fn, args, kwargs)
 
@@ -610,15 +610,15 @@ class Controller(RecordViews):
     ) -> list[TaskResult]:
         """Run one task per input, wait for all, and return the records in input order.
 
-        Inputs are as in :meth:`walk`. The tasks are this call's own: other
+        Inputs are as in ``walk``. The tasks are this call's own: other
         pending tasks do not matter, and ``pop()``/``collect()`` never see
-        these. ``error``: ``"stop"`` raises :class:`TaskError` after all
+        these. ``error``: ``"stop"`` raises ``TaskError`` after all
         tasks ended if any did not succeed (all records are kept on
         ``controller.error``); ``"fast"`` raises at the first failure and
-        cancels the rest; ``"warn"`` warns with :class:`CrewWarning`;
+        cancels the rest; ``"warn"`` warns with ``CrewWarning``;
         ``"silent"`` says nothing. A raised ``TaskError`` has the first failed
         task's own exception as its cause. With ``warnings=True`` a
-        :class:`CrewWarning` reports tasks that warned. ``progress=True``
+        ``CrewWarning`` reports tasks that warned. ``progress=True``
         shows a progress bar.
 
         Raises:
@@ -664,7 +664,7 @@ class Controller(RecordViews):
         error: MapErrorMode = "stop",
         warnings: bool = True,
     ) -> list[TaskResult]:
-        """:meth:`map` for asyncio: ``records = await ctl.map_async(fn, items)``.
+        """``map`` for asyncio: ``records = await ctl.map_async(fn, items)``.
 
         The event loop is never blocked while tasks run; cancelling the
         awaiting coroutine cancels this call's tasks.
@@ -701,7 +701,7 @@ class Controller(RecordViews):
         What ``fn`` sets as globals (``global model; model = load()``) is
         there for every task on that worker, whatever ``reset_globals`` says.
         A step that raises on a worker stops the controller: its unfinished
-        tasks end as ``cancel`` and later calls raise :class:`LaunchError`.
+        tasks end as ``cancel`` and later calls raise ``LaunchError``.
         """
         step = _share.call_step(fn, args, kwargs, "everywhere()'s function")
         frame = _share.setup_frame(step, self._serializers)
@@ -771,7 +771,7 @@ class Controller(RecordViews):
     def executor(
         self, initializer: Callable[..., object] | None = None, initargs: tuple[Any, ...] = ()
     ) -> Executor:
-        """A :class:`pycrew.Executor` that submits to this controller.
+        """A ``pycrew.Executor`` that submits to this controller.
 
         Its ``shutdown()`` leaves the controller running: it is yours to terminate.
         """

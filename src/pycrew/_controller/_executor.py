@@ -1,4 +1,4 @@
-"""``pycrew.Executor``: a :class:`concurrent.futures.Executor` over a controller.
+"""``pycrew.Executor``: a ``concurrent.futures.Executor`` over a controller.
 
 ```
  submit(fn, *args, **kw) ─► Controller._push(owned) ─► dispatcher ─► worker ─► _call(...)
@@ -133,13 +133,13 @@ threading._register_atexit(_interpreter_exit)  # type: ignore[attr-defined]
 
 
 class Executor(concurrent.futures.Executor):
-    """A :class:`concurrent.futures.Executor` whose calls run on pycrew workers.
+    """A ``concurrent.futures.Executor`` whose calls run on pycrew workers.
 
     ``Executor(max_workers=4)`` builds its own local controller (terminated
     by ``shutdown()``); ``launcher=`` builds one on any launcher (``"slurm"``,
-    a registered name, or a :class:`pycrew.launchers.Launcher`), and
+    a registered name, or a ``pycrew.launchers.Launcher``), and
     ``controller=`` (or ``ctl.executor()``) submits to an existing controller
-    and leaves it running. ``submit()`` returns a :class:`pycrew.TaskFuture`.
+    and leaves it running. ``submit()`` returns a ``pycrew.TaskFuture``.
 
     Args:
         max_workers: the most workers at once (default: the CPU count).
@@ -147,14 +147,14 @@ class Executor(concurrent.futures.Executor):
         initializer: called with ``*initargs`` once in each worker process,
             before the first task of this executor that the worker runs. If
             it raises, the executor is broken: the futures of its tasks raise
-            :class:`pycrew.BrokenExecutorError` (a
-            :class:`concurrent.futures.BrokenExecutor`), and so does ``submit()``.
+            ``pycrew.BrokenExecutorError`` (a
+            ``concurrent.futures.BrokenExecutor``), and so does ``submit()``.
         initargs: the initializer's arguments.
         controller: a controller to submit to, instead of building one.
         launcher: the launcher of the controller to build, object or name.
         **options: options of the controller to build, as for
-            :func:`pycrew.local_controller` (``seconds_idle``, ``tls``, ...)
-            or :func:`pycrew.slurm_controller` with ``launcher="slurm"``.
+            ``pycrew.local_controller`` (``seconds_idle``, ``tls``, ...)
+            or ``pycrew.slurm_controller`` with ``launcher="slurm"``.
 
     Raises:
         ArgumentError: ``max_workers`` is not > 0, or ``controller=`` came

@@ -42,10 +42,10 @@ def controller(launcher: Launcher | str, **options: Any) -> Controller:
     """A controller whose workers start through ``launcher``.
 
     Args:
-        launcher: a :class:`pycrew.launchers.Launcher` object, or the name of a
+        launcher: a ``pycrew.launchers.Launcher`` object, or the name of a
             launcher registered under the entry point group
             ``pycrew.launchers`` (made with no arguments).
-        **options: the controller options, as for :func:`local_controller`
+        **options: the controller options, as for ``local_controller``
             (``workers``, ``host``, ``tls``, ``seconds_idle``, ...).
 
     Raises:
@@ -116,8 +116,8 @@ def ssh_controller(
     through its ssh session's reverse tunnel; otherwise workers dial
     ``host``, by default this machine's address on the network its default
     route leaves by. TLS is automatic by default. The ssh arguments are
-    :class:`SshLauncher`'s (``ssh_port`` is its ``port``); every other one is
-    :func:`pycrew.local_controller`'s.
+    ``SshLauncher``'s (``ssh_port`` is its ``port``); every other one is
+    ``pycrew.local_controller``'s.
     """
 
     from .._engines._ssh import SshLauncher  # an engine loads when it is used
@@ -167,10 +167,10 @@ def lsf_controller(
 ) -> Controller:
     """A controller whose workers are LSF jobs, submitted as job arrays.
 
-    The LSF arguments are :class:`LsfLauncher`'s; ``host`` defaults to this
+    The LSF arguments are ``LsfLauncher``'s; ``host`` defaults to this
     machine's address on the network its default route leaves by, and
     ``tls`` to ``"automatic"``. Every other argument is
-    :func:`pycrew.local_controller`'s. ``terminate()`` runs ``bkill`` on
+    ``pycrew.local_controller``'s. ``terminate()`` runs ``bkill`` on
     every job of this start still queued or running. Tested against stand-in
     commands only: no LSF runs here (docs/lsf.md).
     """
@@ -221,10 +221,10 @@ def pbs_controller(
 ) -> Controller:
     """A controller whose workers are PBS jobs (Torque or PBS Pro), submitted as arrays.
 
-    The PBS arguments are :class:`PbsLauncher`'s; ``host`` defaults to this
+    The PBS arguments are ``PbsLauncher``'s; ``host`` defaults to this
     machine's address on the network its default route leaves by, and
     ``tls`` to ``"automatic"``. Every other argument is
-    :func:`pycrew.local_controller`'s (``seed``, ``retries``,
+    ``pycrew.local_controller``'s (``seed``, ``retries``,
     ``crashes_max``, ...). ``terminate()`` runs ``qdel`` on every job this
     controller submitted that is still queued or running.
     """
@@ -275,10 +275,10 @@ def sge_controller(
 ) -> Controller:
     """A controller whose workers are Grid Engine jobs, submitted as array jobs.
 
-    The Grid Engine arguments are :class:`SgeLauncher`'s; ``host`` defaults
+    The Grid Engine arguments are ``SgeLauncher``'s; ``host`` defaults
     to this machine's address on the network its default route leaves by,
     and ``tls`` to ``"automatic"``. Every other argument is
-    :func:`pycrew.local_controller`'s. ``terminate()`` runs ``qdel`` on every
+    ``pycrew.local_controller``'s. ``terminate()`` runs ``qdel`` on every
     job of this start still queued or running.
     """
     from .._engines._sge import SgeLauncher  # an engine loads when it is used
@@ -358,7 +358,7 @@ def slurm_controller(
     ``memory_gigabytes_per_cpu``, ``memory_gigabytes_required``, ``time_minutes``,
     ``script_lines``, ``script_directory``, ``log_output``, ``log_error``,
     ``log_bytes_max``, ``sbatch_options``, ``python``, ``array``) is
-    :class:`pycrew.launchers.SlurmLauncher`'s to say; see there.
+    ``pycrew.launchers.SlurmLauncher``'s to say; see there.
 
     Args:
         name: the controller's name, part of every job name
@@ -376,7 +376,7 @@ def slurm_controller(
         seconds_launch: a job that has not connected by then (one day by
             default: it may wait in the queue) is cancelled and replaced.
 
-    The other arguments are those of :func:`pycrew.local_controller`, except
+    The other arguments are those of ``pycrew.local_controller``, except
     that ``relay_output`` is off by default: with many jobs, their output
     belongs in their logs.
     ``terminate()`` cancels every job this controller submitted that is still
@@ -486,7 +486,7 @@ def local_controller(
         workers: the most workers auto-scaling keeps at once.
         host: the address to listen on; workers dial it.
         port: the port to listen on; 0 lets the OS pick a free one.
-        tls: ``None``/``"none"``, ``"automatic"``, or a :class:`pycrew.TLS`.
+        tls: ``None``/``"none"``, ``"automatic"``, or a ``pycrew.TLS``.
         seconds_interval: the longest pause between scaling rounds and waits.
         seconds_timeout: bound for the controller's own blocking steps (launches).
         seconds_launch: a launched worker that has not connected by then is
@@ -506,7 +506,7 @@ def local_controller(
             environment variables and ``sys.path`` the worker had before it.
         crashes_max: how many consecutive crashes of one task name are
             returned as records before pop/collect/map raise
-            :class:`CrashLimitError`.
+            ``CrashLimitError``.
         log_directory: one log file per worker here (task output included),
             or ``None`` to discard worker output. Either way, a worker that
             exits before it connects is explained: its stderr (kept in a
@@ -523,7 +523,7 @@ def local_controller(
             larger push raises ``ValueError``, a larger result becomes an
             ``error`` record, and a worker that sends more anyway is cut off
             before any memory is set aside for it.
-        metrics: a :class:`pycrew.Metrics` to have every worker sample its own
+        metrics: a ``pycrew.Metrics`` to have every worker sample its own
             CPU and memory use.
         backup: a controller that takes a task name once it has crashed
             ``crashes_max`` times in a row here (one with more memory, say);

@@ -57,7 +57,7 @@ _MAKING = threading.Lock()
 
 # The two errors that are also concurrent.futures' own (see _errors).
 class BrokenExecutorError(CrewError, concurrent.futures.BrokenExecutor):
-    """An :class:`pycrew.Executor`'s initializer failed: the executor takes no more tasks.
+    """An ``pycrew.Executor``'s initializer failed: the executor takes no more tasks.
 
     Raised by the futures of its tasks and by ``submit()`` once it is broken;
     ``except concurrent.futures.BrokenExecutor`` catches it too.
@@ -94,11 +94,11 @@ class _OnFirstUse(Generic[V]):
 
 
 class TaskFuture(concurrent.futures.Future[T], Generic[T]):
-    """The future of one pushed task: a real :class:`concurrent.futures.Future`.
+    """The future of one pushed task: a real ``concurrent.futures.Future``.
 
     ``result()`` returns the task's value or raises its exception (its own
     type, with the worker's traceback as the cause); ``record()`` returns the
-    full :class:`TaskResult`. Either hands the task over: it leaves the
+    full ``TaskResult``. Either hands the task over: it leaves the
     controller, so ``pop()``/``collect()`` will not return it again and its
     name can be reused. ``cancel()`` also stops a running task. Works with
     ``concurrent.futures.wait``/``as_completed``, ``asyncio.wrap_future`` and

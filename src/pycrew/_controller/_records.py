@@ -266,7 +266,7 @@ class Records:
 class RecordViews:
     """crew's queue methods of a controller: views over its records, not a second store.
 
-    A :class:`pycrew.Controller` is one; the attributes below are its own.
+    A ``pycrew.Controller`` is one; the attributes below are its own.
     """
 
     name: str
@@ -325,7 +325,7 @@ class RecordViews:
 
         Args:
             error: ``None``/``"silent"`` return the record as it is; ``"stop"``
-                raises :class:`TaskError` if it did not succeed; ``"warn"`` warns.
+                raises ``TaskError`` if it did not succeed; ``"warn"`` warns.
         """
         check_error(error)
         records = self._claim(1)
@@ -424,8 +424,8 @@ class RecordViews:
         """Statistics of the tasks handed over since the last start, whichever way.
 
         Args:
-            by: ``"controller"``: one :class:`Summary` (``None`` if never
-                started); ``"worker"``: one :class:`WorkerSummary` per worker
+            by: ``"controller"``: one ``Summary`` (``None`` if never
+                started); ``"worker"``: one ``WorkerSummary`` per worker
                 that ran a task handed over (tasks, seconds, peak memory, CPU).
 
         ``pycrew.to_pandas(ctl.summary())`` makes a data frame of either.

@@ -114,7 +114,7 @@ def sequential_controller(
             What tasks print goes straight to this terminal.
 
     Returns:
-        A :class:`pycrew.Controller` that starts no workers: ``launch()`` and
+        A ``pycrew.Controller`` that starts no workers: ``launch()`` and
         ``scale()`` do nothing, ``pids()`` is empty, ``url`` is ``""``, and a
         task already ended when its ``push()`` returns, so ``cancel()`` finds
         nothing to stop. It cannot be another controller's ``backup``.
@@ -134,8 +134,8 @@ def sequential_controller(
 
 
 class SequentialController(Controller):
-    """A :class:`pycrew.Controller` whose tasks run in the calling thread; see
-    :func:`pycrew.sequential_controller`."""
+    """A ``pycrew.Controller`` whose tasks run in the calling thread; see
+    ``pycrew.sequential_controller``."""
 
     _adopts = False
 

@@ -46,7 +46,7 @@ _COLLECTING = threading.local()
 
 
 class Shared(Generic[T]):
-    """A handle to an object sent to each worker once (see :meth:`Controller.share`).
+    """A handle to an object sent to each worker once (see ``Controller.share``).
 
     Pass it to tasks in place of the object, as an argument, in ``data=``
     or ``globals=``, at any depth: on the worker it is the object itself.
@@ -59,7 +59,7 @@ class Shared(Generic[T]):
         self._session = controller.session
         #: unique in this process
         self.key = key
-        #: the name given to :meth:`Controller.share`, for messages
+        #: the name given to ``Controller.share``, for messages
         self.name = name
         #: the size of the object as it travels (its pickle and buffers)
         self.nbytes = nbytes

@@ -6,7 +6,7 @@
    └ HANDSHAKE_SECONDS to get through, frames capped at PREAUTH_MAX        └─► REJECT (why)
 ```
 
-:class:`Doorway` is the part of the dispatcher that does this; :class:`Conn`
+``Doorway`` is the part of the dispatcher that does this; ``Conn``
 is one connection as the dispatcher sees it, from accept to close.
 """
 

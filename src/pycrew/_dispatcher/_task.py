@@ -1,7 +1,7 @@
 """Tasks: what travels, and how each resolves, with the queue of resolved ones.
 
-A :class:`Task` is the controller's and the dispatcher's view of one pushed
-task; its :class:`pycrew.TaskFuture` is the user's, known here only through the
+A ``Task`` is the controller's and the dispatcher's view of one pushed
+task; its ``pycrew.TaskFuture`` is the user's, known here only through the
 ``Waiting`` protocol (the user's side sits above this layer). The record
 (``pycrew._results.TaskResult``) is built from the task once, on the first
 request, in the requesting thread.
@@ -164,7 +164,7 @@ class ResolvedQueue:
     (it is ``taken``): taking it out of the middle would cost a search. Those
     are counted, and the deque is rebuilt without them once they are half of
     it, so a run read only through futures does not keep its tasks alive.
-    Every method but :meth:`forget` is called with the dispatcher's lock held.
+    Every method but ``forget`` is called with the dispatcher's lock held.
     """
 
     __slots__ = ("_lock", "_stale", "_tasks")

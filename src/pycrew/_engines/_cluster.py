@@ -11,9 +11,9 @@
       └── shutdown() ──► cancel(every job of this start), then wait until the queue is clear
 ```
 
-An engine (SLURM, ...) subclasses :class:`ClusterLauncher` with its script
+An engine (SLURM, ...) subclasses ``ClusterLauncher`` with its script
 directives and its four commands (submit, status, exit codes, cancel), and
-:class:`ClusterMonitor` with its queue listing. Liveness comes from workers
+``ClusterMonitor`` with its queue listing. Liveness comes from workers
 dialing in; the queue is only asked about jobs that have not connected yet or
 have just left.
 """
@@ -165,9 +165,9 @@ class ClusterLauncher(Launcher):
     A subclass sets ``scheduler`` (its name, for messages),
     ``array_variable`` (the variable holding an array element's index in the
     job) and
-    ``array_first`` (the first index), and implements :meth:`directives`,
-    :meth:`submit_command`, :meth:`parse_job_id`, :meth:`queued`,
-    :meth:`finished` and :meth:`cancel`. The secret reaches jobs through the
+    ``array_first`` (the first index), and implements ``directives``,
+    ``submit_command``, ``parse_job_id``, ``queued``,
+    ``finished`` and ``cancel``. The secret reaches jobs through the
     submission's environment, never their script.
     """
 
@@ -320,7 +320,7 @@ class ClusterLauncher(Launcher):
         return f"${{{self.array_variable}:-{self.array_first}}}"
 
     def is_live(self, job: ClusterJob, held: dict[str, str]) -> bool:
-        """Whether the queue still holds a job's worker (``held``: :meth:`queued`'s answer)."""
+        """Whether the queue still holds a job's worker (``held``: ``queued``'s answer)."""
         state = held.get(job.id)
         return state is not None and state not in self.ending_states
 

@@ -30,7 +30,7 @@ def load(name: str) -> type[Launcher]:
 
     Raises:
         LaunchError: no launcher has that name, or the plugin is broken: it
-            cannot be imported, is not a :class:`Launcher` subclass, or leaves
+            cannot be imported, is not a ``Launcher`` subclass, or leaves
             an abstract method unimplemented.
     """
     import importlib.metadata

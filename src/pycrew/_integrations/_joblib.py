@@ -69,13 +69,13 @@ class PycrewBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignore[mis
     Select it with ``joblib.parallel_config(backend="pycrew", n_jobs=...,
     **options)``, where the options are either
 
-    - ``controller=``: a :class:`pycrew.Controller` to use as it is (it may
+    - ``controller=``: a ``pycrew.Controller`` to use as it is (it may
       be shared with other code, and is left running), or
     - the options of the controller to make for each ``Parallel`` call:
       ``launcher=`` (``"local"``, the default; ``"slurm"``; a registered
-      launcher name; or a :class:`pycrew.launchers.Launcher`), and the
-      keyword arguments of :func:`pycrew.local_controller`,
-      :func:`pycrew.slurm_controller` or :func:`pycrew.controller` for that
+      launcher name; or a ``pycrew.launchers.Launcher``), and the
+      keyword arguments of ``pycrew.local_controller``,
+      ``pycrew.slurm_controller`` or ``pycrew.controller`` for that
       launcher. ``workers`` defaults to the call's ``n_jobs``.
 
     ``n_jobs=-1`` means every worker: the controller's ``workers``, or this
@@ -85,7 +85,7 @@ class PycrewBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignore[mis
     Raises:
         ArgumentError: both ``controller=`` and controller options, or an
             option the launcher's controller does not take, or a bad value.
-        ArgumentTypeError: ``controller=`` is not a :class:`pycrew.Controller`.
+        ArgumentTypeError: ``controller=`` is not a ``pycrew.Controller``.
     """
 
     #: with this backend chosen, Parallel(n_jobs=None) uses every worker (as dask's does)

@@ -1,15 +1,15 @@
 """The parts of the joblib backend that load without joblib.
 
 Workers import pycrew too, and joblib (with numpy) costs far more than pycrew
-itself, so neither the package nor a worker loads :mod:`pycrew._integrations._joblib`:
+itself, so neither the package nor a worker loads ``pycrew._integrations._joblib``:
 
 - registration: ``import pycrew`` registers the backend's name with a factory
-  that imports :mod:`pycrew._integrations._joblib` the first time joblib asks for it. If
+  that imports ``pycrew._integrations._joblib`` the first time joblib asks for it. If
   joblib is loaded already, that happens at once; if not, a finder on
   ``sys.meta_path``, which looks at the name ``joblib.parallel`` and nothing
   else, does it as soon as that module has run. ``import pycrew.joblib``
   registers the backend class itself, eagerly.
-- :func:`run_batch`, what a worker runs for each batch.
+- ``run_batch``, what a worker runs for each batch.
 """
 
 from __future__ import annotations

@@ -244,7 +244,7 @@ class Relay:
 
 
 class _Relayed:
-    """A text stream that also hands what is written to a :class:`Relay`."""
+    """A text stream that also hands what is written to a ``Relay``."""
 
     def __init__(self, inner: Any, stream: int, relay: Relay) -> None:
         self._inner = inner

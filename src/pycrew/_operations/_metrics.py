@@ -1,12 +1,12 @@
 """Resource metrics of workers: what to sample, where it goes, and reading it back.
 
-A worker with metrics on runs a :class:`Sampler` thread that writes one line
+A worker with metrics on runs a ``Sampler`` thread that writes one line
 per sample::
 
     __PYCREW_METRICS__ {"time": 1715000000.123, "pid": 4242, "worker": "c0ffee-1", ...}
 
-The marker lets :func:`read` pick the samples out of anything, a worker log
-that task output is mixed into included. Everything here but :class:`Metrics`
+The marker lets ``read`` pick the samples out of anything, a worker log
+that task output is mixed into included. Everything here but ``Metrics``
 runs only when asked for, so it may import what it needs at the top: a
 worker imports this module only when metrics are on.
 """
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 #: what starts the JSON of every sample, wherever the line is written
 MARKER = "__PYCREW_METRICS__"
-#: the values :func:`plot` can draw, and the axis each gets
+#: the values ``plot`` can draw, and the axis each gets
 METRICS = {
     "resident": "resident memory (MiB)",
     "virtual": "virtual memory (MiB)",
@@ -76,8 +76,8 @@ class Sampler:
     """Samples the worker's own process every ``seconds_interval`` on a daemon thread.
 
     One sample when it starts (phase ``"start"``), then one per interval, and
-    a last one (phase ``"exit"``) from :meth:`stop`, which the worker calls on
-    its way out. The worker sets :attr:`current` to ``(task name, task id)``
+    a last one (phase ``"exit"``) from ``stop``, which the worker calls on
+    its way out. The worker sets ``current`` to ``(task name, task id)``
     while a task runs and to ``("idle", None)`` between tasks: one attribute,
     so that the thread never reads a name and an id of two different tasks.
 
@@ -285,7 +285,7 @@ def plot(
     """Draw one line per worker over time, tasks shaded, into a PNG; returns its path.
 
     Args:
-        records: samples from :func:`read`, or a path to read them from.
+        records: samples from ``read``, or a path to read them from.
         metric: ``"resident"`` or ``"virtual"`` memory (in MiB), or ``"cpu"``
             (percent of one core: a busy worker with threads may pass 100).
         path: where to write the picture (its suffix picks the format).

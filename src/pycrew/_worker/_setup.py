@@ -51,7 +51,7 @@ def drop_shared(key: int) -> None:
 
 
 def shared_value(key: int, name: str) -> Any:
-    """What a :class:`pycrew.Shared` handle becomes when a task is unpickled here."""
+    """What a ``pycrew.Shared`` handle becomes when a task is unpickled here."""
     from .._wire import _frames
 
     with _SHARED_LOCK:

@@ -1,8 +1,8 @@
 """Launcher plugins: the public contract for starting workers somewhere.
 
-A plugin subclasses :class:`Launcher` and implements ``launch_worker`` (and,
+A plugin subclasses ``Launcher`` and implements ``launch_worker`` (and,
 for batch schedulers, ``launch_workers``); one for a batch scheduler may
-subclass :class:`ClusterLauncher` and give only its script directives and
+subclass ``ClusterLauncher`` and give only its script directives and
 commands. Third-party launchers register under the entry point group
 ``pycrew.launchers``. The contract and the engines' own launchers live in
 ``pycrew._engines``; this module is their public face.
