@@ -417,33 +417,23 @@ def _build(launcher: Launcher | str | None, workers: int, options: dict[str, Any
     import inspect
 
     from .._engines._launcher import Launcher
+    from ._factories import controller, engine_factory
 
     if "workers" in options:
         raise ArgumentError("give max_workers=, not workers=")
-    factory: Callable[..., Controller]
-    if launcher is None or launcher == "local":
-        from ._factories import local_controller as factory
-    elif launcher == "slurm":
-        from ._factories import slurm_controller as factory
-    elif launcher == "pbs":
-        from ._factories import pbs_controller as factory
-    elif launcher == "lsf":
-        from ._factories import lsf_controller as factory
-    elif launcher == "sge":
-        from ._factories import sge_controller as factory
-    elif isinstance(launcher, (str, Launcher)):
-        from ._factories import controller
-
+    factory = engine_factory(launcher)
+    if factory is None:
+        if not isinstance(launcher, (str, Launcher)):
+            raise ArgumentTypeError(
+                "launcher must be a pycrew.launchers.Launcher or a registered name, "
+                f"got {launcher!r}"
+            )
         chosen = launcher
         factory = lambda **kw: controller(chosen, **kw)  # noqa: E731
         try:
             inspect.signature(Controller).bind(launcher, workers=workers, **options)
         except TypeError as exc:
             raise ArgumentTypeError(f"not a controller option: {exc}") from None
-    else:
-        raise ArgumentTypeError(
-            f"launcher must be a pycrew.launchers.Launcher or a registered name, got {launcher!r}"
-        )
     if launcher is None or launcher in ("local", "slurm"):
         try:
             inspect.signature(factory).bind(workers=workers, **options)

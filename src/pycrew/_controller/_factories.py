@@ -607,3 +607,24 @@ def local_controller(
         seconds_drain=seconds_drain,
         memory=memory,
     )
+
+
+def engine_factory(name: object) -> Callable[..., Controller] | None:
+    """The factory of the built-in engine ``name`` names (``None`` is the local one), or None.
+
+    What the Executor and the joblib backend build when given an engine's name;
+    any other name is a launcher plugin's, for ``controller()``.
+    """
+    if name is not None and not isinstance(name, str):
+        return None
+    return _ENGINES.get(name)
+
+
+_ENGINES: dict[str | None, Callable[..., Controller]] = {
+    None: local_controller,
+    "local": local_controller,
+    "slurm": slurm_controller,
+    "sge": sge_controller,
+    "pbs": pbs_controller,
+    "lsf": lsf_controller,
+}

@@ -41,7 +41,7 @@ from joblib.parallel import AutoBatchingMixin, ParallelBackendBase
 
 from .._controller._controller import Controller
 from .._controller._factories import controller as plugin_controller
-from .._controller._factories import local_controller, slurm_controller
+from .._controller._factories import engine_factory
 from .._controller._futures import TaskFuture
 from .._engines._launcher import Launcher
 from .._engines._local import LocalLauncher
@@ -293,22 +293,9 @@ _THREAD = threading.local()
 
 def _factory(launcher: Launcher | str | None) -> Callable[..., Controller]:
     """The controller factory for ``launcher``, its options checked by name when called."""
-    if launcher is None or launcher == "local":
-        return _checked(local_controller)
-    if launcher == "slurm":
-        return _checked(slurm_controller)
-    if launcher == "pbs":
-        from .._controller._factories import pbs_controller
-
-        return _checked(pbs_controller)
-    if launcher == "lsf":
-        from .._controller._factories import lsf_controller
-
-        return _checked(lsf_controller)
-    if launcher == "sge":
-        from .._controller._factories import sge_controller
-
-        return _checked(sge_controller)
+    factory = engine_factory(launcher)
+    if factory is not None:
+        return _checked(factory)
     if isinstance(launcher, (str, Launcher)):
         return functools.partial(plugin_controller, launcher)
     raise ArgumentTypeError(
