@@ -149,9 +149,49 @@ def _monitor_cluster(
     return 0
 
 
+_EVERY = (
+    "pycrew monitor: --terminate with no ID ends every pycrew worker of the user, "
+    "those of live controllers too"
+)
+
+
+def _confirm_every(scheduler: str, user: str | None) -> int | None:
+    """Ask before a bare ``--terminate`` ends every worker: None to go on, else the exit code.
+
+    On a terminal it lists the workers and asks; anywhere else (a script, a
+    pipe, cron) it refuses, since nobody is there to answer.
+    """
+    if not _interactive():
+        print(
+            f"{_EVERY}: add --yes (or use --terminate-all) to mean it, name the IDs to end, "
+            "or add --stale to end only the workers whose controller is gone",
+            file=sys.stderr,
+        )
+        return 2
+    if scheduler == "local":
+        _monitor_local(user, False, None, False)
+    else:
+        _monitor_cluster(scheduler, user, False, None, False)
+    try:
+        answer = input("End every one of them, those of live controllers too? [y/N] ")
+    except EOFError:
+        answer = ""
+    if answer.strip().lower() in ("y", "yes"):
+        return None
+    print("nothing ended")
+    return 1
+
+
+def _interactive() -> bool:
+    try:
+        return sys.stdin is not None and sys.stdin.isatty()
+    except (AttributeError, ValueError):  # a closed or odd stdin
+        return False
+
+
 def _monitor(args: argparse.Namespace) -> int:
     """``pycrew monitor local|slurm|sge|pbs|lsf [--stale] [--terminate [ID ...] |
-    --terminate-all]``."""
+    --terminate-all] [--yes]``."""
     from ._errors import LaunchError
 
     ids = args.terminate  # None: list; []: end the listed ones; [...]: end these
@@ -159,6 +199,11 @@ def _monitor(args: argparse.Namespace) -> int:
         print("pycrew monitor: --stale goes with a bare --terminate", file=sys.stderr)
         return 2
     try:
+        if ids == [] and not args.stale and not args.yes:
+            # every worker of the user, live controllers' included: asked, never assumed
+            answer = _confirm_every(args.scheduler, args.user)
+            if answer is not None:
+                return answer
         if args.scheduler == "local":
             return _monitor_local(args.user, args.stale, ids, args.terminate_all)
         return _monitor_cluster(args.scheduler, args.user, args.stale, ids, args.terminate_all)
@@ -198,10 +243,20 @@ def main(argv: list[str] | None = None) -> int:
         "--terminate",
         nargs="*",
         metavar="ID",
-        help="end these workers (pids, or job ids); with no ID, every one listed",
+        help=(
+            "end these workers (pids, or job ids); with no ID and no --stale, every one "
+            "listed, live controllers' too: asks first on a terminal, and refuses "
+            "elsewhere unless --yes"
+        ),
     )
     cancel.add_argument(
         "--terminate-all", action="store_true", help="end every pycrew worker of the user"
+    )
+    monitor.add_argument(
+        "-y",
+        "--yes",
+        action="store_true",
+        help="with a bare --terminate: end every worker listed without asking",
     )
     _add_metrics_parser(sub)
     args = parser.parse_args(argv)

@@ -10,12 +10,15 @@ Needs the ``joblib`` extra (``pip install joblib``); see docs/joblib.md.
 
 Options of ``parallel_config`` (beside joblib's own): ``controller=`` an
 existing ``pycrew.Controller`` (used as is, left running), or the
-options of a controller to make for each ``Parallel`` call (``launcher=``
-``"local"``/``"slurm"``/a plugin, ``workers=``, ``tls=``, ...).
+options of a controller shared by every ``Parallel`` call with those
+options (``launcher=`` ``"local"``/``"slurm"``/a plugin, ``workers=``,
+``tls=``, ...): kept warm between calls, sized by ``n_jobs``, and ended after
+its ``seconds_idle`` without a call, at interpreter exit, or by
+``end_shared_controllers()``.
 """
 
-from ._integrations._joblib import PycrewBackend, register
+from ._integrations._joblib import PycrewBackend, end_shared_controllers, register
 
 register()
 
-__all__ = ["PycrewBackend", "register"]
+__all__ = ["PycrewBackend", "end_shared_controllers", "register"]

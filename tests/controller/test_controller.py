@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import functools
 import os
 import signal
 import socket
@@ -696,10 +698,12 @@ def test_workers_end_when_the_script_forgets_terminate() -> None:
         ctl.launch(2)
         print(ctl.push(abs, -3).record(timeout=30).result)
         print(*ctl.pids(), flush=True)
+        ctl.push("import time; time.sleep(60)")  # the exit handler cancels it, quietly
     """)
     done = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
     )
+    assert "CrewWarning" not in done.stderr
     lines = done.stdout.splitlines()
     assert lines[0] == "3"
     pids = [int(p) for p in lines[1].split()]
@@ -753,3 +757,31 @@ def test_launchers_are_reachable_from_the_package_root() -> None:
     ).stdout
     assert "'local'" in out
     assert "'slurm'" in out
+
+
+def test_automatic_names_count_one_by_one(controller: pycrew.Controller) -> None:
+    futures = [controller.push(tasks.add, i, 1) for i in range(3)]
+    futures.append(controller.push("1 + 1"))
+    names = [f.name for f in futures]
+    prefixes = {name.rsplit("_", 1)[0] for name in names}
+    assert len(prefixes) == 1
+    assert prefixes.pop().startswith("unnamed_task_")
+    assert [name.rsplit("_", 1)[1] for name in names] == ["1", "2", "3", "4"]
+    assert [f.result(timeout=30) for f in futures] == [1, 2, 3, 2]
+
+
+def test_map_and_walk_point_constant_keyword_arguments_to_data(
+    controller: pycrew.Controller,
+) -> None:
+    hint = r"takes no keyword arguments for the function, got \['y'\].*data=\{'y': \.\.\.\}"
+    with pytest.raises(pycrew.ArgumentTypeError, match=r"map\(\) " + hint):
+        controller.map(tasks.add, [1, 2], y=10)  # type: ignore[call-arg]
+    with pytest.raises(pycrew.ArgumentTypeError, match=r"walk\(\) " + hint):
+        controller.walk(tasks.add, [1, 2], y=10)  # type: ignore[call-overload]
+    with pytest.raises(TypeError, match=r"functools\.partial\(fn, y=\.\.\.\).*iterate="):
+        asyncio.run(controller.map_async(tasks.add, [1, 2], y=10))  # type: ignore[call-arg]
+    assert controller.size() == 0  # nothing was queued
+    # what the message says works
+    assert [r.result for r in controller.map(tasks.add, [1, 2], data={"y": 10})] == [11, 12]
+    futures = controller.walk(functools.partial(tasks.add, y=10), [1, 2])
+    assert [f.result(timeout=30) for f in futures] == [11, 12]

@@ -236,6 +236,44 @@ def test_submit_from_an_atexit_hook_raises_runtime_error() -> None:
     assert "refused: cannot schedule new futures after interpreter shutdown" in done.stdout
 
 
+def test_what_tasks_print_reaches_the_terminal_as_printed() -> None:
+    # as from a ProcessPoolExecutor's children (CPython's test_interpreter_shutdown
+    # reads it so); a controller's own relay_output keeps each task's name before it
+    code = textwrap.dedent(
+        """
+        import sys
+        import pycrew
+
+        def say(word):
+            print("out:", word)
+            print("err:", word, file=sys.stderr)
+            print("no line end", end="")
+            return word
+
+        if __name__ == "__main__":
+            with pycrew.Executor(max_workers=1, seconds_interval=0.05) as ex:
+                assert ex.submit(say, "plain").result(timeout=60) == "plain"
+            with pycrew.local_controller(workers=1, seconds_interval=0.05) as ctl:
+                with ctl.executor() as shared:
+                    future = shared.submit(say, "named")
+                    assert future.result(timeout=60) == "named"
+            print("done")
+        """
+    )
+    done = _subprocess(code)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout.splitlines()
+    err = done.stderr.splitlines()
+    assert out[0] == "out: plain"
+    assert out[1].startswith("no line end")  # the text ends where the task left it
+    assert "err: plain" in err
+    named = [line for line in out if "out: named" in line]
+    assert len(named) == 1
+    assert re.search(r"\[\w+\] out: named$", named[0])
+    assert any(re.fullmatch(r"\[\w+\] err: named", line) for line in err)
+    assert out[-1] == "done"
+
+
 # ---------------------------------------------------------- initializer
 def test_initializer_runs_once_in_each_worker_before_its_first_task() -> None:
     with pycrew.Executor(

@@ -15,7 +15,9 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 import tracemalloc
+import warnings
 from typing import TYPE_CHECKING
 
 import pytest
@@ -367,7 +369,8 @@ def test_terminate_resolves_every_future() -> None:
     ctl = pycrew.local_controller(workers=1, seconds_interval=0.05)
     running = ctl.push(tasks.sleep, 30)
     queued = ctl.push(tasks.sleep, 30)
-    ctl.terminate()
+    with pytest.warns(pycrew.CrewWarning, match="cancelled 2 unfinished tasks"):
+        ctl.terminate()
     try:
         assert ctl.push(abs, -1).result(timeout=WAIT) == 1  # a restart works
         for future in (running, queued):
@@ -383,7 +386,10 @@ def test_push_then_terminate_logs_nothing(caplog: pytest.LogCaptureFixture) -> N
     for _ in range(5):
         ctl = pycrew.local_controller()
         future = ctl.push("True")
-        ctl.terminate()
+        with warnings.catch_warnings():
+            # whether the task ended first is a race: what it says is tested elsewhere
+            warnings.simplefilter("ignore", pycrew.CrewWarning)
+            ctl.terminate()
         assert future.done()
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
@@ -496,3 +502,215 @@ def test_a_script_catches_its_own_exception_class(tmp_path: Path) -> None:
     assert "caught too big: 5" in done.stdout
     assert 'raise PlanError(f"too big: {x}")' in done.stdout  # the script's own line
     assert f'File "{script}"' in done.stdout
+
+
+# ------------------------------------------- a result that raises KeyboardInterrupt
+def _poisoned(controller: pycrew.Controller) -> list[str]:
+    """Push a good task, one whose result interrupts its unpickling, and another good one."""
+    names = ["good-1", "poison", "good-2"]
+    controller.push(tasks.add, 1, 1, name=names[0])
+    controller.push(tasks.make_interrupting, name=names[1])
+    controller.push(tasks.add, 2, 2, name=names[2])
+    assert controller.wait(seconds_timeout=WAIT)
+    return names
+
+
+def _is_poison_record(record: pycrew.TaskResult) -> bool:
+    return (
+        record.status is pycrew.Status.ERROR
+        and record.result is None
+        and "could not be unpickled" in (record.error or "")
+        and "KeyboardInterrupt: the result itself interrupts" in (record.error or "")
+    )
+
+
+def test_a_result_that_interrupts_collect_raises_once_then_is_an_error(
+    controller: pycrew.Controller,
+) -> None:
+    names = _poisoned(controller)
+    with pytest.raises(KeyboardInterrupt):
+        controller.collect()
+    assert controller.size() == 3  # nothing was handed over
+    records = controller.collect()
+    assert [r.name for r in records] == names
+    assert [r.result for r in records] == [2, None, 4]
+    assert _is_poison_record(records[1])
+    assert controller.size() == 0
+    assert controller.collect() == []
+    # the name is free again, and the summary counted each task once
+    assert controller.push(tasks.add, 3, 3, name="poison").result(timeout=WAIT) == 6
+    summary = controller.summary()
+    assert summary is not None
+    assert (summary.tasks, summary.success, summary.error) == (4, 3, 1)
+
+
+def test_a_result_that_interrupts_pop_raises_once_then_is_an_error(
+    controller: pycrew.Controller,
+) -> None:
+    names = _poisoned(controller)
+    first = controller.pop()
+    assert first is not None
+    assert (first.name, first.result) == ("good-1", 2)
+    with pytest.raises(KeyboardInterrupt):
+        controller.pop()
+    poison = controller.pop()
+    assert poison is not None
+    assert poison.name == names[1]
+    assert _is_poison_record(poison)
+    last = controller.pop()
+    assert last is not None
+    assert (last.name, last.result) == ("good-2", 4)
+    assert controller.pop() is None
+    assert controller.empty()
+
+
+def test_a_result_that_interrupts_its_future_raises_once_then_is_an_error(
+    controller: pycrew.Controller,
+) -> None:
+    future = controller.push(tasks.make_interrupting, name="poison")
+    with pytest.raises(KeyboardInterrupt):
+        future.result(timeout=WAIT)
+    with pytest.raises(pycrew.TaskError, match="KeyboardInterrupt: the result itself"):
+        future.result(timeout=WAIT)
+    assert _is_poison_record(future.record())
+    assert controller.collect() == []  # the future handed it over, once
+    assert controller.empty()
+    assert controller.push(tasks.add, 1, 1, name="poison").result(timeout=WAIT) == 2
+
+
+def test_a_result_that_interrupts_map_raises_once_and_leaves_the_records_to_collect(
+    controller: pycrew.Controller,
+) -> None:
+    with pytest.raises(KeyboardInterrupt):
+        controller.map(tasks.interrupting_if, [False, True, False], names=["a", "b", "c"])
+    records = {r.name: r for r in controller.collect()}
+    assert sorted(records) == ["a", "b", "c"]
+    assert (records["a"].result, records["c"].result) == (False, False)
+    assert _is_poison_record(records["b"])
+    assert controller.empty()
+    assert controller.map(abs, [-1])[0].result == 1  # nothing is stuck
+
+
+def test_an_exception_that_interrupts_its_rebuilding_raises_once(
+    controller: pycrew.Controller,
+) -> None:
+    future = controller.push(tasks.raise_interrupting)
+    with pytest.raises(KeyboardInterrupt):
+        future.result(timeout=WAIT)
+    with pytest.raises(pycrew.TaskError, match=r"could not be rebuilt here \(KeyboardInterrupt"):
+        future.result(timeout=WAIT)
+    assert future.record().status is pycrew.Status.ERROR
+    assert controller.empty()
+
+
+# ------------------------------------------------------- a future as an argument
+def test_a_future_as_a_task_argument_is_refused_with_a_hint(
+    controller: pycrew.Controller,
+) -> None:
+    first = controller.push(tasks.add, 1, 1, name="first")
+    hint = r"cannot be a task's argument yet.*future\.result\(\)"
+    with pytest.raises(pycrew.ArgumentTypeError, match=hint):
+        controller.push(tasks.add, first, 1, name="second")
+    with pytest.raises(pycrew.ArgumentTypeError, match=hint):
+        controller.push(tasks.add, x=1, y=first)
+    with pytest.raises(pycrew.ArgumentTypeError, match=hint):
+        controller.push("x + 1", data={"x": first})
+    with pytest.raises(pycrew.ArgumentTypeError, match=hint):
+        controller.walk(tasks.add, [first], data={"y": 1})
+    with pytest.raises(TypeError, match="'first'"):  # a TypeError, naming the future's task
+        controller.map(tasks.add, [[first]], data={"y": 1})
+    assert controller.size() == 1  # nothing else was queued
+    assert controller.push(tasks.add, first.result(timeout=WAIT), 1).result(timeout=WAIT) == 3
+
+
+# ----------------------------------------------- terminate() and unfinished tasks
+def test_terminate_warns_of_the_unfinished_tasks_it_cancels() -> None:
+    ctl = pycrew.local_controller(workers=1, seconds_interval=0.05)
+    try:
+        assert ctl.push(tasks.add, 1, 1).result(timeout=WAIT) == 2  # handed over
+        resolved = ctl.push(tasks.add, 2, 2, name="resolved")
+        assert ctl.wait(seconds_timeout=WAIT)  # resolved, never collected: not lost
+        doomed = [ctl.push(tasks.sleep, 60, name=name) for name in "abcd"]
+        with pytest.warns(pycrew.CrewWarning) as caught:
+            ctl.terminate()
+        assert len(caught) == 1
+        message = str(caught[0].message)
+        assert f"terminate() of controller {ctl.name!r} cancelled 4 unfinished tasks" in message
+        assert "'a', 'b', 'c' and 1 more" in message
+        assert "'resolved'" not in message
+        assert "wait()" in message
+        assert caught[0].filename == __file__  # at the caller's line, not pycrew's
+        assert all(f.cancelled() for f in doomed)
+        assert resolved.result(timeout=WAIT) == 4  # still there, through its future
+        ctl.terminate()  # nothing more to say
+    finally:
+        ctl.terminate()
+
+
+def test_leaving_the_with_block_warns_of_a_task_left_running() -> None:
+    left = r"cancelled 1 unfinished task: 'left'\."
+    with (
+        pytest.warns(pycrew.CrewWarning, match=left) as caught,
+        pycrew.local_controller(workers=1) as ctl,
+    ):
+        ctl.push(tasks.sleep, 60, name="left")
+    assert caught[0].filename == __file__
+
+
+def test_terminate_is_quiet_where_the_cancelling_is_meant() -> None:
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        # cancelled first, on purpose
+        with pycrew.local_controller(workers=1) as ctl:
+            ctl.push(tasks.sleep, 60)
+            ctl.cancel(all=True)
+        # left by an exception, which says enough
+        with pytest.raises(RuntimeError, match="boom"):
+            _leave_by_an_exception()
+        # an executor's own tasks, on a controller it shares
+        with pycrew.local_controller(workers=1) as ctl:
+            ctl.executor().submit(tasks.sleep, 60)
+        # nothing pushed, nothing unfinished
+        with pycrew.local_controller(workers=1) as ctl:
+            ctl.push(tasks.add, 1, 2).result(timeout=WAIT)
+    assert [str(w.message) for w in seen if issubclass(w.category, pycrew.CrewWarning)] == []
+
+
+def test_an_interrupted_map_leaves_no_warning_at_terminate(tmp_path: Path) -> None:
+    marker = tmp_path / "started"
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        with pycrew.local_controller(workers=1, seconds_interval=0.05) as ctl:
+
+            def interrupt() -> None:
+                if _wait_for_file(marker):
+                    os.kill(os.getpid(), signal.SIGINT)
+
+            sender = threading.Thread(target=interrupt)
+            sender.start()
+            try:
+                with pytest.raises(KeyboardInterrupt):
+                    ctl.map(
+                        tasks.mark_then_sleep,
+                        iterate={"path": [str(marker)] * 2, "seconds": [60, 60]},
+                    )
+            finally:
+                sender.join(WAIT)
+            assert ctl.unresolved() == 0
+            assert {r.status for r in ctl.collect()} == {pycrew.Status.CANCEL}
+    assert [w for w in seen if issubclass(w.category, pycrew.CrewWarning)] == []
+
+
+def _leave_by_an_exception() -> None:
+    with pycrew.local_controller(workers=1) as ctl:
+        ctl.push(tasks.sleep, 60)
+        raise RuntimeError("boom")
+
+
+def _wait_for_file(path: Path) -> bool:
+    deadline = time.monotonic() + WAIT
+    while time.monotonic() < deadline:
+        if path.exists():
+            return True
+        threading.Event().wait(0.02)
+    return False

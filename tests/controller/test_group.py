@@ -193,3 +193,40 @@ def test_retry_crashes_goes_down_the_backup_chain() -> None:
             "b",
             2,
         )
+
+
+def test_summary_counts_each_crash_where_it_happened(tmp_path: Path) -> None:
+    b = _member("b", retry_crashes=True, crashes_max=1)
+    a = _member("a", retry_crashes=True, crashes_max=1, backup=b)
+    c = _member("c", retry_crashes=True, crashes_max=2)
+    with pycrew.ControllerGroup(a, b, c) as group:
+        # crashed on a, succeeded on its backup b
+        record = group.push(tasks.crash_unless, "b", name="needs-b").record(timeout=60)
+        assert (record.status, record.controller, record.attempts) == (
+            pycrew.Status.SUCCESS,
+            "b",
+            2,
+        )
+        # crashed on c, succeeded on c when run again
+        again = group.push(tasks.crash_once, str(tmp_path / "m"), controller="c")
+        assert again.result(timeout=60) == "survived"
+        rows = group.summary()
+        assert rows is not None
+        counts = [(s.controller, s.tasks, s.crash, s.success) for s in rows]
+        assert counts == [("a", 1, 1, 0), ("b", 1, 0, 1), ("c", 2, 1, 1)]
+        assert all(s.tasks == s.success + s.error + s.crash + s.cancel + s.timeout for s in rows)
+
+
+def test_a_group_warns_once_of_the_tasks_its_members_had_left() -> None:
+    group = pycrew.ControllerGroup(_member("a"), _member("b"))
+    try:
+        group.push(tasks.sleep, 60, name="on-a")
+        group.push(tasks.sleep, 60, name="on-b", controller="b")
+        with pytest.warns(pycrew.CrewWarning) as caught:
+            group.terminate()
+        assert len(caught) == 1
+        message = str(caught[0].message)
+        assert "ControllerGroup.terminate() cancelled 2 unfinished tasks: 'on-a', 'on-b'" in message
+        assert caught[0].filename == __file__
+    finally:
+        group.terminate()

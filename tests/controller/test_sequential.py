@@ -240,6 +240,29 @@ def test_errors_as_on_workers() -> None:
     assert "1 / 0" in code.trace
 
 
+def say_then_fail(message: str) -> None:
+    print(f"task says {message}", file=sys.stderr)
+    warnings.warn("careful", UserWarning, stacklevel=1)
+    raise RuntimeError(message)
+
+
+def test_failing_tasks_print_only_their_own_output(capfd: pytest.CaptureFixture[str]) -> None:
+    # a local controller relays what a task prints, never the worker's own
+    # "Error: ..." and "Warning: ..." lines about it: neither does this one
+    with pycrew.sequential_controller() as ctl:
+        records = ctl.map(say_then_fail, ["one", "two"], error="silent", warnings=False)
+        ctl.push("1 / 0", name="code")
+        code = ctl.pop()
+    assert [r.status for r in records] == ["error", "error"]
+    assert [r.error for r in records] == ["RuntimeError: one", "RuntimeError: two"]
+    assert [r.warnings for r in records] == ["careful", "careful"]
+    assert code is not None
+    assert code.error == "ZeroDivisionError: division by zero"
+    out, err = capfd.readouterr()
+    assert out == ""
+    assert err == "task says one\ntask says two\n"
+
+
 def test_a_task_that_cannot_be_pickled_fails_at_push() -> None:
     with pycrew.sequential_controller() as ctl:
         with pytest.raises(pycrew.ArgumentTypeError, match="cannot be pickled"):

@@ -30,6 +30,7 @@ EXPECT = {
     ("docs/futures.md", 1): ["0 3"],
     ("docs/futures.md", 2): ["8 0"],
     ("docs/futures.md", 4): ["ValueError", "(2, 3)"],
+    ("docs/futures.md", 5): ["[0, 1, 4, 9] 25"],
     ("docs/environment.md", 0): ["1\n"],
     ("docs/environment.md", 1): ["[0, 3, 6, 9, 12]"],
     ("docs/environment.md", 2): ["0.5\n"],

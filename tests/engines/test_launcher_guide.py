@@ -7,20 +7,25 @@ comment naming a file (``# nice_launcher.py``) is also saved under that
 name, as the guide tells readers to do. ``text`` and ``toml`` blocks are
 shown, not run.
 
-"Installing" the plugin, which the guide's ``pyproject.toml`` block
-describes, is emulated with a distribution's metadata folder
-(``<name>-0.1.dist-info`` holding ``METADATA`` and ``entry_points.txt``) in a
-folder on ``sys.path``: ``importlib.metadata`` reads entry points from there
-as from site-packages, and nothing is installed anywhere.
+The guide's ``pyproject.toml`` block is saved next to the plugin, in a
+folder that also holds another ``.py`` file (a script trying the plugin
+out, where setuptools' guessing of modules refuses to build), and setuptools
+itself reads it and writes the package's metadata (``egg_info``), entry
+points included, into that folder: as it is on ``sys.path`` (the steps run
+there), ``importlib.metadata`` finds the plugin as if ``pip install`` had put
+it in site-packages, and nothing is installed anywhere. Other tests register
+plugins with a hand-written ``<name>-0.1.dist-info`` folder instead.
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib
+import importlib.util
 import os
 import re
 import secrets
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -46,6 +51,8 @@ FILE_LINE = re.compile(r"\A# (?P<name>\w+\.py)\n")
 RUN_ENV = "LAUNCHER_GUIDE_RUN"
 ENTRY_GROUP = '[project.entry-points."pycrew.launchers"]'
 INCREMENT = 10  # NiceLauncher's default
+#: setuptools as pip runs it to build a package, configured by its pyproject.toml
+SETUP = (sys.executable, "-c", "from setuptools import setup; setup()")
 
 
 def guide_blocks(text: str) -> tuple[list[Step], list[str]]:
@@ -105,6 +112,28 @@ def install_metadata(folder: Path, project: str, entries: dict[str, str]) -> Non
     (info / "entry_points.txt").write_text("[pycrew.launchers]\n" + "\n".join(lines) + "\n")
 
 
+def build_metadata(folder: Path, toml: str) -> subprocess.CompletedProcess[str]:
+    """Save ``toml`` as ``folder/pyproject.toml`` and let setuptools write the package's metadata.
+
+    ``egg_info`` reads the configuration and finds the modules to install as
+    ``pip install`` would (the same checks, the same errors), and writes
+    ``<name>.egg-info`` into ``folder``.
+    """
+    (folder / "pyproject.toml").write_text(toml)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYCREW_")}
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    return subprocess.run(
+        [*SETUP, "--quiet", "egg_info", "--egg-base", str(folder)],
+        cwd=folder,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
 def at_niceness(expected: str, own: int) -> str:
     """The guide shows output from a shell at niceness 0; adjust it to ours."""
     if own == 0:
@@ -154,7 +183,9 @@ def test_every_block_of_the_launcher_guide_runs(tmp_path: Path) -> None:
     # the plugin, as the guide shows it, is registered as the toml block says
     project, entries = registration(tomls[0])
     assert entries == {"nice": "nice_launcher:NiceLauncher"}
-    install_metadata(tmp_path, project, entries)
+    assert importlib.util.find_spec("setuptools") is not None, (
+        "the launcher guide's test builds the plugin's metadata with setuptools: install it"
+    )
     token = secrets.token_hex(8)
     env = step_env(token)
     own = os.nice(0)
@@ -163,6 +194,18 @@ def test_every_block_of_the_launcher_guide_runs(tmp_path: Path) -> None:
             name = file_name(step)
             if name is not None:
                 (tmp_path / name).write_text(step.code)
+            if "controller(NiceLauncher()" in step.code:
+                # the reader's script beside the plugin: another .py file in the folder
+                (tmp_path / "try_nice.py").write_text(step.code)
+            if 'controller("nice"' in step.code:
+                # section 5: the package is installed before this step uses it by name
+                built = build_metadata(tmp_path, tomls[0])
+                assert built.returncode == 0, (
+                    f"setuptools refused the guide's pyproject.toml\n{built.stderr}"
+                )
+                assert [p.name for p in tmp_path.glob("*.egg-info")] == [
+                    f"{project.replace('-', '_')}.egg-info"
+                ]
             done = run_step(step, tmp_path, env)
             where = f"{GUIDE.name}:{step.line}"
             report = f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"

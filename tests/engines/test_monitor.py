@@ -9,6 +9,7 @@ as subprocesses of small scripts written below.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import logging
 import os
@@ -25,6 +26,7 @@ import psutil
 import pytest
 
 import pycrew
+from pycrew._cli import main
 from pycrew._engines._local import LocalMonitor, LocalWorkerInfo
 from pycrew._operations import _ledger
 from tests.engines.test_slurm import LATER, _cluster_problem
@@ -436,6 +438,64 @@ def test_the_command_line_shows_and_ends_stale_workers(
     assert ended.stdout.strip() == f"ended 1 worker(s): {stuck.pid}"
     assert _gone(stuck)
     assert _cli("local", "--stale", "--terminate", "12").returncode == 2
+
+
+class _Terminal(io.StringIO):
+    """Standard input that is a terminal, where someone types ``answer``."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def _monitor(*args: str) -> int:
+    return main(["monitor", *args])
+
+
+def test_a_bare_terminate_ends_nothing_unasked(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # --terminate alone means every worker of the user, a live controller's too:
+    # refused without a terminal to ask on, declined when the answer is not yes
+    name = f"asked-{os.getpid()}"
+    with pycrew.local_controller(name=name, workers=1, seconds_interval=0.05) as ctl:
+        ctl.launch(1)
+        wait_until(lambda: len(_ours(name)) == 1, 10, "the worker to be listed")
+        (worker,) = _ours(name)
+        monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+        assert _monitor("local", "--terminate") == 2
+        out, err = capsys.readouterr()
+        assert out == ""
+        assert "ends every pycrew worker of the user" in err
+        assert "--yes" in err
+        for answer in ("n\n", "\n", ""):
+            monkeypatch.setattr(sys, "stdin", _Terminal(answer))
+            assert _monitor("local", "--terminate") == 1
+            out, err = capsys.readouterr()
+            assert any(line.split()[:2] == [str(worker.pid), name] for line in out.splitlines())
+            assert "[y/N]" in out
+            assert out.endswith("nothing ended\n")
+        assert [w.pid for w in _ours(name)] == [worker.pid]
+        record = ctl.push(tasks.add, 1, 2).record(timeout=30)
+        assert (record.result, record.pid) == (3, worker.pid)
+
+
+def test_a_bare_terminate_goes_on_with_yes(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # a user with no processes here, so that nothing of this machine's is ended
+    nobody = f"pycrew-nobody-{os.getpid()}"
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+    assert _monitor("local", "--user", nobody, "--terminate", "--yes") == 0
+    assert capsys.readouterr().out == "ended 0 worker(s): -\n"
+    monkeypatch.setattr(sys, "stdin", _Terminal("y\n"))
+    assert _monitor("local", "--user", nobody, "--terminate") == 0
+    out = capsys.readouterr().out
+    assert f"0 pycrew worker(s) of {nobody}" in out
+    assert out.endswith("[y/N] ended 0 worker(s): -\n")
+    # --terminate-all says what it means, and --stale ends only what no controller holds
+    assert _monitor("local", "--user", nobody, "--terminate-all") == 0
+    assert _monitor("local", "--user", nobody, "--stale", "--terminate") == 0
+    assert capsys.readouterr().out == "ended 0 worker(s): -\n" * 2
 
 
 # ------------------------------------------------------------ SlurmMonitor

@@ -111,6 +111,8 @@ def test_terminate_leaves_no_job(pbs: str, tmp_path: Path) -> None:
         ctl.push(tasks.mark_then_sleep, str(marker), 600)
         wait_until(marker.exists, WAIT, "the task to start")
         assert len(PbsMonitor(commands=pbs).jobs()) == 1
+        with pytest.warns(pycrew.CrewWarning, match="cancelled 1 unfinished task"):
+            ctl.terminate()
     assert PbsMonitor(commands=pbs).jobs() == []
 
 

@@ -19,6 +19,7 @@ import pytest
 import pycrew
 from pycrew import ssh_controller
 from pycrew._engines._ssh import SshLauncher
+from pycrew._operations import _diagnose
 from pycrew._wire import _frames
 from tests.helpers import tasks
 from tests.helpers.common import wait_until
@@ -225,8 +226,10 @@ def test_an_unknown_host_key_is_refused_and_named(remote: Remote, tmp_path: Path
         ctl.push(tasks.add, 1, 2)
         with pytest.raises(
             pycrew.LaunchError, match=f"ssh to {remote.address} refused its host key"
-        ):
+        ) as caught:
             wait_until(lambda: ctl.wait(seconds_timeout=0.1), WAIT, "the launch error")
+        # a certain cause: told at the first failed worker, not after a second one
+        assert str(caught.value).startswith(f"worker {ctl.name}-1 exited with code 255")
         ctl.cancel(all=True)
 
 
@@ -242,6 +245,67 @@ def test_a_host_that_refuses_is_named(remote: Remote) -> None:
         ctl.push(tasks.add, 1, 2)
         with pytest.raises(pycrew.LaunchError, match=f"ssh to {remote.address} failed: .*refused"):
             wait_until(lambda: ctl.wait(seconds_timeout=0.1), WAIT, "the launch error")
+        ctl.cancel(all=True)
+
+
+#: what OpenSSH says when StrictHostKeyChecking=yes meets a host it does not know
+REFUSED_KEY = (
+    "No ED25519 host key is known for node1 and you have requested strict checking.\n"
+    "Host key verification failed.\n"
+)
+CHANGED_KEY = (
+    "@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@\n"
+    "@    WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED!     @\n"
+    "@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@\n"
+    "Host key for node1 has changed and you have requested strict checking.\n"
+    "Host key verification failed.\n"
+)
+
+
+def test_what_ssh_refuses_for_good_is_a_certain_cause() -> None:
+    for text in (REFUSED_KEY, CHANGED_KEY):
+        cause = _diagnose.probable_cause(text, 255)
+        assert cause.certain
+        assert "host's key" in cause.text
+        assert "known_hosts" in cause.text
+    login = _diagnose.probable_cause("root@node1: Permission denied (publickey).\n", 255)
+    assert login.certain
+    assert "identity=" in login.text
+    name = "ssh: Could not resolve hostname nodex: Name or service not known\n"
+    assert _diagnose.probable_cause(name, 255).certain
+    refused = "ssh: connect to host node1 port 2: Connection refused\n"
+    assert _diagnose.probable_cause(refused, 255).certain
+    # a time-out may pass: the second failure decides
+    late = "ssh: connect to host node1 port 22: Connection timed out\n"
+    assert not _diagnose.probable_cause(late, 255).certain
+    # the launcher's own message (a LaunchError from failure_output) is the cause,
+    # certain when what it quotes is
+    said = "ssh to node1 refused its host key: Host key verification failed. (add ...)"
+    stated = _diagnose.stated_cause(said, 255)
+    assert (stated.text, stated.certain) == (said, True)
+    unclear = "ssh to node1 failed: kex_exchange_identification: read: Connection reset"
+    assert not _diagnose.stated_cause(unclear, 255).certain
+    assert not _diagnose.stated_cause("the log file /x was never made", 1).certain
+
+
+def test_a_refused_host_key_is_told_at_the_first_failure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a stand-in for the ssh command that says what OpenSSH says (the real one
+    # against a real sshd: test_an_unknown_host_key_is_refused_and_named)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    stand_in = bin_dir / "ssh"
+    stand_in.write_text(f"#!/bin/sh\nprintf '%s' '{REFUSED_KEY}' >&2\nexit 255\n")
+    stand_in.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
+    with ssh_controller(["node1"], tunnel=True, seconds_interval=0.05) as ctl:
+        ctl.push(tasks.add, 1, 2)
+        with pytest.raises(pycrew.LaunchError) as caught:
+            wait_until(lambda: ctl.wait(seconds_timeout=0.1), WAIT, "the launch error")
+        message = str(caught.value)
+        assert message.startswith(f"worker {ctl.name}-1 exited with code 255 before it connected")
+        assert "ssh to node1 refused its host key: Host key verification failed." in message
         ctl.cancel(all=True)
 
 

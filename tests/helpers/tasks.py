@@ -428,3 +428,37 @@ def hold(payload: bytes, path: str) -> int:
     open(path, "w").close()
     time.sleep(600)
     return len(payload)
+
+
+class Interrupting:
+    """A result whose unpickling on the controller raises KeyboardInterrupt, every time."""
+
+    def __init__(self) -> None:
+        self.state = 1  # a state to set: unpickling calls __setstate__ with it
+
+    def __setstate__(self, state: object) -> None:
+        raise KeyboardInterrupt("the result itself interrupts")
+
+
+def make_interrupting() -> Interrupting:
+    return Interrupting()
+
+
+class InterruptingError(Exception):
+    """A task's exception whose rebuilding on the controller raises KeyboardInterrupt."""
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_interrupt, ())
+
+
+def _interrupt() -> None:
+    raise KeyboardInterrupt("the exception itself interrupts")
+
+
+def raise_interrupting() -> None:
+    raise InterruptingError("never rebuilt")
+
+
+def interrupting_if(flag: bool) -> object:
+    """An Interrupting result if ``flag``, else ``flag`` itself."""
+    return Interrupting() if flag else flag

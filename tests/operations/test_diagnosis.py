@@ -204,14 +204,14 @@ def test_a_log_directory_is_read_from_where_the_worker_began(tmp_path: Path) -> 
     assert "No module named pycrew" in (logs / "logged-1.log").read_text()  # the user's, kept
 
 
-def test_a_missing_interpreter_is_named_at_launch(tmp_path: Path) -> None:
+def test_a_missing_interpreter_is_named_at_start(tmp_path: Path) -> None:
     missing = tmp_path / "no-such-python"
-    with pycrew.local_controller(workers=1, python=missing) as ctl:
-        with pytest.raises(pycrew.LaunchError) as caught:
-            ctl.launch(1)
-        assert ctl.workers_status()["launching"] == 0
+    ctl = pycrew.local_controller(workers=1, python=missing)
+    with pytest.raises(pycrew.LaunchError) as caught:
+        ctl.start()  # before any worker is launched
+    assert not ctl.started()
     assert str(caught.value).startswith(
-        f"cannot run the workers' interpreter '{missing}': No such file or directory"
+        f"cannot run the workers' interpreter '{missing}': not found"
     )
 
 

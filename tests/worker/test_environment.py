@@ -91,7 +91,7 @@ def test_local_workers_run_the_python_they_are_given(tmp_path: Path) -> None:
     with pycrew.local_controller(workers=1, python=python) as ctl:
         assert ctl.push(tasks.env, "CHOSEN_PYTHON").result(timeout=WAIT) == "yes"
     missing = pycrew.local_controller(workers=1, python=tmp_path / "no-such-python")
-    with missing, pytest.raises(pycrew.LaunchError, match="no-such-python"):
+    with pytest.raises(pycrew.LaunchError, match="no-such-python"), missing:
         missing.push(tasks.add, 1, 1).result(timeout=WAIT)
 
 

@@ -105,6 +105,20 @@ def task_inputs(
     return [{k: v[i] for k, v in columns.items()} for i in range(count)], True
 
 
+def check_no_kwargs(method: str, kwargs: Mapping[str, Any]) -> None:
+    """walk()/map() take no keyword arguments for the function: they could not be
+    told from the call's own options (``names``, ``error``, ``warnings``, ...)."""
+    if not kwargs:
+        return
+    first = next(iter(kwargs))
+    raise ArgumentTypeError(
+        f"{method}() takes no keyword arguments for the function, got {sorted(kwargs)}: "
+        f"give every task the same value with data={{{first!r}: ...}} or "
+        f"functools.partial(fn, {first}=...), or one value per task with "
+        f"iterate={{{first!r}: [...]}}"
+    )
+
+
 def task_names(
     names: str | Sequence[str] | None, iterate: Mapping[str, Sequence[Any]] | None, count: int
 ) -> list[str]:

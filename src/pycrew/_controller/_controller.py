@@ -25,10 +25,8 @@ import itertools
 import logging
 import math
 import secrets
-import threading
-import warnings
 import weakref
-from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Literal, NoReturn, TypeVar, overload
 
 from .._dispatcher._autoscale import Autoscaler
 from .._dispatcher._dispatcher import Dispatcher
@@ -41,7 +39,6 @@ from .._errors import (
     ArgumentTypeError,
     ClosedError,
     CrewError,
-    CrewWarning,
     LaunchError,
     RemoteTraceback,
 )
@@ -50,7 +47,7 @@ from .._operations._logs import print_output
 from .._operations._metrics import Metrics
 from .._wire import _frames
 from .._wire._tls import TLS, resolve_tls
-from . import _code, _push, _share
+from . import _code, _push, _records, _share
 from ._checks import (
     check_backup,
     check_bytes_max,
@@ -61,12 +58,13 @@ from ._checks import (
     check_int,
     check_intervals,
     check_name,
+    check_no_kwargs,
     check_port,
     check_retries,
     check_seconds,
     check_seed,
 )
-from ._records import Records, RecordViews
+from ._records import Records, RecordViews, quietly
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -192,8 +190,6 @@ class Controller(RecordViews):
         #: where a task name goes once it has crashed crashes_max times in a row here
         self.backup = backup
         self.launcher = launcher
-        # tasks handed to the backup, whose names are to leave the table here
-        self._forwarded: collections.deque[Task] = collections.deque()
         # called at every resolution, under the dispatcher's lock (groups wake this way)
         self._listeners: list[Callable[[], None]] = []
         #: a fresh random id per start, recorded with every launched worker
@@ -205,7 +201,8 @@ class Controller(RecordViews):
         self._autoscaler: Autoscaler | None = None
         self._records = Records(name, self.crashes_max)
         self._lock = self._records.lock
-        self._ids = itertools.count(1)
+        self._ids = itertools.count(1)  # task ids; automatic names count apart
+        self._names = itertools.count(1)
         self._name_prefix = secrets.token_hex(6)
         self._worker_numbers = itertools.count(1)
         # why workers holding the secret were refused; told to the user once each
@@ -232,7 +229,11 @@ class Controller(RecordViews):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.terminate()
+        if exc_type is None:
+            self.terminate()
+            return
+        with quietly():  # the exception says enough: the block did not finish
+            self.terminate()
 
     @property
     def url(self) -> str:
@@ -256,6 +257,7 @@ class Controller(RecordViews):
         with self._lock:
             if self._dispatcher is not None:
                 return
+            self.launcher.validate()  # a launcher that cannot start any worker says so now
             secret = secrets.token_bytes(32)
             self.session = secrets.token_hex(6)
             session = self.tls.session(self.host)
@@ -311,8 +313,11 @@ class Controller(RecordViews):
     def terminate(self) -> None:
         """Stop every worker and free the port; unfinished tasks end as ``cancel``.
 
-        Their futures are resolved (as cancelled), so nothing waits forever.
-        Records not yet handed over stay readable through their futures; the
+        Their futures are resolved (as cancelled), so nothing waits forever,
+        and a ``CrewWarning`` names those you pushed (``map()``'s and front
+        ends' own tasks aside): wait for them first, or ``cancel(all=True)``.
+        Records resolved but not handed over stay readable through their
+        futures only (``pop()``/``collect()`` return nothing after this); the
         summary stays readable until the next ``start()``. Safe to repeat.
         """
         with self._lock:
@@ -322,19 +327,14 @@ class Controller(RecordViews):
             self._dispatcher = None
             self._scaler = None
             _LIVE.discard(self)
+            unfinished = self._records.unfinished(dispatcher)
             dispatcher.close()
             scaler.stop(seconds=5.0)
             _ledger.end_session(self.session, self.name)
             self._records.tasks = {}
             self._env = {}
-
-    def _prune(self) -> None:
-        """Forget names whose tasks went down the backup chain (never under the dispatcher lock)."""
-        while self._forwarded:
-            task = self._forwarded.popleft()
-            with self._lock:
-                if self._records.tasks.get(task.name) is task:
-                    del self._records.tasks[task.name]
+        # once all is stopped: a warning raised as an error leaves nothing running
+        _records.report_cancelled(f"terminate() of controller {self.name!r}", unfinished)
 
     def _on_worker(self, kind: str, worker_id: str) -> None:
         scaler = self._scaler
@@ -364,7 +364,7 @@ class Controller(RecordViews):
             why = self._refusals.popleft()
             if why not in self._refusals_told:
                 self._refusals_told.add(why)
-                _warn(f"a worker of controller {self.name!r} was refused: {why}")
+                _records.warn_outside(f"a worker of controller {self.name!r} was refused: {why}")
         dispatcher, scaler = self._dispatcher, self._scaler
         if dispatcher is not None and dispatcher.failure is not None:
             raise CrewError("the dispatcher thread failed") from dispatcher.failure
@@ -375,17 +375,8 @@ class Controller(RecordViews):
             ) from (RemoteTraceback(trace) if trace else None)
         if scaler is not None and scaler.failure is not None:
             failure, scaler.failure = scaler.failure, None
+            self._records.failed = True  # told: terminate() then warns of no task
             raise failure
-
-    def _check_waitable(self) -> None:
-        """Before a wait for a task: surface failures, and refuse a wait that could never end."""
-        self._raise_failure()
-        dispatcher = self._dispatcher
-        if dispatcher is not None and dispatcher.thread is threading.current_thread():
-            raise CrewError(
-                "a done callback waited for an unfinished task: callbacks run on pycrew's "
-                "dispatcher thread, which that task needs; hand the wait to another thread"
-            )
 
     # ------------------------------------------------------------- pushing
     @overload
@@ -531,6 +522,7 @@ class Controller(RecordViews):
         retries: int | None = ...,
         retry_on: RetryOn | None = ...,
         progress: bool = ...,
+        **kwargs: NoReturn,
     ) -> list[TaskFuture[T]]: ...
     @overload
     def walk(
@@ -547,6 +539,7 @@ class Controller(RecordViews):
         retries: int | None = ...,
         retry_on: RetryOn | None = ...,
         progress: bool = ...,
+        **kwargs: NoReturn,
     ) -> list[TaskFuture[Any]]: ...
 
     def walk(
@@ -563,6 +556,7 @@ class Controller(RecordViews):
         retries: int | None = None,
         retry_on: RetryOn | None = None,
         progress: bool = False,
+        **kwargs: NoReturn,
     ) -> list[TaskFuture[T]]:
         """Push one task per input without waiting; futures come back in input order.
 
@@ -572,8 +566,10 @@ class Controller(RecordViews):
         code strings: its variables). ``names`` is a key of ``iterate`` whose
         values name the tasks, or a sequence of names. With ``seed``, task i
         gets a seed derived from ``(seed, i)``. ``progress=True`` shows a bar
-        that advances as these tasks end.
+        that advances as these tasks end. Constant keyword arguments of ``fn``
+        go in ``data=`` (or ``functools.partial``), not as keyword arguments here.
         """
+        check_no_kwargs("walk", kwargs)
         futures = self._walk(
             fn,
             iterable,
@@ -607,6 +603,7 @@ class Controller(RecordViews):
         error: MapErrorMode = "stop",
         warnings: bool = True,
         progress: bool = False,
+        **kwargs: NoReturn,
     ) -> list[TaskResult]:
         """Run one task per input, wait for all, and return the records in input order.
 
@@ -625,6 +622,7 @@ class Controller(RecordViews):
             TaskError: with ``error="stop"`` or ``"fast"``, when a task did not succeed.
             CrashLimitError: a task name crashed more than ``crashes_max`` times.
         """
+        check_no_kwargs("map", kwargs)
         if error not in MAP_ERROR_MODES:
             raise ArgumentError(f"error must be one of {MAP_ERROR_MODES}, got {error!r}")
         check_flag("progress", progress)
@@ -663,6 +661,7 @@ class Controller(RecordViews):
         retry_on: RetryOn | None = None,
         error: MapErrorMode = "stop",
         warnings: bool = True,
+        **kwargs: NoReturn,
     ) -> list[TaskResult]:
         """``map`` for asyncio: ``records = await ctl.map_async(fn, items)``.
 
@@ -671,6 +670,7 @@ class Controller(RecordViews):
         """
         from ._asyncio import wait_futures
 
+        check_no_kwargs("map_async", kwargs)
         if error not in MAP_ERROR_MODES:
             raise ArgumentError(f"error must be one of {MAP_ERROR_MODES}, got {error!r}")
         futures = self._walk(
@@ -786,10 +786,7 @@ _LIVE: weakref.WeakSet[Controller] = weakref.WeakSet()
 
 @atexit.register
 def _terminate_all() -> None:
-    for controller in list(_LIVE):
-        with contextlib.suppress(Exception):
-            controller.terminate()
-
-
-def _warn(message: str) -> None:
-    warnings.warn(message, CrewWarning, stacklevel=3)
+    with quietly():  # the interpreter is leaving: a warning would reach no one
+        for controller in list(_LIVE):
+            with contextlib.suppress(Exception):
+                controller.terminate()

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 from .._dispatcher._task import DONE, RUNNING
 from .._errors import (
+    ArgumentTypeError,
     CrewError,
     CrewTimeoutError,
     RemoteTraceback,
@@ -40,6 +41,7 @@ from .._errors import (
 )
 from .._results import Status
 from .._wire import _frames
+from .._worker._evaluate import describe
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Generator
@@ -264,7 +266,7 @@ class TaskFuture(concurrent.futures.Future[T], Generic[T]):
             controller, task = where
             if task.state == DONE:
                 return where
-            controller._check_waitable()
+            _check_waitable(controller)
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 raise CrewTimeoutError(f"task {task.name!r} is not done after {timeout} s")
@@ -304,17 +306,37 @@ class TaskFuture(concurrent.futures.Future[T], Generic[T]):
     def _failure(self, record: TaskResult) -> BaseException:
         """The exception this task's outcome raises; the same object each time."""
         if self._error is None:
-            self._error = failure(record, self._current.error_raw)
+            self._error = failure(record, self._current)
         return self._error
 
+    def __reduce__(self) -> Any:
+        raise ArgumentTypeError(
+            f"a future (task {self.name!r}) cannot be a task's argument yet: pycrew has no "
+            "task dependencies; pass its value, future.result(), instead"
+        )
 
-def failure(record: TaskResult, error_raw: bytes | None) -> BaseException:
+
+def _check_waitable(controller: Controller) -> None:
+    """Before a wait for a task: surface failures, and refuse a wait that could never end."""
+    controller._raise_failure()
+    dispatcher = controller._dispatcher
+    if dispatcher is not None and dispatcher.thread is threading.current_thread():
+        raise CrewError(
+            "a done callback waited for an unfinished task: callbacks run on pycrew's "
+            "dispatcher thread, which that task needs; hand the wait to another thread"
+        )
+
+
+def failure(record: TaskResult, task: Task) -> BaseException:
     """The exception for a record that did not succeed.
 
     A task's own exception is rebuilt from what the worker pickled (running
     its ``__reduce__``: pickle is code, and this is where the user asked
-    for it), with the worker's formatted traceback as its cause.
+    for it), with the worker's formatted traceback as its cause. A
+    ``KeyboardInterrupt`` out of that rebuild is raised once; the next time
+    the exception counts as one that cannot be rebuilt here.
     """
+    error_raw = task.error_raw
     status = record.status
     what = f"task {record.name!r}"
     if status is Status.CRASH:
@@ -329,10 +351,11 @@ def failure(record: TaskResult, error_raw: bytes | None) -> BaseException:
     if error_raw is not None:
         try:
             rebuilt = _frames.loads(error_raw, [])
-        except KeyboardInterrupt:
-            raise
         except BaseException as exc:
-            why = f"; it could not be rebuilt here ({type(exc).__name__}: {exc})"
+            if isinstance(exc, KeyboardInterrupt) and not task.interrupted:
+                task.interrupted = True
+                raise
+            why = f"; it could not be rebuilt here ({describe(exc)})"
         else:
             if isinstance(rebuilt, BaseException):
                 error = rebuilt

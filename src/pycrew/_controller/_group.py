@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from .._errors import ArgumentError, ArgumentTypeError
 from ._checks import check_error, check_seconds
 from ._controller import Controller
-from ._records import ErrorMode
+from ._records import ErrorMode, quietly, warn_cancelled
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -87,7 +87,11 @@ class ControllerGroup:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.terminate()
+        if exc_type is None:
+            self.terminate()
+            return
+        with quietly():  # the exception says enough: the block did not finish
+            self.terminate()
 
     # ------------------------------------------------------------ members
     def _one(self, controller: str | None) -> Controller:
@@ -156,8 +160,12 @@ class ControllerGroup:
             member.start()
 
     def terminate(self, controllers: Iterable[str] | str | None = None) -> None:
-        for member in self._some(controllers):
-            member.terminate()
+        """Terminate each selected member; one ``CrewWarning`` names the unfinished
+        tasks this cancelled, in them all (see ``Controller.terminate``)."""
+        with quietly() as cancelled:
+            for member in self._some(controllers):
+                member.terminate()
+        warn_cancelled("ControllerGroup.terminate()", cancelled)
 
     def started(self, controllers: Iterable[str] | str | None = None) -> bool:
         return all(m.started() for m in self._some(controllers))

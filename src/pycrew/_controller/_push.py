@@ -260,9 +260,9 @@ class Recipe:
         """One task. ``data`` replaces the recipe's own (a walk over dicts merges its items)."""
         ctl = self.ctl
         if name is None:
-            # a random prefix per controller plus a counter: unique, and it
-            # spares a slow os.urandom() call on every push
-            name = f"unnamed_task_{ctl._name_prefix}_{next(ctl._ids)}"
+            # a random prefix per controller plus a counter of its own (task ids
+            # count apart): unique, and it spares a slow os.urandom() per push
+            name = f"unnamed_task_{ctl._name_prefix}_{next(ctl._names)}"
         elif not isinstance(name, str) or not name:
             raise ArgumentError(f"task name must be a non-empty string, got {name!r}")
         if name in ctl._records.tasks:
@@ -342,12 +342,13 @@ def retry(ctl: Controller, task: Task, detail: str) -> bool:
     if task.crashes < max(ctl.crashes_max, 1):
         task.attempts += 1
         dispatcher.retry(task)
-        return True
-    backup = ctl.backup
-    if backup is None or not adopt(backup, task, dispatcher.shares):
-        return False  # the chain ends here, or the name is in use there: a crash
-    dispatcher.retire(task)
-    ctl._forwarded.append(task)
+    else:
+        backup = ctl.backup
+        if backup is None or not adopt(backup, task, dispatcher.shares):
+            return False  # the chain ends here, or the name is in use there: a crash
+        dispatcher.retire(task)
+        ctl._records.forwarded.append(task)
+    ctl._records.crashed_and_rerun()  # no record of this crash: counted where it happened
     return True
 
 
@@ -416,7 +417,7 @@ def finish_map(
     failed_first = next((f for f in futures if ended_badly(f)), None)
     if error == "fast" and failed_first is not None:
         ctl._cancel_tasks([f._where[1] for f in futures])
-    records = hand_over(futures)
+    records = hand_over(ctl, futures)
     failed = [r for r in records if r.status is not Status.SUCCESS]
     warned = [r for r in records if r.warnings is not None]
     if warnings and warned:
@@ -435,17 +436,26 @@ def finish_map(
     return records
 
 
-def hand_over(futures: list[TaskFuture[Any]]) -> list[TaskResult]:
-    """Records of done futures, wherever their tasks ended, handed over at once."""
+def hand_over(ctl: Controller, futures: list[TaskFuture[Any]]) -> list[TaskResult]:
+    """Records of done futures, wherever their tasks ended, handed over at once.
+
+    Interrupted while records are built (Ctrl-C, or a result whose unpickling
+    raises ``KeyboardInterrupt``), it hands over nothing: the tasks are left
+    to ``collect()``, as after an interrupted wait.
+    """
     by_controller: dict[Controller, list[tuple[Task, TaskResult]]] = {}
     records = []
-    for future in futures:
-        controller, task = future._where
-        if task.state != DONE:
-            continue
-        record = controller._records.build(task, controller._crash_detail)
-        records.append(record)
-        by_controller.setdefault(controller, []).append((task, record))
+    try:
+        for future in futures:
+            controller, task = future._where
+            if task.state != DONE:
+                continue
+            record = controller._records.build(task, controller._crash_detail)
+            records.append(record)
+            by_controller.setdefault(controller, []).append((task, record))
+    except BaseException:
+        abandon(ctl, futures)
+        raise
     limit: CrashLimitError | None = None
     for controller, pairs in by_controller.items():
         try:

@@ -11,12 +11,18 @@ and crew's views over them (wait, pop, collect, size, summary, ...).
 Building is transactional: the raw result is dropped only once its record
 exists, so an exception in the middle (Ctrl-C while a result unpickles)
 loses nothing, and the caller puts what it claimed back. A result that
-cannot be unpickled, whatever it raises (``KeyboardInterrupt`` aside, which
-is the user's), becomes that task's ``error`` record.
+cannot be unpickled, whatever it raises, becomes that task's ``error``
+record; a ``KeyboardInterrupt`` is raised first, once (it may be the user's
+Ctrl-C, and the next try may then succeed), so a result that raises it
+poisons neither the queue nor its name.
 """
 
 from __future__ import annotations
 
+import collections
+import contextlib
+import os
+import sys
 import threading
 import time
 import warnings
@@ -30,7 +36,7 @@ from .._worker._evaluate import describe
 from ._checks import check_error, check_seconds
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
 
     from .._dispatcher._autoscale import Autoscaler
     from .._dispatcher._dispatcher import Dispatcher
@@ -64,6 +70,13 @@ class Records:
         self.by_worker: dict[str, list[float]] = {}
         # the peak memory of the last record built, shared by the next ones that match
         self.last_peak: int | None = None
+        # crashes that ran again (retry_crashes=True) with no record here: here
+        # or down the backup chain. Counted by the dispatcher thread alone.
+        self.crashes_rerun = 0
+        # tasks handed to the backup, whose names are to leave the table here
+        self.forwarded: collections.deque[Task] = collections.deque()
+        #: a failure (a LaunchError) was raised to a caller since the start
+        self.failed = False
 
     def reset(self) -> None:
         """A new start: nothing in the table, a zero summary."""
@@ -72,6 +85,34 @@ class Records:
             self.crashes = {}
             self.summary = dict.fromkeys(_COUNTS, 0)
             self.by_worker = {}
+            self.crashes_rerun = 0
+            self.failed = False
+
+    def crashed_and_rerun(self) -> None:
+        """A task crashed its worker here and runs again, here or in a backup.
+
+        The crash leaves no record, yet it happened here: the summary counts
+        it as one more task that crashed, as if it had been collected and
+        pushed again (crew's way). Runs on this controller's dispatcher thread.
+        """
+        self.crashes_rerun += 1
+
+    def unfinished(self, dispatcher: Dispatcher) -> list[Task]:
+        """The user's own tasks not yet resolved (not map's, not a front end's), but
+        none once the controller failed and said so: they could not run, and the
+        caller knows."""
+        if self.failed or dispatcher.broken is not None or dispatcher.failure is not None:
+            return []
+        with dispatcher.lock:
+            return [task for task in dispatcher.live.values() if not task.owned]
+
+    def prune(self) -> None:
+        """Forget names whose tasks went down the backup chain (never under the dispatcher lock)."""
+        while self.forwarded:
+            task = self.forwarded.popleft()
+            with self.lock:
+                if self.tasks.get(task.name) is task:
+                    del self.tasks[task.name]
 
     # ------------------------------------------------------------ build
     def build(self, task: Task, crash_detail: Callable[[Task], str]) -> TaskResult:
@@ -108,9 +149,13 @@ class Records:
                         self.last_peak = memory
                 if len(usage) >= 3:  # runs on the worker: retries of raised errors
                     retried = int(usage[2]) - 1
-            except KeyboardInterrupt:
-                raise  # the user's own interrupt: the raw result stays for a later try
+                task.interrupted = False
             except BaseException as exc:  # the result's own code may raise anything
+                if isinstance(exc, KeyboardInterrupt) and not task.interrupted:
+                    # once, as it came: Ctrl-C works, and the raw result stays for a
+                    # later try (a Ctrl-C that fell here by chance loses nothing)
+                    task.interrupted = True
+                    raise
                 status, value, trace, warned, seconds, seed = (
                     Status.ERROR,
                     None,
@@ -119,7 +164,8 @@ class Records:
                     None,
                     task.seed,
                 )
-                error = f"the result could not be unpickled here: {describe(exc)}"
+                again = " (a second time: the result raises it)" if task.interrupted else ""
+                error = f"the result could not be unpickled here: {describe(exc)}{again}"
             if status is Status.ERROR and isinstance(value, bytes):
                 # the task's exception, pickled apart: rebuilt only if asked for
                 task.error_raw = value
@@ -244,13 +290,14 @@ class Records:
         s = self.summary
         if s is None:
             return None
+        rerun = self.crashes_rerun
         return Summary(
             controller=self.controller,
-            tasks=int(s["tasks"]),
+            tasks=int(s["tasks"]) + rerun,
             seconds=float(s["seconds"]),
             success=int(s["success"]),
             error=int(s["error"]),
-            crash=int(s["crash"]),
+            crash=int(s["crash"]) + rerun,
             cancel=int(s["cancel"]),
             timeout=int(s["timeout"]),
             warning=int(s["warning"]),
@@ -281,7 +328,7 @@ class RecordViews:
         raise NotImplementedError
 
     def _prune(self) -> None:
-        raise NotImplementedError
+        self._records.prune()
 
     def wait(
         self, mode: Literal["all", "one"] = "all", seconds_timeout: float | None = None
@@ -423,6 +470,11 @@ class RecordViews:
     ) -> Summary | list[WorkerSummary] | None:
         """Statistics of the tasks handed over since the last start, whichever way.
 
+        A crash that ``retry_crashes=True`` ran again leaves no record, yet
+        counts here as a task that crashed (``tasks`` and ``crash``), in the
+        controller where it happened, as if it had been collected and pushed
+        again; the run that ends it counts where it ends, down a backup chain.
+
         Args:
             by: ``"controller"``: one ``Summary`` (``None`` if never
                 started); ``"worker"``: one ``WorkerSummary`` per worker
@@ -450,3 +502,68 @@ def _react(records: list[TaskResult], error: str | None) -> None:
 def warn_caller(message: str) -> None:
     """Warn at the user's call: pop/collect/map, then one pycrew helper, are above here."""
     warnings.warn(message, CrewWarning, stacklevel=4)
+
+
+# ------------------------------------------------- tasks cancelled at the end
+class _Quiet(threading.local):
+    #: where terminate() calls in this thread put the names of the tasks they
+    #: cancelled, instead of warning (None: warn)
+    names: list[str] | None = None
+
+
+_QUIET = _Quiet()
+_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+#: how many names a warning shows
+_SHOWN = 3
+
+
+@contextlib.contextmanager
+def quietly() -> Iterator[list[str]]:
+    """``terminate()`` calls inside (this thread) warn of nothing: they add the names
+    of the tasks they cancelled to the list this yields.
+
+    For whoever ends controllers on purpose and reports on its own (a group,
+    once for all its members) or not at all (the exit handler; a ``with``
+    block left by an exception, which says enough).
+    """
+    outer = _QUIET.names
+    names: list[str] = []
+    _QUIET.names = names
+    try:
+        yield names
+    finally:
+        _QUIET.names = outer
+
+
+def report_cancelled(who: str, tasks: list[Task]) -> None:
+    """``tasks`` were unfinished as ``who`` stopped: warn of those it cancelled."""
+    warn_cancelled(who, [task.name for task in tasks if task.outcome is Status.CANCEL])
+
+
+def warn_cancelled(who: str, names: list[str]) -> None:
+    """Warn that ``who`` cancelled the tasks ``names`` (inside ``quietly()``: note them)."""
+    sink = _QUIET.names
+    if sink is not None:
+        sink += names
+        return
+    if not names:
+        return
+    shown = ", ".join(repr(name) for name in names[:_SHOWN])
+    if len(names) > _SHOWN:
+        shown += f" and {len(names) - _SHOWN} more"
+    count = f"{len(names)} unfinished task{'s' if len(names) > 1 else ''}"
+    warn_outside(
+        f"{who} cancelled {count}: {shown}. Wait for them first (wait(), or each "
+        "future's result()), or cancel them first (cancel(all=True)) if that is what "
+        "you meant"
+    )
+
+
+def warn_outside(message: str) -> None:
+    """Warn at the first caller outside pycrew (a ``with`` statement, say)."""
+    level = 1
+    frame = sys._getframe(0)
+    while frame.f_back is not None and frame.f_code.co_filename.startswith(_PACKAGE):
+        frame = frame.f_back
+        level += 1
+    warnings.warn(message, CrewWarning, stacklevel=level)

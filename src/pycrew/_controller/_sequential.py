@@ -23,6 +23,7 @@ import os
 import secrets
 import socket
 import sys
+import threading
 import time
 import types
 import warnings
@@ -50,7 +51,6 @@ from ._checks import check_int
 from ._controller import Controller
 
 if TYPE_CHECKING:
-    import threading
     from collections.abc import Callable, Mapping, Sequence
 
     from .._dispatcher._dispatcher import Dispatcher
@@ -432,18 +432,52 @@ def _evaluate_here(
     """
     outer = _SINK.messages  # a task pushed by a running task: the outer one's warnings
     caller = sys.modules["__main__"]
+    interruptible = Interruptible()
+    stderr = sys.stderr
+    quiet = _TaskOutputOnly(stderr, interruptible) if stderr is not None else None
     try:
         sys.modules["__main__"] = main
+        if quiet is not None:
+            sys.stderr = quiet
         with warnings.catch_warnings():
             # what capture_warnings() sets for good in a worker
             warnings.simplefilter("always")
             warnings.showwarning = _SINK.show
-            outcome = evaluate(payload, cleanup, Interruptible())
+            outcome = evaluate(payload, cleanup, interruptible)
     finally:
+        if quiet is not None and sys.stderr is quiet:  # a task may have put its own there
+            sys.stderr = stderr
         sys.modules["__main__"] = caller
         _SINK.messages = outer
     _raise_interrupt(outcome)
     return outcome
+
+
+class _TaskOutputOnly:
+    """``sys.stderr`` while a task is evaluated here: the task's own writes only.
+
+    A worker writes lines of its own about a task to its log (``Error: ...``
+    for a failed one, ``Warning: ...`` for each warning); a local controller
+    relays only what the task's code prints (``Relay``), so the user's
+    terminal never shows those lines, whatever ``error=`` says. Here the
+    worker's log would be the terminal: writes from the evaluating thread
+    pass only while the task's code runs (``interruptible.active``), and
+    every other thread's writes pass as they are.
+    """
+
+    def __init__(self, inner: Any, interruptible: Interruptible) -> None:
+        self._inner = inner
+        self._interruptible = interruptible
+        self._thread = threading.get_ident()
+
+    def write(self, text: str) -> int:
+        if threading.get_ident() == self._thread and not self._interruptible.active:
+            return len(text)
+        written: int = self._inner.write(text)
+        return written
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
 
 
 def _raise_interrupt(outcome: tuple[Any, ...]) -> None:

@@ -287,8 +287,8 @@ class Scaler:
             # read even when nobody will hear of it: the launcher may then let the file go
             text = self.launcher.failure_output(handle)
             cause = _diagnose.probable_cause(text, code)
-        except LaunchError as exc:
-            cause = _diagnose.Cause(str(exc), certain=False)
+        except LaunchError as exc:  # the launcher's own words on why
+            cause = _diagnose.stated_cause(str(exc), code)
         except Exception:  # a plugin's bug must not stop scaling
             log.exception("reading the output of worker %s failed", worker_id)
             cause = _diagnose.probable_cause(None, code)

@@ -85,6 +85,7 @@ class Task:
         "future",
         "held",
         "id",
+        "interrupted",
         "name",
         "outcome",
         "owned",
@@ -145,6 +146,9 @@ class Task:
         self.record: TaskResult | None = None
         # the task's exception as the worker pickled it; rebuilt only on request
         self.error_raw: bytes | None = None
+        # a KeyboardInterrupt came out of unpickling its result (or its exception)
+        # once: raised then, it is taken for the result's own doing the next time
+        self.interrupted = False
         # handed over (popped, collected, or read through its future)
         self.taken = False
         self.future: Waiting | None = None

@@ -85,6 +85,10 @@ class Launcher(abc.ABC):
         """
         return None
 
+    def validate(self) -> None:  # noqa: B027 - optional hook
+        """Raise ``LaunchError`` at ``start()`` if no worker could ever start (a missing
+        interpreter, say), instead of at the first launch. Does nothing by default."""
+
     def describe_worker(self, handle: Any) -> dict[str, Any]:
         """What identifies a launched worker outside this process, for the record
         that lets monitors find leftovers: ``{"pid": ..., "host": ...}`` for a

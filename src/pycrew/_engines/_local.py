@@ -39,7 +39,8 @@ from .._operations import _ledger
 from .._operations._diagnose import read_tail
 from .._operations._logs import BYTES_ENV, LOG_BYTES_MAX, STARTUP_ENV, check_log_bytes
 from .._wire import _frames
-from .._worker._template import Forked, Template
+from .._worker._entry import AUTHKEY_ENV
+from .._worker._template import Forked, Template, pipe_secrets
 from ._launcher import Launcher, WorkerSpec
 
 if TYPE_CHECKING:
@@ -81,6 +82,11 @@ class LocalLauncher(Launcher):
         python: str | os.PathLike[str] | None = None,
         template: bool = True,
     ) -> None:
+        if log_directory is not None and not isinstance(log_directory, (str, os.PathLike)):
+            raise ArgumentTypeError(
+                "log_directory must be None or a path (a str or os.PathLike), "
+                f"got {type(log_directory).__name__}"
+            )
         if log_directory is not None and not str(log_directory):
             raise ArgumentError("log_directory must be None or a non-empty path")
         if not isinstance(log_join, bool):
@@ -99,6 +105,10 @@ class LocalLauncher(Launcher):
                 raise ArgumentError(f"log_directory {str(self.log_directory)!r} is not writable")
         self.log_join = log_join
         self.log_bytes_max = check_log_bytes(log_bytes_max)
+        if python is not None and not isinstance(python, (str, os.PathLike)):
+            raise ArgumentTypeError(
+                f"python must be None or the path of an interpreter, got {type(python).__name__}"
+            )
         if python is not None and not str(python):
             raise ArgumentError("python must be None or the path of an interpreter")
         self.python = os.fspath(python) if python is not None else None
@@ -115,6 +125,26 @@ class LocalLauncher(Launcher):
         self._template_starts = 0
         # batches launched since start: the template waits for the second
         self._launches = 0
+
+    def validate(self) -> None:
+        """Check, before any launch, that the workers' interpreter can be run.
+
+        A ``python=`` that does not exist, or is not executable, would
+        otherwise show only when the first worker fails to start.
+
+        Raises:
+            LaunchError: ``python`` names no executable file (on ``PATH``,
+                for a bare name).
+        """
+        if self.python is None:
+            return
+        found = shutil.which(self.python) if os.sep not in self.python else self.python
+        if found is None or not os.path.isfile(found) or not os.access(found, os.X_OK):
+            why = "not found" if found is None or not os.path.exists(found) else "not executable"
+            raise LaunchError(
+                f"cannot run the workers' interpreter {self.python!r}: {why}; pass "
+                "python= the path of a Python that has pycrew"
+            )
 
     def _streams(self, worker_id: str) -> tuple[Any, Any, list[IO[bytes]], tuple[str, int, bool]]:
         if self.log_directory is None:
@@ -143,6 +173,10 @@ class LocalLauncher(Launcher):
     def _env(self, spec: WorkerSpec) -> dict[str, str]:
         env = self._inherited(spec)
         env.update(spec.env)
+        # multiprocessing's key, as its own children inherit it: a Manager's
+        # proxies (dicts, queues, locks) passed to tasks then connect. A
+        # secret: it travels as PYCREW_SECRET does, never on a command line.
+        env[AUTHKEY_ENV] = _authkey()
         if self.log_bytes_max is not None:
             env[BYTES_ENV] = str(self.log_bytes_max)
         return env
@@ -167,7 +201,7 @@ class LocalLauncher(Launcher):
                 wheres.append(where)
                 if where[2]:
                     env[STARTUP_ENV] = os.path.dirname(where[0])
-                secret = env.pop(_frames.SECRET_ENV, "")
+                secret = pipe_secrets(env.pop(_frames.SECRET_ENV, ""), env.pop(AUTHKEY_ENV, ""))
                 envs.append(env)
                 out = stdout.fileno() if hasattr(stdout, "fileno") else null
                 err = out if stderr == subprocess.STDOUT else stderr.fileno()
@@ -339,6 +373,13 @@ def _stop_forked(handles: list[Forked], deadline: float) -> None:
     while any(h.returncode is None for h in left) and time.monotonic() < until:
         for template in templates:
             template.poll(0.05)
+
+
+def _authkey() -> str:
+    """This process's ``multiprocessing`` authentication key, as hex."""
+    import multiprocessing.process
+
+    return bytes(multiprocessing.process.current_process().authkey).hex()
 
 
 def _drop(where: tuple[str, int, bool]) -> None:

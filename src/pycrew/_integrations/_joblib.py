@@ -2,28 +2,33 @@
 
 ```
  user's thread (joblib.Parallel)                  pycrew
- configure(n_jobs) ─► the controller: given, or made for this call (not started yet)
+ configure(n_jobs, initializer) ─► the controller: given, or the shared one of these
+     options (_joblib_pool: made at the first call, sized by n_jobs, kept warm)
  submit(batch) ─► ctl._push(batch, owned) ─► TaskFuture ─► a worker runs the batch
                                                   │ done: dispatcher thread
               _Relay.deliver(callback, future) ◄──┘ (a queue put, never blocks)
- relay thread "pycrew-joblib":
+ the backend's one thread "pycrew-joblib" (every call's callbacks, in order):
    joblib's callback(future) ─► retrieve_result_callback ─► future.result()
      └─► dispatch_next() ─► submit(next batch)       (pickled here, not on the dispatcher)
  abort_everything() ─► cancel the batches still out
- terminate() ─► relay drained and joined; a controller made here is terminated
+ terminate() ─► the call's callbacks drained; batch statistics reset; the shared
+                controller released (ended after seconds_idle with no call)
 ```
 
 joblib calls ``configure()`` and ``terminate()`` once per ``Parallel`` call
-(once per ``with Parallel(...) as parallel:`` block). A controller the backend
-makes lives exactly that long: its workers start with the call's first batch
-and are gone when the call returns, so nothing is left when a ``with
-parallel_config(...)`` block ends. A controller passed in as ``controller=``
-is used as it is, started if need be, and never terminated here: that is how
-workers outlive one call (many calls, SLURM jobs that queue).
+(once per ``with Parallel(...) as parallel:`` block). Without ``controller=``,
+every call of this process with the same controller options (and the same
+``initializer``/``initargs``) runs on one shared controller, as loky's
+reusable executor serves every loky call: its workers stay warm between
+calls (a ``GridSearchCV.fit`` after another does not import scikit-learn
+again), and it ends after ``seconds_idle`` with no call, or at interpreter
+exit (``_joblib_pool``). A controller passed in as ``controller=`` is used
+as it is, started if need be, and never terminated here.
 
 Batches are owned tasks (``_push(owned=True)``): they never show in the
 controller's ``pop()``/``collect()``, and each leaves the controller once its
-outcome is handed over, so a controller shared with other code stays clean.
+outcome is handed over, so calls from several threads, or other code, can
+share a controller and each sees only its own.
 """
 
 from __future__ import annotations
@@ -32,8 +37,8 @@ import concurrent.futures
 import functools
 import inspect
 import os
-import queue
 import threading
+import weakref
 from typing import TYPE_CHECKING, Any
 
 from joblib import cpu_count, register_parallel_backend
@@ -46,12 +51,16 @@ from .._controller._futures import TaskFuture
 from .._engines._launcher import Launcher
 from .._engines._local import LocalLauncher
 from .._errors import ArgumentError, ArgumentTypeError, CrewError
+from . import _joblib_pool
 from ._joblib_light import NAME, run_batch
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     Callback = Callable[[concurrent.futures.Future[Any]], object]
+
+
+end_shared_controllers = _joblib_pool.end_shared_controllers
 
 
 def register() -> None:
@@ -71,12 +80,19 @@ class PycrewBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignore[mis
 
     - ``controller=``: a ``pycrew.Controller`` to use as it is (it may
       be shared with other code, and is left running), or
-    - the options of the controller to make for each ``Parallel`` call:
-      ``launcher=`` (``"local"``, the default; ``"slurm"``; a registered
-      launcher name; or a ``pycrew.launchers.Launcher``), and the
-      keyword arguments of ``pycrew.local_controller``,
-      ``pycrew.slurm_controller`` or ``pycrew.controller`` for that
-      launcher. ``workers`` defaults to the call's ``n_jobs``.
+    - the options of the controller to make: ``launcher=`` (``"local"``,
+      the default; ``"slurm"``; a registered launcher name; or a
+      ``pycrew.launchers.Launcher``), and the keyword arguments of
+      ``pycrew.local_controller``, ``pycrew.slurm_controller`` or
+      ``pycrew.controller`` for that launcher. One controller per set of
+      options serves every ``Parallel`` call of the process, its workers
+      kept warm between calls; it ends after ``seconds_idle`` (300 s by
+      default) with no call, and at exit. ``workers`` defaults to the
+      call's ``n_jobs``: a call with more grows it, one with fewer (while
+      no other call uses it) makes it again smaller.
+
+    ``Parallel(initializer=f, initargs=args)`` (joblib >= 1.5) runs
+    ``f(*args)`` once on each worker before its first batch.
 
     ``n_jobs=-1`` means every worker: the controller's ``workers``, or this
     machine's CPU count for a local controller made without ``workers``.
@@ -119,8 +135,9 @@ class PycrewBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignore[mis
         self._given = controller
         self._factory = _factory(launcher)
         self._options = options
+        self._launcher_key = "local" if launcher is None else launcher
         self._local = launcher in (None, "local") or isinstance(launcher, LocalLauncher)
-        self._owned: Controller | None = None
+        self._lease: _joblib_pool.Entry | None = None
         self._threads: int | None = None
         self._relay: _Relay | None = None
         self._lock = threading.Lock()
@@ -159,20 +176,38 @@ class PycrewBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignore[mis
         parallel: Any = None,
         prefer: str | None = None,
         require: str | None = None,
+        initializer: Callable[..., object] | None = None,
+        initargs: tuple[Any, ...] = (),
         **backend_kwargs: Any,
     ) -> int:
         """Start of a Parallel call: the number of batches to run at once.
 
-        A controller is made here (when none was given), sized to ``n_jobs``;
-        its workers start with the first batch. joblib's process-pool options
+        Without ``controller=``, the call takes the shared controller of
+        these options and this ``initializer`` (made now if there is none,
+        sized to ``n_jobs``; its workers start with the first batch, and
+        stay for later calls). ``initializer(*initargs)`` runs once on each
+        worker before its first batch. joblib's process-pool options
         (``max_nbytes``, ``mmap_mode``, ``temp_folder``) do not apply.
         """
         self.parallel = parallel
         n_jobs = self.effective_n_jobs(n_jobs)
         self._threads = self._thread_cap(n_jobs)
-        with self._lock:
-            if self._given is None and self._owned is None and n_jobs > 1:
-                self._owned = self._make(None if "workers" in self._options else n_jobs)
+        initargs = tuple(initargs or ())
+        if initializer is not None and not callable(initializer):
+            raise ArgumentTypeError(
+                f"initializer must be callable, got {type(initializer).__name__}"
+            )
+        if initializer is not None and "initializer" in self._options:
+            raise ArgumentError(
+                "pycrew joblib backend: an initializer came both from parallel_config and "
+                "from Parallel: pass one"
+            )
+        if self._given is not None:
+            if initializer is not None:
+                _everywhere_once(self._given, initializer, initargs)
+            return n_jobs
+        if n_jobs > 1:
+            self._take_shared(n_jobs, initializer, initargs)
         return n_jobs
 
     def submit(self, func: Callable[[], Any], callback: Callback | None = None) -> Any:
@@ -190,7 +225,10 @@ class PycrewBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignore[mis
             future.cancel()
             return future
         try:
-            future = self._controller()._push(run_batch, (func, self._threads), {}, owned=True)
+            keep = self._given is None  # a shared controller's workers run batches only
+            future = self._controller()._push(
+                run_batch, (func, self._threads, keep), {}, owned=True
+            )
         except Exception as exc:
             future.set_exception(exc)
         else:
@@ -218,14 +256,19 @@ class PycrewBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignore[mis
                 future.cancel()
 
     def terminate(self) -> None:
-        """End of a Parallel call: stop the relay, and terminate a controller made here."""
+        """End of a Parallel call: stop the relay, and let go of the shared controller.
+
+        The batch statistics that joblib's auto batching learned are reset, as
+        joblib's own backends reset them, so the next call starts afresh.
+        """
         with self._lock:
             relay, self._relay = self._relay, None
-            owned, self._owned = self._owned, None
+            lease, self._lease = self._lease, None
         if relay is not None:
             relay.close()
-        if owned is not None:
-            owned.terminate()
+        if lease is not None:
+            _joblib_pool.release(lease)
+        self.reset_batch_stats()
         self.parallel = None
 
     # -------------------------------------------------------------- internals
@@ -257,8 +300,8 @@ class PycrewBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignore[mis
                 return cpus
         return max(int(cpu_count()) // n_jobs, 1) if local else None
 
-    def _make(self, workers: int | None) -> Controller:
-        options = dict(self._options)
+    def _make(self, workers: int | None, options: dict[str, Any] | None = None) -> Controller:
+        options = dict(self._options if options is None else options)
         if workers is not None:
             options["workers"] = workers
         try:
@@ -267,17 +310,38 @@ class PycrewBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignore[mis
             raise ArgumentError(f"pycrew joblib backend: {exc}") from exc
         return made
 
-    def _controller(self) -> Controller:
+    def _take_shared(
+        self, n_jobs: int, initializer: Callable[..., object] | None, initargs: tuple[Any, ...]
+    ) -> _joblib_pool.Entry:
+        """Lease this call's shared controller (letting go of one a call left unreleased)."""
+        options = dict(self._options)
+        if initializer is not None:
+            options.update(initializer=initializer, initargs=initargs)
+        key = (self._launcher_key, options)
+        fixed = "workers" in self._options
+
+        def make(workers: int | None) -> Controller:
+            return self._make(workers, options)
+
+        entry = _joblib_pool.acquire(key, make, None if fixed else n_jobs)
         with self._lock:
-            controller = self._given or self._owned
-            if controller is None:
-                # submit() without configure(): joblib never does this, but a
-                # caller might; size it as configure() would for n_jobs=-1
-                controller = self._owned = self._make(self.effective_n_jobs(-1))
-            return controller
+            previous, self._lease = self._lease, entry
+        if previous is not None:
+            _joblib_pool.release(previous)
+        return entry
+
+    def _controller(self) -> Controller:
+        if self._given is not None:
+            return self._given
+        lease = self._lease
+        if lease is None:
+            # submit() without configure(): joblib never does this, but a
+            # caller might; size it as configure() would for n_jobs=-1
+            lease = self._take_shared(self.effective_n_jobs(-1), None, ())
+        return lease.controller
 
     def _running_relay(self) -> _Relay | None:
-        """The call's relay (started on first use), or None on the thread of one that closed."""
+        """The call's relay (made on first use), or None in a callback of one that closed."""
         with self._lock:
             current: _Relay | None = getattr(_THREAD, "relay", None)
             if current is not None and current.closed:
@@ -287,8 +351,30 @@ class PycrewBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignore[mis
             return self._relay
 
 
-#: on a relay's thread, ``relay`` is that relay
+#: on the backend's thread, ``relay`` is the relay whose callback runs now
 _THREAD = threading.local()
+#: the initializers already added to each given controller with everywhere(), per start
+_ADDED: weakref.WeakKeyDictionary[Controller, list[tuple[str, Any, tuple[Any, ...]]]]
+_ADDED = weakref.WeakKeyDictionary()
+_ADDED_LOCK = threading.Lock()
+
+
+def _everywhere_once(
+    controller: Controller, initializer: Callable[..., object], initargs: tuple[Any, ...]
+) -> None:
+    """``Parallel(initializer=...)`` on a given controller: added to it once per start.
+
+    Its workers run it before their next task, and every later worker before
+    its first: a given controller keeps it until ``terminate()``.
+    """
+    controller.start()
+    step = (controller.session, initializer, initargs)
+    with _ADDED_LOCK:
+        added = _ADDED.setdefault(controller, [])
+        if any(_joblib_pool._same(step, old) for old in added):
+            return
+        added.append(step)
+    controller.everywhere(initializer, *initargs)
 
 
 def _factory(launcher: Launcher | str | None) -> Callable[..., Controller]:
@@ -322,23 +408,20 @@ def _checked(factory: Callable[..., Controller]) -> Callable[..., Controller]:
 
 
 class _Relay:
-    """Runs joblib's completion callbacks on a thread of its own.
+    """One call's completion callbacks, run in order on the backend's one thread.
 
     A pycrew done callback runs on the dispatcher thread, which must never
     block; joblib's callback takes the result (unpickling it) and pushes the
-    next batch (pickling it, with the data of its arguments). Both happen here.
+    next batch (pickling it, with the data of its arguments). Both happen on
+    the thread of ``_joblib_pool`` ("pycrew-joblib"), which every call
+    shares, so that a call starts no thread.
     """
 
     def __init__(self) -> None:
-        self._queue: queue.SimpleQueue[tuple[Callback, concurrent.futures.Future[Any]] | None] = (
-            queue.SimpleQueue()
-        )
         self._lock = threading.Lock()
         self._open = True
         # futures pushed and not yet delivered: what abort_everything cancels
         self._out: set[concurrent.futures.Future[Any]] = set()
-        self._thread = threading.Thread(target=self._run, name="pycrew-joblib", daemon=True)
-        self._thread.start()
 
     def track(self, future: concurrent.futures.Future[Any]) -> None:
         with self._lock:
@@ -352,7 +435,7 @@ class _Relay:
         """A done callback (dispatcher thread): queue the future for joblib's callback."""
         with self._lock:
             if self._open:
-                self._queue.put((callback, future))
+                _joblib_pool.post(functools.partial(self._run, callback, future))
                 return
             self._out.discard(future)
         # the call is over (it was aborted): nobody reads this outcome, but a
@@ -364,31 +447,29 @@ class _Relay:
         return not self._open
 
     def close(self) -> None:
-        """Deliver what is queued, then stop (a no-op on the relay thread itself)."""
+        """Deliver what is queued, then stop (no wait on the backend's thread itself)."""
         with self._lock:
             if not self._open:
                 return
             self._open = False
-        self._queue.put(None)
-        if threading.current_thread() is not self._thread:
-            self._thread.join()
+        if _joblib_pool.on_courier():
+            return  # what is queued still runs there, after this callback
+        delivered = threading.Event()
+        _joblib_pool.post(delivered.set)
+        delivered.wait()
 
-    def _run(self) -> None:
+    def _run(self, callback: Callback, future: concurrent.futures.Future[Any]) -> None:
         _THREAD.relay = self
-        while True:
-            item = self._queue.get()
-            if item is None:
-                return
-            callback, future = item
-            try:
-                callback(future)
-            except BaseException as exc:  # joblib's callback: nothing here can re-raise it
-                _report(exc)
-            finally:
-                with self._lock:
-                    self._out.discard(future)
-                # joblib reads results through result(); an aborted call does not
-                _hand_over(future)
+        try:
+            callback(future)
+        except BaseException as exc:  # joblib's callback: nothing here can re-raise it
+            _joblib_pool.report(exc)
+        finally:
+            _THREAD.relay = None
+            with self._lock:
+                self._out.discard(future)
+            # joblib reads results through result(); an aborted call does not
+            _hand_over(future)
 
 
 def _hand_over(future: concurrent.futures.Future[Any]) -> None:
@@ -396,10 +477,4 @@ def _hand_over(future: concurrent.futures.Future[Any]) -> None:
         try:
             future.record()
         except CrewError as exc:
-            _report(exc)
-
-
-def _report(exc: BaseException) -> None:
-    """An error no caller can receive: shown as Python shows errors in threads."""
-    hook = threading.excepthook
-    hook(threading.ExceptHookArgs((type(exc), exc, exc.__traceback__, threading.current_thread())))
+            _joblib_pool.report(exc)

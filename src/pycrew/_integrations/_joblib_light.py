@@ -70,15 +70,19 @@ class _Finder:
         return spec
 
 
-def run_batch(batch: Callable[[], Any], threads: int | None) -> Any:
+def run_batch(batch: Callable[[], Any], threads: int | None, keep: bool = False) -> Any:
     """Run one joblib batch on a worker, its BLAS/OpenMP pools capped at ``threads``.
 
     Without a cap, N workers on N cores each start N BLAS threads, and small
     linear algebra (a scikit-learn fit on a small dataset) gets several times
     slower than sequential. joblib's own process backend caps them through
     the environment of the workers it starts; pycrew's workers may be running
-    already, so the cap is applied around each batch, with threadpoolctl
-    (a scikit-learn dependency) where it is installed.
+    already, so the cap is applied with threadpoolctl (a scikit-learn
+    dependency) where it is installed: around each batch, or, with ``keep``
+    (a worker of the backend's own shared controller, which runs nothing but
+    batches), once, and again only when the cap changes or modules were
+    imported since (they may bring a pool of their own). Applying it costs a
+    few milliseconds, as much as a small fit.
     """
     if threads is None:
         return batch()
@@ -86,8 +90,18 @@ def run_batch(batch: Callable[[], Any], threads: int | None) -> Any:
         from threadpoolctl import threadpool_limits
     except ImportError:
         return batch()
-    with threadpool_limits(limits=threads):
-        return batch()
+    if not keep:
+        with threadpool_limits(limits=threads):
+            return batch()
+    applied = (threads, len(sys.modules))
+    if _KEPT.get("cap") != applied:
+        threadpool_limits(limits=threads)  # in force until changed: this worker runs batches only
+        _KEPT["cap"] = (threads, len(sys.modules))
+    return batch()
+
+
+#: on a worker of a shared controller: the cap in force, and how many modules were loaded then
+_KEPT: dict[str, tuple[int, int]] = {}
 
 
 def install() -> None:

@@ -9,7 +9,8 @@
 The patterns below are what the usual failures print: Python's own message
 for a module it cannot find, the worker's "could not join the controller"
 line (``_worker.main``), a shell's complaint about a missing interpreter,
-and SLURM's notes about limits. Anything else is quoted as it is.
+ssh's refusals (a host key, a login), and SLURM's notes about limits.
+Anything else is quoted as it is.
 """
 
 from __future__ import annotations
@@ -99,6 +100,16 @@ _NO_INTERPRETER = re.compile(
     r"(?P<why>not found|No such file or directory|Permission denied)$",
     re.M,
 )
+# OpenSSH's own words when it cannot open a session (the worker never ran)
+_SSH_HOST_KEY = re.compile(
+    r"Host key verification failed|REMOTE HOST IDENTIFICATION HAS CHANGED|"
+    r"No \S+ host key is known for|Host key for \S+ has changed"
+)
+_SSH_LOGIN = re.compile(r"Permission denied \((?P<methods>[\w,-]+)\)")
+_SSH_NAME = re.compile(r"ssh: Could not resolve hostname (?P<host>[^:\s]+)")
+_SSH_CONNECT = re.compile(
+    r"ssh: connect to host (?P<host>\S+) port (?P<port>\d+): (?P<reason>.+)$", re.M
+)
 _TIME_LIMIT = re.compile(r"CANCELLED AT \S+ DUE TO TIME LIMIT")
 _MEMORY = re.compile(r"oom[-_ ]kill|Out Of Memory|Exceeded job memory limit|MemoryError", re.I)
 _LAST_ERROR = re.compile(r"^(?P<error>[A-Za-z_][\w.]*(?:Error|Exception)\b.*)$", re.M)
@@ -115,6 +126,9 @@ def probable_cause(text: str | None, code: int | None) -> Cause:
             "run the worker's command by hand where it ran to see what it prints",
             certain=False,
         )
+    cause = _ssh_cause(text)
+    if cause is not None:
+        return cause
     found = _NO_PYCREW.search(text)
     if found is not None:
         python = (found["python"] or "").strip()
@@ -215,6 +229,45 @@ def probable_cause(text: str | None, code: int | None) -> Cause:
     if errors:
         return Cause(f"the worker failed as it started: {errors[-1].strip()}", certain=False)
     return Cause("its last lines may say why", certain=False)
+
+
+def stated_cause(message: str, code: int | None) -> Cause:
+    """A launcher's own words for why a worker failed: the ``LaunchError`` its
+    ``failure_output`` raised. The message is the cause; it is certain when it
+    says what would be certain in the worker's output (ssh refusing a host's
+    key, say), so that the user hears of it at the first failure.
+    """
+    return Cause(message, certain=probable_cause(message, code).certain)
+
+
+def _ssh_cause(text: str) -> Cause | None:
+    """ssh could not start the worker: no retry will do better, except after a time-out."""
+    if _SSH_HOST_KEY.search(text):
+        return Cause(
+            "ssh refused the host's key (Host key verification failed: the key is unknown "
+            "or has changed): check the host's key, then add it to the known_hosts file "
+            "ssh reads (known_hosts=, or ~/.ssh/known_hosts)",
+            certain=True,
+        )
+    found = _SSH_LOGIN.search(text)
+    if found is not None:
+        return Cause(
+            f"ssh could not log in (Permission denied ({found['methods']})): give a key the "
+            "host accepts (identity=), one that needs no passphrase typed in",
+            certain=True,
+        )
+    found = _SSH_NAME.search(text)
+    if found is not None:
+        return Cause(f"ssh could not resolve the host name {found['host']}", certain=True)
+    found = _SSH_CONNECT.search(text)
+    if found is not None:
+        reason = found["reason"].strip()
+        return Cause(
+            f"ssh could not connect to {found['host']} port {found['port']} ({reason}): "
+            "check the host, its sshd and the port (ssh_port=)",
+            certain="timed out" not in reason,
+        )
+    return None
 
 
 def launch_error(

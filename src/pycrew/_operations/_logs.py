@@ -263,7 +263,21 @@ class _Relayed:
 def print_output(items: list[tuple[str, int, str]]) -> None:
     """Controller side: relayed lines, each after its task's name (dispatcher thread)."""
     for name, stream, text in items:
-        out = sys.stderr if stream == 2 else sys.stdout
-        with contextlib.suppress(Exception):  # a closed terminal must not stop the dispatcher
-            out.write("".join(f"[{name}] {line}\n" for line in text.splitlines()))
-            out.flush()
+        _show(stream, "".join(f"[{name}] {line}\n" for line in text.splitlines()))
+
+
+def print_plain(items: list[tuple[str, int, str]]) -> None:
+    """Controller side: relayed text exactly as the task printed it (dispatcher thread).
+
+    What a ``concurrent.futures`` executor's user expects: a process pool's
+    children write to the same terminal, with no name before their lines.
+    """
+    for _name, stream, text in items:
+        _show(stream, text)
+
+
+def _show(stream: int, text: str) -> None:
+    out = sys.stderr if stream == 2 else sys.stdout
+    with contextlib.suppress(Exception):  # a closed terminal must not stop the dispatcher
+        out.write(text)
+        out.flush()

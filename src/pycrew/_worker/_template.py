@@ -5,7 +5,8 @@ takes tens of milliseconds to start and import.
 ```
  LocalLauncher ── Unix socket pair ──────► template: python -m pycrew worker --template
    {"id", "argv", "env"} + 3 fds ────────►   fork ─► worker: own session, fds 0-2,
-   (secret pipe, stdout, stderr)                       the secret from its pipe, env,
+   (secret pipe, stdout, stderr)                       the secret (and multiprocessing's
+                                                       authkey) from its pipe, env,
                                                        the worker's main
    ◄── {"id", "pid"}
    ◄── {"exit": pid, "code": n}          ◄── SIGCHLD: end the worker's group, reap it
@@ -46,6 +47,15 @@ FD_ENV = "PYCREW_TEMPLATE_FD"
 MESSAGE_MAX = 1 << 20
 #: how long the launcher waits for the template to answer a fork request
 REPLY_SECONDS = 30.0
+
+
+def pipe_secrets(secret: str, authkey: str) -> str:
+    """What a forked worker's secret pipe carries: the secret, then multiprocessing's key.
+
+    Both are hex, so a space parts them; neither travels in the request,
+    which the template reads.
+    """
+    return f"{secret} {authkey}" if authkey else secret
 
 
 # --------------------------------------------------------------- template side
@@ -154,12 +164,15 @@ def _become_worker(request: dict[str, Any], fds: list[int], close: tuple[int, ..
             if fd > 2:
                 os.close(fd)
         with os.fdopen(secret_r, "rb") as pipe:
-            secret = pipe.read().decode()
+            secret, _, authkey = pipe.read().decode().partition(" ")
         from .._wire import _frames
         from . import _worker
+        from ._entry import AUTHKEY_ENV
 
         env = request["env"]
         env[_frames.SECRET_ENV] = secret
+        if authkey:
+            env[AUTHKEY_ENV] = authkey
         env[_worker.PARENT_ENV] = str(os.getppid())
         os.environ.clear()
         os.environ.update(env)
