@@ -178,6 +178,7 @@ class Controller(RecordViews):
         self.memory = None if memory is None else check_int("memory", memory, 1)
         #: print what tasks print, each line after its task's name
         self.relay_output = check_flag("relay_output", relay_output)
+        self._show_output = print_output  # how relayed lines are shown (an Executor's: plain)
         self._serializers = _share.check_serializers(serializers)
         # what every worker runs before its first task, pickled once
         self._setup = _share.setup_frames(self._serializers, initializer, initargs)
@@ -276,7 +277,7 @@ class Controller(RecordViews):
                     bytes_max=self.bytes_max,
                     listeners=self._listeners,
                     on_crash=functools.partial(_push.retry, self) if self.retry_crashes else None,
-                    on_output=print_output if self.relay_output else None,
+                    on_output=self._show_output if self.relay_output else None,
                     # a worker that may leave after a task must not hold another
                     prefetch=math.isinf(self.tasks_max) and math.isinf(self.seconds_wall),
                 )

@@ -206,6 +206,8 @@ class Executor(concurrent.futures.Executor):
                 raise ArgumentError("max_workers must be greater than 0")
             self._max_workers = max_workers
             controller = _build(launcher, max_workers, options)
+            # what tasks print reaches the terminal as printed, as from a process pool
+            controller._show_output = print_plain
         self._controller = controller
         self._own = own
         self._initializer = initializer
@@ -222,8 +224,6 @@ class Executor(concurrent.futures.Executor):
         self._suspects: collections.deque[TaskFuture[Any]] = collections.deque()
         self._ending = False
         self._ended = threading.Event()
-        # an own controller relays what tasks print as they printed it (once started)
-        self._plain = not own
         _live.add(self)
 
     def __repr__(self) -> str:
@@ -248,19 +248,6 @@ class Executor(concurrent.futures.Executor):
             self._look_for_breakage()
         return self._broken_reason or False
 
-    def _relay_plainly(self) -> None:
-        """Start the own controller, relaying what tasks print without their names.
-
-        A controller relays output as ``[task name] text``; a user of an
-        executor expects what a process pool gives, the text as printed.
-        Done before the first task is pushed, so no output comes before it.
-        """
-        self._controller.start()
-        dispatcher = self._controller._dispatcher
-        if dispatcher is not None and dispatcher.on_output is not None:
-            dispatcher.on_output = print_plain
-        self._plain = True
-
     # ----------------------------------------------------------- submitting
     def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> TaskFuture[T]:
         """Run ``fn(*args, **kwargs)`` on a worker; return its future at once.
@@ -277,8 +264,6 @@ class Executor(concurrent.futures.Executor):
             raise ArgumentTypeError(f"fn must be callable, got {type(fn).__name__}")
         with self._lock:
             self._check_open()
-            if not self._plain:
-                self._relay_plainly()
             future: TaskFuture[T]
             if self._initializer is None:
                 future = self._controller._push(fn, args, kwargs, owned=True)
