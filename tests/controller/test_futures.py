@@ -26,6 +26,7 @@ import pycrew
 from tests.helpers import tasks
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from pathlib import Path
 
 WAIT = 30
@@ -505,6 +506,13 @@ def test_a_script_catches_its_own_exception_class(tmp_path: Path) -> None:
 
 
 # ------------------------------------------- a result that raises KeyboardInterrupt
+@pytest.fixture
+def single() -> Iterator[pycrew.Controller]:
+    """One worker: tasks end, and so are collected, in the order they were pushed."""
+    with pycrew.local_controller(workers=1, seconds_interval=0.05) as ctl:
+        yield ctl
+
+
 def _poisoned(controller: pycrew.Controller) -> list[str]:
     """Push a good task, one whose result interrupts its unpickling, and another good one."""
     names = ["good-1", "poison", "good-2"]
@@ -525,8 +533,9 @@ def _is_poison_record(record: pycrew.TaskResult) -> bool:
 
 
 def test_a_result_that_interrupts_collect_raises_once_then_is_an_error(
-    controller: pycrew.Controller,
+    single: pycrew.Controller,
 ) -> None:
+    controller = single
     names = _poisoned(controller)
     with pytest.raises(KeyboardInterrupt):
         controller.collect()
@@ -545,8 +554,9 @@ def test_a_result_that_interrupts_collect_raises_once_then_is_an_error(
 
 
 def test_a_result_that_interrupts_pop_raises_once_then_is_an_error(
-    controller: pycrew.Controller,
+    single: pycrew.Controller,
 ) -> None:
+    controller = single
     names = _poisoned(controller)
     first = controller.pop()
     assert first is not None

@@ -278,10 +278,13 @@ def test_a_worker_ends_when_its_controller_is_killed(tmp_path: Path, task: str) 
         wait_until(lambda: not _alive(worker), 15, "the orphaned worker to end")
 
 
-def test_a_stopped_worker_is_ended_after_seconds_heartbeat() -> None:
+def test_a_stopped_worker_is_ended_after_seconds_heartbeat(tmp_path: Path) -> None:
+    marker = tmp_path / "started"
     with pycrew.local_controller(workers=1, seconds_heartbeat=1, seconds_interval=0.05) as ctl:
-        future = ctl.push(tasks.sleep, 60)
-        wait_until(future.running, WAIT, "the task to reach the worker")
+        future = ctl.push(tasks.mark_then_sleep, str(marker), 60)
+        # the task really runs (the dispatcher counts it running once sent,
+        # while the worker may still be starting its watchdog)
+        wait_until(marker.exists, WAIT, "the task to start on the worker")
         os.kill(ctl.pids()[0], signal.SIGSTOP)
         with pytest.raises(pycrew.TaskCrashError, match="SIGKILL"):
             future.result(timeout=WAIT)
