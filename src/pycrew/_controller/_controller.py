@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Literal, NoReturn, TypeVar, overload
 
 from .._dispatcher._autoscale import Autoscaler
 from .._dispatcher._dispatcher import Dispatcher
+from .._dispatcher._observe import Observed
 from .._dispatcher._scaler import Scaler
 from .._dispatcher._task import DONE, Task
 from .._dispatcher._throttle import Throttle
@@ -64,7 +65,8 @@ from ._checks import (
     check_seconds,
     check_seed,
 )
-from ._records import Records, RecordViews, quietly
+from ._records import Records, quietly
+from ._watch import Watching
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -75,14 +77,14 @@ if TYPE_CHECKING:
     from ._futures import TaskFuture
     from ._share import Shared
 
-log = logging.getLogger("pycrew")
+log = logging.getLogger("pycrew.controller")
 T = TypeVar("T")
 MapErrorMode = Literal["stop", "fast", "warn", "silent"]
 RetryOn = type[BaseException] | tuple[type[BaseException], ...]
 MAP_ERROR_MODES = ("stop", "fast", "warn", "silent")
 
 
-class Controller(RecordViews):
+class Controller(Watching):
     """Accepts tasks, returns results, and launches, scales and retires workers.
 
     Build one with ``pycrew.local_controller``; see its docstring for
@@ -280,6 +282,7 @@ class Controller(RecordViews):
                     on_output=self._show_output if self.relay_output else None,
                     # a worker that may leave after a task must not hold another
                     prefetch=math.isinf(self.tasks_max) and math.isinf(self.seconds_wall),
+                    observed=Observed(self.name),
                 )
             except OSError as exc:
                 raise CrewError(
@@ -309,7 +312,9 @@ class Controller(RecordViews):
                     seconds_max=self.seconds_interval, seconds_min=fastest, seconds_start=fastest
                 ),
                 on_launched=functools.partial(_share.record_launches, self),
+                observed=dispatcher.observed,
             )
+            self._open_watch()
 
     def terminate(self) -> None:
         """Stop every worker and free the port; unfinished tasks end as ``cancel``.
@@ -325,6 +330,7 @@ class Controller(RecordViews):
             dispatcher, scaler = self._dispatcher, self._scaler
             if dispatcher is None or scaler is None:
                 return
+            self._close_watch()
             self._dispatcher = None
             self._scaler = None
             _LIVE.discard(self)

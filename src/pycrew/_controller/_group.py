@@ -20,11 +20,13 @@ from .._errors import ArgumentError, ArgumentTypeError
 from ._checks import check_error, check_seconds
 from ._controller import Controller
 from ._records import ErrorMode, quietly, warn_cancelled
+from ._watch import GroupCursors, merge_status, serve_dashboard
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
     from types import TracebackType
 
+    from .._operations._dashboard._server import Dashboard
     from .._results import Summary, TaskResult, WorkerSummary
     from ._futures import TaskFuture
     from ._records import ErrorMode
@@ -62,6 +64,7 @@ class ControllerGroup:
                 )
             seen.add(member.name)
         self.controllers: dict[str, Controller] = {c.name: c for c in controllers}
+        self._cursors = GroupCursors()
         self._cv = threading.Condition()
         self._resolutions = 0
         for member in controllers:
@@ -291,3 +294,32 @@ class ControllerGroup:
         self, controllers: Iterable[str] | str | None = None
     ) -> dict[str, dict[str, int]]:
         return {m.name: m.workers_status() for m in self._some(controllers)}
+
+    # ------------------------------------------------------------- watching
+    def status(self, since: int = 0) -> dict[str, Any]:
+        """The members' live states as one (``Controller.status``): counts summed,
+        rows, streams and events merged, each tagged with its ``controller``."""
+        if isinstance(since, bool) or not isinstance(since, int) or since < 0:
+            raise ArgumentTypeError(f"since must be a non-negative int, got {since!r}")
+        behind = self._cursors.members_since(since)
+        states = [m.status(behind.get(m.name, 0)) for m in self.controllers.values()]
+        return merge_status(states, self._cursors.issue(states))
+
+    def worker_log(self, worker_id: str, lines: int = 200) -> str | None:
+        """The end of a member's worker's log (``Controller.worker_log``)."""
+        for member in self.controllers.values():
+            if worker_id.startswith(f"{member.name}-"):
+                return member.worker_log(worker_id, lines)
+        return None
+
+    def dashboard(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        allow_cancel: bool = False,
+        allow_public: bool = False,
+    ) -> Dashboard:
+        """A live web page of the whole group (``Controller.dashboard``)."""
+        title = " + ".join(self.controllers)
+        return serve_dashboard(self, host, port, allow_cancel, allow_public, title)

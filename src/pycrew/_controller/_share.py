@@ -198,6 +198,10 @@ def record_launches(ctl: Controller, specs: list[WorkerSpec], handles: list[Any]
         for spec, handle in zip(specs, handles, strict=True)
     ]
     _ledger.record_launches(ctl.name, ctl.session, rows)
+    dispatcher = ctl._dispatcher
+    if dispatcher is not None:
+        for row in rows:
+            dispatcher.observed.launch(row["worker"], row)
 
 
 def worker_env(ctl: Controller, secret: bytes, session: TlsSession | None) -> dict[str, str]:

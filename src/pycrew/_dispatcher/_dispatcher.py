@@ -49,9 +49,10 @@ from ._task import DONE, FORWARDED, NO_FRAME, QUEUED, RUNNING, Resolutions, sett
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
+    from ._observe import Observed
     from ._task import Task
 
-log = logging.getLogger("pycrew")
+log = logging.getLogger("pycrew.dispatcher")
 
 #: a cancelled task has this long to stop before its worker is killed
 CANCEL_GRACE = 1.0
@@ -105,14 +106,19 @@ class Dispatcher(Doorway, Placement, Resolutions):
         listeners: list[Callable[[], None]] | None = None,
         on_crash: Callable[[Task, str], bool] | None = None,
         on_output: Callable[[list[tuple[str, int, str]]], None] | None = None,
+        observed: Observed | None = None,
     ) -> None:
         super().__init__(listeners)
+        if observed is not None:
+            self.observed = observed
         self.secret = secret
         self.tls = tls
         self.settings = settings
-        self.on_worker = on_worker
+        self._tell_worker = on_worker
+        self.on_worker = self._worker_event
         self.on_kill = on_kill
-        self.on_refused = on_refused
+        self._tell_refused = on_refused
+        self.on_refused = self._refused
         self.bytes_max = bytes_max
         self.on_crash = on_crash
         self.queue: collections.deque[Task] = collections.deque()
@@ -192,6 +198,7 @@ class Dispatcher(Doorway, Placement, Resolutions):
                     heapq.heappush(self.deadlines, (task.deadline, task.id))
                     self._wake_locked()
                 self.queue.append(task)
+                self.observed.submitted(task)
                 if self.idle or self.room:
                     self._drain()
                     self._flush_dirty()
@@ -237,6 +244,17 @@ class Dispatcher(Doorway, Placement, Resolutions):
             queued = sum(1 for t in self.queue if t.state == QUEUED)
             return len(self.workers), self.cumulative, queued, busy, self.completed
 
+    def status(self, since: int) -> dict[str, Any]:
+        """The live state as plain data (see ``Observed.snapshot``)."""
+        with self.lock:
+            state = self.observed.snapshot(self.workers.values(), since)
+            state["tasks"]["live"] = len(self.live)
+            state["memory"] = {"held": self.held, "peak": self.held_peak}
+            state["bytes"]["sent"] = self.bytes_sent
+            state["broken"] = self.broken
+            state["errors"] = list(self.observed.errors)
+            return state
+
     def worker_pids(self) -> list[int]:
         with self.lock:
             return sorted(c.info.pid for c in self.workers.values() if c.info and c.info.pid)
@@ -278,6 +296,8 @@ class Dispatcher(Doorway, Placement, Resolutions):
             self.room[conn] = None
 
     def _assign(self, conn: Conn, task: Task) -> None:
+        if not conn.tasks:
+            conn.started = time.monotonic()  # it starts now: nothing runs ahead of it
         conn.tasks.append(task)
         task.state = RUNNING
         task.worker = conn.info
@@ -331,6 +351,7 @@ class Dispatcher(Doorway, Placement, Resolutions):
         """Run a task that crashed its worker again, first in line (lock held)."""
         task.state = QUEUED
         task.worker = None
+        self.observed.requeued(task)
         self._requeue(task)
 
     def retire(self, task: Task) -> None:
@@ -351,8 +372,10 @@ class Dispatcher(Doorway, Placement, Resolutions):
             # now would cost a scan of the queue per cancelled task
             self._resolve(task, status)
             return
-        self._resolve(task, status)
-        for conn in self.workers.values():
+        holder = next((c for c in self.workers.values() if task in c.tasks), None)
+        running = holder is not None and holder.tasks[0] is task
+        self._resolve(task, status, started=holder.started if running and holder else None)
+        for conn in [holder] if holder is not None else []:
             if task in conn.tasks:
                 self._write(conn, _frames.encode(Kind.CANCEL, _frames.TASK_ID.pack(task.id)))
                 if conn.tasks[0] is task:
@@ -413,6 +436,7 @@ class Dispatcher(Doorway, Placement, Resolutions):
 
     # --------------------------------------------------------- the loop
     def _run(self) -> None:
+        finished_before = 0
         try:
             with self.lock:
                 timeout = self._next_timeout()
@@ -432,6 +456,9 @@ class Dispatcher(Doorway, Placement, Resolutions):
                     self._flush_dirty()
                     self._sync_interest()
                     timeout = self._next_timeout()
+                    if finished_before != self.completed:
+                        finished_before = self.completed
+                        self.observed.sample(time.monotonic(), self.workers.values())
                     finished, self.finished = self.finished, []
                     output, self.output = self.output, []
                 if output and self.on_output is not None:
@@ -528,6 +555,7 @@ class Dispatcher(Doorway, Placement, Resolutions):
             except (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
                 break
             budget -= n
+            self.observed.bytes_received += n
             if decoder.frames:
                 frames, decoder.frames = decoder.frames, []
                 for frame in frames:
@@ -549,8 +577,9 @@ class Dispatcher(Doorway, Placement, Resolutions):
                 raise ProtocolError("a result for a task this worker was not given")
             task = conn.tasks.popleft()
             self.releasing.pop(task_id, None)
-            conn.head_since = time.monotonic()
-            self.pacing.result(conn.head_since, ran)
+            conn.head_since = now = time.monotonic()
+            conn.started = now  # the next task it holds, if any, starts now
+            self.pacing.result(now, ran)
             conn.kill_at = None
             if conn.tasks and conn.tasks[0].state == DONE:
                 # the next one was cancelled while it waited: it must stop quickly
@@ -562,7 +591,7 @@ class Dispatcher(Doorway, Placement, Resolutions):
             if task.state != DONE:
                 task.raw = (meta, bufs) if bufs else meta
                 task.failed = bool(failed)
-                self._resolve(task, None)
+                self._resolve(task, None, started=now - ran)
             self._refill(conn)
         elif kind == Kind.RELEASED:
             if len(meta) != _frames.TASK_ID.size:
@@ -681,12 +710,32 @@ class Dispatcher(Doorway, Placement, Resolutions):
                     handled = self.on_crash(head, detail)
                 except Exception:  # a retry that failed must still leave a record
                     log.exception("pycrew could not retry task %s", head.name)
+            self.observed.crashed(head, info.id, detail, retried=handled)
+            log.info("task %s crashed: %s", head.name, detail)
             if not handled:
-                self._resolve(head, Status.CRASH, detail)
+                self._resolve(head, Status.CRASH, detail, started=conn.started)
         self._give_back(conn)
         if why:
             log.info("worker %s dropped: %s", info.id, why)
+        else:
+            log.debug("worker %s disconnected", info.id)
+        self.observed.disconnected(info.id, why)
         self.on_worker("disconnected", info.id)
+
+    def _worker_event(self, kind: str, worker_id: str) -> None:
+        """A worker connected or left (this thread, lock held): the state, then the controller."""
+        if kind == "connected":
+            conn = self.workers.get(worker_id)
+            info = conn.info if conn is not None else None
+            pid, host = (info.pid, info.host) if info is not None else (None, None)
+            self.observed.connected(worker_id, pid, host)
+            log.info("worker %s connected (pid %s on %s)", worker_id, pid, host)
+        self._tell_worker(kind, worker_id)
+
+    def _refused(self, worker_id: str, reason: str) -> None:
+        self.observed.event("refused", worker_id, detail=reason)
+        if self._tell_refused is not None:
+            self._tell_refused(worker_id, reason)
 
     def _on_timers(self) -> None:
         now = time.monotonic()

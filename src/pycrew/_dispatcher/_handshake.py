@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
     from ._task import Task
 
-log = logging.getLogger("pycrew")
+log = logging.getLogger("pycrew.dispatcher")
 
 HANDSHAKE_SECONDS = 10.0
 #: unauthenticated connections held at once; a new one beyond this evicts the
@@ -58,6 +58,7 @@ class Conn:
         "shared",
         "sock",
         "stage",
+        "started",
         "tasks",
         "want_write",
     )
@@ -79,6 +80,8 @@ class Conn:
         #: when it last returned a result, which is when its oldest task started
         #: if it holds more (the dispatcher's clock)
         self.head_since = 0.0
+        #: when its oldest task began to run (the dispatcher's clock)
+        self.started = 0.0
         #: keys of the shared objects sent to this worker: each goes at most once
         self.shared: set[int] = set()
 
@@ -195,8 +198,10 @@ class Doorway:
             self._drop(conn, f"rejected: {problem}")
             # only a peer holding the secret is one of ours: a stranger's claims
             # about itself are not worth the user's attention
-            if proven and self.on_refused is not None:
-                self.on_refused(worker_id, problem)
+            if proven:
+                log.info("refused worker %s: %s", worker_id, problem)
+                if self.on_refused is not None:
+                    self.on_refused(worker_id, problem)
             return
         reply = {
             "mac": _frames.mac(self.secret, b"controller", nonce_w, conn.nonce),
@@ -209,6 +214,7 @@ class Doorway:
         conn.info = WorkerInfo(
             worker_id, pid if isinstance(pid, int) else None, str(auth.get("host", "")) or None
         )
+        log.debug("admitted worker %s (pid %s on %s)", worker_id, conn.info.pid, conn.info.host)
         conn.stage = _READY
         self.watch.discard(conn)
         self.unauthenticated.pop(conn, None)

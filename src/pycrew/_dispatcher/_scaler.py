@@ -28,9 +28,10 @@ if TYPE_CHECKING:
 
     from .._engines._launcher import Launcher, WorkerSpec
     from ._autoscale import Autoscaler
+    from ._observe import Observed
     from ._throttle import Throttle
 
-log = logging.getLogger("pycrew")
+log = logging.getLogger("pycrew.scaler")
 
 #: launched workers in a row that never connect before the user hears of it
 LAUNCH_FAILURES = 10
@@ -73,8 +74,10 @@ class Scaler:
         unresolved: Callable[[], int],
         throttle: Throttle,
         on_launched: Callable[[list[WorkerSpec], list[Any]], None] | None = None,
+        observed: Observed | None = None,
     ) -> None:
         self.launcher = launcher
+        self.observed = observed
         self.autoscaler = autoscaler
         self.make_spec = make_spec
         self.unresolved = unresolved
@@ -257,10 +260,16 @@ class Scaler:
         for worker_id, code in zip(launching, codes[len(gone) :], strict=True):
             if code is not None:
                 log.warning("worker %s exited with code %s before connecting", worker_id, code)
+                if self.observed is not None:
+                    self.observed.launch_failed(
+                        worker_id, f"exited with code {code} before connecting"
+                    )
                 auto.on_died(worker_id)
                 self._exited(worker_id, code)
         for worker_id in auto.expire(time.monotonic()):
             log.warning("worker %s did not connect within seconds_launch", worker_id)
+            if self.observed is not None:
+                self.observed.launch_failed(worker_id, "did not connect within seconds_launch")
             handle = self.handles.get(worker_id)
             if handle is not None:
                 try:
@@ -328,6 +337,7 @@ class Scaler:
         for spec, handle in zip(specs, handles, strict=False):
             self.handles[spec.worker_id] = handle
         self.autoscaler.on_launched([s.worker_id for s in specs], time.monotonic())
+        log.info("launched %d worker(s): %s", n, ", ".join(s.worker_id for s in specs))
         if self.on_launched is not None:
             try:
                 self.on_launched(specs, handles)

@@ -16,6 +16,8 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
+from ._observe import Observed
+
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
     from typing import Protocol
@@ -243,6 +245,8 @@ class Resolutions:
         #: task bytes the controller holds (memory=): counted at submit, freed at the end
         self.held = 0
         self.held_peak = 0
+        #: the live state a status() reads (the dispatcher names its controller)
+        self.observed = Observed("")
 
     def reserve(self, task: Task, cap: int, timeout: float | None) -> bool:
         """Count a task's bytes against ``cap``, waiting (up to ``timeout``) for room.
@@ -268,8 +272,23 @@ class Resolutions:
             self.held -= task.held
             task.held = 0
 
-    def _resolve(self, task: Task, outcome: Status | None, detail: str | None = None) -> None:
-        """The task ended (lock held): out of the live table, into the queue if not owned."""
+    def _resolve(
+        self,
+        task: Task,
+        outcome: Status | None,
+        detail: str | None = None,
+        started: float | None = None,
+    ) -> None:
+        """The task ended (lock held): out of the live table, into the queue if not owned.
+
+        ``started``: when its run began on a worker (the monotonic clock), if known.
+        """
+        self.observed.ended(
+            task,
+            ("error" if task.failed else "success") if outcome is None else outcome.value,
+            started,
+            time.monotonic(),
+        )
         task.state = DONE
         task.outcome = outcome
         task.detail = detail

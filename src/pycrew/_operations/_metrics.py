@@ -38,7 +38,9 @@ METRICS = {
     "virtual": "virtual memory (MiB)",
     "cpu": "CPU (% of one core)",
 }
-_STREAMS = {"/dev/stdout": 1, "/dev/stderr": 2}
+STREAMS = _STREAMS = {"/dev/stdout": 1, "/dev/stderr": 2}
+#: bytes read from the end of a worker's file for its latest samples
+_TAIL_BYTES = 16 << 10
 
 
 @dataclass(frozen=True)
@@ -257,6 +259,35 @@ def read(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
         key = (record.get("worker"), record.get("pid"))
         record["elapsed"] = record["time"] - first.setdefault(key, record["time"])
     return records
+
+
+def tail(path: str | os.PathLike[str], worker: str, count: int) -> list[dict[str, Any]]:
+    """A worker's latest ``count`` samples, from the end of its file in folder ``path``
+    (``[]`` if it has none yet): cheap enough to call every second."""
+    name = worker.replace(os.sep, "_").replace("/", "_")
+    try:
+        with open(os.path.join(path, f"{name}.metrics"), "rb") as file:
+            end = file.seek(0, os.SEEK_END)
+            file.seek(max(0, end - _TAIL_BYTES))
+            lines = file.read().splitlines()
+    except OSError:
+        return []
+    marker = MARKER.encode()
+    samples: list[dict[str, Any]] = []
+    for line in reversed(lines):
+        at = line.find(marker)
+        if at < 0:
+            continue
+        try:
+            sample = json.loads(line[at + len(marker) :])
+        except ValueError:
+            continue  # the first line read may be cut, the last one half written
+        if isinstance(sample, dict) and isinstance(sample.get("time"), (int, float)):
+            samples.append(sample)
+            if len(samples) >= count:
+                break
+    samples.reverse()
+    return samples
 
 
 def to_pandas(records: Iterable[Mapping[str, Any]]) -> Any:
