@@ -1,4 +1,5 @@
-"""Command line: ``pycrew worker`` (what launchers run), ``pycrew demo``, ``pycrew monitor``."""
+"""Command line: ``pycrew worker`` (what launchers run), ``pycrew demo``, ``pycrew monitor``,
+``pycrew metrics``, and the live views ``pycrew top`` and ``pycrew dashboard``."""
 
 from __future__ import annotations
 
@@ -25,6 +26,105 @@ def _add_metrics_parser(sub: Any) -> None:
     plot.add_argument(
         "--output", default=None, help="the PNG to write (default: memory.png, or cpu.png)"
     )
+
+
+def _add_live_parsers(sub: Any) -> None:
+    """``pycrew top`` and ``pycrew dashboard``: views of a running controller of this user."""
+    top = sub.add_parser("top", help="watch a running controller in the terminal")
+    top.add_argument("name", nargs="?", default=None, metavar="NAME", help="its name (or pid)")
+    top.add_argument("--once", action="store_true", help="print one frame and exit")
+    top.add_argument("--json", action="store_true", help="print the raw state as JSON and exit")
+    top.add_argument(
+        "--interval", type=float, default=1.0, metavar="SECONDS", help="between redraws"
+    )
+    board = sub.add_parser("dashboard", help="serve a running controller's web dashboard")
+    board.add_argument("name", nargs="?", default=None, metavar="NAME", help="its name (or pid)")
+    board.add_argument("--host", default="127.0.0.1", help="the address to serve on (loopback)")
+    board.add_argument("--port", type=int, default=0, help="the port (default: any free one)")
+    board.add_argument(
+        "--allow-cancel",
+        action="store_true",
+        help="show cancel buttons (the controller must allow cancelling too)",
+    )
+    board.add_argument(
+        "--allow-public",
+        action="store_true",
+        help="serve on a --host other than loopback (plain HTTP: the token crosses the network)",
+    )
+
+
+def _dashboard(args: argparse.Namespace) -> int:
+    """Serve the dashboard here, reading the controller through its local channel."""
+    import time
+
+    from ._operations import _channel, _top
+
+    if not args.allow_public and not _loopback(args.host):
+        print(
+            f"pycrew dashboard: {args.host!r} is not loopback, and the page is plain HTTP: "
+            "its token would cross the network in clear. Keep it on loopback and forward "
+            "the port (ssh -L), or add --allow-public to mean it",
+            file=sys.stderr,
+        )
+        return 2
+    chosen = _top.choose(args.name, "dashboard", sys.stderr)
+    if isinstance(chosen, int):
+        return chosen
+    try:
+        from ._operations._dashboard._server import serve
+    except ImportError as exc:
+        print(f"pycrew dashboard: not available here ({exc})", file=sys.stderr)
+        return 1
+
+    def status(since: int) -> dict[str, Any]:
+        return _channel.ask(chosen, "status", since=since)
+
+    def cancel(names: list[str]) -> None:
+        _channel.ask(chosen, "cancel", names=names)
+
+    def worker_log(worker: str) -> str | None:
+        text = _channel.ask(chosen, "log", worker=worker).get("log")
+        return text if isinstance(text, str) else None
+
+    try:
+        server = serve(
+            status=status,
+            cancel=cancel if args.allow_cancel else None,
+            worker_log=worker_log,
+            host=args.host,
+            port=args.port,
+            title=chosen.name,
+        )
+    except (OSError, ValueError) as exc:
+        print(f"pycrew dashboard: {exc}", file=sys.stderr)
+        return 1
+    # the URL carries the token: printed for this user's terminal, never logged
+    print(f"dashboard of {chosen.name!r} (pid {chosen.pid}): {server.url}", flush=True)
+    print("Ctrl-C to stop", flush=True)
+    try:
+        while True:
+            time.sleep(2.0)  # a glance at the channel now and then, to notice the end
+            if not any(c.path == chosen.path for c in _channel.find(chosen.name)):
+                print(f"pycrew dashboard: controller {chosen.name!r} has ended", file=sys.stderr)
+                return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        server.close()
+
+
+def _loopback(host: str) -> bool:
+    import ipaddress
+    import socket
+
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        pass  # a name: what it resolves to decides
+    try:
+        return ipaddress.ip_address(socket.gethostbyname(host)).is_loopback
+    except (OSError, ValueError):
+        return False
 
 
 def _metrics_plot(args: argparse.Namespace) -> int:
@@ -259,6 +359,7 @@ def main(argv: list[str] | None = None) -> int:
         help="with a bare --terminate: end every worker listed without asking",
     )
     _add_metrics_parser(sub)
+    _add_live_parsers(sub)
     args = parser.parse_args(argv)
     if args.command == "worker":
         return run_worker(args.address, args.id, args.tls)
@@ -266,6 +367,12 @@ def main(argv: list[str] | None = None) -> int:
         return _metrics_plot(args)
     if args.command == "monitor":
         return _monitor(args)
+    if args.command == "top":
+        from ._operations._top import top
+
+        return top(args.name, once=args.once, as_json=args.json, interval=args.interval)
+    if args.command == "dashboard":
+        return _dashboard(args)
     from ._demo import run_demo
 
     return run_demo(tasks=args.tasks, workers=args.workers, tls=args.tls)

@@ -236,7 +236,7 @@ def test_an_unwritable_registry_never_stops_launching(
     assert any(
         "could not write the registry of launched workers" in r.getMessage()
         for r in caplog.records
-        if r.name == "pycrew"
+        if r.name == "pycrew.registry"
     )
     entries, problems = _ledger.read()
     assert entries == []

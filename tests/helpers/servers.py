@@ -76,6 +76,7 @@ def _servers() -> list[Server]:
                 ("tests/engines/test_slurm.py", "cluster"),
                 ("tests/engines/test_monitor.py", "cluster"),
                 ("tests/integrations/test_joblib.py", "name:slurm"),
+                ("tests/operations/test_logging.py", "cluster"),
             ),
             ("SLURM", "sinfo"),
         ),
@@ -94,7 +95,10 @@ def _servers() -> list[Server]:
         Server(
             "sshd (netns)",
             "PYCREW_REQUIRE_NETNS",
-            (("tests/engines/test_ssh.py", "remote"),),
+            (
+                ("tests/engines/test_ssh.py", "remote"),
+                ("tests/operations/test_logging.py", "remote"),
+            ),
             ("openssh-server",),
         ),
         Server(

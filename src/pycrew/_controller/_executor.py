@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 
 P = ParamSpec("P")
 T = TypeVar("T")
-log = logging.getLogger("pycrew")
+log = logging.getLogger("pycrew.controller")
 
 _SHUTDOWN = "cannot schedule new futures after shutdown"
 _EXITING = "cannot schedule new futures after interpreter shutdown"

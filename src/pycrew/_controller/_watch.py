@@ -25,6 +25,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
+from .._dispatcher._observe import label
 from .._errors import ArgumentError, ArgumentTypeError
 from .._operations import _diagnose, _metrics
 from .._wire._tls import TLS
@@ -122,7 +123,7 @@ class Watching(RecordViews):
             error, trace, status = f"the record could not be read: {exc!r}", None, "error"
         return {
             "name": task.name,
-            "function": task.command or "?",
+            "function": label(task.command or "?"),
             "status": status,
             "error": error,
             "trace": trace,

@@ -20,6 +20,7 @@ event the dispatcher or the scaler handles anyway.
 from __future__ import annotations
 
 import collections
+import functools
 import itertools
 import logging
 import time
@@ -245,7 +246,7 @@ class Observed:
                     "host": info.host,
                     "job": facts.get("job"),
                     "task": head.name if running and head else None,
-                    "function": (head.command if running and head else None),
+                    "function": label(head.command or "?") if running and head else None,
                     "seconds": round(now - conn.started, 3) if running else None,
                     "done": facts.get("done", 0),
                     "launched": facts.get("launched"),
@@ -263,7 +264,7 @@ class Observed:
             unresolved = counts[0] - sum(counts[1:])
             on_workers = min(running_by_function.get(name, 0), unresolved)
             row: dict[str, Any] = {
-                "function": name,
+                "function": label(name),
                 "queued": max(unresolved - on_workers, 0),
                 "running": on_workers,
             }
@@ -273,7 +274,7 @@ class Observed:
             {
                 "seq": seq,
                 "name": name,
-                "function": function,
+                "function": label(function),
                 "worker": worker,
                 "start": round(self.wall(start), 6),
                 "end": round(self.wall(end), 6),
@@ -312,6 +313,16 @@ class Observed:
             "stream": stream,
             "events": events,
         }
+
+
+@functools.lru_cache(maxsize=1024)
+def label(command: str) -> str:
+    """What a function is called in a view: ``module.qualname``, or a code string's
+    first line, cut at 80 characters."""
+    first = command.strip().split("\n", 1)[0]
+    if len(first) > 80 or first != command.strip():
+        return first[:77] + "..."
+    return first
 
 
 def _newer(

@@ -23,6 +23,7 @@ from __future__ import annotations
 import abc
 import collections
 import contextlib
+import logging
 import math
 import os
 import secrets
@@ -39,7 +40,7 @@ from .._errors import ArgumentError, ArgumentTypeError, LaunchError
 from .._operations import _ledger
 from .._operations._diagnose import read_tail
 from .._operations._logs import BYTES_ENV, STARTUP_ENV, check_log_bytes
-from ._launcher import Launcher
+from ._launcher import Launcher, some
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
@@ -59,9 +60,25 @@ JOB_END_MARGIN = 10
 #: how long a job's error file may take to show on this machine (a shared file system)
 SHOW_SECONDS = 2.0
 
+#: an engine's launcher and monitor log on a child of this one, named after the engine
+log = logging.getLogger("pycrew.engines")
 
-def run_command(args: list[str], stdin: str | None = None, env: Any = None) -> str:
-    """Run a scheduler command; its standard output, or a LaunchError with its message."""
+
+def engine_log(engine: str) -> logging.Logger:
+    """The logger of one engine: ``pycrew.engines.<engine>``, or the shared one."""
+    return log.getChild(engine) if engine else log
+
+
+def run_command(
+    args: list[str], stdin: str | None = None, env: Any = None, log: logging.Logger = log
+) -> str:
+    """Run a scheduler command; its standard output, or a LaunchError with its message.
+
+    The command line is logged at DEBUG, a failure at WARNING; its input (a
+    job script) and environment (the secret) never are.
+    """
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug("running %s", shlex.join(args))
     try:
         done = subprocess.run(
             args,
@@ -73,14 +90,17 @@ def run_command(args: list[str], stdin: str | None = None, env: Any = None) -> s
             check=False,
         )
     except FileNotFoundError:
+        log.warning("%s was not found on PATH", args[0])
         raise LaunchError(
             f"{args[0]} was not found on PATH: run the controller where the scheduler's "
             "commands are installed (a login node)"
         ) from None
     except subprocess.TimeoutExpired:
+        log.warning("%s did not answer in %.0f s", args[0], COMMAND_SECONDS)
         raise LaunchError(f"{args[0]} did not answer in {COMMAND_SECONDS:.0f} s") from None
     if done.returncode != 0:
         message = (done.stderr or done.stdout).strip() or f"exit code {done.returncode}"
+        log.warning("%s failed: %s", args[0], message)
         raise LaunchError(f"{args[0]} failed: {message}")
     return done.stdout
 
@@ -173,6 +193,8 @@ class ClusterLauncher(Launcher):
 
     #: what the scheduler is called, in messages
     scheduler = "the scheduler"
+    #: the engine's name in its logger's, ``pycrew.engines.<engine>``
+    engine = ""
     #: the variable an array element finds its index in, and the first index
     array_variable = ""
     array_first = 0
@@ -294,9 +316,14 @@ class ClusterLauncher(Launcher):
         return os.path.join(self._workdir.get(job.job_id, os.getcwd()), path)
 
     # ----------------------------------------------------------- commands
+    @property
+    def log(self) -> logging.Logger:
+        """Where this launcher's launches, commands and cancellations are logged."""
+        return engine_log(self.engine)
+
     def _run(self, args: list[str], stdin: str | None = None, env: Any = None) -> str:
         self.calls[os.path.basename(args[0])] += 1
-        return run_command(args, stdin, env)
+        return run_command(args, stdin, env, self.log)
 
     def job_name(self, controller: str) -> str:
         """The name every job of this controller start carries."""
@@ -439,6 +466,13 @@ class ClusterLauncher(Launcher):
             if scratch is not None:
                 shutil.rmtree(scratch, ignore_errors=True)
         job_id = self.parse_job_id(out)
+        self.log.info(
+            "launched %d worker(s) as %s job %s: %s",
+            len(specs),
+            self.scheduler,
+            job_id,
+            some(spec.worker_id for spec in specs),
+        )
         self._submitted.append(job_id)
         self._workdir[job_id] = os.getcwd()
         self._job_names[job_id] = name
@@ -461,6 +495,7 @@ class ClusterLauncher(Launcher):
             siblings = sum(1 for h in self._worker_of if h.id == handle.id)
             if len(stopping) < siblings:
                 return
+        self.log.info("cancelling job %s (worker %s)", handle.id, self._worker_of.get(handle, "?"))
         with contextlib.suppress(LaunchError):
             self.cancel([handle.id])
 
@@ -486,12 +521,17 @@ class ClusterLauncher(Launcher):
         left = [j for j in jobs if not self.is_live(j, held) and j.id not in self._ended]
         # back off while nothing changes; look again soon after something did
         self._poll_every = POLL_MIN if left else min(POLL_MAX, 2 * self._poll_every)
+        gone = {j.id for j in left}
         for job_id in sorted({j.job_id for j in left}):
             with contextlib.suppress(LaunchError):
-                self._ended.update(self.finished(job_id))
+                codes = self.finished(job_id).items()
+                # an array's other elements may still be queued or running: the
+                # scheduler shows them with a code too (SLURM's 0:0), not theirs yet
+                self._ended.update((key, code) for key, code in codes if key in gone)
         for job in left:
             # forgotten by the scheduler already: it ended, how is unknown
             self._ended.setdefault(job.id, 0)
+            self.log.debug("job %s left the queue, exit code %s", job.id, self._ended[job.id])
 
     # ------------------------------------------------------------ failures
     def failure_output(self, handle: Any) -> str | None:
@@ -527,11 +567,21 @@ class ClusterLauncher(Launcher):
         submitted, names = self._submitted, sorted(self._names)
         try:
             if submitted:
+                self.log.info(
+                    "cancelling the %d job(s) of this start: %s", len(submitted), some(submitted)
+                )
                 with contextlib.suppress(LaunchError):
                     self.cancel(submitted)
                 deadline = time.monotonic() + seconds
                 with contextlib.suppress(LaunchError):
-                    while self._holding(names) and time.monotonic() < deadline:
+                    while self._holding(names):
+                        if time.monotonic() >= deadline:
+                            self.log.warning(
+                                "%s still holds jobs of this start after %.0f s",
+                                self.scheduler,
+                                seconds,
+                            )
+                            break
                         time.sleep(0.25)
         finally:
             if self.log_error == STARTUP_LOG:
@@ -601,12 +651,20 @@ class ClusterMonitor(abc.ABC):
             known only for jobs that controllers of this user submitted here.
     """
 
+    #: the engine's name in its logger's, ``pycrew.engines.<engine>``
+    engine = ""
+
     def __init__(self, user: str | None = None) -> None:
         import getpass
 
         self.user = user or getpass.getuser()
         #: what was wrong with the registry at the last ``stale()`` (unreadable lines)
         self.problems: list[str] = []
+
+    @property
+    def log(self) -> logging.Logger:
+        """Where this monitor's commands and cancellations are logged."""
+        return engine_log(self.engine)
 
     @abc.abstractmethod
     def jobs(self) -> list[ClusterJobInfo]:
@@ -675,5 +733,6 @@ class ClusterMonitor(abc.ABC):
             bases = {self.whole_job(o) for o in ours}
             chosen = sorted({i for i in wanted if i in ours or i in bases})
         if chosen:
+            self.log.info("cancelling %d pycrew job(s): %s", len(chosen), some(chosen))
             self.cancel(chosen)
         return chosen

@@ -1,4 +1,10 @@
-"""The launcher plugin contract: how workers start, never how many."""
+"""The launcher plugin contract: how workers start, never how many.
+
+Engines log on ``pycrew.engines.<engine>`` (``pycrew.engines`` for what they
+share): INFO for workers launched and ended, DEBUG for each command they run,
+WARNING for a command that failed. Never an environment or a job script: the
+secret travels in those.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,18 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Iterable, Sequence
+
+#: how many items a log line names before it says how many more there are
+NAMED_MAX = 5
+
+
+def some(items: Iterable[object]) -> str:
+    """``a, b, c`` or ``a, b, c, d, e and 95 more``: a log line stays one line."""
+    listed = [str(item) for item in items]
+    shown = ", ".join(listed[:NAMED_MAX])
+    more = len(listed) - NAMED_MAX
+    return f"{shown} and {more} more" if more > 0 else shown
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import getpass
+import logging
 import os
 import shlex
 import shutil
@@ -41,11 +42,12 @@ from .._operations._logs import BYTES_ENV, LOG_BYTES_MAX, STARTUP_ENV, check_log
 from .._wire import _frames
 from .._worker._entry import AUTHKEY_ENV
 from .._worker._template import Forked, Template, pipe_secrets
-from ._launcher import Launcher, WorkerSpec
+from ._launcher import Launcher, WorkerSpec, some
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
 
+log = logging.getLogger("pycrew.engines.local")
 
 PARENT_ENV = "PYCREW_PARENT_PID"
 #: templates a start may begin: one that dies is replaced once, then workers start directly
@@ -125,6 +127,8 @@ class LocalLauncher(Launcher):
         self._template_starts = 0
         # batches launched since start: the template waits for the second
         self._launches = 0
+        # each live worker's id, for the log
+        self._ids: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
 
     def validate(self) -> None:
         """Check, before any launch, that the workers' interpreter can be run.
@@ -188,9 +192,26 @@ class LocalLauncher(Launcher):
         return command
 
     def launch_workers(self, specs: Sequence[WorkerSpec]) -> list[Any]:
+        handles, how = self._fork(specs), "forked from the template"
+        if handles is None:
+            handles, how = [self.launch_worker(spec) for spec in specs], "started"
+        named = []
+        for spec, handle in zip(specs, handles, strict=False):
+            # a subclass's launch_worker may hand back any handle
+            if isinstance(handle, (subprocess.Popen, Forked)):
+                self._ids[handle] = spec.worker_id
+                named.append(f"{spec.worker_id} (pid {handle.pid})")
+            else:
+                named.append(spec.worker_id)
+        if named:
+            log.info("%s %d worker(s): %s", how, len(named), some(named))
+        return handles
+
+    def _fork(self, specs: Sequence[WorkerSpec]) -> list[Any] | None:
+        """Workers forked from the template, or ``None`` where they must start directly."""
         template = self._ready_template(specs)
         if template is None:
-            return [self.launch_worker(spec) for spec in specs]
+            return None
         envs, fds, wheres, files = [], [], [], []
         null = os.open(os.devnull, os.O_WRONLY)
         try:
@@ -209,13 +230,14 @@ class LocalLauncher(Launcher):
             argvs = [self._command(spec)[3:] for spec in specs]
             try:
                 handles = template.spawn([s.worker_id for s in specs], argvs, envs, fds)
-            except OSError:
+            except OSError as exc:
+                log.warning("the template could not fork workers (%s): starting them directly", exc)
                 # what it forked dies with it (their parent-death signal), so no
                 # worker of this batch runs twice
                 self._close_template()
                 for where in wheres:
                     _drop(where)
-                return [self.launch_worker(spec) for spec in specs]
+                return None
         finally:
             os.close(null)
             for opened_file in files:
@@ -246,8 +268,11 @@ class LocalLauncher(Launcher):
         if current is None and self._template_starts < TEMPLATE_STARTS and self._launches > 1:
             spec = specs[0]
             self._template_starts += 1
-            with contextlib.suppress(OSError):
+            log.debug("starting a template to fork workers from")
+            try:
                 current = self._template = Template(self._command(spec)[:4], self._inherited(spec))
+            except OSError as exc:
+                log.warning("could not start a template (%s): workers start directly", exc)
             return None  # still importing: these workers start directly
         return current if current is not None and current.usable() else None
 
@@ -266,6 +291,8 @@ class LocalLauncher(Launcher):
         stdout, stderr, files, where = self._streams(spec.worker_id)
         if where[2]:
             env[STARTUP_ENV] = os.path.dirname(where[0])
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("running %s", shlex.join(command))
         try:
             proc = subprocess.Popen(
                 command,
@@ -279,14 +306,17 @@ class LocalLauncher(Launcher):
             )
         except (FileNotFoundError, PermissionError) as exc:
             _drop(where)
+            log.warning("cannot start worker %s: %s", spec.worker_id, exc)
             if exc.filename not in (command[0], None):
                 raise
             raise LaunchError(
                 f"cannot run the workers' interpreter {command[0]!r}: {exc.strerror}; pass "
                 "python= the path of a Python that has pycrew"
             ) from exc
-        except BaseException:
+        except BaseException as exc:
             _drop(where)
+            if isinstance(exc, Exception):  # not an interrupt
+                log.warning("cannot start worker %s: %s", spec.worker_id, exc)
             raise
         finally:
             for handle in files:
@@ -297,6 +327,7 @@ class LocalLauncher(Launcher):
     def terminate_worker(self, handle: Any) -> None:
         if isinstance(handle, (subprocess.Popen, Forked)):
             if handle.poll() is None:
+                log.info("killing worker %s (pid %d)", self._ids.get(handle, "?"), handle.pid)
                 with contextlib.suppress(OSError):
                     handle.kill()
             # a worker ended before it connected leaves its start-up log behind
@@ -332,14 +363,14 @@ class LocalLauncher(Launcher):
     def shutdown(self, handles: Sequence[Any], seconds: float) -> None:
         deadline = time.monotonic() + seconds
         forked = [h for h in handles if isinstance(h, Forked)]
-        if forked:
-            _stop_forked(forked, deadline)
+        killed = _stop_forked(forked, deadline) if forked else []
         for handle in handles:
             if not isinstance(handle, subprocess.Popen):
                 continue
             while handle.returncode is None and _ended(handle.pid) == "running":
                 if time.monotonic() >= deadline:
                     handle.kill()
+                    killed.append(handle.pid)
                     break
                 time.sleep(0.01)
             if handle.returncode is None:
@@ -347,6 +378,19 @@ class LocalLauncher(Launcher):
                     _end_group(handle.pid)
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     handle.wait(timeout=5)
+        if handles:
+            log.info(
+                "ended %d worker(s) at shutdown: pids %s",
+                len(handles),
+                some(getattr(h, "pid", "?") for h in handles),
+            )
+        if killed:
+            log.info(
+                "killed %d worker(s) still running %.1f s after the controller closed: pids %s",
+                len(killed),
+                seconds,
+                some(killed),
+            )
         # last: its workers die with it
         self._close_template()
         self._template_starts = 0
@@ -360,8 +404,8 @@ class LocalLauncher(Launcher):
 _LAUNCH_WORKER = LocalLauncher.launch_worker
 
 
-def _stop_forked(handles: list[Forked], deadline: float) -> None:
-    """Wait for forked workers to leave until ``deadline``, then kill the rest."""
+def _stop_forked(handles: list[Forked], deadline: float) -> list[int]:
+    """Wait for forked workers to leave until ``deadline``, then kill the rest; their pids."""
     templates = {id(h.template): h.template for h in handles}.values()
     while any(h.returncode is None for h in handles) and time.monotonic() < deadline:
         for template in templates:
@@ -373,6 +417,7 @@ def _stop_forked(handles: list[Forked], deadline: float) -> None:
     while any(h.returncode is None for h in left) and time.monotonic() < until:
         for template in templates:
             template.poll(0.05)
+    return [handle.pid for handle in left]
 
 
 def _authkey() -> str:
@@ -512,7 +557,15 @@ class LocalMonitor:
             assert pids is not None
             wanted = {int(p) for p in ([pids] if isinstance(pids, (int, str)) else pids)}
             chosen = [proc for info, proc in found if info.pid in wanted]
-        return _end(chosen, seconds_grace)
+        if chosen:
+            log.info(
+                "ending %d worker process(es): pids %s", len(chosen), some(p.pid for p in chosen)
+            )
+        ended = _end(chosen, seconds_grace)
+        if len(ended) < len(chosen):
+            left = sorted({p.pid for p in chosen} - set(ended))
+            log.warning("%d worker process(es) did not end: pids %s", len(left), some(left))
+        return ended
 
     def _scan(self) -> list[tuple[LocalWorkerInfo, Any]]:
         import psutil

@@ -86,6 +86,7 @@ class LsfLauncher(ClusterLauncher):
     """
 
     scheduler = "LSF"
+    engine = "lsf"
     array_variable = "LSB_JOBINDEX"
     array_first = 1
     ending_states = ENDED
@@ -199,6 +200,8 @@ class LsfMonitor(ClusterMonitor):
         commands: the folder holding ``bjobs`` and ``bkill`` (default: ``PATH``).
     """
 
+    engine = "lsf"
+
     def __init__(self, user: str | None = None, commands: str | None = None) -> None:
         super().__init__(user)
         self.commands = commands
@@ -207,7 +210,8 @@ class LsfMonitor(ClusterMonitor):
         return in_folder(self.commands, name)
 
     def jobs(self) -> list[ClusterJobInfo]:
-        out = run_command([self._command("bjobs"), "-u", self.user, "-noheader", "-o", FIELDS])
+        args = [self._command("bjobs"), "-u", self.user, "-noheader", "-o", FIELDS]
+        out = run_command(args, log=self.log)
         found = []
         for key, state, _code, name in parse_bjobs(out):
             base = name.partition("[")[0]
@@ -230,4 +234,4 @@ class LsfMonitor(ClusterMonitor):
         return job_id.partition("[")[0]
 
     def cancel(self, ids: Sequence[str]) -> None:
-        run_command([self._command("bkill"), *ids])
+        run_command([self._command("bkill"), *ids], log=self.log)

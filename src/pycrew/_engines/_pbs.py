@@ -106,6 +106,7 @@ class PbsLauncher(ClusterLauncher):
     """
 
     scheduler = "PBS"
+    engine = "pbs"
     ending_states = ENDED
     finished_states = frozenset({"C", "F", "X"})
     # qsub takes a file with every PBS, and SLURM's Torque commands need one
@@ -237,6 +238,8 @@ class PbsMonitor(ClusterMonitor):
         commands: the folder holding ``qstat`` and ``qdel`` (default: ``PATH``).
     """
 
+    engine = "pbs"
+
     def __init__(self, user: str | None = None, commands: str | None = None) -> None:
         super().__init__(user)
         self.commands = commands
@@ -247,7 +250,7 @@ class PbsMonitor(ClusterMonitor):
     def jobs(self) -> list[ClusterJobInfo]:
         now = datetime.datetime.now()
         found = []
-        for job in parse_qstat(run_command([self._command("qstat"), "-f"])):
+        for job in parse_qstat(run_command([self._command("qstat"), "-f"], log=self.log)):
             name, state = job.get("Job_Name", ""), job.get("job_state", "?")
             owner = job.get("Job_Owner", "").partition("@")[0]
             if not name.startswith(JOB_PREFIX) or state in ENDED or owner != self.user:
@@ -275,4 +278,4 @@ class PbsMonitor(ClusterMonitor):
         return job_id.partition("[")[0]
 
     def cancel(self, ids: Sequence[str]) -> None:
-        run_command([self._command("qdel"), *ids])
+        run_command([self._command("qdel"), *ids], log=self.log)

@@ -12,10 +12,14 @@ that names it and says what is wrong.
 
 from __future__ import annotations
 
+import logging
+
 from .._errors import LaunchError
 from ._launcher import Launcher
 
 GROUP = "pycrew.launchers"
+
+log = logging.getLogger("pycrew.engines")
 
 
 def available() -> list[str]:
@@ -53,4 +57,5 @@ def load(name: str) -> type[Launcher]:
     if inspect.isabstract(value):
         missing = ", ".join(sorted(getattr(value, "__abstractmethods__", ())))
         raise LaunchError(f"{where} does not implement {missing}")
+    log.debug("loaded %s", where)
     return value

@@ -130,6 +130,7 @@ class SgeLauncher(ClusterLauncher):
     """
 
     scheduler = "Grid Engine"
+    engine = "sge"
     array_variable = "SGE_TASK_ID"
     array_first = 1
 
@@ -232,8 +233,10 @@ class SgeLauncher(ClusterLauncher):
 class SgeMonitor(ClusterMonitor):
     """pycrew's jobs in the Grid Engine queue, to look at or cancel, even after a crash."""
 
+    engine = "sge"
+
     def jobs(self) -> list[ClusterJobInfo]:
-        out = run_command(["qstat", "-u", self.user, "-g", "d", "-xml"])
+        out = run_command(["qstat", "-u", self.user, "-g", "d", "-xml"], log=self.log)
         now = datetime.datetime.now()
         found = []
         for row in parse_qstat_xml(out):
@@ -260,4 +263,4 @@ class SgeMonitor(ClusterMonitor):
 
     def cancel(self, ids: Sequence[str]) -> None:
         for args in qdel_commands(ids):
-            run_command(args)
+            run_command(args, log=self.log)

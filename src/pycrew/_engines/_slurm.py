@@ -96,6 +96,7 @@ class SlurmLauncher(ClusterLauncher):
     """
 
     scheduler = "SLURM"
+    engine = "slurm"
     array_variable = "SLURM_ARRAY_TASK_ID"
     ending_states = frozenset({"COMPLETING"})
     startup_file_array = "%A_%a.err"
@@ -272,10 +273,13 @@ class SlurmMonitor(ClusterMonitor):
             known only for jobs that controllers of this user submitted here.
     """
 
+    engine = "slurm"
+
     def jobs(self) -> list[ClusterJobInfo]:
         """The user's pycrew jobs still queued or running, one per array element."""
         # %V is the submit time; "|" cannot occur in the fields asked for
-        out = run_command(["squeue", "-h", "-r", "-u", self.user, "-o", "%i|%j|%T|%V"])
+        args = ["squeue", "-h", "-r", "-u", self.user, "-o", "%i|%j|%T|%V"]
+        out = run_command(args, log=self.log)
         now = datetime.datetime.now()
         found = []
         for line in out.splitlines():
@@ -301,4 +305,4 @@ class SlurmMonitor(ClusterMonitor):
         return found
 
     def cancel(self, ids: Sequence[str]) -> None:
-        run_command(["scancel", *ids])
+        run_command(["scancel", *ids], log=self.log)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import json
+import logging
 import os
 import re
 import shlex
@@ -38,6 +39,8 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from ._launcher import WorkerSpec
+
+log = logging.getLogger("pycrew.engines.ssh")
 
 _ALLOCATED = re.compile(r"Allocated port (\d+) for remote forward")
 #: stderr lines kept per worker, for the diagnosis
@@ -153,24 +156,31 @@ class SshLauncher(Launcher):
         address = command[command.index("--address") + 1]
         controller_port = int(address.rpartition(":")[2]) if self.tunnel else None
         remote = shlex.join(["exec", *command, "--stdin-environment"])
+        argv = [*self.ssh_command(host, controller_port), remote]
+        if log.isEnabledFor(logging.DEBUG):
+            # the secret goes on ssh's standard input, never here
+            log.debug("running %s", shlex.join(argv))
         try:
             process = subprocess.Popen(
-                [*self.ssh_command(host, controller_port), remote],
+                argv,
                 stdin=subprocess.PIPE,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
                 start_new_session=True,
             )
         except OSError as exc:
+            log.warning("cannot run ssh: %s", exc.strerror or exc)
             raise LaunchError(f"cannot run ssh: {exc.strerror or exc}") from exc
         worker = SshWorker(host, process)
         self._workers.append(worker)
+        log.info("launched worker %s on %s (ssh pid %d)", spec.worker_id, host, process.pid)
         env = {k: v for k, v in spec.env.items() if k not in spec.env_remove}
         sent: dict[str, Any] = {"env": env}
         if controller_port is not None:
             # the port ssh opened on the host, known once the session is up
             worker.allocated.wait(self.seconds_connect + 5)
             if worker.remote_port is None:
+                log.warning("ssh to %s opened no tunnel for worker %s", host, spec.worker_id)
                 return worker  # ssh failed: exit_code and failure_output say why
             sent["address"] = f"127.0.0.1:{worker.remote_port}"
         assert process.stdin is not None
@@ -203,6 +213,9 @@ class SshLauncher(Launcher):
         # a worker ends once its connection to the controller does; ending the
         # session also ends a tunnel, and a worker that never connected
         if isinstance(handle, SshWorker) and handle.process.poll() is None:
+            log.info(
+                "ending the ssh session of a worker on %s (pid %d)", handle.host, handle.process.pid
+            )
             with contextlib.suppress(OSError):
                 handle.process.terminate()
 
@@ -219,6 +232,7 @@ class SshLauncher(Launcher):
             while worker.process.poll() is None and time.monotonic() < deadline:
                 time.sleep(0.02)
             if worker.process.poll() is None:
+                log.info("killing the ssh session on %s (pid %d)", worker.host, worker.process.pid)
                 with contextlib.suppress(OSError):
                     worker.process.kill()
             with contextlib.suppress(subprocess.TimeoutExpired):

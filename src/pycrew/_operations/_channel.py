@@ -1,19 +1,19 @@
 """A running controller's state, readable by other processes of the same user.
 
 ```
- controller process                                  another process of the user
- ┌─────────────────────────────────────┐             (pycrew top, pycrew dashboard)
- │ Channel.open(name, status, ...)     │
- │   thread "pycrew-channel" ◄─────────┼── connect ── find() ── reads the sidecars
- │     accept, SO_PEERCRED: same uid?  │                │
- │     one JSON line in ──► status()   │◄── request ────┤ ask(listing, "status", since=N)
- │                          cancel()   │                │
- │                          worker_log()│── one JSON ───► reply, then the connection closes
- └─────────────────────────────────────┘     line out
-          │ binds, 0600, in a 0700 folder
-          ▼
- state directory/live/c-PID-RANDOM.sock  + c-PID-RANDOM.json (name, pid, host, start)
- (or $XDG_RUNTIME_DIR/pycrew/KEY/, or /tmp/pycrew-UID/KEY/, when that path is too long)
+ controller process                            another process of the same user
+ ┌──────────────────────────────────────┐      (pycrew top, pycrew dashboard)
+ │ Channel.open(name, status, ...)      │
+ │  thread "pycrew-channel":            │◄── connect ── find(): reads the sidecars
+ │   accept; SO_PEERCRED: same uid?     │
+ │   one JSON line ─► status(since)     │◄── request ── ask(listing, "status", since=N)
+ │                    cancel(names)     │
+ │                    worker_log(id)    │─── reply ───► one JSON line; the connection closes
+ └──────────────────────────────────────┘
+        │ binds a 0600 socket in a 0700 folder
+        ▼
+ STATE_DIR/live/c-PID-RANDOM.sock + c-PID-RANDOM.json (name, pid, host, start time)
+ (or $XDG_RUNTIME_DIR/pycrew/KEY/ or /tmp/pycrew-UID/KEY/ when that path is too long)
 ```
 
 A Unix socket, never the workers' TCP port: the folder's mode keeps other
@@ -237,20 +237,22 @@ class Channel:
 
     def _answer(self, conn: socket.socket) -> None:
         conn.settimeout(IO_SECONDS)
+        ours = _peer_uid(conn) == os.geteuid()
+        refused: dict[str, Any] = {"ok": False, "error": "refused: another user's process"}
         try:
             # read first, even from a stranger: closing on unread bytes resets the
             # connection, and the stranger would never see why
             line = _read_line(conn, REQUEST_MAX)
-            if _peer_uid(conn) != os.geteuid():
-                reply: dict[str, Any] = {"ok": False, "error": "refused: another user's process"}
+            if not ours:
+                reply = refused
             elif line is None:
                 return  # a probe: connected, asked nothing
             else:
                 reply = {"ok": True, "result": self._handle(line)}
         except ChannelError as exc:
-            reply = {"ok": False, "error": str(exc)}
+            reply = {"ok": False, "error": str(exc)} if ours else refused
         except OSError:
-            raise
+            raise  # the peer went away or stalled: nobody to answer
         except Exception as exc:
             reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
         _send(conn, reply)

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-log = logging.getLogger("pycrew")
+log = logging.getLogger("pycrew.registry")
 
 #: the format written; lines of a newer one are reported by ``read()`` and kept by compaction
 VERSION = 1
