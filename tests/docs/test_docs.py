@@ -18,12 +18,14 @@ PAGES = (
     "docs/quickstart.md",
     "docs/futures.md",
     "docs/environment.md",
+    "docs/watching.md",
 )
 #: what some examples must print (page, block index) -> substrings
 EXPECT = {
     ("README.md", 0): ["6\n", "[4, 10, 18]"],
     ("README.md", 1): ["6\n", "[4, 10, 18]"],
     ("README.md", 2): ["(1024, [4, 9])"],
+    ("README.md", 4): ["3 tasks ended, 3 in the stream"],
     ("docs/index.md", 0): ["49\n", "[0, 1, 4, 9, 16]"],
     ("docs/quickstart.md", 0): ["42\n", "part-1 success 10", "[4, 10, 18]", "7 7"],
     ("docs/futures.md", 0): ["12\n", "caught: negative width: -1", "success 25 True"],
@@ -38,6 +40,8 @@ EXPECT = {
     ("docs/environment.md", 4): ["[0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5]"],
     ("docs/environment.md", 5): ["'y': [2, 4, 6]"],
     ("docs/environment.md", 6): ["1 True"],
+    ("docs/watching.md", 0): ["'success': 10", "2\n"],
+    ("docs/watching.md", 1): ["100 tasks ended"],
 }
 
 

@@ -25,6 +25,7 @@ import itertools
 import logging
 import math
 import secrets
+import time
 import weakref
 from typing import TYPE_CHECKING, Any, Literal, NoReturn, TypeVar, overload
 
@@ -261,7 +262,7 @@ class Controller(Watching):
             if self._dispatcher is not None:
                 return
             self.launcher.validate()  # a launcher that cannot start any worker says so now
-            secret = secrets.token_bytes(32)
+            begun, secret = time.time(), secrets.token_bytes(32)
             self.session = secrets.token_hex(6)
             session = self.tls.session(self.host)
             settings = _share.worker_settings(self)
@@ -314,7 +315,7 @@ class Controller(Watching):
                 on_launched=functools.partial(_share.record_launches, self),
                 observed=dispatcher.observed,
             )
-            self._open_watch()
+            self._open_watch(begun)
 
     def terminate(self) -> None:
         """Stop every worker and free the port; unfinished tasks end as ``cancel``.
@@ -330,9 +331,8 @@ class Controller(Watching):
             dispatcher, scaler = self._dispatcher, self._scaler
             if dispatcher is None or scaler is None:
                 return
-            self._close_watch()
-            self._dispatcher = None
-            self._scaler = None
+            watched = self._close_watch()
+            self._dispatcher = self._scaler = None
             _LIVE.discard(self)
             unfinished = self._records.unfinished(dispatcher)
             dispatcher.close()
@@ -341,6 +341,7 @@ class Controller(Watching):
             self._records.tasks = {}
             self._env = {}
         # once all is stopped: a warning raised as an error leaves nothing running
+        watched()
         _records.report_cancelled(f"terminate() of controller {self.name!r}", unfinished)
 
     def _on_worker(self, kind: str, worker_id: str) -> None:

@@ -23,10 +23,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._dispatcher._task import DONE, NO_FRAME, Task, collector_paused
 from .._errors import ArgumentError, ArgumentTypeError, CrashLimitError, CrewTimeoutError, TaskError
+from .._operations import _tracing
 from .._results import Status
 from .._wire import _frames
 from .._wire._frames import Kind
-from .._worker._evaluate import CALLABLE, CODE, derived_seed
+from .._worker._evaluate import CALLABLE, CODE, derived_seed, describe
 from ._checks import (
     blame,
     check_mapping,
@@ -47,7 +48,7 @@ if TYPE_CHECKING:
     from .._results import TaskResult
     from ._controller import Controller
 
-log = logging.getLogger("pycrew")
+log = logging.getLogger("pycrew.controller")
 T = TypeVar("T")
 
 
@@ -80,13 +81,18 @@ def walk(
         tasks: list[Task] = []
         futures: list[TaskFuture[T]] = []
         recipe = Recipe(ctl, fn, data, globals, seconds_timeout, retries, retry_on)
-        if ctl.memory is not None:
-            # submitting as room frees takes as long as the tasks: the collector runs
-            _build_all(ctl, recipe, inputs, named, names_list, seed, owned, tasks, futures)
-        else:
-            with collector_paused():
+        try:
+            if ctl.memory is not None:
+                # submitting as room frees takes as long as the tasks: the collector runs
                 _build_all(ctl, recipe, inputs, named, names_list, seed, owned, tasks, futures)
-            ctl._submit(tasks)
+            else:
+                with collector_paused():
+                    _build_all(ctl, recipe, inputs, named, names_list, seed, owned, tasks, futures)
+                ctl._submit(tasks)
+        except BaseException as exc:
+            if recipe.tracer is not None:
+                recipe.unsent(describe(exc))
+            raise
     return futures
 
 
@@ -122,7 +128,7 @@ def _build_all(
         inputs[i] = None
         task.owned = owned
         tasks.append(task)
-        futures.append(TaskFuture(ctl, task))
+        futures.append(recipe.future(task))
         if ctl.memory is not None:
             # each as there is room: pickling all first would hold them all
             ctl._submit([task])
@@ -155,8 +161,10 @@ def push_one(
         recipe = Recipe(ctl, fn, data, globals, seconds_timeout, retries, retry_on)
         task = recipe.build(args, kwargs, name, seed)
         task.owned = owned
-        future: TaskFuture[T] = TaskFuture(ctl, task)
+        future: TaskFuture[T] = recipe.future(task)
         if not ctl._submit([task], ctl.seconds_timeout if wait else 0.0):
+            if recipe.tracer is not None:
+                recipe.unsent("no room under memory=")
             if not wait:
                 return None
             raise CrewTimeoutError(
@@ -199,10 +207,14 @@ class Recipe:
         "ctl",
         "data",
         "fn",
+        "function",
         "globals",
+        "last_span",
         "needs",
+        "opened",
         "retry",
         "timeout",
+        "tracer",
     )
 
     def __init__(
@@ -248,6 +260,12 @@ class Recipe:
             raise ArgumentTypeError(
                 f"a task is a callable or a string of code, not {type(fn).__name__}"
             )
+        #: decided at the controller's start: None (tracing off) costs a push one `if`
+        self.tracer: Any = getattr(ctl, "_tracer", None)
+        if self.tracer is not None:
+            self.function = _tracing.function_name(self.command, self.code_string)
+            self.last_span: _tracing.TaskSpan | None = None
+            self.opened: list[tuple[Task, _tracing.TaskSpan]] = []
 
     def build(
         self,
@@ -305,6 +323,23 @@ class Recipe:
                 name,
                 *self.retry,
             )
+        if self.tracer is None:
+            return self._finish(name, payload, seed)
+        span = _tracing.TaskSpan(self.tracer, self.function, name, ctl.name)
+        if span.carrier:
+            # the trace context travels only where there is one (items 10 and 11)
+            payload = (*payload[:8], *(self.retry or NO_RETRY), span.carrier, self.function)
+        try:
+            task = self._finish(name, payload, seed)
+        except BaseException as exc:
+            span.unsent(describe(exc))
+            raise
+        self.last_span = span
+        return task
+
+    def _finish(self, name: str, payload: tuple[Any, ...], seed: int | None) -> Task:
+        """The task of a payload: pickled, checked for size, framed."""
+        ctl = self.ctl
         task_id = next(ctl._ids)
         try:
             body, buffers, shared = dumps_task(ctl, name, payload)
@@ -325,6 +360,69 @@ class Recipe:
         task = Task(task_id, name, self.command, kept, seed, _deadline(self.timeout))
         task.shared = shared
         return task
+
+    def future(self, task: Task) -> TaskFuture[Any]:
+        """The future of a task just built; its span, if traced, ends as the future settles."""
+        future: TaskFuture[Any] = TaskFuture(self.ctl, task)
+        if self.tracer is not None and self.last_span is not None:
+            span, self.last_span = self.last_span, None
+            # before the task is submitted, so no settling can be missed, and
+            # without add_done_callback(), which makes each future a condition
+            future._done_callbacks.append(_SpanEnd(span))
+            self.opened.append((task, span))
+        return future
+
+    def unsent(self, why: str) -> None:
+        """A push or walk failed: end the spans of its tasks that were never submitted."""
+        submitted = self.ctl._records.tasks
+        for task, span in self.opened:
+            if submitted.get(task.name) is not task:
+                span.unsent(why)
+
+
+#: retries and retry_on of a traced task that asked for none: items 10 and 11 come after
+NO_RETRY = (0, ())
+
+
+class _SpanEnd:
+    """A traced task's done callback: its span ends with the task's outcome.
+
+    It runs where the future settles, outside the dispatcher's lock. Only a
+    task that raised has its record built here (the error's text is in it):
+    a success's result stays unpickled, and a crash's record waits for its
+    worker's exit code.
+    """
+
+    __slots__ = ("span",)
+
+    def __init__(self, span: _tracing.TaskSpan) -> None:
+        self.span = span
+
+    def __call__(self, future: TaskFuture[Any]) -> None:
+        try:
+            controller, task = future._where
+            worker = task.worker
+            outcome = task.outcome
+            if outcome is None and not task.failed:
+                status, error, attempts = Status.SUCCESS.value, None, task.attempts
+            elif outcome is None:
+                # the error's text is inside the result: its record, built now
+                record = controller._records.build(task, controller._crash_detail)
+                status, error, attempts = record.status.value, record.error, record.attempts
+            else:
+                # not the record: a crash's is built once the worker's exit code is in
+                status, attempts = outcome.value, task.attempts
+                crashed = outcome is Status.CRASH
+                error = controller._crash_detail(task) if crashed else task.detail
+            self.span.end(
+                status,
+                error,
+                attempts,
+                worker.id if worker else None,
+                worker.host if worker else None,
+            )
+        except Exception as exc:  # tracing never breaks the settling of a future
+            log.debug("task span not ended: %s", exc)
 
 
 def retry(ctl: Controller, task: Task, detail: str) -> bool:

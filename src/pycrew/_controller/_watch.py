@@ -17,6 +17,7 @@ workers never import them.
 from __future__ import annotations
 
 import collections
+import functools
 import itertools
 import logging
 import os
@@ -27,13 +28,13 @@ from typing import TYPE_CHECKING, Any
 
 from .._dispatcher._observe import label
 from .._errors import ArgumentError, ArgumentTypeError
-from .._operations import _diagnose, _metrics
+from .._operations import _diagnose, _metrics, _tracing
 from .._wire._tls import TLS
 from ._checks import check_flag, check_host, check_port
 from ._records import RecordViews
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Callable, Iterable
 
     from .._engines._launcher import Launcher
     from .._operations._channel import Channel
@@ -56,6 +57,8 @@ class Watching(RecordViews):
     memory: int | None
     metrics: Metrics | None
     _channel: Channel | None = None
+    #: the tracer of this start (None: tracing is off, and a push pays one ``if``)
+    _tracer: Any = None
 
     @property
     def url(self) -> str:
@@ -164,13 +167,20 @@ class Watching(RecordViews):
         return serve_dashboard(self, host, port, allow_cancel, allow_public, self.name)
 
     # ------------------------------------------------------- start / stop
-    def _open_watch(self) -> None:
-        """At start(): the channel ``pycrew top`` reads, and tracing's event spans."""
+    def _open_watch(self, begun: float) -> None:
+        """At the end of start() (``begun``: when it began): the channel ``pycrew top``
+        reads, and, where tracing is on, spans for the start and for worker events."""
         dispatcher = self._dispatcher
         if dispatcher is None:
             return
         from .._operations import _channel
 
+        self._tracer = tracer = _tracing.tracer()
+        if tracer is not None:
+            dispatcher.observed.listen(_tracing.EventSpans(tracer, self.name))
+            _tracing.controller_event(
+                tracer, "start", name=self.name, url=self.url, engine=engine_name(self), begun=begun
+            )
         self._channel = _channel.Channel.open(
             self.name,
             self.status,
@@ -178,10 +188,22 @@ class Watching(RecordViews):
             worker_log=self.worker_log,
         )
 
-    def _close_watch(self) -> None:
+    def _close_watch(self) -> Callable[[], None]:
+        """At terminate(), before anything stops; returns what to call once all has."""
         channel, self._channel = self._channel, None
         if channel is not None:
             channel.close()
+        tracer, begun, url = self._tracer, time.time(), self.url
+        self._tracer = None
+        return functools.partial(
+            _tracing.controller_event,
+            tracer,
+            "terminate",
+            name=self.name,
+            url=url,
+            engine=engine_name(self),
+            begun=begun,
+        )
 
 
 def serve_dashboard(

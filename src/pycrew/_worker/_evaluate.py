@@ -45,6 +45,8 @@ WARNINGS_MAX = 50
 
 CALLABLE = 0
 CODE = 1
+#: a payload longer than this carries a trace context and a function name (items 10, 11)
+TRACED = 11
 
 #: statuses as the worker reports them (the values of pycrew.Status)
 SUCCESS, ERROR, CANCEL = "success", "error", "cancel"
@@ -324,8 +326,58 @@ def evaluate(
 ) -> Outcome:
     """Run a task payload; never raises except ``Interrupted`` escaping a rogue task.
 
-    Items after the first seven (the task's name, say) are for the worker, not here.
+    Items after the first seven (the task's name, say) are for the worker, not
+    here, but for the trace context and function name a traced task carries
+    as items 10 and 11.
     """
+    if len(payload) > TRACED:
+        return _traced(payload, cleanup, interruptible, meter)
+    return _evaluate(payload, cleanup, interruptible, meter)
+
+
+def _traced(
+    payload: tuple[Any, ...],
+    cleanup: Cleanup,
+    interruptible: Interruptible,
+    meter: Meter | None,
+) -> Outcome:
+    """``evaluate()`` inside a span that continues the pusher's trace (when tracing is on here)."""
+    from .._operations import _tracing  # only now: opentelemetry is slow to import
+
+    carrier, function = payload[TRACED - 1 : TRACED + 1]
+    try:
+        span = _tracing.serve(carrier, function, str(payload[7]))
+    except Exception as exc:  # tracing never costs a task its run
+        print(f"Warning: no trace span for this task: {describe(exc)}", file=sys.stderr)
+        span = None
+    if span is None:
+        return _evaluate(payload, cleanup, interruptible, meter)
+    outcome: Outcome | None = None
+    try:
+        outcome = _evaluate(payload, cleanup, interruptible, meter)
+        return outcome
+    finally:
+        # no outcome: an interrupt escaped a task that would not stop
+        ended = outcome or (CANCEL, None, "the task was interrupted", None, *(None,) * 5, 1)
+        try:
+            span.end(ended[0], ended[2], ended[3], ended[9])
+        except Exception as exc:
+            print(f"Warning: the task's trace span failed: {describe(exc)}", file=sys.stderr)
+
+
+def flush_traces() -> None:
+    """At a worker's exit (``os._exit`` skips atexit): send the spans still buffered."""
+    tracing = sys.modules.get("pycrew._operations._tracing")
+    if tracing is not None:
+        tracing.flush()
+
+
+def _evaluate(
+    payload: tuple[Any, ...],
+    cleanup: Cleanup,
+    interruptible: Interruptible,
+    meter: Meter | None = None,
+) -> Outcome:
     kind, target, args, kwargs, data, task_globals, seed = payload[:7]
     # retries and retry_on, when the pusher asked for any (items 8 and 9)
     retries, retry_on = payload[8:10] if len(payload) > 9 else (0, Exception)

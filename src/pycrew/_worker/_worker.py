@@ -50,6 +50,7 @@ from ._evaluate import (
     capture_warnings,
     describe,
     evaluate,
+    flush_traces,
     trace_of,
 )
 from ._setup import drop_shared, keep_shared, run_step
@@ -748,6 +749,7 @@ def main(address: str, tls: bool) -> int:
         worker.relay.install()
     if settings.metrics is not None:
         worker.sampler = _start_sampler(settings.metrics)
+    _AT_EXIT.append(flush_traces)  # first of the exit steps: spans of traced tasks go out
     capture_warnings()
     signal.signal(signal.SIGUSR1, worker.on_signal)
     reader = threading.Thread(target=worker.read_forever, name="pycrew-reader", daemon=True)
