@@ -10,9 +10,11 @@ from the same run.
   pycrew       pycrew.local_controller(workers=2), nothing watching
   dashboard    the same, with ctl.dashboard() open and a client reading its
                live stream (/events) the whole time, as an open page does
-  otel         the same, with an SDK tracer provider on the controller
-               (BatchSpanProcessor, spans dropped at export) and on the
-               workers (OTEL_TRACES_EXPORTER=console, into the discarded log)
+  otel-controller  the same, with an SDK tracer provider on the controller
+               (BatchSpanProcessor, spans dropped at export); workers get the
+               trace context but have no provider
+  otel         the same, with the same provider on the workers (initializer=):
+               a span per task on each side
   both         dashboard and otel together
 
 Measurements: round trip (submit one task, wait for it, 1,000 times: median
@@ -26,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -35,7 +36,7 @@ import time
 import urllib.request
 from typing import Any
 
-SCENARIOS = ("ppe", "pycrew", "dashboard", "otel", "both")
+SCENARIOS = ("ppe", "pycrew", "dashboard", "otel-controller", "otel", "both")
 ROUND_TRIPS = 1_000
 TASKS = 5_000
 
@@ -70,7 +71,9 @@ def _read_events(url: str, stop: threading.Event) -> None:
             pass
 
 
-def _otel_on() -> None:
+def otel_on() -> None:
+    """An SDK provider whose spans are made, batched and then dropped: what pycrew
+    costs, without the cost of a particular exporter."""
     from opentelemetry import trace
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
@@ -82,7 +85,6 @@ def _otel_on() -> None:
     provider = TracerProvider()
     provider.add_span_processor(BatchSpanProcessor(Drop()))
     trace.set_tracer_provider(provider)
-    os.environ["OTEL_TRACES_EXPORTER"] = "console"  # the workers' spans, into their log
 
 
 def child(scenario: str) -> dict[str, float]:
@@ -93,9 +95,12 @@ def child(scenario: str) -> dict[str, float]:
             return _measure(lambda x: pool.submit(identity, x), lambda f: f.result())
     import pycrew
 
-    if scenario in ("otel", "both"):
-        _otel_on()
-    with pycrew.local_controller(workers=2, tls="none") as ctl:
+    traced = scenario.startswith("otel") or scenario == "both"
+    if traced:
+        otel_on()
+    # the workers trace too (their own provider, set up before their first task)
+    initializer = otel_on if traced and scenario != "otel-controller" else None
+    with pycrew.local_controller(workers=2, tls="none", initializer=initializer) as ctl:
         stop = threading.Event()
         reader = None
         page = None

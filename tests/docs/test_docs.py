@@ -40,8 +40,9 @@ EXPECT = {
     ("docs/environment.md", 4): ["[0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5]"],
     ("docs/environment.md", 5): ["'y': [2, 4, 6]"],
     ("docs/environment.md", 6): ["1 True"],
-    ("docs/watching.md", 0): ["'success': 10", "2\n"],
+    ("docs/watching.md", 0): ["10 succeeded on"],
     ("docs/watching.md", 1): ["100 tasks ended"],
+    ("docs/watching.md", 2): ["http://127.0.0.1:", "[1024, 59049]"],
 }
 
 

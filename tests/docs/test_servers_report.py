@@ -82,6 +82,7 @@ def test_the_block_names_used_skipped_and_missing_servers(tmp_path: Path) -> Non
         "Grid Engine": f"skipped 2 tests: {missing}",
         "PBS commands": "not used: none of its tests in this run",
         "sshd (netns)": "used: 2 tests",
+        "Chromium (headless)": "not used: none of its tests in this run",
         "network namespaces": "not used: none of its tests in this run",
     }
     how = " ".join(line for line in block if not line.startswith("  "))

@@ -35,7 +35,8 @@ HOW = (
     "To run the skipped tests, bring their servers up as root on a machine you can",
     "throw away: .ci/run does all of it and runs the suite; or scripts/slurm-cluster up,",
     "scripts/sge-cluster up, PYCREW_PBS_COMMANDS=$(scripts/pbs-commands) (over SLURM),",
-    "and apt-get install openssh-server iproute2 (sshd and network namespaces).",
+    "apt-get install openssh-server iproute2 (sshd and network namespaces), and",
+    "apt-get install chromium chromium-driver (the dashboard's browser tests).",
 )
 
 
@@ -100,6 +101,16 @@ def _servers() -> list[Server]:
                 ("tests/operations/test_logging.py", "remote"),
             ),
             ("openssh-server",),
+        ),
+        Server(
+            "Chromium (headless)",
+            "PYCREW_REQUIRE_BROWSER",
+            (
+                ("tests/operations/test_dashboard.py", "name:the_page_shows"),
+                ("tests/operations/test_dashboard.py", "name:page_over_a_big_run"),
+                ("tests/operations/test_dashboard.py", "name:cancel_button"),
+            ),
+            ("a real browser is needed",),
         ),
         Server(
             "network namespaces",

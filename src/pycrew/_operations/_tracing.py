@@ -160,6 +160,19 @@ def function_name(command: str | None, code: bool) -> str:
 
 
 # ---------------------------------------------------------- controller side
+def _client_kind() -> Any:
+    global _CLIENT
+    if _CLIENT is None:
+        from opentelemetry.trace import SpanKind
+
+        _CLIENT = SpanKind.CLIENT
+    return _CLIENT
+
+
+#: ``SpanKind.CLIENT``, once opentelemetry is imported (it is not until tracing is on)
+_CLIENT: Any = None
+
+
 class TaskSpan:
     """A task's span on the controller: started at push, ended once, when the task resolves.
 
@@ -167,29 +180,29 @@ class TaskSpan:
     real: nothing extra is sent then).
     """
 
-    __slots__ = ("carrier", "ended", "key", "span")
+    __slots__ = ("carrier", "ended", "function", "key", "span")
 
     def __init__(self, tracer: Tracer, function: str, name: str, controller: str) -> None:
-        from opentelemetry import propagate, trace
-
-        self.span: Span = tracer.start_span(
-            function,
-            kind=trace.SpanKind.CLIENT,
-            attributes={
-                "rpc.system": "pycrew",
-                "rpc.method": function,
-                "pycrew.function": function,
-                "pycrew.task.name": name,
-                "pycrew.controller": controller,
-            },
-        )
+        # Every microsecond here is paid by every push: the attributes go in
+        # with the outcome, in one call (each call cleans and locks), and the
+        # context is written as W3C's traceparent directly, not through the
+        # propagation API (the worker reads it with W3C's own propagator).
+        self.span: Span = tracer.start_span(function, kind=_client_kind())
         self.ended = False
+        self.function = function
         self.key = (controller, name)
-        self.carrier: dict[str, str] = {}
         context = self.span.get_span_context()
-        if context.is_valid:
-            propagate.inject(self.carrier, context=trace.set_span_in_context(self.span))
+        if context.is_valid and context.trace_flags & 1:
+            # sampled: a span not sampled here would not be recorded there either
+            self.carrier = {
+                "traceparent": f"00-{context.trace_id:032x}-{context.span_id:016x}-"
+                f"{context.trace_flags:02x}"
+            }
+            if context.trace_state:
+                self.carrier["tracestate"] = context.trace_state.to_header()
             _OPEN[self.key] = context
+        else:
+            self.carrier = {}
 
     def end(
         self,
@@ -205,8 +218,17 @@ class TaskSpan:
         self.ended = True
         _OPEN.pop(self.key, None)
         span = self.span
+        controller, name = self.key
         # one call: each takes the span's lock
-        attributes: dict[str, Any] = {"pycrew.status": status, "pycrew.attempts": attempts}
+        attributes: dict[str, Any] = {
+            "rpc.system": "pycrew",
+            "rpc.method": self.function,
+            "pycrew.function": self.function,
+            "pycrew.task.name": name,
+            "pycrew.controller": controller,
+            "pycrew.status": status,
+            "pycrew.attempts": attempts,
+        }
         if worker is not None:
             attributes["pycrew.worker.id"] = worker
         if host is not None:
@@ -335,11 +357,14 @@ class ServedSpan:
         self, tracer: Tracer, carrier: Mapping[str, str], function: str, name: str
     ) -> None:
         from opentelemetry import context as otel_context
-        from opentelemetry import propagate, trace
+        from opentelemetry import trace
+        from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
         from .._wire._frames import WORKER_ENV
 
-        parent = propagate.extract(carrier)
+        # W3C's format, whatever propagators this process is set up with: the
+        # controller wrote it so
+        parent = TraceContextTextMapPropagator().extract(carrier)
         self.span: Span = tracer.start_span(
             function,
             context=parent,
