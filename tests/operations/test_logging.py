@@ -20,7 +20,6 @@ import pytest
 import pycrew
 from pycrew._wire import _frames
 from pycrew.launchers import LsfLauncher, SlurmLauncher, WorkerSpec
-from tests.engines.test_slurm import _cluster_problem
 from tests.engines.test_ssh import Remote, _only_sshd, _ssh, remote  # noqa: F401 - remote is a fixture
 from tests.helpers import tasks
 from tests.helpers.common import wait_until
@@ -176,15 +175,6 @@ def test_a_failing_scheduler_command_is_a_warning_and_its_call_a_debug_line(
 
 
 # ------------------------------------------------------------------ SLURM
-@pytest.fixture
-def cluster() -> None:
-    problem = _cluster_problem()
-    if problem is not None:
-        if os.environ.get("PYCREW_REQUIRE_SLURM") == "1":
-            pytest.fail(f"PYCREW_REQUIRE_SLURM=1, but {problem}")
-        pytest.skip(problem)
-
-
 def test_slurm_logs_its_scheduler_calls_launches_and_cancellations(
     cluster: None, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -159,11 +159,26 @@ def test_metrics_samples_and_the_worker_log_reach_the_rows(tmp_path: Path) -> No
             ctl.worker_log(row["id"], lines=0)
 
 
-def test_bad_cursors_are_refused() -> None:
+def test_bad_cursors_and_limits_are_refused() -> None:
     ctl = pycrew.local_controller(workers=1)
     for bad in (-1, 1.5, "3", True):
         with pytest.raises(pycrew.ArgumentTypeError):
             ctl.status(since=bad)  # type: ignore[arg-type]
+    for bad in (0, -2, 2.0, False):
+        with pytest.raises(pycrew.ArgumentTypeError):
+            ctl.status(limit=bad)  # type: ignore[arg-type]
+
+
+def test_a_limit_keeps_the_newest_entries_and_the_cursor_moves_past_the_rest() -> None:
+    with pycrew.local_controller(workers=1, seconds_interval=0.05) as ctl:
+        for i in range(10):
+            ctl.push(tasks.add, i, 0, name=f"t{i}")
+        assert ctl.wait(seconds_timeout=WAIT)
+        state = ctl.status(limit=3)
+        assert [e["name"] for e in state["stream"]] == ["t7", "t8", "t9"]
+        assert len(state["events"]) <= 3
+        assert state["tasks"]["success"] == 10  # counts are whole whatever the limit
+        assert ctl.status(since=state["seq"])["stream"] == []
 
 
 def test_a_group_merges_its_members() -> None:

@@ -349,17 +349,6 @@ def test_off_without_a_provider_and_made_from_the_environment(
 
 
 # ---------------------------------------------------------------- on SLURM
-@pytest.fixture
-def cluster() -> None:
-    from tests.engines.test_slurm import _cluster_problem
-
-    problem = _cluster_problem()
-    if problem is not None:
-        if os.environ.get("PYCREW_REQUIRE_SLURM") == "1":
-            pytest.fail(f"PYCREW_REQUIRE_SLURM=1, but {problem}")
-        pytest.skip(problem)
-
-
 def test_a_slurm_workers_span_is_the_child_of_the_controllers(
     cluster: None, spans: InMemorySpanExporter, tmp_path: Path
 ) -> None:

@@ -20,7 +20,7 @@ from .._errors import ArgumentError, ArgumentTypeError
 from ._checks import check_error, check_seconds
 from ._controller import Controller
 from ._records import ErrorMode, quietly, warn_cancelled
-from ._watch import GroupCursors, merge_status, serve_dashboard
+from ._watch import GroupCursors, check_cursor, merge_status, serve_dashboard
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -296,14 +296,13 @@ class ControllerGroup:
         return {m.name: m.workers_status() for m in self._some(controllers)}
 
     # ------------------------------------------------------------- watching
-    def status(self, since: int = 0) -> dict[str, Any]:
+    def status(self, since: int = 0, limit: int | None = None) -> dict[str, Any]:
         """The members' live states as one (``Controller.status``): counts summed,
         rows, streams and events merged, each tagged with its ``controller``."""
-        if isinstance(since, bool) or not isinstance(since, int) or since < 0:
-            raise ArgumentTypeError(f"since must be a non-negative int, got {since!r}")
+        check_cursor(since, limit)
         behind = self._cursors.members_since(since)
-        states = [m.status(behind.get(m.name, 0)) for m in self.controllers.values()]
-        return merge_status(states, self._cursors.issue(states))
+        states = [m.status(behind.get(m.name, 0), limit) for m in self.controllers.values()]
+        return merge_status(states, self._cursors.issue(states), limit)
 
     def worker_log(self, worker_id: str, lines: int = 200) -> str | None:
         """The end of a member's worker's log (``Controller.worker_log``)."""

@@ -67,7 +67,7 @@ class Watching(RecordViews):
     def cancel(self, names: str | Iterable[str] | None = None, all: bool = False) -> None:
         raise NotImplementedError
 
-    def status(self, since: int = 0) -> dict[str, Any]:
+    def status(self, since: int = 0, limit: int | None = None) -> dict[str, Any]:
         """The controller's live state as plain data (JSON-serialisable).
 
         What runs where now, what is stuck, what eats memory and how fast it
@@ -78,9 +78,11 @@ class Watching(RecordViews):
         Args:
             since: a cursor from an earlier call's ``"seq"``: the ``stream``
                 and ``events`` lists then hold only what is newer.
+            limit: at most this many of the newest ``stream`` entries and
+                ``events`` (a poller that shows a window need not have the
+                rest built); ``None``: all that are kept.
         """
-        if isinstance(since, bool) or not isinstance(since, int) or since < 0:
-            raise ArgumentTypeError(f"since must be a non-negative int, got {since!r}")
+        check_cursor(since, limit)
         dispatcher, auto = self._dispatcher, self._autoscaler
         now = time.time()
         state: dict[str, Any] = {
@@ -96,7 +98,7 @@ class Watching(RecordViews):
         }
         if dispatcher is None or auto is None:
             return state | _stopped(self)
-        live = dispatcher.status(since)
+        live = dispatcher.status(since, limit)
         errors = live.pop("errors")
         live["uptime"] = round(now - dispatcher.observed.started, 3)
         tasks = live["tasks"]
@@ -206,6 +208,13 @@ class Watching(RecordViews):
         )
 
 
+def check_cursor(since: object, limit: object) -> None:
+    if isinstance(since, bool) or not isinstance(since, int) or since < 0:
+        raise ArgumentTypeError(f"since must be a non-negative int, got {since!r}")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ArgumentTypeError(f"limit must be None or a positive int, got {limit!r}")
+
+
 def serve_dashboard(
     source: Any, host: str, port: int, allow_cancel: bool, allow_public: bool, title: str
 ) -> Dashboard:
@@ -223,8 +232,11 @@ def serve_dashboard(
         raise ArgumentError(
             f"the dashboard needs pip install 'pycrew[dashboard]' ({exc.name} is missing)"
         ) from exc
+    from .._operations._dashboard._feed import STREAM_WINDOW
+
     return _server.serve(
-        status=source.status,
+        # a page shows a window of the stream: nothing older is built for it
+        status=functools.partial(_windowed, source.status, STREAM_WINDOW),
         cancel=source.cancel if allow_cancel else None,
         worker_log=source.worker_log,
         host=host,
@@ -257,7 +269,9 @@ class GroupCursors:
             return cursor
 
 
-def merge_status(states: list[dict[str, Any]], cursor: int) -> dict[str, Any]:
+def merge_status(
+    states: list[dict[str, Any]], cursor: int, limit: int | None = None
+) -> dict[str, Any]:
     """One view of a group's members' states (see ``Watching.status``)."""
     first = states[0]
     tasks: collections.Counter[str] = collections.Counter()
@@ -300,8 +314,8 @@ def merge_status(states: list[dict[str, Any]], cursor: int) -> dict[str, Any]:
             "cap": None if None in caps else sum(caps),
         },
         "bytes": {k: sum(s["bytes"][k] for s in states) for k in ("sent", "received")},
-        "stream": sorted(tagged("stream"), key=lambda e: e["end"])[-10_000:],
-        "events": sorted(tagged("events"), key=lambda e: e["time"])[-500:],
+        "stream": sorted(tagged("stream"), key=lambda e: e["end"])[-(limit or 10_000) :],
+        "events": sorted(tagged("events"), key=lambda e: e["time"])[-(limit or 500) :],
         "errors": sorted(tagged("errors"), key=lambda e: e["time"])[-20:],
     }
 
@@ -319,6 +333,10 @@ def _merge_history(histories: list[list[list[float]]]) -> list[list[float]]:
         else:
             merged.append([when, *total])
     return merged[-900:]
+
+
+def _windowed(status: Callable[..., dict[str, Any]], limit: int, since: int) -> dict[str, Any]:
+    return status(since, limit=limit)
 
 
 def engine_name(ctl: Watching) -> str:

@@ -244,10 +244,10 @@ class Dispatcher(Doorway, Placement, Resolutions):
             queued = sum(1 for t in self.queue if t.state == QUEUED)
             return len(self.workers), self.cumulative, queued, busy, self.completed
 
-    def status(self, since: int) -> dict[str, Any]:
+    def status(self, since: int, limit: int | None = None) -> dict[str, Any]:
         """The live state as plain data (see ``Observed.snapshot``)."""
         with self.lock:
-            state = self.observed.snapshot(self.workers.values(), since)
+            state = self.observed.snapshot(self.workers.values(), since, limit)
             state["tasks"]["live"] = len(self.live)
             state["memory"] = {"held": self.held, "peak": self.held_peak}
             state["bytes"]["sent"] = self.bytes_sent
@@ -457,8 +457,11 @@ class Dispatcher(Doorway, Placement, Resolutions):
                     self._sync_interest()
                     timeout = self._next_timeout()
                     if finished_before != self.completed:
+                        # a point of the live state's history, at most one a second
                         finished_before = self.completed
-                        self.observed.sample(time.monotonic(), self.workers.values())
+                        now = time.monotonic()
+                        if now - self.observed.sampled >= 1.0:
+                            self.observed.sample(now, self.workers.values())
                     finished, self.finished = self.finished, []
                     output, self.output = self.output, []
                 if output and self.on_output is not None:

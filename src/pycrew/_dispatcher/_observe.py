@@ -75,7 +75,7 @@ class Observed:
         self.history: collections.deque[tuple[float, int, int, int]] = collections.deque(
             maxlen=HISTORY_MAX
         )
-        self._sampled = 0.0
+        self.sampled = 0.0
         #: worker id -> facts: pid, host, job, launched, connected, done
         self.workers: dict[str, dict[str, Any]] = {}
         self._gone: collections.deque[str] = collections.deque()
@@ -163,7 +163,9 @@ class Observed:
     # ------------------------------------------------------------- tasks
     def submitted(self, task: Task) -> None:
         self.pushed += 1
-        counts = self._function(task.command)
+        counts = self.functions.get(task.command or "?")
+        if counts is None:
+            counts = self._function(task.command)
         counts[0] += 1
 
     def _function(self, command: str | None) -> list[int]:
@@ -210,15 +212,15 @@ class Observed:
 
     def sample(self, now: float, conns: Iterable[Conn]) -> None:
         """A point of the history, at most one a second (lock held)."""
-        if now - self._sampled >= 1.0:
-            self._sampled = now
+        if now - self.sampled >= 1.0:
+            self.sampled = now
             running = sum(1 for c in conns if c.tasks and c.tasks[0].state == _RUNNING)
             done = sum(self.outcomes)
             queued = max(self.pushed - done - running, 0)
             self.history.append((self.wall(now), queued, running, done))
 
     # ---------------------------------------------------------- snapshot
-    def snapshot(self, conns: Collection[Conn], since: int) -> dict[str, Any]:
+    def snapshot(self, conns: Collection[Conn], since: int, limit: int | None) -> dict[str, Any]:
         """The counters, rows and histories as plain data (lock held by the caller)."""
         now = time.monotonic()
         running_by_function: collections.Counter[str] = collections.Counter()
@@ -280,9 +282,11 @@ class Observed:
                 "end": round(self.wall(end), 6),
                 "status": outcome,
             }
-            for seq, name, function, worker, start, end, outcome in _newer(self.stream, since)
+            for seq, name, function, worker, start, end, outcome in _newer(self.stream, since)[
+                -(limit or STREAM_MAX) :
+            ]
         ]
-        events = [dict(e) for e in _newer_events(self.events, since)]
+        events = [dict(e) for e in _newer_events(self.events, since)[-(limit or EVENTS_MAX) :]]
         last = max(
             [since]
             + ([self.stream[-1][0]] if self.stream else [])
