@@ -8,8 +8,9 @@ from the same run.
 
   ppe          concurrent.futures.ProcessPoolExecutor(max_workers=2)
   pycrew       pycrew.local_controller(workers=2), nothing watching
-  dashboard    the same, with ctl.dashboard() open and a client reading its
-               live stream (/events) the whole time, as an open page does
+  dashboard    the same, with ctl.dashboard() open and a client (in a process
+               of its own, as a browser is) reading its live stream (/events)
+               the whole time, as an open page does
   otel-controller  the same, with an SDK tracer provider on the controller
                (BatchSpanProcessor, spans dropped at export); workers get the
                trace context but have no provider
@@ -28,10 +29,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from typing import Any
@@ -61,13 +62,15 @@ def _measure(submit: Any, result: Any) -> dict[str, float]:
     return {"rt_us": statistics.median(times) * 1e6, "tasks_per_s": rate}
 
 
-def _read_events(url: str, stop: threading.Event) -> None:
-    """What an open page does: read the dashboard's live stream until told to stop."""
+def read_events() -> None:
+    """What an open page does, in a process of its own as a browser is: read the
+    dashboard's live stream (URL in the environment: a token never goes in argv)."""
+    url = os.environ["PYCREW_BENCH_PAGE"]
     base = url.split("?", 1)[0].rstrip("/")
     token = url.split("token=", 1)[1]
     request = urllib.request.Request(f"{base}/events", headers={"Authorization": f"Bearer {token}"})
     with urllib.request.urlopen(request, timeout=30) as stream:
-        while not stop.is_set() and stream.readline():
+        while stream.readline():
             pass
 
 
@@ -101,19 +104,21 @@ def child(scenario: str) -> dict[str, float]:
     # the workers trace too (their own provider, set up before their first task)
     initializer = otel_on if traced and scenario != "otel-controller" else None
     with pycrew.local_controller(workers=2, tls="none", initializer=initializer) as ctl:
-        stop = threading.Event()
         reader = None
         page = None
         if scenario in ("dashboard", "both"):
             page = ctl.dashboard()
-            reader = threading.Thread(target=_read_events, args=(page.url, stop), daemon=True)
-            reader.start()
+            reader = subprocess.Popen(
+                [sys.executable, __file__, "--reader"],
+                env={**os.environ, "PYCREW_BENCH_PAGE": page.url},
+            )
         try:
             return _measure(lambda x: ctl.push(identity, x), lambda f: f.result())
         finally:
-            stop.set()
             if page is not None:
-                page.close()
+                page.close()  # ends the stream: the reader leaves
+            if reader is not None:
+                reader.wait(timeout=30)
 
 
 def main() -> None:
@@ -121,7 +126,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--json", default=None)
     parser.add_argument("--child", choices=SCENARIOS, help=argparse.SUPPRESS)
+    parser.add_argument("--reader", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.reader:
+        read_events()
+        return
     if args.child:
         print(json.dumps(child(args.child)))
         return

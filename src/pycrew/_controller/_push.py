@@ -261,7 +261,7 @@ class Recipe:
                 f"a task is a callable or a string of code, not {type(fn).__name__}"
             )
         #: decided at the controller's start: None (tracing off) costs a push one `if`
-        self.tracer: Any = getattr(ctl, "_tracer", None)
+        self.tracer: Any = ctl._tracer
         if self.tracer is not None:
             self.function = _tracing.function_name(self.command, self.code_string)
             self.last_span: _tracing.TaskSpan | None = None

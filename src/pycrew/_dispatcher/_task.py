@@ -16,13 +16,14 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
+from .._results import Status
 from ._observe import Observed
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
     from typing import Protocol
 
-    from .._results import Status, TaskResult
+    from .._results import TaskResult
 
     class Waiting(Protocol):
         """What a task knows of its future (the user's side's ``TaskFuture``)."""
@@ -38,6 +39,8 @@ QUEUED, RUNNING, DONE, FORWARDED = 0, 1, 2, 3
 #: larger tasks go only to idle workers: a worker holding several big
 #: payloads ahead would hold their memory too
 PREFETCH_BYTES = 1 << 20
+#: each status's name (an enum's .value is a slow property, and this is read per task)
+_NAMES = {status: status.value for status in Status}
 #: a resolved task's frame: one empty tuple for all, where a list each cost 56 bytes
 NO_FRAME: tuple[Any, ...] = ()
 
@@ -285,7 +288,7 @@ class Resolutions:
         """
         self.observed.ended(
             task,
-            ("error" if task.failed else "success") if outcome is None else outcome.value,
+            ("error" if task.failed else "success") if outcome is None else _NAMES[outcome],
             started,
             time.monotonic(),
         )

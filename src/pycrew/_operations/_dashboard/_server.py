@@ -67,7 +67,7 @@ def serve(
     host: str = "127.0.0.1",
     port: int = 0,
     title: str = "pycrew",
-    interval: float = 0.5,
+    interval: float = 1.0,
 ) -> Dashboard:
     """Start a dashboard over ``status`` and return once it listens.
 

@@ -88,7 +88,7 @@
     draw();
   }
 
-  // the server sends a message at least every half second while a page is
+  // the server sends a message about every second while a page is
   // open: this long without one, the stream is stuck somewhere between, and
   // the page opens a new one (which starts from a snapshot)
   const SILENCE_MS = 10000;
