@@ -581,3 +581,20 @@ def test_a_worker_of_a_watched_controller_loads_no_dashboard_package() -> None:
         record = ctl.push(probe).record(WAIT)
     assert record.status == "success", record.error
     assert record.result == []
+
+
+def test_a_group_has_a_dashboard_of_all_its_members() -> None:
+    first = pycrew.local_controller(name="first", workers=1, seconds_interval=0.05)
+    second = pycrew.local_controller(name="second", workers=1, seconds_interval=0.05)
+    with pycrew.ControllerGroup(first, second) as group, group.dashboard() as dash:
+        group.push(tasks.add, 1, 1, name="a", controller="first")
+        group.push(tasks.add, 2, 2, name="b", controller="second")
+        assert group.wait(seconds_timeout=WAIT)
+        status, _, body = call(dash, "/api/status", headers=bearer(dash))
+        assert status == 200
+        state = json.loads(body)
+        assert state["kind"] == "group"
+        assert state["members"] == ["first", "second"]
+        assert state["tasks"]["success"] == 2
+        status, _, _ = call(dash, "/api/status")
+        assert status == 403
