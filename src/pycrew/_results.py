@@ -8,7 +8,11 @@ errors that carry records included, so they sit at the bottom with the errors.
 from __future__ import annotations
 
 import enum
+import functools
 from typing import Any, NamedTuple
+
+#: the longest label a task's function is shown by (a code string's first line)
+LABEL_MAX = 80
 
 
 class Status(str, enum.Enum):
@@ -116,3 +120,12 @@ class WorkerSummary(NamedTuple):
     def as_dict(self) -> dict[str, Any]:
         """The summary as a plain dict."""
         return self._asdict()
+
+
+@functools.lru_cache(maxsize=1024)
+def command_label(command: str | None) -> str:
+    """What a task's function is called in a view or a span: ``module.qualname``,
+    or the first line of a code string, cut at ``LABEL_MAX`` characters."""
+    lines = [line.strip() for line in (command or "").splitlines() if line.strip()]
+    first = lines[0] if lines else "task"
+    return first if len(first) <= LABEL_MAX else first[: LABEL_MAX - 3] + "..."

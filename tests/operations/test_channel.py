@@ -39,17 +39,6 @@ ROOT = Path(__file__).resolve().parents[2]
 ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run a child as another uid")
 
 
-@pytest.fixture
-def state_dir(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A short state folder of this test alone (its subprocesses inherit it)."""
-    folder = Path(tempfile.mkdtemp(prefix="pc-"))
-    monkeypatch.setenv("PYCREW_STATE_DIR", str(folder))
-    try:
-        yield folder
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-
-
 @contextlib.contextmanager
 def serving(ctl: pycrew.Controller) -> Iterator[_channel.Listing]:
     """Start ``ctl`` and yield the listing of the channel it opens; then cancel

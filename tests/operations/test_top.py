@@ -13,11 +13,9 @@ import json
 import os
 import re
 import select
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -33,8 +31,6 @@ from tests.helpers.common import wait_until
 from tests.operations.test_channel import WAIT, run_tasks, serving
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
-
     import pexpect
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -59,17 +55,6 @@ def pycrew_cli(*args: str, columns: int = 200) -> subprocess.CompletedProcess[st
 
 def controller(name: str, workers: int = 2) -> pycrew.Controller:
     return pycrew.local_controller(name=name, workers=workers, seconds_interval=0.05)
-
-
-@pytest.fixture
-def state_dir(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A short state folder of this test alone, which ``pycrew top`` inherits."""
-    folder = Path(tempfile.mkdtemp(prefix="pt-"))
-    monkeypatch.setenv("PYCREW_STATE_DIR", str(folder))
-    try:
-        yield folder
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 # ------------------------------------------------------------ one frame, JSON

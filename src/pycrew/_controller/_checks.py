@@ -177,6 +177,14 @@ def check_host(host: str, tls: TLS, allow_public: bool) -> None:
         )
 
 
+def check_cursor(since: object, limit: object) -> None:
+    """``status()``'s cursor and window."""
+    if isinstance(since, bool) or not isinstance(since, int) or since < 0:
+        raise ArgumentTypeError(f"since must be a non-negative int, got {since!r}")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ArgumentTypeError(f"limit must be None or a positive int, got {limit!r}")
+
+
 def check_flag(label: str, value: object) -> bool:
     if not isinstance(value, bool):
         raise ArgumentTypeError(f"{label} must be True or False, got {value!r}")

@@ -17,10 +17,10 @@ import time
 from typing import TYPE_CHECKING, Any, Literal
 
 from .._errors import ArgumentError, ArgumentTypeError
-from ._checks import check_error, check_seconds
+from ._checks import check_cursor, check_error, check_seconds
 from ._controller import Controller
 from ._records import ErrorMode, quietly, warn_cancelled
-from ._watch import GroupCursors, check_cursor, merge_status, serve_dashboard
+from ._watch import GroupCursors, merge_status, serve_dashboard
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable

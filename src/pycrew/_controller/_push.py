@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from .._dispatcher._task import DONE, NO_FRAME, Task, collector_paused
 from .._errors import ArgumentError, ArgumentTypeError, CrashLimitError, CrewTimeoutError, TaskError
 from .._operations import _tracing
-from .._results import Status
+from .._results import Status, command_label
 from .._wire import _frames
 from .._wire._frames import Kind
 from .._worker._evaluate import CALLABLE, CODE, derived_seed, describe
@@ -263,7 +263,7 @@ class Recipe:
         #: decided at the controller's start: None (tracing off) costs a push one `if`
         self.tracer: Any = ctl._tracer
         if self.tracer is not None:
-            self.function = _tracing.function_name(self.command, self.code_string)
+            self.function = command_label(self.command)
             self.last_span: _tracing.TaskSpan | None = None
             self.opened: list[tuple[Task, _tracing.TaskSpan]] = []
 
@@ -436,7 +436,6 @@ def retry(ctl: Controller, task: Task, detail: str) -> bool:
     if dispatcher is None:
         return False
     task.crashes += 1
-    log.info("task %s crashed its worker (attempt %d): %s", task.name, task.attempts, detail)
     if task.crashes < max(ctl.crashes_max, 1):
         task.attempts += 1
         dispatcher.retry(task)

@@ -26,11 +26,12 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from .._dispatcher._observe import label
+from .._dispatcher._observe import Observed
 from .._errors import ArgumentError, ArgumentTypeError
 from .._operations import _diagnose, _metrics, _tracing
+from .._results import command_label
 from .._wire._tls import TLS
-from ._checks import check_flag, check_host, check_port
+from ._checks import check_cursor, check_flag, check_host, check_port
 from ._records import RecordViews
 
 if TYPE_CHECKING:
@@ -97,24 +98,16 @@ class Watching(RecordViews):
             "time": now,
         }
         if dispatcher is None or auto is None:
-            return state | _stopped(self)
-        live = dispatcher.status(since, limit)
+            # the same fields, from a state that saw nothing: zeros and empty lists
+            live = Observed(self.name).snapshot((), since, limit)
+            live["uptime"] = 0.0
+        else:
+            live = dispatcher.status(since, limit, list(auto.launching))
+            live["uptime"] = round(now - dispatcher.observed.started, 3)
         errors = live.pop("errors")
-        live["uptime"] = round(now - dispatcher.observed.started, 3)
         tasks = live["tasks"]
         tasks["resolved"] = max(self.size() - tasks.pop("live"), 0)
-        launching = [
-            {
-                "id": worker,
-                "controller": self.name,
-                "state": "launching",
-                **_blank_row(),
-                **_facts(dispatcher.observed.workers.get(worker, {})),
-            }
-            for worker in list(auto.launching)
-        ]
-        live["workers"].update(launching=len(launching), max=self.workers)
-        live["worker_rows"].extend(launching)
+        live["workers"]["max"] = self.workers
         live["memory"]["cap"] = self.memory
         live["errors"] = [self._error_row(when, task) for when, task in errors]
         _add_samples(self.metrics, live["worker_rows"])
@@ -128,7 +121,7 @@ class Watching(RecordViews):
             error, trace, status = f"the record could not be read: {exc!r}", None, "error"
         return {
             "name": task.name,
-            "function": label(task.command or "?"),
+            "function": command_label(task.command),
             "status": status,
             "error": error,
             "trace": trace,
@@ -144,7 +137,14 @@ class Watching(RecordViews):
             raise ArgumentTypeError(f"worker_id must be a non-empty str, got {worker_id!r}")
         if isinstance(lines, bool) or not isinstance(lines, int) or lines < 1:
             raise ArgumentError(f"lines must be a positive int, got {lines!r}")
-        for path in _log_paths(self, worker_id):
+        scaler = self._scaler
+        handle = scaler.handles.get(worker_id) if scaler is not None else None
+        try:
+            paths = self.launcher.log_files(worker_id, handle)
+        except Exception:  # a plugin's bug: no log to show, and status() goes on
+            log.debug("log_files() of worker %s failed", worker_id, exc_info=True)
+            paths = []
+        for path in paths:
             text = _diagnose.read_tail(path)
             if text is not None:
                 return "\n".join(text.splitlines()[-lines:])
@@ -206,13 +206,6 @@ class Watching(RecordViews):
             engine=engine_name(self),
             begun=begun,
         )
-
-
-def check_cursor(since: object, limit: object) -> None:
-    if isinstance(since, bool) or not isinstance(since, int) or since < 0:
-        raise ArgumentTypeError(f"since must be a non-negative int, got {since!r}")
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-        raise ArgumentTypeError(f"limit must be None or a positive int, got {limit!r}")
 
 
 def serve_dashboard(
@@ -345,50 +338,6 @@ def engine_name(ctl: Watching) -> str:
     return name.removesuffix("Launcher").lower() or name
 
 
-def _stopped(ctl: Watching) -> dict[str, Any]:
-    outcomes = dict.fromkeys(("success", "error", "crash", "cancel", "timeout"), 0)
-    return {
-        "uptime": 0.0,
-        "seq": 0,
-        "broken": None,
-        "tasks": {"pushed": 0, "queued": 0, "running": 0, "resolved": 0} | outcomes,
-        "rate": 0.0,
-        "history": [],
-        "functions": [],
-        "workers": dict.fromkeys(
-            ("connected", "idle", "busy", "launching", "launched", "exited", "failed"), 0
-        )
-        | {"max": ctl.workers},
-        "worker_rows": [],
-        "memory": {"held": 0, "peak": 0, "cap": ctl.memory},
-        "bytes": {"sent": 0, "received": 0},
-        "stream": [],
-        "events": [],
-        "errors": [],
-    }
-
-
-def _blank_row() -> dict[str, Any]:
-    return {
-        "pid": None,
-        "host": None,
-        "job": None,
-        "task": None,
-        "function": None,
-        "seconds": None,
-        "done": 0,
-        "launched": None,
-        "connected": None,
-        "cpu": None,
-        "rss": None,
-        "samples": [],
-    }
-
-
-def _facts(facts: dict[str, Any]) -> dict[str, Any]:
-    return {k: facts[k] for k in ("pid", "host", "job", "launched") if facts.get(k) is not None}
-
-
 def _add_samples(metrics: Any, rows: list[dict[str, Any]]) -> None:
     """The last metrics samples of each worker, from its file (``metrics=`` with a folder)."""
     if metrics is None or str(metrics.path) in _metrics.STREAMS:
@@ -398,21 +347,3 @@ def _add_samples(metrics: Any, rows: list[dict[str, Any]]) -> None:
         if samples:
             row["samples"] = [[s["time"], s.get("cpu"), s.get("resident")] for s in samples]
             row["cpu"], row["rss"] = samples[-1].get("cpu"), samples[-1].get("resident")
-
-
-def _log_paths(ctl: Watching, worker_id: str) -> list[str]:
-    """Where a worker's log may be: a local folder's files, or a cluster job's error file."""
-    name = worker_id.replace(os.sep, "_")
-    folder = getattr(ctl.launcher, "log_directory", None)
-    if folder is not None:
-        return [os.path.join(folder, f"{name}{end}") for end in (".log", "-stderr.log")]
-    scaler = ctl._scaler
-    handle = scaler.handles.get(worker_id) if scaler is not None else None
-    error_file = getattr(ctl.launcher, "error_file", None)
-    if handle is None or error_file is None:
-        return []
-    try:
-        path = error_file(handle)
-    except Exception:  # the launcher cannot say: no log to show
-        return []
-    return [] if path == os.devnull else [str(path)]

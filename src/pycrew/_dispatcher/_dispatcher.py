@@ -47,7 +47,7 @@ from ._pacing import Pacing, Placement
 from ._task import DONE, FORWARDED, NO_FRAME, QUEUED, RUNNING, Resolutions, settle_all
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Iterable, Sequence
 
     from ._observe import Observed
     from ._task import Task
@@ -114,11 +114,9 @@ class Dispatcher(Doorway, Placement, Resolutions):
         self.secret = secret
         self.tls = tls
         self.settings = settings
-        self._tell_worker = on_worker
-        self.on_worker = self._worker_event
+        self.on_worker = on_worker
         self.on_kill = on_kill
-        self._tell_refused = on_refused
-        self.on_refused = self._refused
+        self.on_refused = on_refused
         self.bytes_max = bytes_max
         self.on_crash = on_crash
         self.queue: collections.deque[Task] = collections.deque()
@@ -244,16 +242,23 @@ class Dispatcher(Doorway, Placement, Resolutions):
             queued = sum(1 for t in self.queue if t.state == QUEUED)
             return len(self.workers), self.cumulative, queued, busy, self.completed
 
-    def status(self, since: int, limit: int | None = None) -> dict[str, Any]:
+    def status(
+        self, since: int, limit: int | None = None, launching: Iterable[str] = ()
+    ) -> dict[str, Any]:
         """The live state as plain data (see ``Observed.snapshot``)."""
         with self.lock:
-            state = self.observed.snapshot(self.workers.values(), since, limit)
-            state["tasks"]["live"] = len(self.live)
-            state["memory"] = {"held": self.held, "peak": self.held_peak}
-            state["bytes"]["sent"] = self.bytes_sent
-            state["broken"] = self.broken
-            state["errors"] = list(self.observed.errors)
-            return state
+            self.observed.sample(time.monotonic(), self.workers.values())
+            return self.observed.snapshot(
+                self.workers.values(),
+                since,
+                limit,
+                launching,
+                live=len(self.live),
+                held=self.held,
+                peak=self.held_peak,
+                sent=self.bytes_sent,
+                broken=self.broken,
+            )
 
     def worker_pids(self) -> list[int]:
         with self.lock:
@@ -372,18 +377,16 @@ class Dispatcher(Doorway, Placement, Resolutions):
             # now would cost a scan of the queue per cancelled task
             self._resolve(task, status)
             return
-        holder = next((c for c in self.workers.values() if task in c.tasks), None)
-        running = holder is not None and holder.tasks[0] is task
-        self._resolve(task, status, started=holder.started if running and holder else None)
-        for conn in [holder] if holder is not None else []:
-            if task in conn.tasks:
-                self._write(conn, _frames.encode(Kind.CANCEL, _frames.TASK_ID.pack(task.id)))
-                if conn.tasks[0] is task:
-                    # running now; one that waits behind it is skipped by the worker
-                    conn.kill_at = time.monotonic() + CANCEL_GRACE
-                    self.watch.add(conn)
-                    self._wake_locked()
-                break
+        conn = next((c for c in self.workers.values() if task in c.tasks), None)
+        running = conn is not None and conn.tasks[0] is task
+        self._resolve(task, status, started=conn.started if conn is not None and running else None)
+        if conn is not None:
+            self._write(conn, _frames.encode(Kind.CANCEL, _frames.TASK_ID.pack(task.id)))
+            if running:
+                # running now; one that waits behind it is skipped by the worker
+                conn.kill_at = time.monotonic() + CANCEL_GRACE
+                self.watch.add(conn)
+                self._wake_locked()
 
     def _drain(self) -> None:
         """Hand queued tasks to free workers: idle ones first, then those with room.
@@ -459,9 +462,7 @@ class Dispatcher(Doorway, Placement, Resolutions):
                     if finished_before != self.completed:
                         # a point of the live state's history, at most one a second
                         finished_before = self.completed
-                        now = time.monotonic()
-                        if now - self.observed.sampled >= 1.0:
-                            self.observed.sample(now, self.workers.values())
+                        self.observed.sample(time.monotonic(), self.workers.values())
                     finished, self.finished = self.finished, []
                     output, self.output = self.output, []
                 if output and self.on_output is not None:
@@ -707,6 +708,7 @@ class Dispatcher(Doorway, Placement, Resolutions):
             detail = f"worker {info.id} (pid {info.pid}) was lost during the task"
             if why:
                 detail += f": {why}"
+            log.info("task %s crashed (attempt %d): %s", head.name, head.attempts, detail)
             handled = False
             if self.on_crash is not None:
                 try:
@@ -714,7 +716,6 @@ class Dispatcher(Doorway, Placement, Resolutions):
                 except Exception:  # a retry that failed must still leave a record
                     log.exception("pycrew could not retry task %s", head.name)
             self.observed.crashed(head, info.id, detail, retried=handled)
-            log.info("task %s crashed: %s", head.name, detail)
             if not handled:
                 self._resolve(head, Status.CRASH, detail, started=conn.started)
         self._give_back(conn)
@@ -724,21 +725,6 @@ class Dispatcher(Doorway, Placement, Resolutions):
             log.debug("worker %s disconnected", info.id)
         self.observed.disconnected(info.id, why)
         self.on_worker("disconnected", info.id)
-
-    def _worker_event(self, kind: str, worker_id: str) -> None:
-        """A worker connected or left (this thread, lock held): the state, then the controller."""
-        if kind == "connected":
-            conn = self.workers.get(worker_id)
-            info = conn.info if conn is not None else None
-            pid, host = (info.pid, info.host) if info is not None else (None, None)
-            self.observed.connected(worker_id, pid, host)
-            log.info("worker %s connected (pid %s on %s)", worker_id, pid, host)
-        self._tell_worker(kind, worker_id)
-
-    def _refused(self, worker_id: str, reason: str) -> None:
-        self.observed.event("refused", worker_id, detail=reason)
-        if self._tell_refused is not None:
-            self._tell_refused(worker_id, reason)
 
     def _on_timers(self) -> None:
         now = time.monotonic()

@@ -30,6 +30,7 @@ from ._task import WorkerInfo
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
+    from ._observe import Observed
     from ._task import Task
 
 log = logging.getLogger("pycrew.dispatcher")
@@ -103,6 +104,7 @@ class Doorway:
     cumulative: int
     on_worker: Callable[[str, str], None]
     on_refused: Callable[[str, str], None] | None
+    observed: Observed
     _drops_logged_at: float
     _drops_unlogged: int
 
@@ -200,6 +202,7 @@ class Doorway:
             # about itself are not worth the user's attention
             if proven:
                 log.info("refused worker %s: %s", worker_id, problem)
+                self.observed.event("refused", worker_id, detail=problem)
                 if self.on_refused is not None:
                     self.on_refused(worker_id, problem)
             return
@@ -214,7 +217,8 @@ class Doorway:
         conn.info = WorkerInfo(
             worker_id, pid if isinstance(pid, int) else None, str(auth.get("host", "")) or None
         )
-        log.debug("admitted worker %s (pid %s on %s)", worker_id, conn.info.pid, conn.info.host)
+        log.info("worker %s connected (pid %s on %s)", worker_id, conn.info.pid, conn.info.host)
+        self.observed.connected(worker_id, conn.info.pid, conn.info.host)
         conn.stage = _READY
         self.watch.discard(conn)
         self.unauthenticated.pop(conn, None)

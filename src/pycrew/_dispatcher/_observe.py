@@ -20,11 +20,12 @@ event the dispatcher or the scaler handles anyway.
 from __future__ import annotations
 
 import collections
-import functools
 import itertools
 import logging
 import time
 from typing import TYPE_CHECKING, Any
+
+from .._results import command_label
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Collection, Iterable
@@ -64,7 +65,6 @@ class Observed:
         #: function -> [pushed, success, error, crash, cancel, timeout]
         self.functions: dict[str, list[int]] = {}
         self._seq = itertools.count(1)
-        self.seq = 0
         # (seq, name, function, worker, start, end, outcome) on the monotonic clock
         self.stream: collections.deque[tuple[int, str, str, str | None, float, float, str]] = (
             collections.deque(maxlen=STREAM_MAX)
@@ -163,9 +163,7 @@ class Observed:
     # ------------------------------------------------------------- tasks
     def submitted(self, task: Task) -> None:
         self.pushed += 1
-        counts = self.functions.get(task.command or "?")
-        if counts is None:
-            counts = self._function(task.command)
+        counts = self.functions.get(task.command or "?") or self._function(task.command)
         counts[0] += 1
 
     def _function(self, command: str | None) -> list[int]:
@@ -220,8 +218,27 @@ class Observed:
             self.history.append((self.wall(now), queued, running, done))
 
     # ---------------------------------------------------------- snapshot
-    def snapshot(self, conns: Collection[Conn], since: int, limit: int | None) -> dict[str, Any]:
-        """The counters, rows and histories as plain data (lock held by the caller)."""
+    def snapshot(
+        self,
+        conns: Collection[Conn],
+        since: int,
+        limit: int | None,
+        launching: Iterable[str] = (),
+        *,
+        live: int = 0,
+        held: int = 0,
+        peak: int = 0,
+        sent: int = 0,
+        broken: str | None = None,
+    ) -> dict[str, Any]:
+        """The counters, rows and histories as plain data (lock held by the caller).
+
+        ``launching``: ids of workers launched and not yet connected; the
+        keywords are the dispatcher's own figures (a stopped controller's are
+        the defaults). It only reads: the history's points are taken by
+        ``sample``. ``errors`` holds ``(time, task)`` pairs, for the
+        controller to turn into records.
+        """
         now = time.monotonic()
         running_by_function: collections.Counter[str] = collections.Counter()
         rows = []
@@ -231,34 +248,21 @@ class Observed:
             if info is None:
                 continue
             head = conn.tasks[0] if conn.tasks else None
-            running = head is not None and head.state == _RUNNING
-            if running:
-                assert head is not None
+            if head is not None and head.state == _RUNNING:
                 running_by_function[head.command or "?"] += 1
                 busy += 1
-            elif not conn.leaving:
-                idle += 1
-            facts = self.workers.get(info.id, {})
-            rows.append(
-                {
-                    "id": info.id,
-                    "controller": self.controller,
-                    "state": "leaving" if conn.leaving else "busy" if running else "idle",
-                    "pid": info.pid,
-                    "host": info.host,
-                    "job": facts.get("job"),
-                    "task": head.name if running and head else None,
-                    "function": label(head.command or "?") if running and head else None,
-                    "seconds": round(now - conn.started, 3) if running else None,
-                    "done": facts.get("done", 0),
-                    "launched": facts.get("launched"),
-                    "connected": facts.get("connected"),
-                    "cpu": None,
-                    "rss": None,
-                    "samples": [],
-                }
-            )
-        self.sample(now, conns)
+                state = "leaving" if conn.leaving else "busy"
+                rows.append(
+                    self._row(info.id, state, info.pid, info.host, head, now - conn.started)
+                )
+            else:
+                idle += not conn.leaving
+                state = "leaving" if conn.leaving else "idle"
+                rows.append(self._row(info.id, state, info.pid, info.host, None, None))
+        connected = len(rows)
+        for worker in launching:
+            facts = self.workers.get(worker, {})
+            rows.append(self._row(worker, "launching", facts.get("pid"), facts.get("host")))
         resolved_total = sum(self.outcomes)
         running_total = sum(running_by_function.values())
         functions = []
@@ -266,7 +270,7 @@ class Observed:
             unresolved = counts[0] - sum(counts[1:])
             on_workers = min(running_by_function.get(name, 0), unresolved)
             row: dict[str, Any] = {
-                "function": label(name),
+                "function": command_label(name),
                 "queued": max(unresolved - on_workers, 0),
                 "running": on_workers,
             }
@@ -276,7 +280,7 @@ class Observed:
             {
                 "seq": seq,
                 "name": name,
-                "function": label(function),
+                "function": command_label(function),
                 "worker": worker,
                 "start": round(self.wall(start), 6),
                 "end": round(self.wall(end), 6),
@@ -296,6 +300,7 @@ class Observed:
         return {
             "seq": last,
             "tasks": {
+                "live": live,
                 "pushed": self.pushed,
                 "queued": max(self.pushed - resolved_total - running_total, 0),
                 "running": running_total,
@@ -305,28 +310,51 @@ class Observed:
             "history": [list(point) for point in history],
             "functions": functions,
             "workers": {
-                "connected": len(rows),
+                "connected": connected,
                 "idle": idle,
                 "busy": busy,
+                "launching": len(rows) - connected,
                 "launched": self.launched,
                 "exited": self.exited,
                 "failed": self.failed,
             },
             "worker_rows": rows,
-            "bytes": {"received": self.bytes_received},
+            "memory": {"held": held, "peak": peak},
+            "bytes": {"sent": sent, "received": self.bytes_received},
+            "broken": broken,
             "stream": stream,
             "events": events,
+            "errors": list(self.errors),
         }
 
-
-@functools.lru_cache(maxsize=1024)
-def label(command: str) -> str:
-    """What a function is called in a view: ``module.qualname``, or a code string's
-    first line, cut at 80 characters."""
-    first = command.strip().split("\n", 1)[0]
-    if len(first) > 80 or first != command.strip():
-        return first[:77] + "..."
-    return first
+    def _row(
+        self,
+        worker: str,
+        state: str,
+        pid: int | None,
+        host: str | None,
+        task: Task | None = None,
+        seconds: float | None = None,
+    ) -> dict[str, Any]:
+        """One worker's row (``task``: the one it runs now, for ``seconds``)."""
+        facts = self.workers.get(worker, {})
+        return {
+            "id": worker,
+            "controller": self.controller,
+            "state": state,
+            "pid": pid,
+            "host": host,
+            "job": facts.get("job"),
+            "task": task.name if task is not None else None,
+            "function": command_label(task.command) if task is not None else None,
+            "seconds": round(seconds, 3) if seconds is not None else None,
+            "done": facts.get("done", 0),
+            "launched": facts.get("launched"),
+            "connected": facts.get("connected"),
+            "cpu": None,
+            "rss": None,
+            "samples": [],
+        }
 
 
 def _newer(

@@ -479,6 +479,15 @@ class ClusterLauncher(Launcher):
         return job_id
 
     # ------------------------------------------------------------ watching
+    def log_files(self, worker_id: str, handle: Any | None) -> list[str]:
+        if not isinstance(handle, ClusterJob):
+            return []
+        try:
+            path = self.error_file(handle)
+        except LaunchError:  # pycrew cannot tell where the scheduler put it
+            return []
+        return [] if path == os.devnull else [path]
+
     def describe_worker(self, handle: Any) -> dict[str, Any]:
         if not isinstance(handle, ClusterJob):
             return {}

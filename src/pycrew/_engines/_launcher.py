@@ -106,6 +106,13 @@ class Launcher(abc.ABC):
         """Raise ``LaunchError`` at ``start()`` if no worker could ever start (a missing
         interpreter, say), instead of at the first launch. Does nothing by default."""
 
+    def log_files(self, worker_id: str, handle: Any | None) -> list[str]:
+        """Where a worker's log may be, as paths on this machine, the one to read first
+        first (``[]``: the launcher keeps none). ``handle`` is None once the worker is
+        gone. ``Controller.worker_log()`` reads the first that exists; nothing here
+        needs the scaler thread."""
+        return []
+
     def describe_worker(self, handle: Any) -> dict[str, Any]:
         """What identifies a launched worker outside this process, for the record
         that lets monitors find leftovers: ``{"pid": ..., "host": ...}`` for a

@@ -346,6 +346,14 @@ class LocalLauncher(Launcher):
             raise LaunchError(f"its log {path} is gone, so pycrew cannot say why")
         return text
 
+    def log_files(self, worker_id: str, handle: Any | None) -> list[str]:
+        folder = self.log_directory
+        if folder is None:
+            return []  # a start-up log only, dropped once the worker connects
+        if self.log_join:
+            return [str(folder / f"{worker_id}.log")]
+        return [str(folder / f"{worker_id}-stderr.log"), str(folder / f"{worker_id}-stdout.log")]
+
     def describe_worker(self, handle: Any) -> dict[str, Any]:
         if isinstance(handle, (subprocess.Popen, Forked)):
             return {"pid": handle.pid, "host": socket.gethostname()}

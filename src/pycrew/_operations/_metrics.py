@@ -230,8 +230,6 @@ def read(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
         files = [root]
     else:
         raise FileNotFoundError(f"no such file or folder: {os.fspath(path)!r}")
-    marker = MARKER.encode()
-    decoder = json.JSONDecoder()
     records: list[dict[str, Any]] = []
     for file in files:
         try:
@@ -242,16 +240,8 @@ def read(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
             continue
         with handle:
             for line in handle:
-                at = line.find(marker)
-                if at < 0:
-                    continue
-                text = line[at + len(marker) :].decode("utf-8", "replace").strip()
-                try:
-                    # raw_decode: whatever followed on the same line does not matter
-                    record, _ = decoder.raw_decode(text)
-                except ValueError:
-                    continue
-                if isinstance(record, dict) and isinstance(record.get("time"), (int, float)):
+                record = _parse(line)
+                if record is not None:
                     records.append(record)
     records.sort(key=lambda r: r["time"])
     first: dict[tuple[Any, Any], float] = {}
@@ -259,6 +249,26 @@ def read(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
         key = (record.get("worker"), record.get("pid"))
         record["elapsed"] = record["time"] - first.setdefault(key, record["time"])
     return records
+
+
+_MARKER = MARKER.encode()
+_DECODER = json.JSONDecoder()
+
+
+def _parse(line: bytes) -> dict[str, Any] | None:
+    """The sample on a line, wherever its marker stands; None if it holds none."""
+    at = line.find(_MARKER)
+    if at < 0:
+        return None
+    text = line[at + len(_MARKER) :].decode("utf-8", "replace").strip()
+    try:
+        # raw_decode: whatever followed on the same line does not matter
+        record, _ = _DECODER.raw_decode(text)
+    except ValueError:
+        return None
+    if isinstance(record, dict) and isinstance(record.get("time"), (int, float)):
+        return record
+    return None
 
 
 def tail(path: str | os.PathLike[str], worker: str, count: int) -> list[dict[str, Any]]:
@@ -272,17 +282,11 @@ def tail(path: str | os.PathLike[str], worker: str, count: int) -> list[dict[str
             lines = file.read().splitlines()
     except OSError:
         return []
-    marker = MARKER.encode()
     samples: list[dict[str, Any]] = []
     for line in reversed(lines):
-        at = line.find(marker)
-        if at < 0:
-            continue
-        try:
-            sample = json.loads(line[at + len(marker) :])
-        except ValueError:
-            continue  # the first line read may be cut, the last one half written
-        if isinstance(sample, dict) and isinstance(sample.get("time"), (int, float)):
+        # the first line read may be cut, the last one half written: neither parses
+        sample = _parse(line)
+        if sample is not None:
             samples.append(sample)
             if len(samples) >= count:
                 break

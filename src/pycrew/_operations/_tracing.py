@@ -49,8 +49,6 @@ EXPORTER_GROUP = "opentelemetry_traces_exporter"
 #: how long a worker waits for its spans to go out as it leaves (its exit
 #: steps share a 2 s budget with a second thread ending the process)
 FLUSH_SECONDS = 1.5
-#: the longest function name a span is called by (a code string's first line)
-NAME_MAX = 80
 #: statuses whose spans are ERROR
 _FAILED = frozenset({"error", "crash", "timeout"})
 
@@ -147,16 +145,6 @@ def _exporter(name: str) -> Any:
     except Exception as exc:
         log.warning("the %r span exporter could not be made: %s", name, exc)
         return None
-
-
-def function_name(command: str | None, code: bool) -> str:
-    """What a task's spans are called: ``module.qualname``, or a code string's first line."""
-    if not command:
-        return "task"
-    if code:
-        lines = [line.strip() for line in command.splitlines() if line.strip()]
-        command = lines[0] if lines else "task"
-    return command if len(command) <= NAME_MAX else command[: NAME_MAX - 3] + "..."
 
 
 # ---------------------------------------------------------- controller side
