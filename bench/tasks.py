@@ -27,3 +27,20 @@ def worker_pid(delay: float = 0.0) -> int:
     if delay > 0:
         time.sleep(delay)
     return os.getpid()
+
+
+def add(x: Any, y: Any) -> Any:
+    """One node of a tree reduction."""
+    return x + y
+
+
+def array_mb(mb: int) -> Any:
+    """A fresh numpy array of ``mb`` megabytes (float64 ones)."""
+    import numpy as np
+
+    return np.ones(mb * (1 << 20) // 8)
+
+
+def bump(a: Any) -> Any:
+    """A new array one larger everywhere: a step of a chain that passes arrays on."""
+    return a + 1

@@ -107,6 +107,30 @@ class TaskTimeoutError(TaskEnded, TimeoutError):
     """
 
 
+class DependencyError(TaskEnded):
+    """The task did not run: a task whose result it takes (a future among its
+    arguments) ended with an error, a crash or a timeout.
+
+    Its cause (``__cause__``) is what that input's own ``result()`` raises.
+
+    Attributes:
+        record: the task's result record (status ``error``).
+        upstream: the name of the input task that failed.
+        upstream_status: how it ended: ``"error"``, ``"crash"`` or ``"timeout"``.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        record: TaskResult | None = None,
+        upstream: str = "",
+        upstream_status: str = "",
+    ) -> None:
+        super().__init__(message, record)
+        self.upstream = upstream
+        self.upstream_status = upstream_status
+
+
 class CrashLimitError(CrewError):
     """A task name crashed its worker more than ``crashes_max`` times in a row.
 

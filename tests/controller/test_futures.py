@@ -613,26 +613,6 @@ def test_an_exception_that_interrupts_its_rebuilding_raises_once(
     assert controller.empty()
 
 
-# ------------------------------------------------------- a future as an argument
-def test_a_future_as_a_task_argument_is_refused_with_a_hint(
-    controller: pycrew.Controller,
-) -> None:
-    first = controller.push(tasks.add, 1, 1, name="first")
-    hint = r"cannot be a task's argument yet.*future\.result\(\)"
-    with pytest.raises(pycrew.ArgumentTypeError, match=hint):
-        controller.push(tasks.add, first, 1, name="second")
-    with pytest.raises(pycrew.ArgumentTypeError, match=hint):
-        controller.push(tasks.add, x=1, y=first)
-    with pytest.raises(pycrew.ArgumentTypeError, match=hint):
-        controller.push("x + 1", data={"x": first})
-    with pytest.raises(pycrew.ArgumentTypeError, match=hint):
-        controller.walk(tasks.add, [first], data={"y": 1})
-    with pytest.raises(TypeError, match="'first'"):  # a TypeError, naming the future's task
-        controller.map(tasks.add, [[first]], data={"y": 1})
-    assert controller.size() == 1  # nothing else was queued
-    assert controller.push(tasks.add, first.result(timeout=WAIT), 1).result(timeout=WAIT) == 3
-
-
 # ----------------------------------------------- terminate() and unfinished tasks
 def test_terminate_warns_of_the_unfinished_tasks_it_cancels() -> None:
     ctl = pycrew.local_controller(workers=1, seconds_interval=0.05)

@@ -416,3 +416,36 @@ def test_buffer_pool_reuses_only_buffers_nobody_holds() -> None:
     assert pool.take(size) is big
     pool.drop_spares()
     assert pool.spares == []
+
+
+def test_a_string_naming_main_keeps_the_fast_pickler(monkeypatch: pytest.MonkeyPatch) -> None:
+    # a traced task carries its label, "__main__.f" for a script's function:
+    # only a real reference to __main__ sends a payload through cloudpickle
+    def no_cloudpickle() -> None:
+        raise AssertionError("pickled again by value")
+
+    monkeypatch.setattr(_frames, "_script_pickler", no_cloudpickle)
+    payload = ("__main__.f", {"label": "module __main__"})
+    data, _ = _frames.dumps(payload)
+    assert data == pickle.dumps(payload, protocol=5)
+    assert _frames.loads(data, []) == payload
+
+
+def test_a_reference_to_main_travels_by_value() -> None:
+    import __main__
+
+    def made_in_main(x: int) -> int:
+        return x * 3
+
+    made_in_main.__module__ = "__main__"
+    made_in_main.__qualname__ = "made_in_main"
+    __main__.made_in_main = made_in_main  # type: ignore[attr-defined]
+    try:
+        assert _frames.names_main(pickle.dumps(made_in_main, protocol=5))
+        data, buffers = _frames.dumps(("__main__", made_in_main))
+    finally:
+        del __main__.made_in_main  # type: ignore[attr-defined]
+    # by value: it loads where __main__ has no such function
+    label, fn = _frames.loads(data, buffers)
+    assert label == "__main__"
+    assert fn(2) == 6

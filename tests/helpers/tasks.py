@@ -462,3 +462,22 @@ def raise_interrupting() -> None:
 def interrupting_if(flag: bool) -> object:
     """An Interrupting result if ``flag``, else ``flag`` itself."""
     return Interrupting() if flag else flag
+
+
+# ------------------------------------------------------------- task graphs
+def echo(value: object) -> object:
+    return value
+
+
+def gather(*args: object, **kwargs: object) -> list[object]:
+    """Its inputs as they arrived: ``[args, kwargs]``."""
+    return [list(args), kwargs]
+
+
+def total(values: list[int]) -> int:
+    return sum(values)
+
+
+def slow_add(x: int, y: int, seconds: float) -> int:
+    time.sleep(seconds)
+    return x + y

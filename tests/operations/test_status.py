@@ -37,7 +37,7 @@ def test_a_stopped_controller_says_so_with_every_field() -> None:
     assert not state["started"]
     assert state["url"] == ""
     assert state["tasks"] == dict.fromkeys(
-        ("pushed", "queued", "running", "resolved", *OUTCOMES), 0
+        ("pushed", "queued", "waiting", "running", "resolved", *OUTCOMES), 0
     )
     assert state["workers"]["max"] == 3
     assert state["memory"]["cap"] == 1 << 20

@@ -49,7 +49,7 @@ from .._operations._logs import print_output
 from .._operations._metrics import Metrics
 from .._wire import _frames
 from .._wire._tls import TLS, resolve_tls
-from . import _code, _push, _records, _share
+from . import _code, _graph, _push, _records, _share
 from ._checks import (
     check_backup,
     check_bytes_max,
@@ -306,7 +306,7 @@ class Controller(Watching):
                 autoscaler,
                 # the address and environment of this start, whatever terminate() does later
                 functools.partial(self._worker_spec, address, env),
-                lambda: len(dispatcher.live),
+                lambda: len(dispatcher.live) - dispatcher.waiting,
                 # crew's launcher throttle: a fixed period, or a fast start when
                 # workers are transient and must be replaced quickly
                 Throttle(
@@ -510,6 +510,8 @@ class Controller(Watching):
                 return False
             self._records.tasks[task.name] = task
             dispatcher.submit(task)
+            if task.inputs is not None:
+                _graph.watch(task)
         scaler = self._scaler
         if scaler is not None and scaler.short:
             scaler.poke()
@@ -631,22 +633,11 @@ class Controller(Watching):
             CrashLimitError: a task name crashed more than ``crashes_max`` times.
         """
         check_no_kwargs("map", kwargs)
-        if error not in MAP_ERROR_MODES:
-            raise ArgumentError(f"error must be one of {MAP_ERROR_MODES}, got {error!r}")
         check_flag("progress", progress)
-        futures = self._walk(
-            fn,
-            iterable,
-            iterate,
-            data,
-            globals,
-            names,
-            seed,
-            seconds_timeout,
-            True,
-            retries,
+        futures = self._map_tasks(
+            error, fn, iterable, iterate, data, globals, names, seed, seconds_timeout, retries,
             retry_on,
-        )
+        )  # fmt: skip
         try:
             _push.wait_for(self, futures, progress, error == "fast")
         except BaseException:
@@ -679,27 +670,22 @@ class Controller(Watching):
         from ._asyncio import wait_futures
 
         check_no_kwargs("map_async", kwargs)
-        if error not in MAP_ERROR_MODES:
-            raise ArgumentError(f"error must be one of {MAP_ERROR_MODES}, got {error!r}")
-        futures = self._walk(
-            fn,
-            iterable,
-            iterate,
-            data,
-            globals,
-            names,
-            seed,
-            seconds_timeout,
-            True,
-            retries,
+        futures = self._map_tasks(
+            error, fn, iterable, iterate, data, globals, names, seed, seconds_timeout, retries,
             retry_on,
-        )
+        )  # fmt: skip
         try:
             await wait_futures(self, futures, error == "fast")
         except BaseException:
             _push.abandon(self, futures)
             raise
         return _push.finish_map(self, futures, error, warnings)
+
+    def _map_tasks(self, error: str, *args: Any) -> list[TaskFuture[Any]]:
+        """map()'s tasks, its own (``walk``'s arguments, but ``owned``)."""
+        if error not in MAP_ERROR_MODES:
+            raise ArgumentError(f"error must be one of {MAP_ERROR_MODES}, got {error!r}")
+        return self._walk(*args[:8], True, *args[8:])
 
     # ------------------------------------------------------ worker setup
     def everywhere(self, fn: Callable[..., object], /, *args: Any, **kwargs: Any) -> None:

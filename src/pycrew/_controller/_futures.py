@@ -30,7 +30,6 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 from .._dispatcher._task import DONE, RUNNING
 from .._errors import (
-    ArgumentTypeError,
     CrewError,
     CrewTimeoutError,
     RemoteTraceback,
@@ -310,10 +309,10 @@ class TaskFuture(concurrent.futures.Future[T], Generic[T]):
         return self._error
 
     def __reduce__(self) -> Any:
-        raise ArgumentTypeError(
-            f"a future (task {self.name!r}) cannot be a task's argument yet: pycrew has no "
-            "task dependencies; pass its value, future.result(), instead"
-        )
+        # in a task's arguments: the task takes this one's result (see _graph)
+        from ._graph import reduce_future
+
+        return reduce_future(self)
 
 
 def _check_waitable(controller: Controller) -> None:
@@ -345,6 +344,12 @@ def failure(record: TaskResult, task: Task) -> BaseException:
         return TaskCancelledError(f"{what} was cancelled: {record.error}", record)
     if status is Status.TIMEOUT:
         return TaskTimeoutError(f"{what} ran past its seconds_timeout", record)
+    if task.inputs is not None:
+        from ._graph import dependency_error
+
+        unrun = dependency_error(record, task)
+        if unrun is not None:
+            return unrun
     remote = RemoteTraceback(record.trace) if record.trace else None
     error: BaseException | None = None
     why = ""

@@ -21,7 +21,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .._dispatcher._task import DONE, NO_FRAME, Task, collector_paused
+from .._dispatcher._task import DONE, NO_FRAME, WAITING, Task, collector_paused
 from .._errors import ArgumentError, ArgumentTypeError, CrashLimitError, CrewTimeoutError, TaskError
 from .._operations import _tracing
 from .._results import Status, command_label
@@ -39,6 +39,7 @@ from ._checks import (
     task_names,
 )
 from ._futures import TaskFuture
+from ._graph import Inputs
 from ._records import warn_caller
 from ._share import dumps_task
 
@@ -342,7 +343,7 @@ class Recipe:
         ctl = self.ctl
         task_id = next(ctl._ids)
         try:
-            body, buffers, shared = dumps_task(ctl, name, payload)
+            body, buffers, shared, inputs = dumps_task(ctl, name, payload)
         except ArgumentError:
             raise
         except Exception as exc:
@@ -359,6 +360,9 @@ class Recipe:
         kept = frame if buffers else frame[0]  # see _frames.pieces()
         task = Task(task_id, name, self.command, kept, seed, _deadline(self.timeout))
         task.shared = shared
+        if inputs:
+            task.inputs = Inputs(ctl, task, inputs, self.timeout)
+            task.state = WAITING
         return task
 
     def future(self, task: Task) -> TaskFuture[Any]:

@@ -29,11 +29,13 @@ import types
 import warnings
 from typing import TYPE_CHECKING, Any, cast
 
-from .._dispatcher._task import DONE, QUEUED, RUNNING, Resolutions, WorkerInfo
+from .._dispatcher._task import DONE, QUEUED, RUNNING, WAITING, Resolutions, WorkerInfo
 from .._engines._launcher import Launcher
 from .._errors import CrewError, RemoteTraceback
 from .._results import Status
 from .._wire import _frames
+from .._wire._frames import Kind
+from .._worker import _inputs
 from .._worker._evaluate import (
     _SINK,
     CODE,
@@ -320,9 +322,11 @@ class InlineDispatcher(Resolutions):
             KeyboardInterrupt: the user pressed Ctrl-C while the task ran (the
                 task is resolved as ``cancel`` first).
         """
+        if task.state == WAITING:
+            task.inputs.wait()  # an input of another controller, still running
         with self.lock:
             if task.state != QUEUED:
-                return  # cancelled before its turn
+                return  # cancelled before its turn, or an input failed
             task.state = RUNNING
             task.worker = self.worker
             frame = _frames.pieces(task.frame)
@@ -350,7 +354,7 @@ class InlineDispatcher(Resolutions):
         """End tasks not yet run (a running one keeps running; its result is dropped)."""
         with self.lock:
             for task in tasks:
-                if task.state == QUEUED or (task.state != DONE and not queued_only):
+                if task.state in (QUEUED, WAITING) or (task.state != DONE and not queued_only):
                     self._resolve(task, Status.CANCEL)
         self.settle()
 
@@ -395,7 +399,12 @@ def execute(
     objects. Only the user's ``KeyboardInterrupt`` escapes.
     """
     try:
-        payload = _frames.loads(*_frame_parts(frame, _frames.TASK_HEAD.size))
+        task_meta, task_bufs = _frame_parts(frame, 0)
+        if _frames.HEADER.unpack_from(memoryview(frame[0]))[0] == Kind.TASK_INPUTS:
+            offset, groups, own = _frames.split_inputs(task_meta, task_bufs)
+            payload = _inputs.unpickle(task_meta, own, offset, groups)
+        else:
+            payload = _frames.loads(task_meta[_frames.TASK_HEAD.size :], task_bufs)
     except KeyboardInterrupt:
         raise
     except BaseException as exc:  # unpickling runs the task's code, SystemExit too

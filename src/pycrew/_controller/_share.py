@@ -128,20 +128,25 @@ def publish(controller: Controller, key: int, obj: Any, what: str) -> int:
 
 def dumps_task(
     controller: Controller, name: str, payload: Any
-) -> tuple[bytes, Any, tuple[int, ...]]:
-    """A task's pickle and buffers, and the keys of the shared objects it uses.
+) -> tuple[bytes, Any, tuple[int, ...], list[Any]]:
+    """A task's pickle and buffers, the keys of the shared objects it uses, and the
+    futures whose results it takes (by slot: see ``_graph.reduce_future``).
 
     Raises:
         ArgumentError: it uses a shared object dropped, or of another controller.
     """
     used: list[Shared[Any]] = []
+    futures: dict[int, tuple[int, Any]] = {}
     _COLLECTING.keys = used
+    _COLLECTING.futures = futures
     try:
         body, buffers = _frames.dumps(payload, controller._serializers)
     finally:
         _COLLECTING.keys = None
+        _COLLECTING.futures = None
+    inputs = [future for _, future in futures.values()]
     if not used:
-        return body, buffers, ()
+        return body, buffers, (), inputs
     for handle in used:
         if handle._controller() is not controller:
             raise ArgumentError(
@@ -149,7 +154,15 @@ def dumps_task(
             )
         if not handle.live():
             raise ArgumentError(f"task {name!r} uses shared object {handle.name!r}, dropped")
-    return body, buffers, tuple(dict.fromkeys(h.key for h in used))
+    return body, buffers, tuple(dict.fromkeys(h.key for h in used)), inputs
+
+
+def input_slot(future: Any) -> int | None:
+    """The slot of a future met while a task is pickled, or None outside a task's pickle."""
+    futures: dict[int, tuple[int, Any]] | None = getattr(_COLLECTING, "futures", None)
+    if futures is None:
+        return None
+    return futures.setdefault(id(future), (len(futures), future))[0]
 
 
 def worker_settings(ctl: Controller) -> dict[str, Any]:

@@ -44,7 +44,7 @@ from .._wire import _frames
 from .._wire._frames import Kind
 from ._handshake import _AUTH, _READY, _TLS_SHAKE, Conn, Doorway
 from ._pacing import Pacing, Placement
-from ._task import DONE, FORWARDED, NO_FRAME, QUEUED, RUNNING, Resolutions, settle_all
+from ._task import DONE, FORWARDED, NO_FRAME, QUEUED, RUNNING, WAITING, Resolutions, settle_all
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Sequence
@@ -191,17 +191,22 @@ class Dispatcher(Doorway, Placement, Resolutions):
             if self.broken is not None:
                 # pushed as a worker's setup failed: it would never be handed out
                 self._resolve(task, Status.CANCEL, f"not run: {self.broken}")
+            elif task.state == WAITING:
+                self._hold(task)
             else:
-                if task.deadline is not None:
-                    heapq.heappush(self.deadlines, (task.deadline, task.id))
-                    self._wake_locked()
-                self.queue.append(task)
                 self.observed.submitted(task)
-                if self.idle or self.room:
-                    self._drain()
-                    self._flush_dirty()
+                self._enqueue(task)
         if self.broken is not None:
             self.settle()
+
+    def _enqueue(self, task: Task) -> None:
+        if task.deadline is not None:
+            heapq.heappush(self.deadlines, (task.deadline, task.id))
+            self._wake_locked()
+        self.queue.append(task)
+        if self.idle or self.room:
+            self._drain()
+            self._flush_dirty()
 
     def add_setup(self, frame: tuple[Any, ...]) -> None:
         """A step for every worker: those connected now, and each that connects later."""
@@ -230,7 +235,7 @@ class Dispatcher(Doorway, Placement, Resolutions):
         leaves alone those a worker holds (an executor's ``cancel_futures``)."""
         with self.lock:
             for task in tasks:
-                if not queued_only or task.state == QUEUED:
+                if not queued_only or task.state in (QUEUED, WAITING):
                     self._stop(task, Status.CANCEL)
             self._flush_dirty()
         self.settle()
@@ -372,7 +377,7 @@ class Dispatcher(Doorway, Placement, Resolutions):
     def _stop(self, task: Task, status: Status) -> None:
         if task.state == DONE:
             return
-        if task.state == QUEUED:
+        if task.state == QUEUED or task.state == WAITING:
             # left in the queue, and skipped when its turn comes: removing it
             # now would cost a scan of the queue per cancelled task
             self._resolve(task, status)

@@ -61,6 +61,8 @@ class Observed:
         self.started = time.time()
         self._clock = time.monotonic()
         self.pushed = 0
+        #: tasks waiting in the controller for the results they take
+        self.waiting = 0
         self.outcomes = [0] * len(OUTCOMES)
         #: function -> [pushed, success, error, crash, cancel, timeout]
         self.functions: dict[str, list[int]] = {}
@@ -214,7 +216,7 @@ class Observed:
             self.sampled = now
             running = sum(1 for c in conns if c.tasks and c.tasks[0].state == _RUNNING)
             done = sum(self.outcomes)
-            queued = max(self.pushed - done - running, 0)
+            queued = max(self.pushed - done - running - self.waiting, 0)
             self.history.append((self.wall(now), queued, running, done))
 
     # ---------------------------------------------------------- snapshot
@@ -302,7 +304,8 @@ class Observed:
             "tasks": {
                 "live": live,
                 "pushed": self.pushed,
-                "queued": max(self.pushed - resolved_total - running_total, 0),
+                "queued": max(self.pushed - resolved_total - running_total - self.waiting, 0),
+                "waiting": self.waiting,
                 "running": running_total,
                 **dict(zip(OUTCOMES, self.outcomes, strict=True)),
             },

@@ -33,9 +33,10 @@ if TYPE_CHECKING:
         def _follow(self, controller: Any, task: Task) -> None: ...
 
 
-#: dispatch states: waiting in the queue, sent to a worker, resolved, and
-#: handed to a backup controller after crashing here (resolved there)
-QUEUED, RUNNING, DONE, FORWARDED = 0, 1, 2, 3
+#: dispatch states: waiting in the queue, sent to a worker, resolved,
+#: handed to a backup controller after crashing here (resolved there), and
+#: waiting in the controller for the tasks whose results it takes
+QUEUED, RUNNING, DONE, FORWARDED, WAITING = 0, 1, 2, 3, 4
 #: larger tasks go only to idle workers: a worker holding several big
 #: payloads ahead would hold their memory too
 PREFETCH_BYTES = 1 << 20
@@ -90,6 +91,7 @@ class Task:
         "future",
         "held",
         "id",
+        "inputs",
         "interrupted",
         "name",
         "outcome",
@@ -157,6 +159,9 @@ class Task:
         # handed over (popped, collected, or read through its future)
         self.taken = False
         self.future: Waiting | None = None
+        #: what a task that takes other tasks' results waits for (the user's
+        #: side's ``_graph.Inputs``; opaque here), else None
+        self.inputs: Any = None
 
     def settle(self) -> None:
         """Tell the future its task is resolved (never with the dispatcher's lock held)."""
@@ -250,6 +255,8 @@ class Resolutions:
         self.held_peak = 0
         #: the live state a status() reads (the dispatcher names its controller)
         self.observed = Observed("")
+        #: live tasks waiting for their inputs (never queued, never launch a worker)
+        self.waiting = 0
 
     def reserve(self, task: Task, cap: int, timeout: float | None) -> bool:
         """Count a task's bytes against ``cap``, waiting (up to ``timeout``) for room.
@@ -268,6 +275,47 @@ class Resolutions:
             self.held += size
             self.held_peak = max(self.held_peak, self.held)
         return True
+
+    # ---------------------------------------------------- task graphs
+    def _hold(self, task: Task) -> None:
+        """A task whose inputs are not all in: live, and waiting (lock held)."""
+        self.waiting += 1
+        self.observed.submitted(task)
+        self.observed.waiting += 1
+
+    def release(self, task: Task, frame: tuple[Any, ...], size: int, extra: int) -> bool:
+        """A waiting task's inputs are in: it goes to the queue with ``frame``, which
+        carries them. ``extra``: their bytes, now held for it (``memory=``).
+
+        False: it had ended meanwhile (cancelled, say).
+        """
+        with self.lock:
+            if task.state != WAITING:
+                return False
+            self._unwait()
+            task.frame = frame
+            task.size = size
+            task.small = size <= PREFETCH_BYTES
+            task.held += extra
+            self.held += extra
+            self.held_peak = max(self.held_peak, self.held)
+            task.state = QUEUED
+            self._enqueue(task)
+        return True
+
+    def give_up(self, task: Task, status: Status, detail: str) -> None:
+        """A waiting task whose input failed ends unrun; its future settles here."""
+        with self.lock:
+            if task.state == WAITING:
+                self._resolve(task, status, detail)
+        self.settle()
+
+    def _unwait(self) -> None:
+        self.waiting -= 1
+        self.observed.waiting -= 1
+
+    def _enqueue(self, task: Task) -> None:
+        """A task may go to a worker now (lock held)."""
 
     def _free(self, task: Task) -> None:
         """The task's bytes are no longer the controller's (lock held)."""
@@ -292,6 +340,8 @@ class Resolutions:
             started,
             time.monotonic(),
         )
+        if task.state == WAITING:
+            self._unwait()
         task.state = DONE
         task.outcome = outcome
         task.detail = detail

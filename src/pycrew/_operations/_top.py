@@ -262,6 +262,7 @@ def _header(state: dict[str, Any]) -> RenderableType:
     tasks = _counts(
         [
             ("queued", t.get("queued"), ""),
+            ("waiting", t.get("waiting"), ""),
             ("running", t.get("running"), "bold"),
             ("resolved", t.get("resolved"), ""),
         ]

@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
     from typing import Any
 
-PROTOCOL = 2
+PROTOCOL = 3
 PREAUTH_MAX = 4096
 #: default limit on one frame after authentication: a task with its data, or a result
 BYTES_MAX = 4 << 30
@@ -66,6 +66,10 @@ TASK_HEAD = struct.Struct("<Qf")
 #: task failed, and how many seconds it ran (0 if it did not), so that the
 #: controller knows without unpickling anything
 RESULT_HEAD = struct.Struct("<QBBf")
+#: after a TASK_INPUTS frame's TASK head: how many inputs, then for each how
+#: many of the frame's buffers it takes (its result's pickle, then its buffers)
+INPUTS_COUNT = struct.Struct("<I")
+INPUT_PIECES = struct.Struct("<I")
 #: a shared object's key, at the head of SHARE and UNSHARE frames
 SHARE_KEY = struct.Struct("<Q")
 #: the head of an OUTPUT frame: the task's id and the stream (1 stdout, 2 stderr)
@@ -104,6 +108,8 @@ class Kind(enum.IntEnum):
     OUTPUT = 20
     #: worker -> controller: a setup step failed (JSON: error, trace); the worker leaves
     SETUP_FAILED = 21
+    #: controller -> worker: a TASK that takes other tasks' results (``with_inputs``)
+    TASK_INPUTS = 22
 
 
 #: received buffers at least this large get fresh pages instead of a bytearray
@@ -321,6 +327,50 @@ def pieces(frame: bytes | tuple[Any, ...]) -> tuple[Any, ...]:
     return (frame,) if isinstance(frame, bytes) else frame
 
 
+def with_inputs(
+    frame: bytes | tuple[Any, ...], inputs: Sequence[Sequence[Any]]
+) -> tuple[tuple[Any, ...], int]:
+    """A task's TASK frame made a TASK_INPUTS frame that carries its inputs; and its size.
+
+    Each input is a RESULT's meta (head and pickle) and its buffers, as the
+    worker that made it sent them: forwarded as they are, never unpickled
+    here. They go first among the frame's buffers, as views (no copy); the
+    task's own buffers follow. The worker unpickles each input's outcome and
+    hands the values to the task (``_worker/_inputs.py``).
+    """
+    parts = pieces(frame)
+    head = memoryview(parts[0]).cast("B")
+    nbuf = HEADER.unpack_from(head)[2]
+    meta = head[HEADER.size + LENGTH.size * nbuf :]
+    directory = INPUTS_COUNT.pack(len(inputs)) + b"".join(
+        INPUT_PIECES.pack(len(one)) for one in inputs
+    )
+    buffers = [memoryview(piece).cast("B") for one in inputs for piece in one]
+    buffers += [memoryview(piece).cast("B") for piece in parts[1:]]
+    new_meta = bytes(meta[: TASK_HEAD.size]) + directory + bytes(meta[TASK_HEAD.size :])
+    encoded = encode(Kind.TASK_INPUTS, new_meta, buffers)
+    return encoded, len(new_meta) + sum(b.nbytes for b in buffers)
+
+
+def split_inputs(
+    meta: bytes | memoryview, bufs: Sequence[Any]
+) -> tuple[int, list[Sequence[Any]], Sequence[Any]]:
+    """A TASK_INPUTS frame's parts: how far its payload's pickle starts past the TASK
+    head, each input's pieces, and the task's own buffers."""
+    (count,) = INPUTS_COUNT.unpack_from(meta, TASK_HEAD.size)
+    at = TASK_HEAD.size + INPUTS_COUNT.size
+    groups: list[Sequence[Any]] = []
+    used = 0
+    for _ in range(count):
+        (n,) = INPUT_PIECES.unpack_from(meta, at)
+        at += INPUT_PIECES.size
+        if n < 1 or used + n > len(bufs):
+            raise ProtocolError("a task's inputs do not match its buffers")
+        groups.append(bufs[used : used + n])
+        used += n
+    return at - TASK_HEAD.size, groups, bufs[used:]
+
+
 def retag(pieces: Sequence[Any], task_id: int) -> tuple[Any, ...]:
     """A copy of an encoded TASK frame that carries another task id."""
     head = bytearray(memoryview(pieces[0]).cast("B"))
@@ -358,6 +408,17 @@ def add_import_paths(joined: str) -> None:
             sys.path.append(path)
 
 
+#: how protocol 4+ writes the module name of a class or function of ``__main__``
+#: (STACK_GLOBAL's module string, first written in full): a string that merely
+#: holds "__main__" (a task's label, say) does not match, and costs no re-pickle
+MAIN_MODULE = b"\x8c\x08__main__"
+
+
+def names_main(data: bytes) -> bool:
+    """Whether a pickle names something of ``__main__`` (a worker could not find it)."""
+    return MAIN_MODULE in data
+
+
 def dumps(obj: Any, serializers: Serializers | None = None) -> tuple[bytes, list[memoryview]]:
     """Pickle ``obj`` (protocol 5; callables by value where needed), large buffers apart.
 
@@ -384,8 +445,8 @@ def dumps(obj: Any, serializers: Serializers | None = None) -> tuple[bytes, list
         else:
             data = _pickle_with(serializers.plain, obj, keep)
     except Exception:
-        data = b"__main__"
-    if b"__main__" in data:
+        data = MAIN_MODULE
+    if names_main(data):
         buffers.clear()
         script = _script_pickler() if serializers is None else serializers.script()
         data = _pickle_with(script, obj, keep)

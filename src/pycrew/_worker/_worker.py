@@ -38,7 +38,7 @@ from .._operations import _logs
 from .._version import __version__
 from .._wire import _frames
 from .._wire._frames import Kind
-from . import _watchdog
+from . import _inputs, _watchdog
 from ._evaluate import (
     CANCEL,
     ERROR,
@@ -217,6 +217,8 @@ class Worker:
         # copy still waits in the inbox, and each RELEASE frees one copy
         self.pending: collections.Counter[int] = collections.Counter()
         self.released: collections.Counter[int] = collections.Counter()
+        #: other tasks' results that tasks received and not yet started take, per copy
+        self.inputs: dict[int, collections.deque[tuple[int, list[Any]]]] = {}
         self.lock = threading.Lock()
         self.send_lock = threading.Lock()
         self.interruptible = Interruptible()
@@ -237,10 +239,15 @@ class Worker:
             while True:
                 limit = self.settings.bytes_max
                 kind, meta, bufs = read_frame(self.stream, limit, True, self.pool.take)
-                if kind == Kind.TASK:
+                if kind == Kind.TASK or kind == Kind.TASK_INPUTS:
                     (task_id,) = _frames.TASK_ID.unpack_from(meta)
                     with self.lock:
                         self.pending[task_id] += 1
+                        if kind == Kind.TASK_INPUTS:
+                            offset, groups, bufs = _frames.split_inputs(meta, bufs)
+                            self.inputs.setdefault(task_id, collections.deque()).append(
+                                (offset, groups)
+                            )
                     self.inbox.put((task_id, meta, bufs))
                 elif kind == Kind.SETUP:
                     self.inbox.put((SETUP_ID, meta, bufs))
@@ -323,6 +330,7 @@ class Worker:
                 if self.released[task_id] > 0:
                     # a copy handed back (its pending mark went with it): skip one
                     _take(self.released, task_id)
+                    self.take_inputs(task_id)
                     continue
                 if done and self._too_late(meta, timers_on, started):
                     # it could not end here in time: back to the controller with
@@ -399,15 +407,30 @@ class Worker:
             return False
         return True
 
+    def take_inputs(self, task_id: int) -> tuple[int, list[Any]] | None:
+        """The inputs of one copy of a task, if it takes any (lock held)."""
+        held = self.inputs.get(task_id)
+        if not held:
+            return None
+        entry = held.popleft()
+        if not held:
+            del self.inputs[task_id]
+        return entry
+
     def run_task(self, task_id: int, meta: bytes, bufs: Sequence[Any], last: bool) -> None:
         with self.lock:
             skip = task_id in self.cancelled
+            inputs = self.take_inputs(task_id)
         if skip:
             outcome = _unrun(CANCEL, "cancelled")
         else:
             sampler = self.sampler
             try:
-                payload = _frames.loads(memoryview(meta)[_frames.TASK_HEAD.size :], bufs)
+                if inputs is None:
+                    payload = _frames.loads(memoryview(meta)[_frames.TASK_HEAD.size :], bufs)
+                else:
+                    payload = _inputs.unpickle(meta, bufs, *inputs)
+                del inputs
                 if sampler is not None:
                     sampler.current = (_phase(payload), task_id)
                 if self.relay is not None:

@@ -30,7 +30,7 @@ __all__ = ["CONTENT_TYPE", "StatusCollector", "render"]
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 #: outcome counters, in the order summary() lists them
 OUTCOMES = ("success", "error", "crash", "cancel", "timeout")
-TASK_STATES = ("queued", "running", "resolved")
+TASK_STATES = ("queued", "waiting", "running", "resolved")
 #: worker states that are a count now (launched, exited and failed only grow)
 WORKER_STATES = ("connected", "idle", "busy", "launching")
 

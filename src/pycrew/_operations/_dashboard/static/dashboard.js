@@ -142,7 +142,7 @@
 
   function drawTiles(s) {
     const t = s.tasks || {};
-    for (const key of ["pushed", "queued", "running", ...STATUSES]) {
+    for (const key of ["pushed", "queued", "waiting", "running", ...STATUSES]) {
       setText(`tasks-${key}`, String(t[key] ?? "-"));
     }
     setText("rate", (s.rate ?? 0).toFixed(1));
