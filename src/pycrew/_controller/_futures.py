@@ -54,6 +54,8 @@ V = TypeVar("V")
 _ENDED = (CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED)
 #: guards the first making of a future's condition and lists (rare, and short)
 _MAKING = threading.Lock()
+#: a callback added by ``_on_done`` and the future settling meanwhile: one waits
+_ADDING = threading.Lock()
 
 
 # The two errors that are also concurrent.futures' own (see _errors).
@@ -298,9 +300,22 @@ class TaskFuture(concurrent.futures.Future[T], Generic[T]):
                     else:
                         waiter.add_result(self)
                 condition.notify_all()
-        if self._callbacks:
-            # the standard library's own routine: it logs a callback that raises
-            self._invoke_callbacks()  # type: ignore[attr-defined]
+        if self._callbacks is not None:
+            with _ADDING:
+                pass  # an _on_done() that saw this future pending has added its callback
+            if self._callbacks:
+                # the standard library's own routine: it logs a callback that raises
+                self._invoke_callbacks()  # type: ignore[attr-defined]
+
+    def _on_done(self, callback: Callable[[TaskFuture[T]], object]) -> None:
+        """Call ``callback(self)`` once settled, at once if it is: ``add_done_callback``
+        without the condition it makes (a graph of a million tasks spares 800 MB)."""
+        callbacks = self._done_callbacks  # made first: _settle() looks at it
+        with _ADDING:
+            if self._state not in _ENDED:
+                callbacks.append(callback)
+                return
+        callback(self)
 
     def _failure(self, record: TaskResult) -> BaseException:
         """The exception this task's outcome raises; the same object each time."""

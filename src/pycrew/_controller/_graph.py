@@ -50,6 +50,8 @@ log = logging.getLogger("pycrew.controller")
 #: wakes those who wait for a waiting task to be released or to end (the debugging controller)
 _SETTLED = threading.Condition()
 _LOCAL = threading.local()
+#: guards every task's count of inputs still running (a lock each would cost memory)
+_COUNTING = threading.Lock()
 
 
 def reduce_future(future: TaskFuture[Any]) -> tuple[Any, ...]:
@@ -66,7 +68,7 @@ def reduce_future(future: TaskFuture[Any]) -> tuple[Any, ...]:
 class Inputs:
     """What a task waits for: the futures whose results it takes, by slot."""
 
-    __slots__ = ("cause", "controller", "futures", "lock", "pending", "task", "timeout")
+    __slots__ = ("cause", "controller", "futures", "pending", "task", "timeout")
 
     def __init__(
         self, controller: Controller, task: Task, futures: list[TaskFuture[Any]], timeout: Any
@@ -75,14 +77,13 @@ class Inputs:
         self.task = task
         self.futures: Sequence[TaskFuture[Any]] = futures
         self.pending = len(futures)
-        self.lock = threading.Lock()
         self.timeout = timeout
         #: the input that did not succeed, once one did not
         self.cause: TaskFuture[Any] | None = None
 
     def done(self, _: object) -> None:
         """An input ended (a done callback: on the thread that settled it)."""
-        with self.lock:
+        with _COUNTING:
             self.pending -= 1
             if self.pending:
                 return
@@ -180,7 +181,7 @@ def watch(task: Task) -> None:
     inputs: Inputs = task.inputs
     if task.state == WAITING:
         for future in list(inputs.futures):
-            future.add_done_callback(inputs.done)
+            future._on_done(inputs.done)
 
 
 def dependency_error(record: TaskResult, task: Task) -> BaseException | None:
