@@ -365,3 +365,65 @@ def _wait_for_file(path: Path) -> bool:
             return True
         threading.Event().wait(0.02)
     return False
+
+
+# ------------------------------------------------- a result kept where it was made
+MB = 1 << 20
+
+
+def _copies(ctl: pycrew.Controller, before: dict[str, int], size: int) -> tuple[float, float]:
+    after = ctl.status()["bytes"]
+    return (after["sent"] - before["sent"]) / size, (after["received"] - before["received"]) / size
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_chain_on_a_worker_sends_its_values_out_no_more(workers: int) -> None:
+    # counted in bytes on the controller's sockets: each 8 MB value comes back
+    # once (a user may ask for it), and is never sent out again to the next
+    # task, which runs where the value is kept
+    with pycrew.local_controller(workers=workers) as ctl:
+        ctl.launch(workers)
+        assert ctl.push(tasks.add, 0, 0).result(timeout=WAIT) == 0
+        before = ctl.status()["bytes"]
+        value = ctl.push(tasks.array_mb, 8)
+        for _ in range(9):
+            value = ctl.push(tasks.bump, value)
+        assert float(value.result(timeout=WAIT)[0]) == 9.0
+        sent, received = _copies(ctl, before, 8 * MB)
+    assert sent < 0.1
+    assert 9.9 < received < 10.1
+
+
+def test_a_kept_input_is_a_copy_for_each_task_that_takes_it() -> None:
+    with pycrew.local_controller(workers=1) as ctl:
+        source = ctl.push(tasks.array_mb, 1)
+        changed = [ctl.push(tasks.bump_in_place, source) for _ in range(3)]
+        assert [f.result(timeout=WAIT) for f in changed] == [1.0, 1.0, 1.0]
+        assert float(source.result(timeout=WAIT).sum()) == 0.0
+
+
+def test_a_dependent_on_another_worker_gets_the_bytes(tmp_path: Path) -> None:
+    with pycrew.local_controller(workers=2) as ctl:
+        source = ctl.push(tasks.array_mb, 8)
+        here = ctl.push(tasks.pid_of, source).result(timeout=WAIT)  # where it is kept
+        before = ctl.status()["bytes"]
+        started = tmp_path / "started"
+        busy = ctl.push(tasks.mark_then_sleep, str(started), 3.0)  # that worker, busy
+        assert _wait_for_file(started)
+        # a large task waits for an idle worker: a second one is launched for it
+        there = ctl.push(tasks.pid_of, source).result(timeout=WAIT)
+        sent, _ = _copies(ctl, before, 8 * MB)
+        assert busy.result(timeout=WAIT) == 3.0
+    assert there != here
+    assert 0.9 < sent < 1.5  # its input went out once, to the worker that ran it
+
+
+def test_a_kept_input_survives_its_worker_dying(tmp_path: Path) -> None:
+    with pycrew.local_controller(workers=1, retry_crashes=True, crashes_max=3) as ctl:
+        source = ctl.push(tasks.array_mb, 1)
+        assert float(source.result(timeout=WAIT)[0]) == 0.0
+        # the worker that kept it dies before the dependent runs
+        crash = ctl.push(tasks.crash_once_then, str(tmp_path / "crashed"), source)
+        assert float(crash.result(timeout=WAIT)[0]) == 0.0
+        assert crash.record().attempts == 2
+        assert float(ctl.push(tasks.bump, source).result(timeout=WAIT)[0]) == 1.0

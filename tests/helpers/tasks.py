@@ -7,6 +7,7 @@ import random
 import signal
 import time
 import warnings
+from typing import Any
 
 
 def add(x: int, y: int) -> int:
@@ -481,3 +482,26 @@ def total(values: list[int]) -> int:
 def slow_add(x: int, y: int, seconds: float) -> int:
     time.sleep(seconds)
     return x + y
+
+
+def array_mb(mb: int) -> object:
+    """A fresh numpy array of ``mb`` megabytes of zeros."""
+    import numpy as np
+
+    return np.zeros(mb * (1 << 20) // 8)
+
+
+def bump(a: Any) -> object:
+    """A new array one larger everywhere."""
+    return a + 1
+
+
+def bump_in_place(a: Any) -> float:
+    """Change the input itself, then read it: a task must get its own copy."""
+    a += 1
+    return float(a[0])
+
+
+def pid_of(_: object) -> int:
+    """The worker's pid (the input is only waited for)."""
+    return os.getpid()

@@ -1,7 +1,7 @@
 """Task graphs: a task whose arguments hold futures waits here until they end.
 
 ```
- push(g, fut_f) ─► pickled: fut_f becomes _inputs.value(0) ─► Task WAITING (live, not queued)
+ push(g, fut_f) ─► pickled: fut_f becomes _values.value(0) ─► Task WAITING (live, not queued)
        └─► watch(): a done callback on each input's future
  each input ends ─► Inputs.done() ─┬─ all succeeded: their RESULT bytes, forwarded as the
                                    │  worker sent them, join the task's frame ─► release():
@@ -33,7 +33,7 @@ from .._dispatcher._task import WAITING
 from .._errors import ArgumentTypeError, DependencyError
 from .._results import Status
 from .._wire import _frames
-from .._worker import _inputs
+from .._worker import _values
 from .._worker._evaluate import describe
 from ._share import input_slot
 
@@ -62,13 +62,23 @@ def reduce_future(future: TaskFuture[Any]) -> tuple[Any, ...]:
             f"a future (task {future.name!r}) cannot be pickled: it can only be a task's "
             "argument (push, walk, map, submit), where the task takes its result"
         )
-    return _inputs.value, (slot,)
+    return _values.value, (slot,)
 
 
 class Inputs:
     """What a task waits for: the futures whose results it takes, by slot."""
 
-    __slots__ = ("cause", "controller", "futures", "pending", "task", "timeout")
+    __slots__ = (
+        "base",
+        "cause",
+        "controller",
+        "futures",
+        "groups",
+        "ids",
+        "pending",
+        "task",
+        "timeout",
+    )
 
     def __init__(
         self, controller: Controller, task: Task, futures: list[TaskFuture[Any]], timeout: Any
@@ -80,6 +90,24 @@ class Inputs:
         self.timeout = timeout
         #: the input that did not succeed, once one did not
         self.cause: TaskFuture[Any] | None = None
+        #: by slot: the id of the input task if a worker may keep its result for
+        #: this one (the dispatcher's ``want``), else 0
+        self.ids: tuple[int, ...] = ()
+        #: once released: the task's frame without its inputs, and each input's pieces
+        self.base: Any = None
+        self.groups: list[Sequence[Any]] | None = None
+
+    def frame_for(self, here: set[int]) -> tuple[Any, ...]:
+        """The task's frame for a worker that keeps the inputs whose ids are ``here``."""
+        assert self.groups is not None, "a released task keeps its inputs until it ends"
+        named: list[Sequence[Any] | int] = [
+            i if i in here else group for i, group in zip(self.ids, self.groups, strict=True)
+        ]
+        return _frames.with_inputs(self.base, named)[0]
+
+    def forget_values(self) -> None:
+        """The task ended: its inputs' bytes go (its record may outlive them)."""
+        self.base = self.groups = None
 
     def done(self, _: object) -> None:
         """An input ended (a done callback: on the thread that settled it)."""
@@ -130,6 +158,7 @@ class Inputs:
             groups.append(_result_pieces(ctl, upstream))
         task = self.task
         frame, size = _frames.with_inputs(task.frame, groups)
+        self.base, self.groups = task.frame, groups
         if size > ctl.bytes_max:
             self._give_up(
                 Status.ERROR,
@@ -177,11 +206,27 @@ def _result_pieces(ctl: Controller, upstream: Task) -> Sequence[Any]:
 
 
 def watch(task: Task) -> None:
-    """After submit: hear when each input of a waiting task ends (maybe at once)."""
+    """After submit: hear when each input of a waiting task ends (maybe at once), and
+    ask that a worker keep each input's result for it, where one can."""
     inputs: Inputs = task.inputs
-    if task.state == WAITING:
-        for future in list(inputs.futures):
-            future._on_done(inputs.done)
+    if task.state != WAITING:
+        return
+    ctl = inputs.controller
+    dispatcher = ctl._dispatcher
+    ids = []
+    for future in inputs.futures:
+        upstream_ctl, upstream = future._where
+        local = dispatcher is not None and upstream_ctl is ctl
+        ids.append(upstream.id if local and _wanted(dispatcher, upstream) else 0)
+    inputs.ids = tuple(ids)
+    for future in list(inputs.futures):
+        future._on_done(inputs.done)
+
+
+def _wanted(dispatcher: Any, upstream: Task) -> bool:
+    with dispatcher.lock:
+        wanted: bool = dispatcher.want(upstream)
+        return wanted
 
 
 def dependency_error(record: TaskResult, task: Task) -> BaseException | None:

@@ -35,7 +35,7 @@ from .._errors import CrewError, RemoteTraceback
 from .._results import Status
 from .._wire import _frames
 from .._wire._frames import Kind
-from .._worker import _inputs
+from .._worker import _values
 from .._worker._evaluate import (
     _SINK,
     CODE,
@@ -47,7 +47,6 @@ from .._worker._evaluate import (
     trace_of,
 )
 from .._worker._setup import drop_shared, keep_shared, run_step
-from .._worker._worker import result_message
 from . import _push
 from ._checks import check_int
 from ._controller import Controller
@@ -402,7 +401,7 @@ def execute(
         task_meta, task_bufs = _frame_parts(frame, 0)
         if _frames.HEADER.unpack_from(memoryview(frame[0]))[0] == Kind.TASK_INPUTS:
             offset, groups, own = _frames.split_inputs(task_meta, task_bufs)
-            payload = _inputs.unpickle(task_meta, own, offset, groups)
+            payload = _values.unpickle(task_meta, own, offset, groups)
         else:
             payload = _frames.loads(task_meta[_frames.TASK_HEAD.size :], task_bufs)
     except KeyboardInterrupt:
@@ -413,7 +412,7 @@ def execute(
     else:
         _give_back_sources(payload)
         outcome = _evaluate_here(payload, cleanup, main)
-    meta, bufs = result_message(task_id, False, outcome, bytes_max, serializers)
+    meta, bufs = _values.result_message(task_id, False, outcome, bytes_max, serializers)
     return meta, [bytearray(buf) for buf in bufs]
 
 

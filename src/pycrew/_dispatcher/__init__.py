@@ -3,7 +3,8 @@
 ```
  push ─► Dispatcher.submit ─► queue ─► TASK ─► worker      (dispatcher thread, one port)
            │  accept ─► _handshake ─► WELCOME                   _pacing: wait or wake?
-           └─ RESULT ─► Task resolved (_task) ─► future settled
+           │  waiting for inputs (_task) ─► released ─► queue   _locality: run it where
+           └─ RESULT ─► Task resolved (_task) ─► future settled   its input is kept
  push / disconnect ─► Scaler (scaler thread) ─► Autoscaler (pure) ─► launcher
 ```
 

@@ -43,6 +43,7 @@ from .._results import Status
 from .._wire import _frames
 from .._wire._frames import Kind
 from ._handshake import _AUTH, _READY, _TLS_SHAKE, Conn, Doorway
+from ._locality import Locality
 from ._pacing import Pacing, Placement
 from ._task import DONE, FORWARDED, NO_FRAME, QUEUED, RUNNING, WAITING, Resolutions, settle_all
 
@@ -64,7 +65,7 @@ _READ_CHUNK = 1 << 18
 _READ_BUDGET = 16 << 20
 
 
-class Dispatcher(Doorway, Placement, Resolutions):
+class Dispatcher(Doorway, Placement, Locality, Resolutions):
     """Owns the listening socket, the worker connections and the task queue.
 
     Args:
@@ -318,7 +319,7 @@ class Dispatcher(Doorway, Placement, Resolutions):
                 if share is not None:
                     conn.shared.add(key)
                     self._write(conn, share)
-        self._write(conn, _frames.pieces(task.frame))
+        self._write(conn, self._keep_on_assign(conn, task))
 
     def _write(self, conn: Conn, pieces: Sequence[Any]) -> None:
         """Queue bytes for a worker; they leave at the next ``_flush_dirty()``."""
@@ -366,6 +367,8 @@ class Dispatcher(Doorway, Placement, Resolutions):
 
     def retire(self, task: Task) -> None:
         """A task another controller takes over: gone from here, with no record (lock held)."""
+        if task.inputs is not None:
+            self._inputs_ended(task)
         task.state = FORWARDED
         task.frame = NO_FRAME
         self._free(task)
@@ -412,7 +415,8 @@ class Dispatcher(Doorway, Placement, Resolutions):
                 queue.popleft()
                 continue
             if self.idle:
-                conn = self._flowing(task, now)
+                conn = self._near(task) if task.inputs is not None and self.kept_on else None
+                conn = conn or self._flowing(task, now)
                 if conn is None:
                     if task.small and self._held(now):
                         return  # a busy worker's refill takes it (see _pacing)
@@ -595,12 +599,14 @@ class Dispatcher(Doorway, Placement, Resolutions):
                 conn.kill_at = time.monotonic() + CANCEL_GRACE
             if conn.kill_at is None:
                 self.watch.discard(conn)
-            if last:
+            if last & _frames.LAST:
                 conn.leaving = True
             if task.state != DONE:
                 task.raw = (meta, bufs) if bufs else meta
                 task.failed = bool(failed)
                 self._resolve(task, None, started=now - ran)
+            if last & _frames.KEPT:
+                self._on_kept(conn, task)
             self._refill(conn)
         elif kind == Kind.RELEASED:
             if len(meta) != _frames.TASK_ID.size:
@@ -706,6 +712,7 @@ class Dispatcher(Doorway, Placement, Resolutions):
                 self._log_drop(why)
             return
         self.workers.pop(info.id, None)
+        self._lost(conn)
         head = conn.tasks[0] if conn.tasks else None
         if head is not None and head.state == RUNNING and not conn.leaving:
             # the worker died while running its oldest task; any behind it never started

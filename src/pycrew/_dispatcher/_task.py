@@ -317,6 +317,15 @@ class Resolutions:
     def _enqueue(self, task: Task) -> None:
         """A task may go to a worker now (lock held)."""
 
+    def want(self, task: Task) -> bool:
+        """A waiting task takes ``task``'s result: whether a worker may keep it for
+        that task (``_locality``; here, never)."""
+        return False
+
+    def _inputs_ended(self, task: Task) -> None:
+        """A task that took inputs ended (lock held): its copies of them go."""
+        task.inputs.forget_values()
+
     def _free(self, task: Task) -> None:
         """The task's bytes are no longer the controller's (lock held)."""
         if task.held:
@@ -342,6 +351,8 @@ class Resolutions:
         )
         if task.state == WAITING:
             self._unwait()
+        if task.inputs is not None:
+            self._inputs_ended(task)
         task.state = DONE
         task.outcome = outcome
         task.detail = detail

@@ -62,14 +62,17 @@ TASK_ID = struct.Struct("<Q")
 #: seconds_timeout, 0 when not given), for a worker that must leave before
 #: its job ends
 TASK_HEAD = struct.Struct("<Qf")
-#: a result names its task, whether the worker leaves after it, whether the
-#: task failed, and how many seconds it ran (0 if it did not), so that the
-#: controller knows without unpickling anything
+#: a result names its task, its flags (LAST, KEPT), whether the task failed,
+#: and how many seconds it ran (0 if it did not), so that the controller knows
+#: without unpickling anything
 RESULT_HEAD = struct.Struct("<QBBf")
+#: RESULT flags: the worker leaves after this result; it keeps the result (KEEP)
+LAST, KEPT = 1, 2
 #: after a TASK_INPUTS frame's TASK head: how many inputs, then for each how
-#: many of the frame's buffers it takes (its result's pickle, then its buffers)
+#: many of the frame's buffers it takes (its result's pickle, then its
+#: buffers), or 0 and the id of a task whose result the worker kept
 INPUTS_COUNT = struct.Struct("<I")
-INPUT_PIECES = struct.Struct("<I")
+INPUT_PIECES = struct.Struct("<IQ")
 #: a shared object's key, at the head of SHARE and UNSHARE frames
 SHARE_KEY = struct.Struct("<Q")
 #: the head of an OUTPUT frame: the task's id and the stream (1 stdout, 2 stderr)
@@ -110,6 +113,11 @@ class Kind(enum.IntEnum):
     SETUP_FAILED = 21
     #: controller -> worker: a TASK that takes other tasks' results (``with_inputs``)
     TASK_INPUTS = 22
+    #: controller -> worker: keep the result of this task (its id) after sending
+    #: it, for tasks that take it and may run here
+    KEEP = 23
+    #: controller -> worker: drop the result kept for this task
+    FORGET = 24
 
 
 #: received buffers at least this large get fresh pages instead of a bytearray
@@ -328,24 +336,28 @@ def pieces(frame: bytes | tuple[Any, ...]) -> tuple[Any, ...]:
 
 
 def with_inputs(
-    frame: bytes | tuple[Any, ...], inputs: Sequence[Sequence[Any]]
+    frame: bytes | tuple[Any, ...], inputs: Sequence[Sequence[Any] | int]
 ) -> tuple[tuple[Any, ...], int]:
     """A task's TASK frame made a TASK_INPUTS frame that carries its inputs; and its size.
 
     Each input is a RESULT's meta (head and pickle) and its buffers, as the
     worker that made it sent them: forwarded as they are, never unpickled
-    here. They go first among the frame's buffers, as views (no copy); the
-    task's own buffers follow. The worker unpickles each input's outcome and
-    hands the values to the task (``_worker/_inputs.py``).
+    here; or the id of a task whose result the receiving worker kept. They go
+    first among the frame's buffers, as views (no copy); the task's own
+    buffers follow. The worker unpickles each input's outcome and hands the
+    values to the task (``_worker/_values.py``).
     """
     parts = pieces(frame)
     head = memoryview(parts[0]).cast("B")
     nbuf = HEADER.unpack_from(head)[2]
     meta = head[HEADER.size + LENGTH.size * nbuf :]
     directory = INPUTS_COUNT.pack(len(inputs)) + b"".join(
-        INPUT_PIECES.pack(len(one)) for one in inputs
+        INPUT_PIECES.pack(0, one) if isinstance(one, int) else INPUT_PIECES.pack(len(one), 0)
+        for one in inputs
     )
-    buffers = [memoryview(piece).cast("B") for one in inputs for piece in one]
+    buffers = [
+        memoryview(piece).cast("B") for one in inputs if not isinstance(one, int) for piece in one
+    ]
     buffers += [memoryview(piece).cast("B") for piece in parts[1:]]
     new_meta = bytes(meta[: TASK_HEAD.size]) + directory + bytes(meta[TASK_HEAD.size :])
     encoded = encode(Kind.TASK_INPUTS, new_meta, buffers)
@@ -354,17 +366,21 @@ def with_inputs(
 
 def split_inputs(
     meta: bytes | memoryview, bufs: Sequence[Any]
-) -> tuple[int, list[Sequence[Any]], Sequence[Any]]:
+) -> tuple[int, list[Sequence[Any] | int], Sequence[Any]]:
     """A TASK_INPUTS frame's parts: how far its payload's pickle starts past the TASK
-    head, each input's pieces, and the task's own buffers."""
+    head, each input (its pieces, or the id of a kept result), and the task's
+    own buffers."""
     (count,) = INPUTS_COUNT.unpack_from(meta, TASK_HEAD.size)
     at = TASK_HEAD.size + INPUTS_COUNT.size
-    groups: list[Sequence[Any]] = []
+    groups: list[Sequence[Any] | int] = []
     used = 0
     for _ in range(count):
-        (n,) = INPUT_PIECES.unpack_from(meta, at)
+        n, kept = INPUT_PIECES.unpack_from(meta, at)
         at += INPUT_PIECES.size
-        if n < 1 or used + n > len(bufs):
+        if n == 0:
+            groups.append(kept)
+            continue
+        if used + n > len(bufs):
             raise ProtocolError("a task's inputs do not match its buffers")
         groups.append(bufs[used : used + n])
         used += n

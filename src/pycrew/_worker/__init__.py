@@ -3,7 +3,8 @@
 ```
  _entry (argv, environment) ─► _worker: dial, prove the secret, then one task at a time
         reader thread ── TASK/SETUP/SHARE ──► main thread: _evaluate ─► RESULT
-                                                  └─ _setup: shared objects, __main__ state
+                                                  ├─ _setup: shared objects, __main__ state
+                                                  └─ _values: inputs in, results out (kept)
  _watchdog: a separate small process that ends the worker when it cannot end itself
  _template: a pre-imported process that forks local workers in a millisecond or two
 ```

@@ -38,11 +38,10 @@ from .._operations import _logs
 from .._version import __version__
 from .._wire import _frames
 from .._wire._frames import Kind
-from . import _inputs, _watchdog
+from . import _values, _watchdog
 from ._evaluate import (
     CANCEL,
     ERROR,
-    SUCCESS,
     Cleanup,
     Interrupted,
     Interruptible,
@@ -219,6 +218,8 @@ class Worker:
         self.released: collections.Counter[int] = collections.Counter()
         #: other tasks' results that tasks received and not yet started take, per copy
         self.inputs: dict[int, collections.deque[tuple[int, list[Any]]]] = {}
+        #: results kept here for tasks that take them
+        self.kept = _values.Kept()
         self.lock = threading.Lock()
         self.send_lock = threading.Lock()
         self.interruptible = Interruptible()
@@ -249,6 +250,10 @@ class Worker:
                                 (offset, groups)
                             )
                     self.inbox.put((task_id, meta, bufs))
+                elif kind == Kind.KEEP:
+                    self.kept.want(_frames.TASK_ID.unpack_from(meta)[0])
+                elif kind == Kind.FORGET:
+                    self.kept.forget(_frames.TASK_ID.unpack_from(meta)[0])
                 elif kind == Kind.SETUP:
                     self.inbox.put((SETUP_ID, meta, bufs))
                 elif kind == Kind.SHARE:
@@ -422,14 +427,14 @@ class Worker:
             skip = task_id in self.cancelled
             inputs = self.take_inputs(task_id)
         if skip:
-            outcome = _unrun(CANCEL, "cancelled")
+            outcome = _values.unrun(CANCEL, "cancelled")
         else:
             sampler = self.sampler
             try:
                 if inputs is None:
                     payload = _frames.loads(memoryview(meta)[_frames.TASK_HEAD.size :], bufs)
                 else:
-                    payload = _inputs.unpickle(meta, bufs, *inputs)
+                    payload = _values.unpickle(meta, bufs, *inputs, self.kept)
                 del inputs
                 if sampler is not None:
                     sampler.current = (_phase(payload), task_id)
@@ -437,9 +442,11 @@ class Worker:
                     self.relay.task_id = task_id
                 outcome = evaluate(payload, self.settings.cleanup, self.interruptible, self.meter)
             except Interrupted:
-                outcome = _unrun(CANCEL, "the task was interrupted")
+                outcome = _values.unrun(CANCEL, "the task was interrupted")
             except BaseException as exc:  # unpickling runs the pusher's code, SystemExit too
-                outcome = _unrun(ERROR, f"the worker could not load the task: {describe(exc)}")
+                outcome = _values.unrun(
+                    ERROR, f"the worker could not load the task: {describe(exc)}"
+                )
             if sampler is not None:
                 sampler.current = ("idle", None)
             if self.relay is not None:
@@ -447,8 +454,8 @@ class Worker:
         with self.lock:
             self.current = 0
             self.cancelled.discard(task_id)
-        meta, out_bufs = result_message(
-            task_id, last, outcome, self.settings.bytes_max, _frames.WORKER_SERIALIZERS
+        meta, out_bufs = _values.result_message(
+            task_id, last, outcome, self.settings.bytes_max, _frames.WORKER_SERIALIZERS, self.kept
         )
         self.send(_frames.encode(Kind.RESULT, meta, out_bufs))
 
@@ -484,41 +491,6 @@ class Worker:
         why = "a setup step failed" if code == EXIT_SETUP else f"{reasons.get(code)} limit reached"
         _log(f"leaving: {why}")
         return code
-
-
-def result_message(
-    task_id: int,
-    last: bool,
-    outcome: tuple[Any, ...],
-    bytes_max: int,
-    serializers: _frames.Serializers | None = None,
-) -> tuple[bytes, list[memoryview]]:
-    """A RESULT frame's meta and buffers; a result that cannot travel becomes an error."""
-    ran = outcome[5] or 0.0
-    head = _frames.RESULT_HEAD.pack(task_id, 1 if last else 0, outcome[0] != SUCCESS, ran)
-    try:
-        body, out_bufs = _frames.dumps(outcome, serializers)
-        reason = None
-    except BaseException as exc:  # a result's __reduce__ is the task's code, SystemExit too
-        reason = f"the result could not be pickled: {describe(exc)}"
-    else:
-        problem = _frames.too_large(len(head) + len(body), out_bufs, bytes_max)
-        if problem is not None:
-            reason = f"the result is {problem}"
-    if reason is not None:
-        head = _frames.RESULT_HEAD.pack(task_id, 1 if last else 0, 1, ran)
-        fallback = (ERROR, None, reason, None, *outcome[4:9])
-        body, out_bufs = _frames.dumps(fallback)
-    return head + body, out_bufs
-
-
-def _unrun(status: str, error: str) -> tuple[Any, ...]:
-    """The outcome of a task that did not run to its end here: nothing was measured.
-
-    Every outcome is ``(status, value, error, trace, warnings, seconds, seed,
-    memory_peak, cpu_seconds)``.
-    """
-    return (status, None, error, None, None, None, None, None, None)
 
 
 def _phase(payload: Any) -> str:
