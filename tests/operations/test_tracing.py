@@ -370,3 +370,28 @@ def test_a_slurm_workers_span_is_the_child_of_the_controllers(
     served = _served(_wait_worker_spans(tmp_path, 1), "on_slurm")
     _assert_child(client, served)
     assert served["attributes"]["pycrew.worker.id"] == record.worker
+
+
+@pytest.mark.parametrize(
+    "carrier",
+    [
+        {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"},
+        {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"},
+        {
+            "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            "tracestate": "vendor=value,other=1",
+        },
+        {"traceparent": "00-00000000000000000000000000000000-b7ad6b7169203331-01"},
+        {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331"},
+        {"traceparent": "zz-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"},
+        {"traceparent": "00-0af7651916cd43dd8448eb211c80319g-b7ad6b7169203331-01"},
+        {},
+    ],
+    ids=["sampled", "unsampled", "tracestate", "zero-id", "short", "version", "not-hex", "none"],
+)
+def test_a_worker_reads_the_trace_context_as_w3c_does(carrier: dict[str, str]) -> None:
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    ours = trace.get_current_span(_tracing._use().parent(carrier)).get_span_context()
+    w3c = TraceContextTextMapPropagator().extract(carrier)
+    assert ours == trace.get_current_span(w3c).get_span_context()

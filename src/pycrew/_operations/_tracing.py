@@ -344,36 +344,26 @@ class ServedSpan:
     def __init__(
         self, tracer: Tracer, carrier: Mapping[str, str], function: str, name: str
     ) -> None:
-        from opentelemetry import context as otel_context
-        from opentelemetry import trace
-        from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-
-        from .._wire._frames import WORKER_ENV
-
-        # W3C's format, whatever propagators this process is set up with: the
-        # controller wrote it so
-        parent = TraceContextTextMapPropagator().extract(carrier)
+        # Every microsecond here is paid by every task: what the span needs of
+        # opentelemetry is looked up once per process (_Serving), and the
+        # controller's traceparent is read directly, in W3C's format
+        use = _use()
+        parent = use.parent(carrier)
+        attributes: dict[str, Any] = {
+            "rpc.method": function,
+            "pycrew.function": function,
+            "pycrew.task.name": name,
+            **use.attributes,
+        }
         self.span: Span = tracer.start_span(
-            function,
-            context=parent,
-            kind=trace.SpanKind.SERVER,
-            attributes={
-                "rpc.system": "pycrew",
-                "rpc.method": function,
-                "pycrew.function": function,
-                "pycrew.task.name": name,
-                "pycrew.worker.id": os.environ.get(WORKER_ENV, ""),
-                "process.pid": os.getpid(),
-            },
+            function, context=parent, kind=use.server, attributes=attributes
         )
         # the task's own spans nest under this one
-        self.token = otel_context.attach(trace.set_span_in_context(self.span, parent))
+        self.token = use.attach(use.set_span_in_context(self.span, parent))
 
     def end(self, status: str, error: str | None, trace_text: str | None, attempts: int) -> None:
-        from opentelemetry import context as otel_context
-
         try:
-            otel_context.detach(self.token)
+            _use().detach(self.token)
         finally:
             span = self.span
             span.set_attributes({"pycrew.status": status, "pycrew.attempts": attempts})
@@ -383,8 +373,69 @@ class ServedSpan:
                 if trace_text:
                     event["exception.stacktrace"] = trace_text
                 span.add_event("exception", event)
-            _set_status(span, status, error)
+            if status in _FAILED:
+                _set_status(span, status, error)
             span.end()
+
+
+class _Serving:
+    """What a worker's spans need of opentelemetry, looked up once per process."""
+
+    def __init__(self) -> None:
+        from opentelemetry import context as otel_context
+        from opentelemetry import trace
+        from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+        from .._wire._frames import WORKER_ENV
+
+        self.trace = trace
+        self.server = trace.SpanKind.SERVER
+        self.attach = otel_context.attach
+        self.detach = otel_context.detach
+        self.set_span_in_context = trace.set_span_in_context
+        self.propagator = TraceContextTextMapPropagator()
+        self.attributes: dict[str, Any] = {
+            "rpc.system": "pycrew",
+            "pycrew.worker.id": os.environ.get(WORKER_ENV, ""),
+            "process.pid": os.getpid(),
+        }
+
+    def parent(self, carrier: Mapping[str, str]) -> Any:
+        """The controller's span as the parent context: a plain traceparent is read
+        here; anything else (a tracestate, another version) by W3C's propagator."""
+        header = carrier.get("traceparent", "")
+        parts = header.split("-")
+        if (
+            "tracestate" not in carrier
+            and len(parts) == 4
+            and parts[0] == "00"
+            and len(parts[1]) == 32
+            and len(parts[2]) == 16
+            and len(parts[3]) == 2
+        ):
+            try:
+                trace_id, span_id = int(parts[1], 16), int(parts[2], 16)
+                flags = int(parts[3], 16)
+            except ValueError:
+                pass
+            else:
+                if trace_id and span_id:
+                    trace = self.trace
+                    context = trace.SpanContext(
+                        trace_id, span_id, is_remote=True, trace_flags=trace.TraceFlags(flags)
+                    )
+                    return trace.set_span_in_context(trace.NonRecordingSpan(context))
+        return self.propagator.extract(carrier)
+
+
+_USE: _Serving | None = None
+
+
+def _use() -> _Serving:
+    global _USE
+    if _USE is None:
+        _USE = _Serving()
+    return _USE
 
 
 def serve(carrier: Mapping[str, str], function: str, name: str) -> ServedSpan | None:
