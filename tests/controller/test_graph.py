@@ -427,3 +427,13 @@ def test_a_kept_input_survives_its_worker_dying(tmp_path: Path) -> None:
         assert float(crash.result(timeout=WAIT)[0]) == 0.0
         assert crash.record().attempts == 2
         assert float(ctl.push(tasks.bump, source).result(timeout=WAIT)[0]) == 1.0
+
+
+def test_inputs_too_large_for_bytes_max_end_the_task_with_a_clear_error() -> None:
+    with pycrew.local_controller(workers=1, bytes_max=1 << 20) as ctl:
+        halves = [ctl.push(tasks.blob, 600 << 10) for _ in range(2)]
+        both = ctl.push(tasks.gather, *halves)
+        record = both.record(timeout=WAIT)
+        assert record.status is pycrew.Status.ERROR
+        assert "more than bytes_max" in (record.error or "")
+        assert [h.result(timeout=WAIT) for h in halves] == [b"\x01" * (600 << 10)] * 2
