@@ -24,6 +24,7 @@ import pytest
 
 import pycrew
 from tests.helpers import tasks
+from tests.helpers.common import interrupted_when
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -328,19 +329,11 @@ def test_ctrl_c_while_collect_unpickles_loses_nothing(controller: pycrew.Control
     assert controller.wait(seconds_timeout=WAIT)
     rebuilding = threading.Event()
     tasks.REBUILDING.append(rebuilding)
-
-    def interrupt() -> None:
-        if rebuilding.wait(WAIT):
-            os.kill(os.getpid(), signal.SIGINT)
-
-    sender = threading.Thread(target=interrupt)
-    sender.start()
     try:
-        with pytest.raises(KeyboardInterrupt):
+        with interrupted_when(rebuilding, WAIT), pytest.raises(KeyboardInterrupt):
             controller.collect()
     finally:
         tasks.REBUILDING.clear()
-        sender.join(WAIT)
     assert controller.size() == 200
     records = controller.collect()
     assert len(records) == 200

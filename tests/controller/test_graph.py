@@ -9,9 +9,7 @@ sent: the controller never unpickles them.
 from __future__ import annotations
 
 import concurrent.futures
-import os
 import pickle
-import signal
 import threading
 import time
 from typing import TYPE_CHECKING
@@ -20,6 +18,7 @@ import pytest
 
 import pycrew
 from tests.helpers import tasks
+from tests.helpers.common import interrupted_when
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -259,35 +258,32 @@ def test_terminate_mid_graph_resolves_every_task(tmp_path: Path) -> None:
         assert future.cancelled()
 
 
-def test_ctrl_c_in_collect_mid_graph_loses_nothing(controller: pycrew.Controller) -> None:
-    gate = controller.push(tasks.slow_add, 0, 0, 3.0)
+def test_ctrl_c_in_collect_mid_graph_loses_nothing(
+    controller: pycrew.Controller, tmp_path: Path
+) -> None:
+    go = tmp_path / "go"
+    gate = controller.push(tasks.wait_for_path, str(go), WAIT)
     slow = controller.walk(tasks.make_slow, [0.01] * 50)
     echoed = controller.walk(tasks.echo, slow)
     later = controller.walk(tasks.gather, [[f, gate] for f in echoed[:5]])
-    assert all(f.result(timeout=WAIT) for f in echoed[:1])  # the graph runs
+    assert echoed[0].result(timeout=WAIT) == "slow"  # the graph runs
     concurrent.futures.wait(echoed, timeout=WAIT)
     rebuilding = threading.Event()
     tasks.REBUILDING.append(rebuilding)
-
-    def interrupt() -> None:
-        if rebuilding.wait(WAIT):
-            os.kill(os.getpid(), signal.SIGINT)
-
-    sender = threading.Thread(target=interrupt)
-    sender.start()
     try:
-        with pytest.raises(KeyboardInterrupt):
+        with interrupted_when(rebuilding, WAIT), pytest.raises(KeyboardInterrupt):
             controller.collect()
     finally:
         tasks.REBUILDING.clear()
-        sender.join(WAIT)
+    assert controller.status()["tasks"]["waiting"] == 5  # mid-graph: these wait for the gate
+    go.touch()
     assert controller.wait(mode="all", seconds_timeout=WAIT)
     records = controller.collect()
     assert {r.status for r in records} == {pycrew.Status.SUCCESS}
     # all but the echo handed over above: the gate, 50 slow, 49 echoes, 5 later
     assert len(records) == 1 + 50 + 49 + 5
     by_name = {r.name: r.result for r in records}
-    assert [by_name[f.name] for f in later] == [[[["slow", 0]], {}]] * 5
+    assert [by_name[f.name] for f in later] == [[[["slow", True]], {}]] * 5
 
 
 # ----------------------------------------------------- records and views

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import threading
 import time
 from typing import TYPE_CHECKING
 
@@ -10,6 +13,7 @@ import psutil
 
 if TYPE_CHECKING:
     import socket
+    from collections.abc import Iterator
 
     import pycrew
 
@@ -35,6 +39,23 @@ def wait_until(condition, seconds: float = 10.0, what: str = "condition") -> Non
             return
         time.sleep(0.02)
     raise AssertionError(f"timed out after {seconds} s waiting for {what}")
+
+
+@contextlib.contextmanager
+def interrupted_when(event: threading.Event, seconds: float) -> Iterator[None]:
+    """Press Ctrl-C (SIGINT to this process) once ``event`` is set, if it is set within
+    ``seconds``, while the block runs: for a block that must survive an interrupt."""
+
+    def interrupt() -> None:
+        if event.wait(seconds):
+            os.kill(os.getpid(), signal.SIGINT)
+
+    sender = threading.Thread(target=interrupt)
+    sender.start()
+    try:
+        yield
+    finally:
+        sender.join(seconds)
 
 
 def address(ctl: pycrew.Controller) -> tuple[str, int]:

@@ -479,6 +479,16 @@ def total(values: list[int]) -> int:
     return sum(values)
 
 
+def wait_for_path(path: str, seconds: float) -> bool:
+    """Wait (up to ``seconds``) until ``path`` exists: a gate a test opens."""
+    deadline = time.monotonic() + seconds
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
 def slow_add(x: int, y: int, seconds: float) -> int:
     time.sleep(seconds)
     return x + y
