@@ -433,3 +433,15 @@ def test_inputs_too_large_for_bytes_max_end_the_task_with_a_clear_error() -> Non
         assert record.status is pycrew.Status.ERROR
         assert "more than bytes_max" in (record.error or "")
         assert [h.result(timeout=WAIT) for h in halves] == [b"\x01" * (600 << 10)] * 2
+
+
+def test_an_input_whose_result_failed_to_unpickle_here_is_a_failed_input(
+    controller: pycrew.Controller,
+) -> None:
+    bad = controller.push(tasks.make_bad_state)
+    with pytest.raises(pycrew.TaskError):
+        bad.result(timeout=WAIT)  # its record: an error, and its bytes are gone
+    dependent = controller.push(tasks.echo, bad)
+    with pytest.raises(pycrew.DependencyError) as info:
+        dependent.result(timeout=WAIT)
+    assert info.value.upstream_status == "error"

@@ -145,10 +145,10 @@ class Inputs:
         groups: list[Sequence[Any]] = []
         for future in self.futures:
             upstream = future._where[1]
-            outcome = upstream.outcome
-            if outcome is not None or upstream.failed:
+            status = _failed(upstream)
+            if status is not None:
                 self.cause = future
-                status = "error" if outcome is None else outcome.value
+                outcome = upstream.outcome
                 why = f"input task {upstream.name!r} ended with status {status}"
                 if outcome is Status.CANCEL:
                     self._give_up(Status.CANCEL, why)
@@ -186,6 +186,23 @@ class Inputs:
         """Block until the task is released or ends (the debugging controller's run)."""
         with _SETTLED:
             _SETTLED.wait_for(lambda: self.task.state != WAITING)
+
+
+def _failed(upstream: Task) -> str | None:
+    """How an ended input failed, or None if it succeeded.
+
+    A success whose result could not be unpickled when its record was built
+    here has no bytes left: its record's status counts.
+    """
+    outcome = upstream.outcome
+    if outcome is not None:
+        return outcome.value
+    if upstream.failed:
+        return Status.ERROR.value
+    record = upstream.record if upstream.raw is None else None
+    if record is not None and record.status is not Status.SUCCESS:
+        return str(record.status.value)
+    return None
 
 
 def _result_pieces(ctl: Controller, upstream: Task) -> Sequence[Any]:
