@@ -37,6 +37,10 @@ FLAGS = (
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
+    # a loaded machine must not push the page's renderer to the back: the
+    # tests watch a live page update itself
+    "--disable-renderer-backgrounding",
+    "--disable-background-timer-throttling",
     "--no-first-run",
     "--window-size=1400,1800",
 )
