@@ -445,3 +445,20 @@ def test_an_input_whose_result_failed_to_unpickle_here_is_a_failed_input(
     with pytest.raises(pycrew.DependencyError) as info:
         dependent.result(timeout=WAIT)
     assert info.value.upstream_status == "error"
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"tasks_max": 1}, {"tls": "automatic"}, {"seconds_idle": 0.2}],
+    ids=["a-worker-per-task", "tls", "idle-workers-leave"],
+)
+def test_a_chain_with_workers_that_come_and_go(options: dict[str, object]) -> None:
+    # a worker that keeps a result may leave before the next task runs: the
+    # controller still has the bytes, and nothing waits for the gone worker
+    with pycrew.local_controller(workers=2, seconds_interval=0.05, **options) as ctl:  # type: ignore[arg-type]
+        value = ctl.push(tasks.array_mb, 1)
+        for _ in range(5):
+            value = ctl.push(tasks.bump, value)
+        assert float(value.result(timeout=WAIT)[0]) == 5.0
+        later = ctl.push(tasks.slow_add, 0, 0, 0.5)  # idle workers may leave meanwhile
+        assert ctl.push(tasks.add, later, 1).result(timeout=WAIT) == 1
