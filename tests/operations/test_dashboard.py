@@ -36,6 +36,10 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 WAIT = 60
+#: a task that must outlast its whole test, however slow a loaded machine makes
+#: the test (it is cancelled at the end): a run of WAIT seconds once ended
+#: before the page was checked, and its success spoiled the count
+LONG = 20 * WAIT
 OUTCOMES = ("success", "error", "crash", "cancel", "timeout")
 #: the error task prints first, so that its worker's log has a line of its own
 FAILING = "print('hello from the log')\nraise ValueError('boom')"
@@ -280,7 +284,7 @@ def test_cancel_wants_the_pages_csrf_value_and_its_origin() -> None:
         pycrew.local_controller(workers=1, seconds_interval=0.05) as ctl,
         ctl.dashboard(allow_cancel=True) as dash,
     ):
-        future = ctl.push(tasks.sleep, WAIT, name="long")
+        future = ctl.push(tasks.sleep, LONG, name="long")
         wait_until(lambda: ended(ctl, running=1), WAIT, "the long task to run")
         cookie = login(dash)
         session = json.loads(call(dash, "/api/session", headers=cookie)[2])
@@ -429,7 +433,7 @@ def test_the_page_shows_a_real_run_and_keeps_up_without_reloading(tmp_path: Path
         ctl.push(FAILING, name="bad")
         ctl.push(tasks.suicide, name="dies")
         wait_until(lambda: ended(ctl, success=6, error=1, crash=1), WAIT, "the first tasks")
-        ctl.push(tasks.sleep, WAIT, name="long")
+        ctl.push(tasks.sleep, LONG, name="long")
         wait_until(lambda: ended(ctl, running=1), WAIT, "the long task to run")
         with ctl.dashboard() as dash:
             browser.get(dash.url)
@@ -510,7 +514,7 @@ def test_the_cancel_button_cancels_the_task_it_stands_beside(tmp_path: Path) -> 
         pycrew.local_controller(workers=1, seconds_interval=0.05) as ctl,
         ctl.dashboard(allow_cancel=True) as dash,
     ):
-        future = ctl.push(tasks.sleep, WAIT, name="long")
+        future = ctl.push(tasks.sleep, LONG, name="long")
         browser.get(dash.url)
         button = '#workers button.cancel[data-task="long"]'
         wait_js(browser, f"return !!document.querySelector('{button}')", WAIT, "a cancel button")
