@@ -327,13 +327,12 @@ def test_map_fast_raises_at_the_first_failure_and_cancels_the_rest(
 def test_ctrl_c_while_collect_unpickles_loses_nothing(controller: pycrew.Controller) -> None:
     controller.walk(tasks.make_slow, [0.01] * 200)
     assert controller.wait(seconds_timeout=WAIT)
-    rebuilding = threading.Event()
-    tasks.REBUILDING.append(rebuilding)
-    try:
-        with interrupted_when(rebuilding, WAIT), pytest.raises(KeyboardInterrupt):
-            controller.collect()
-    finally:
-        tasks.REBUILDING.clear()
+    with (
+        tasks.rebuilds_seen() as rebuilding,
+        interrupted_when(rebuilding, WAIT),
+        pytest.raises(KeyboardInterrupt),
+    ):
+        controller.collect()
     assert controller.size() == 200
     records = controller.collect()
     assert len(records) == 200

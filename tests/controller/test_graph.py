@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 import pycrew
-from tests.helpers import tasks
+from tests.helpers import executor_tasks, tasks
 from tests.helpers.common import interrupted_when
 
 if TYPE_CHECKING:
@@ -112,17 +112,13 @@ def test_a_map_then_a_tree_reduction(controller: pycrew.Controller) -> None:
 def test_an_intermediate_result_is_never_unpickled_in_the_controller(
     controller: pycrew.Controller,
 ) -> None:
-    rebuilt = threading.Event()
-    tasks.REBUILDING.append(rebuilt)
-    try:
+    with tasks.rebuilds_seen() as rebuilt:
         slow = controller.push(tasks.make_slow, 0.0)
         passed = controller.push(tasks.echo, slow)  # unpickled on the worker: "slow"
         assert controller.push(tasks.echo, passed).result(timeout=WAIT) == "slow"
         assert not rebuilt.is_set()  # neither input was rebuilt here
         assert slow.result(timeout=WAIT) == "slow"  # until the user asked
         assert rebuilt.is_set()
-    finally:
-        tasks.REBUILDING.clear()
 
 
 def test_an_input_already_handed_over_still_works(controller: pycrew.Controller) -> None:
@@ -262,19 +258,18 @@ def test_ctrl_c_in_collect_mid_graph_loses_nothing(
     controller: pycrew.Controller, tmp_path: Path
 ) -> None:
     go = tmp_path / "go"
-    gate = controller.push(tasks.wait_for_path, str(go), WAIT)
+    gate = controller.push(executor_tasks.wait_file, str(go), WAIT)
     slow = controller.walk(tasks.make_slow, [0.01] * 50)
     echoed = controller.walk(tasks.echo, slow)
     later = controller.walk(tasks.gather, [[f, gate] for f in echoed[:5]])
     assert echoed[0].result(timeout=WAIT) == "slow"  # the graph runs
     concurrent.futures.wait(echoed, timeout=WAIT)
-    rebuilding = threading.Event()
-    tasks.REBUILDING.append(rebuilding)
-    try:
-        with interrupted_when(rebuilding, WAIT), pytest.raises(KeyboardInterrupt):
-            controller.collect()
-    finally:
-        tasks.REBUILDING.clear()
+    with (
+        tasks.rebuilds_seen() as rebuilding,
+        interrupted_when(rebuilding, WAIT),
+        pytest.raises(KeyboardInterrupt),
+    ):
+        controller.collect()
     assert controller.status()["tasks"]["waiting"] == 5  # mid-graph: these wait for the gate
     go.touch()
     assert controller.wait(mode="all", seconds_timeout=WAIT)

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
+import threading
 import time
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 
 def add(x: int, y: int) -> int:
@@ -213,6 +218,17 @@ def raise_needs_two() -> None:
 
 #: set in the controller's process: rebuilding a Slow result signals it
 REBUILDING: list[object] = []
+
+
+@contextlib.contextmanager
+def rebuilds_seen() -> Iterator[threading.Event]:
+    """An event set once a ``Slow`` result is rebuilt in this process, while the block runs."""
+    event = threading.Event()
+    REBUILDING.append(event)
+    try:
+        yield event
+    finally:
+        REBUILDING.clear()
 
 
 def _rebuild_slow(seconds: float) -> str:
@@ -477,16 +493,6 @@ def gather(*args: object, **kwargs: object) -> list[object]:
 
 def total(values: list[int]) -> int:
     return sum(values)
-
-
-def wait_for_path(path: str, seconds: float) -> bool:
-    """Wait (up to ``seconds``) until ``path`` exists: a gate a test opens."""
-    deadline = time.monotonic() + seconds
-    while not os.path.exists(path):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 def slow_add(x: int, y: int, seconds: float) -> int:
