@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import concurrent.futures
 import pickle
-import threading
-import time
 from typing import TYPE_CHECKING
 
 import pytest
 
 import pycrew
 from tests.helpers import executor_tasks, tasks
-from tests.helpers.common import interrupted_when
+from tests.helpers.common import interrupted_when, wait_until
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -342,20 +340,11 @@ def test_an_executor_shutdown_cancels_tasks_waiting_for_inputs(tmp_path: Path) -
     try:
         running = pool.submit(tasks.mark_then_sleep, str(started), 1.0)
         waiting = pool.submit(tasks.add, running, 1)
-        assert _wait_for_file(started)
+        wait_until(started.exists, WAIT, "the task to start")
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
     assert running.result(timeout=WAIT) == 1.0  # it ran on: it had started
     assert waiting.cancelled()
-
-
-def _wait_for_file(path: Path) -> bool:
-    deadline = time.monotonic() + WAIT
-    while time.monotonic() < deadline:
-        if path.exists():
-            return True
-        threading.Event().wait(0.02)
-    return False
 
 
 # ------------------------------------------------- a result kept where it was made
@@ -400,7 +389,7 @@ def test_a_dependent_on_another_worker_gets_the_bytes(tmp_path: Path) -> None:
         before = ctl.status()["bytes"]
         started = tmp_path / "started"
         busy = ctl.push(tasks.mark_then_sleep, str(started), 3.0)  # that worker, busy
-        assert _wait_for_file(started)
+        wait_until(started.exists, WAIT, "the task to start")
         # a large task waits for an idle worker: a second one is launched for it
         there = ctl.push(tasks.pid_of, source).result(timeout=WAIT)
         sent, _ = _copies(ctl, before, 8 * MB)
