@@ -45,6 +45,7 @@ from .._wire._frames import Kind
 from ._handshake import _AUTH, _READY, _TLS_SHAKE, Conn, Doorway
 from ._locality import Locality
 from ._pacing import Pacing, Placement
+from ._provisions import Provisions
 from ._task import DONE, FORWARDED, NO_FRAME, QUEUED, RUNNING, WAITING, Resolutions, settle_all
 
 if TYPE_CHECKING:
@@ -65,7 +66,7 @@ _READ_CHUNK = 1 << 18
 _READ_BUDGET = 16 << 20
 
 
-class Dispatcher(Doorway, Placement, Locality, Resolutions):
+class Dispatcher(Doorway, Placement, Locality, Provisions, Resolutions):
     """Owns the listening socket, the worker connections and the task queue.
 
     Args:
@@ -153,9 +154,7 @@ class Dispatcher(Doorway, Placement, Locality, Resolutions):
         #: why a worker's setup failed: the controller launches and takes no more
         self.broken: str | None = None
         self.broken_trace: str | None = None
-        #: SETUP frames every worker gets before its first task, in order
         self.setup: list[tuple[Any, ...]] = []
-        #: SHARE frames by key, sent to a worker before the first task that uses one
         self.shares: dict[int, Sequence[Any]] = {}
         #: where task output relayed by workers goes (None: it is not asked for)
         self.on_output = on_output
@@ -207,28 +206,6 @@ class Dispatcher(Doorway, Placement, Locality, Resolutions):
         self.queue.append(task)
         if self.idle or self.room:
             self._drain()
-            self._flush_dirty()
-
-    def add_setup(self, frame: tuple[Any, ...]) -> None:
-        """A step for every worker: those connected now, and each that connects later."""
-        with self.lock:
-            self.setup.append(frame)
-            for conn in self.workers.values():
-                self._write(conn, frame)
-            self._flush_dirty()
-
-    def add_share(self, key: int, frame: Sequence[Any]) -> None:
-        with self.lock:
-            self.shares[key] = frame
-
-    def remove_share(self, key: int) -> None:
-        """Forget a shared object here and on every worker that holds it."""
-        with self.lock:
-            self.shares.pop(key, None)
-            for conn in self.workers.values():
-                if key in conn.shared:
-                    conn.shared.discard(key)
-                    self._write(conn, _frames.encode(Kind.UNSHARE, _frames.SHARE_KEY.pack(key)))
             self._flush_dirty()
 
     def cancel(self, tasks: list[Task], queued_only: bool = False) -> None:
@@ -312,13 +289,8 @@ class Dispatcher(Doorway, Placement, Locality, Resolutions):
         conn.tasks.append(task)
         task.state = RUNNING
         task.worker = conn.info
-        for key in task.shared:
-            if key not in conn.shared:
-                # a dropped one stays unsent: the task then fails with a clear error
-                share = self.shares.get(key)
-                if share is not None:
-                    conn.shared.add(key)
-                    self._write(conn, share)
+        if task.shared:
+            self._send_shares(conn, task)
         self._write(conn, self._keep_on_assign(conn, task))
 
     def _write(self, conn: Conn, pieces: Sequence[Any]) -> None:
