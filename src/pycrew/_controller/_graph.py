@@ -24,12 +24,10 @@ from __future__ import annotations
 
 import collections
 import logging
-import math
 import threading
-import time
 from typing import TYPE_CHECKING, Any
 
-from .._dispatcher._task import WAITING
+from .._dispatcher._task import WAITING, deadline_in
 from .._errors import ArgumentTypeError, DependencyError
 from .._results import Status
 from .._wire import _frames
@@ -166,11 +164,7 @@ class Inputs:
             )
             return
         extra = max(size - task.size, 0)  # the inputs' bytes, held for it now
-        if self.timeout is not None and not math.isinf(self.timeout):
-            # the wait for inputs is not the task's: its clock starts now
-            task.deadline = time.monotonic() + self.timeout
-        else:
-            task.deadline = None
+        task.deadline = deadline_in(self.timeout)  # the wait for inputs is not the task's
         dispatcher = ctl._dispatcher
         if dispatcher is not None and dispatcher.release(task, frame, size, extra):
             scaler = ctl._scaler

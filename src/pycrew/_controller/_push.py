@@ -18,10 +18,9 @@ import itertools
 import logging
 import math
 import sys
-import time
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .._dispatcher._task import DONE, NO_FRAME, WAITING, Task, collector_paused
+from .._dispatcher._task import DONE, NO_FRAME, WAITING, Task, collector_paused, deadline_in
 from .._errors import ArgumentError, ArgumentTypeError, CrashLimitError, CrewTimeoutError, TaskError
 from .._operations import _tracing
 from .._results import Status, command_label
@@ -358,7 +357,7 @@ class Recipe:
         head = _frames.TASK_HEAD.pack(task_id, self.needs)
         frame = _frames.encode(Kind.TASK, head + body, buffers)
         kept = frame if buffers else frame[0]  # see _frames.pieces()
-        task = Task(task_id, name, self.command, kept, seed, _deadline(self.timeout))
+        task = Task(task_id, name, self.command, kept, seed, deadline_in(self.timeout))
         task.shared = shared
         if inputs:
             task.inputs = Inputs(ctl, task, inputs, self.timeout)
@@ -592,10 +591,3 @@ def follow_progress(futures: list[TaskFuture[Any]]) -> None:
 
     for future in futures:
         future.add_done_callback(ended)
-
-
-def _deadline(seconds: float | None) -> float | None:
-    """When a task's ``seconds_timeout``, counted from now, runs out (``None``: never)."""
-    if seconds is None or math.isinf(seconds):
-        return None
-    return time.monotonic() + seconds

@@ -230,13 +230,14 @@ class Dispatcher(Doorway, Placement, Locality, Provisions, Resolutions):
     ) -> dict[str, Any]:
         """The live state as plain data (see ``Observed.snapshot``)."""
         with self.lock:
-            self.observed.sample(time.monotonic(), self.workers.values())
+            self.observed.sample(time.monotonic(), self.workers.values(), self.waiting)
             return self.observed.snapshot(
                 self.workers.values(),
                 since,
                 limit,
                 launching,
                 live=len(self.live),
+                waiting=self.waiting,
                 held=self.held,
                 peak=self.held_peak,
                 sent=self.bytes_sent,
@@ -443,7 +444,7 @@ class Dispatcher(Doorway, Placement, Locality, Provisions, Resolutions):
                     if finished_before != self.completed:
                         # a point of the live state's history, at most one a second
                         finished_before = self.completed
-                        self.observed.sample(time.monotonic(), self.workers.values())
+                        self.observed.sample(time.monotonic(), self.workers.values(), self.waiting)
                     finished, self.finished = self.finished, []
                     output, self.output = self.output, []
                 if output and self.on_output is not None:

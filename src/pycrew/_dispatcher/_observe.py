@@ -61,8 +61,6 @@ class Observed:
         self.started = time.time()
         self._clock = time.monotonic()
         self.pushed = 0
-        #: tasks waiting in the controller for the results they take
-        self.waiting = 0
         self.outcomes = [0] * len(OUTCOMES)
         #: function -> [pushed, success, error, crash, cancel, timeout]
         self.functions: dict[str, list[int]] = {}
@@ -210,13 +208,14 @@ class Observed:
         self.pushed += 1
         self._function(task.command)[0] += 1
 
-    def sample(self, now: float, conns: Iterable[Conn]) -> None:
-        """A point of the history, at most one a second (lock held)."""
+    def sample(self, now: float, conns: Iterable[Conn], waiting: int = 0) -> None:
+        """A point of the history, at most one a second (lock held); ``waiting``: tasks
+        waiting for their inputs (pushed, neither queued nor running)."""
         if now - self.sampled >= 1.0:
             self.sampled = now
             running = sum(1 for c in conns if c.tasks and c.tasks[0].state == _RUNNING)
             done = sum(self.outcomes)
-            queued = max(self.pushed - done - running - self.waiting, 0)
+            queued = max(self.pushed - done - running - waiting, 0)
             self.history.append((self.wall(now), queued, running, done))
 
     # ---------------------------------------------------------- snapshot
@@ -228,6 +227,7 @@ class Observed:
         launching: Iterable[str] = (),
         *,
         live: int = 0,
+        waiting: int = 0,
         held: int = 0,
         peak: int = 0,
         sent: int = 0,
@@ -304,8 +304,8 @@ class Observed:
             "tasks": {
                 "live": live,
                 "pushed": self.pushed,
-                "queued": max(self.pushed - resolved_total - running_total - self.waiting, 0),
-                "waiting": self.waiting,
+                "queued": max(self.pushed - resolved_total - running_total - waiting, 0),
+                "waiting": waiting,
                 "running": running_total,
                 **dict(zip(OUTCOMES, self.outcomes, strict=True)),
             },

@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import gc
+import math
 import threading
 import time
 from typing import TYPE_CHECKING, Any
@@ -44,6 +45,13 @@ PREFETCH_BYTES = 1 << 20
 _NAMES = {status: status.value for status in Status}
 #: a resolved task's frame: one empty tuple for all, where a list each cost 56 bytes
 NO_FRAME: tuple[Any, ...] = ()
+
+
+def deadline_in(seconds: float | None) -> float | None:
+    """When a task's ``seconds_timeout``, counted from now, runs out (``None``: never)."""
+    if seconds is None or math.isinf(seconds):
+        return None
+    return time.monotonic() + seconds
 
 
 @contextlib.contextmanager
@@ -281,7 +289,6 @@ class Resolutions:
         """A task whose inputs are not all in: live, and waiting (lock held)."""
         self.waiting += 1
         self.observed.submitted(task)
-        self.observed.waiting += 1
 
     def release(self, task: Task, frame: tuple[Any, ...], size: int, extra: int) -> bool:
         """A waiting task's inputs are in: it goes to the queue with ``frame``, which
@@ -292,7 +299,7 @@ class Resolutions:
         with self.lock:
             if task.state != WAITING:
                 return False
-            self._unwait()
+            self.waiting -= 1
             task.frame = frame
             task.size = size
             task.small = size <= PREFETCH_BYTES
@@ -309,10 +316,6 @@ class Resolutions:
             if task.state == WAITING:
                 self._resolve(task, status, detail)
         self.settle()
-
-    def _unwait(self) -> None:
-        self.waiting -= 1
-        self.observed.waiting -= 1
 
     def _enqueue(self, task: Task) -> None:
         """A task may go to a worker now (lock held)."""
@@ -350,7 +353,7 @@ class Resolutions:
             time.monotonic(),
         )
         if task.state == WAITING:
-            self._unwait()
+            self.waiting -= 1
         if task.inputs is not None:
             self._inputs_ended(task)
         task.state = DONE

@@ -359,7 +359,7 @@ def with_inputs(
         memoryview(piece).cast("B") for one in inputs if not isinstance(one, int) for piece in one
     ]
     buffers += [memoryview(piece).cast("B") for piece in parts[1:]]
-    new_meta = bytes(meta[: TASK_HEAD.size]) + directory + bytes(meta[TASK_HEAD.size :])
+    new_meta = b"".join((meta[: TASK_HEAD.size], directory, meta[TASK_HEAD.size :]))
     encoded = encode(Kind.TASK_INPUTS, new_meta, buffers)
     return encoded, len(new_meta) + sum(b.nbytes for b in buffers)
 
