@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from ._controller._futures import BrokenExecutorError, TaskCancelledError, TaskFuture
     from ._controller._group import ControllerGroup
     from ._controller._sequential import sequential_controller
+    from ._controller._shapes import with_resources
     from ._controller._share import Shared
     from ._engines._local import LocalMonitor
     from ._engines._lsf import LsfMonitor
@@ -62,6 +63,7 @@ if TYPE_CHECKING:
     )
     from ._integrations._pandas import to_pandas
     from ._operations._metrics import Metrics
+    from ._resources import Resources
     from ._results import Status, Summary, TaskResult, WorkerSummary
     from ._wire._tls import TLS
 
@@ -109,6 +111,8 @@ _HOMES = {
     "TaskResult": "_results",
     "WorkerSummary": "_results",
     "TLS": "_wire._tls",
+    "Resources": "_resources",
+    "with_resources": "_controller._shapes",
 }
 
 
@@ -153,6 +157,7 @@ __all__ = [
     "PbsMonitor",
     "ProtocolError",
     "RemoteTraceback",
+    "Resources",
     "SgeMonitor",
     "Shared",
     "SlurmMonitor",
@@ -177,4 +182,5 @@ __all__ = [
     "slurm_controller",
     "ssh_controller",
     "to_pandas",
+    "with_resources",
 ]

@@ -47,6 +47,7 @@ from .._errors import (
 from .._operations import _ledger
 from .._operations._logs import print_output
 from .._operations._metrics import Metrics
+from .._resources import resources as check_resources
 from .._wire import _frames
 from .._wire._tls import TLS, resolve_tls
 from . import _code, _graph, _push, _records, _share
@@ -67,16 +68,18 @@ from ._checks import (
     check_seed,
 )
 from ._records import Records, quietly
+from ._shapes import partition_for
+from ._share import Provisioning
 from ._watch import Watching
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping, Sequence
     from types import TracebackType
 
+    from .._resources import Resources
     from .._results import TaskResult
     from ._executor import Executor
     from ._futures import TaskFuture
-    from ._share import Shared
 
 log = logging.getLogger("pycrew.controller")
 T = TypeVar("T")
@@ -85,7 +88,7 @@ RetryOn = type[BaseException] | tuple[type[BaseException], ...]
 MAP_ERROR_MODES = ("stop", "fast", "warn", "silent")
 
 
-class Controller(Watching):
+class Controller(Watching, Provisioning):
     """Accepts tasks, returns results, and launches, scales and retires workers.
 
     Build one with ``pycrew.local_controller``; see its docstring for
@@ -136,6 +139,7 @@ class Controller(Watching):
         relay_output: bool = False,
         seconds_drain: float = 0,
         memory: int | None = None,
+        resources: Mapping[str, int | str] | Resources | None = None,
     ) -> None:
         name = check_name(secrets.token_hex(4) if name is None else name)
         self.workers = check_int("workers", workers, 1)
@@ -179,6 +183,8 @@ class Controller(Watching):
         #: the most bytes of tasks this controller holds (mirai's memory=): push()
         #: waits for room (seconds_timeout at most), try_push() returns None
         self.memory = None if memory is None else check_int("memory", memory, 1)
+        #: what each task asks for unless it says otherwise (a ``Resources``, or None)
+        self.resources = check_resources(resources)
         #: print what tasks print, each line after its task's name
         self.relay_output = check_flag("relay_output", relay_output)
         self._show_output = print_output  # how relayed lines are shown (an Executor's: plain)
@@ -306,7 +312,9 @@ class Controller(Watching):
                 autoscaler,
                 # the address and environment of this start, whatever terminate() does later
                 functools.partial(self._worker_spec, address, env),
-                lambda: len(dispatcher.live) - dispatcher.waiting,
+                lambda: (
+                    len(dispatcher.live) - dispatcher.waiting - sum(dispatcher.shaped_live.values())
+                ),
                 # crew's launcher throttle: a fixed period, or a fast start when
                 # workers are transient and must be replaced quickly
                 Throttle(
@@ -314,6 +322,8 @@ class Controller(Watching):
                 ),
                 on_launched=functools.partial(_share.record_launches, self),
                 observed=dispatcher.observed,
+                dispatcher=dispatcher,
+                partition=partition_for(self.launcher),
             )
             self._open_watch(begun)
 
@@ -400,6 +410,7 @@ class Controller(Watching):
         seconds_timeout: float | None = ...,
         retries: int | None = ...,
         retry_on: RetryOn | None = ...,
+        resources: Mapping[str, int | str] | Resources | None = ...,
         **kwargs: Any,
     ) -> TaskFuture[T]: ...
     @overload
@@ -415,6 +426,7 @@ class Controller(Watching):
         seconds_timeout: float | None = ...,
         retries: int | None = ...,
         retry_on: RetryOn | None = ...,
+        resources: Mapping[str, int | str] | Resources | None = ...,
     ) -> TaskFuture[Any]: ...
 
     def push(
@@ -429,6 +441,7 @@ class Controller(Watching):
         seconds_timeout: float | None = None,
         retries: int | None = None,
         retry_on: RetryOn | None = None,
+        resources: Mapping[str, int | str] | Resources | None = None,
         **kwargs: Any,
     ) -> TaskFuture[T]:
         """Submit one task and return its future at once.
@@ -448,6 +461,9 @@ class Controller(Watching):
             retries, retry_on: run the task again on its worker, up to
                 ``retries`` more times, when it raises one of ``retry_on``
                 (default: the controller's, 0 and ``Exception``).
+            resources: what the task needs (``{"gpus": 1, "cpus": 4, "memory":
+                "8 GB"}``, named counts too), over the controller's default:
+                it runs only on a worker launched with at least that.
             **kwargs: keyword arguments for ``fn``.
 
         Raises:
@@ -473,11 +489,13 @@ class Controller(Watching):
                 seconds_timeout=seconds_timeout,
                 retries=retries,
                 retry_on=retry_on,
+                resources=resources,
                 **kwargs,
             )
         return self._push(
-            fn, args, kwargs, name, data, globals, seed, seconds_timeout, retries, retry_on
-        )
+            fn, args, kwargs, name, data, globals, seed, seconds_timeout, retries, retry_on,
+            resources=resources,
+        )  # fmt: skip
 
     def _walk(self, *args: Any, **kwargs: Any) -> list[TaskFuture[Any]]:
         return _push.walk(self, *args, **kwargs)
@@ -531,6 +549,7 @@ class Controller(Watching):
         seconds_timeout: float | None = ...,
         retries: int | None = ...,
         retry_on: RetryOn | None = ...,
+        resources: Mapping[str, int | str] | Resources | None = ...,
         progress: bool = ...,
         **kwargs: NoReturn,
     ) -> list[TaskFuture[T]]: ...
@@ -548,6 +567,7 @@ class Controller(Watching):
         seconds_timeout: float | None = ...,
         retries: int | None = ...,
         retry_on: RetryOn | None = ...,
+        resources: Mapping[str, int | str] | Resources | None = ...,
         progress: bool = ...,
         **kwargs: NoReturn,
     ) -> list[TaskFuture[Any]]: ...
@@ -565,6 +585,7 @@ class Controller(Watching):
         seconds_timeout: float | None = None,
         retries: int | None = None,
         retry_on: RetryOn | None = None,
+        resources: Mapping[str, int | str] | Resources | None = None,
         progress: bool = False,
         **kwargs: NoReturn,
     ) -> list[TaskFuture[T]]:
@@ -592,6 +613,7 @@ class Controller(Watching):
             False,
             retries,
             retry_on,
+            resources,
         )
         if check_flag("progress", progress):
             _push.follow_progress(futures)
@@ -610,6 +632,7 @@ class Controller(Watching):
         seconds_timeout: float | None = None,
         retries: int | None = None,
         retry_on: RetryOn | None = None,
+        resources: Mapping[str, int | str] | Resources | None = None,
         error: MapErrorMode = "stop",
         warnings: bool = True,
         progress: bool = False,
@@ -636,7 +659,7 @@ class Controller(Watching):
         check_flag("progress", progress)
         futures = self._map_tasks(
             error, fn, iterable, iterate, data, globals, names, seed, seconds_timeout, retries,
-            retry_on,
+            retry_on, resources,
         )  # fmt: skip
         try:
             _push.wait_for(self, futures, progress, error == "fast")
@@ -658,6 +681,7 @@ class Controller(Watching):
         seconds_timeout: float | None = None,
         retries: int | None = None,
         retry_on: RetryOn | None = None,
+        resources: Mapping[str, int | str] | Resources | None = None,
         error: MapErrorMode = "stop",
         warnings: bool = True,
         **kwargs: NoReturn,
@@ -672,7 +696,7 @@ class Controller(Watching):
         check_no_kwargs("map_async", kwargs)
         futures = self._map_tasks(
             error, fn, iterable, iterate, data, globals, names, seed, seconds_timeout, retries,
-            retry_on,
+            retry_on, resources,
         )  # fmt: skip
         try:
             await wait_futures(self, futures, error == "fast")
@@ -686,34 +710,6 @@ class Controller(Watching):
         if error not in MAP_ERROR_MODES:
             raise ArgumentError(f"error must be one of {MAP_ERROR_MODES}, got {error!r}")
         return self._walk(*args[:8], True, *args[8:])
-
-    # ------------------------------------------------------ worker setup
-    def everywhere(self, fn: Callable[..., object], /, *args: Any, **kwargs: Any) -> None:
-        """Run ``fn(*args, **kwargs)`` on every worker: those connected now (before
-        their next task) and each that connects later, until ``terminate()``.
-
-        What ``fn`` sets as globals (``global model; model = load()``) is
-        there for every task on that worker, whatever ``reset_globals`` says.
-        A step that raises on a worker stops the controller: its unfinished
-        tasks end as ``cancel`` and later calls raise ``LaunchError``.
-        """
-        step = _share.call_step(fn, args, kwargs, "everywhere()'s function")
-        frame = _share.setup_frame(step, self._serializers)
-        self.start()
-        self._raise_failure()
-        self._running().add_setup(frame)
-        self._raise_failure()  # a sequential controller ran it already
-
-    def share(self, obj: T, /, name: str | None = None) -> Shared[T]:
-        """Send ``obj`` to each worker once, not with every task that uses it.
-
-        Returns a handle to pass to tasks in place of ``obj`` (as an argument,
-        in ``data=`` or ``globals=``, at any depth); on the worker it is the
-        object itself, unpickled once and kept (large arrays out of band,
-        uncopied). ``handle.drop()`` frees it everywhere; ``terminate()``
-        drops them all.
-        """
-        return _share.share(self, obj, name)
 
     # -------------------------------------------------------------- control
     def cancel(self, names: str | Iterable[str] | None = None, all: bool = False) -> None:

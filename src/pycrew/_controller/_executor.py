@@ -37,6 +37,7 @@ from .._errors import ArgumentError, ArgumentTypeError
 from .._operations._logs import print_plain
 from ._controller import Controller
 from ._futures import BrokenExecutorError, TaskFuture
+from ._shapes import unwrap
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator
@@ -259,17 +260,25 @@ class Executor(concurrent.futures.Executor):
             BrokenExecutorError: the initializer failed in a worker.
             ArgumentTypeError: ``fn`` is not callable, or the task cannot be pickled.
             ArgumentError: the task is larger than the controller's ``bytes_max``.
+
+        A function wrapped by ``pycrew.with_resources(fn, gpus=1, ...)`` asks
+        for those resources (the controller's ``resources=`` otherwise).
         """
         if not callable(fn):
             raise ArgumentTypeError(f"fn must be callable, got {type(fn).__name__}")
+        inner, asked = unwrap(fn, None)
+        return self._submit(inner, args, kwargs, asked)
+
+    def _submit(self, fn: Callable[..., T], args: Any, kwargs: Any, asked: object) -> TaskFuture[T]:
         with self._lock:
             self._check_open()
             future: TaskFuture[T]
+            ctl = self._controller
             if self._initializer is None:
-                future = self._controller._push(fn, args, kwargs, owned=True)
+                future = ctl._push(fn, args, kwargs, owned=True, resources=asked)
             else:
                 call = (self._key, self._initializer, self._initargs, fn, args, kwargs)
-                future = self._controller._push(_call, call, {}, owned=True)
+                future = ctl._push(_call, call, {}, owned=True, resources=asked)
             self._pending[future] = None
         future.add_done_callback(self._on_done)
         return future
@@ -315,10 +324,14 @@ class Executor(concurrent.futures.Executor):
         if chunksize > 1:
             calls = _batches(calls, chunksize)
 
+        if not callable(fn):
+            raise ArgumentTypeError(f"fn must be callable, got {type(fn).__name__}")
+        inner, asked = unwrap(fn, None)  # with_resources(): every chunk asks for them
+
         def one(call: Any) -> TaskFuture[Any]:
             if chunksize > 1:
-                return self.submit(_chunk, fn, call)
-            return self.submit(fn, *call)
+                return self._submit(_chunk, (inner, call), {}, asked)
+            return self._submit(inner, call, {}, asked)
 
         first = calls if buffersize is None else _take(calls, buffersize)
         futures = collections.deque(one(call) for call in first)

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from .._engines._launcher import Launcher
     from .._engines._pbs import Flavor
     from .._operations._metrics import Metrics
+    from .._resources import Resources
     from .._wire._tls import TLS
 
 
@@ -351,6 +352,7 @@ def slurm_controller(
     seconds_drain: float = 0,
     memory: int | None = None,
     relay_output: bool = False,
+    resources: Mapping[str, int | str] | Resources | None = None,
 ) -> Controller:
     """A controller whose workers are SLURM jobs, submitted as job arrays.
 
@@ -436,6 +438,7 @@ def slurm_controller(
         relay_output=relay_output,
         seconds_drain=seconds_drain,
         memory=memory,
+        resources=resources,
     )
 
 
@@ -478,6 +481,9 @@ def local_controller(
     memory: int | None = None,
     relay_output: bool = True,
     template: bool = True,
+    resources: Mapping[str, int | str] | Resources | None = None,
+    gpus: Sequence[int | str] | None = None,
+    capacity: Mapping[str, int | str] | None = None,
 ) -> Controller:
     """A controller whose workers are subprocesses of this machine.
 
@@ -564,6 +570,16 @@ def local_controller(
             template process that has imported what a worker needs (a few
             milliseconds each, so ``tasks_max=1`` is cheap); ``False``: every
             worker starts as a fresh interpreter.
+        resources: what each task needs unless its push says otherwise
+            (``{"cpus": 2, "memory": "4 GB", "gpus": 1}``, named counts
+            too); workers are launched with that shape. See "Resources".
+        gpus: the ids of the GPUs workers may have (default: those this
+            process sees, from ``CUDA_VISIBLE_DEVICES`` or ``nvidia-smi``).
+            A task asking for ``gpus=n`` runs on a worker that sees ``n``
+            of them, its own, through ``CUDA_VISIBLE_DEVICES``.
+        capacity: what the machine has for workers with a shape, where its
+            own figures are not what you want: fewer ``cpus`` or less
+            ``memory``, or named counts (``{"license": 2}``).
     """
     return Controller(
         LocalLauncher(
@@ -572,6 +588,8 @@ def local_controller(
             log_bytes_max=log_bytes_max,
             python=python,
             template=template,
+            gpus=gpus,
+            capacity=capacity,
         ),
         name=name,
         workers=workers,
@@ -606,6 +624,7 @@ def local_controller(
         relay_output=relay_output,
         seconds_drain=seconds_drain,
         memory=memory,
+        resources=resources,
     )
 
 

@@ -40,6 +40,7 @@ from ._checks import (
 from ._futures import TaskFuture
 from ._graph import Inputs
 from ._records import warn_caller
+from ._shapes import shape_for, unwrap
 from ._share import dumps_task
 
 if TYPE_CHECKING:
@@ -65,6 +66,7 @@ def walk(
     owned: bool,
     retries: int | None = None,
     retry_on: Any = None,
+    resources: object = None,
 ) -> list[TaskFuture[T]]:
     inputs, named = task_inputs(iterable, iterate)
     count = len(inputs)
@@ -80,7 +82,7 @@ def walk(
             raise ArgumentError(f"task name {clash[0]!r} is in use: collect it first")
         tasks: list[Task] = []
         futures: list[TaskFuture[T]] = []
-        recipe = Recipe(ctl, fn, data, globals, seconds_timeout, retries, retry_on)
+        recipe = Recipe(ctl, fn, data, globals, seconds_timeout, retries, retry_on, resources)
         try:
             if ctl.memory is not None:
                 # submitting as room frees takes as long as the tasks: the collector runs
@@ -148,6 +150,7 @@ def push_one(
     retry_on: Any = None,
     owned: bool = False,
     wait: bool = True,
+    resources: object = None,
 ) -> TaskFuture[T] | None:
     """Check, pickle and submit one task; its future.
 
@@ -158,7 +161,7 @@ def push_one(
     ctl._raise_failure()
     ctl._prune()
     with ctl._lock:  # the name check and the insertion, as one step
-        recipe = Recipe(ctl, fn, data, globals, seconds_timeout, retries, retry_on)
+        recipe = Recipe(ctl, fn, data, globals, seconds_timeout, retries, retry_on, resources)
         task = recipe.build(args, kwargs, name, seed)
         task.owned = owned
         future: TaskFuture[T] = recipe.future(task)
@@ -191,6 +194,7 @@ PUSH_OPTIONS = (
     "seconds_timeout",
     "retries",
     "retry_on",
+    "resources",
 )
 
 
@@ -213,6 +217,7 @@ class Recipe:
         "needs",
         "opened",
         "retry",
+        "shape",
         "timeout",
         "tracer",
     )
@@ -226,8 +231,12 @@ class Recipe:
         seconds_timeout: float | None,
         retries: int | None = None,
         retry_on: Any = None,
+        asked: object = None,
     ) -> None:
         self.ctl = ctl
+        fn, asked = unwrap(fn, asked)
+        #: the resources every task of this push asks for (None: any worker)
+        self.shape = shape_for(ctl, asked)
         self.data = check_mapping("data", data)
         task_globals = check_mapping("globals", task_globals)
         if seconds_timeout is not None:
@@ -359,6 +368,7 @@ class Recipe:
         kept = frame if buffers else frame[0]  # see _frames.pieces()
         task = Task(task_id, name, self.command, kept, seed, deadline_in(self.timeout))
         task.shared = shared
+        task.shape = self.shape
         if inputs:
             task.inputs = Inputs(ctl, task, inputs, self.timeout)
             task.state = WAITING

@@ -35,6 +35,7 @@ from ._checks import blame
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
+    from .._dispatcher._dispatcher import Dispatcher
     from .._wire._tls import TlsSession
     from ._controller import Controller
 
@@ -286,3 +287,46 @@ def check_serializers(
             )
         table[cls] = pair
     return _frames.Serializers(table) if table else None
+
+
+class Provisioning:
+    """What every worker gets before tasks: set-up steps and shared objects
+    (the controller's ``everywhere`` and ``share``)."""
+
+    _serializers: _frames.Serializers | None
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def _raise_failure(self) -> None:
+        raise NotImplementedError
+
+    def _running(self) -> Dispatcher:
+        raise NotImplementedError
+
+    def everywhere(self, fn: Callable[..., object], /, *args: Any, **kwargs: Any) -> None:
+        """Run ``fn(*args, **kwargs)`` on every worker: those connected now (before
+        their next task) and each that connects later, until ``terminate()``.
+
+        What ``fn`` sets as globals (``global model; model = load()``) is
+        there for every task on that worker, whatever ``reset_globals`` says.
+        A step that raises on a worker stops the controller: its unfinished
+        tasks end as ``cancel`` and later calls raise ``LaunchError``.
+        """
+        step = call_step(fn, args, kwargs, "everywhere()'s function")
+        frame = setup_frame(step, self._serializers)
+        self.start()
+        self._raise_failure()
+        self._running().add_setup(frame)
+        self._raise_failure()  # a sequential controller ran it already
+
+    def share(self, obj: T, /, name: str | None = None) -> Shared[T]:
+        """Send ``obj`` to each worker once, not with every task that uses it.
+
+        Returns a handle to pass to tasks in place of ``obj`` (as an argument,
+        in ``data=`` or ``globals=``, at any depth); on the worker it is the
+        object itself, unpickled once and kept (large arrays out of band,
+        uncopied). ``handle.drop()`` frees it everywhere; ``terminate()``
+        drops them all.
+        """
+        return share(self, obj, name)  # type: ignore[arg-type]

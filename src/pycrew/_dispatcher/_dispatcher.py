@@ -46,6 +46,7 @@ from ._handshake import _AUTH, _READY, _TLS_SHAKE, Conn, Doorway
 from ._locality import Locality
 from ._pacing import Pacing, Placement
 from ._provisions import Provisions
+from ._shapes import Shapes
 from ._task import DONE, FORWARDED, NO_FRAME, QUEUED, RUNNING, WAITING, Resolutions, settle_all
 
 if TYPE_CHECKING:
@@ -66,7 +67,7 @@ _READ_CHUNK = 1 << 18
 _READ_BUDGET = 16 << 20
 
 
-class Dispatcher(Doorway, Placement, Locality, Provisions, Resolutions):
+class Dispatcher(Doorway, Placement, Locality, Provisions, Shapes, Resolutions):
     """Owns the listening socket, the worker connections and the task queue.
 
     Args:
@@ -203,6 +204,9 @@ class Dispatcher(Doorway, Placement, Locality, Provisions, Resolutions):
         if task.deadline is not None:
             heapq.heappush(self.deadlines, (task.deadline, task.id))
             self._wake_locked()
+        if task.shape is not None:
+            self._enqueue_shaped(task, task.shape)
+            return
         self.queue.append(task)
         if self.idle or self.room:
             self._drain()
@@ -222,7 +226,7 @@ class Dispatcher(Doorway, Placement, Locality, Provisions, Resolutions):
         """(connections, cumulative, awaiting, executing, completed), like mirai's info()."""
         with self.lock:
             busy = sum(1 for c in self.workers.values() if c.tasks)
-            queued = sum(1 for t in self.queue if t.state == QUEUED)
+            queued = sum(1 for t in self.queue if t.state == QUEUED) + self.shaped_queued()
             return len(self.workers), self.cumulative, queued, busy, self.completed
 
     def status(
@@ -270,6 +274,11 @@ class Dispatcher(Doorway, Placement, Locality, Provisions, Resolutions):
         """File a worker under idle or room (or neither) by how many tasks it holds."""
         self.idle.pop(conn, None)
         self.room.pop(conn, None)
+        if conn.shape is not None:
+            self.idle_shaped.pop(conn, None)
+            if not (conn.tasks or conn.leaving or self.closing or self.broken is not None):
+                self.idle_shaped[conn] = None
+            return
         if len(conn.tasks) > 1:
             self.ahead.add(conn)
         else:
@@ -340,6 +349,8 @@ class Dispatcher(Doorway, Placement, Locality, Provisions, Resolutions):
 
     def retire(self, task: Task) -> None:
         """A task another controller takes over: gone from here, with no record (lock held)."""
+        if task.shape is not None:
+            self._shape_ended(task, task.state)
         if task.inputs is not None:
             self._inputs_ended(task)
         task.state = FORWARDED
@@ -406,6 +417,9 @@ class Dispatcher(Doorway, Placement, Locality, Provisions, Resolutions):
 
     def _refill(self, conn: Conn) -> None:
         """Give a worker with free capacity queued tasks, then file it."""
+        if conn.shape is not None:
+            self._refill_shaped(conn)
+            return
         # refill at half depth, so that one write carries several tasks
         if not (conn.leaving or self.closing) and len(conn.tasks) <= self.depth // 2:
             while self.queue and len(conn.tasks) < self.depth:
@@ -641,9 +655,13 @@ class Dispatcher(Doorway, Placement, Locality, Provisions, Resolutions):
             task.detail = f"not run: {why}"
         self.idle.clear()
         self.room.clear()
+        self.idle_shaped.clear()
 
     def _requeue(self, task: Task) -> None:
         """A task that never started goes first in the queue, and on if a worker is free."""
+        if task.shape is not None:
+            self._requeue_shaped(task, task.shape)
+            return
         self.queue.appendleft(task)
         self._drain()
 
@@ -655,7 +673,10 @@ class Dispatcher(Doorway, Placement, Locality, Provisions, Resolutions):
             self.releasing.pop(task.id, None)
             task.state = QUEUED
             task.worker = None
-            self.queue.appendleft(task)
+            if task.shape is not None:
+                self._requeue_shaped(task, task.shape)
+            else:
+                self.queue.appendleft(task)
         if held:
             self._drain()
 
@@ -677,6 +698,7 @@ class Dispatcher(Doorway, Placement, Locality, Provisions, Resolutions):
         self.unauthenticated.pop(conn, None)
         self.idle.pop(conn, None)
         self.room.pop(conn, None)
+        self.idle_shaped.pop(conn, None)
         self.ahead.discard(conn)
         self.packed.discard(conn)
         info = conn.info
@@ -763,6 +785,7 @@ class Dispatcher(Doorway, Placement, Locality, Provisions, Resolutions):
             self.workers.clear()
             self.idle.clear()
             self.room.clear()
+            self.idle_shaped.clear()
             with contextlib.suppress(OSError):
                 self.listener.close()
             self.selector.close()

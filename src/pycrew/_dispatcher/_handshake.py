@@ -30,6 +30,7 @@ from ._task import WorkerInfo
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
+    from .._resources import Resources
     from ._observe import Observed
     from ._task import Task
 
@@ -56,6 +57,7 @@ class Conn:
         "leaving",
         "nonce",
         "out",
+        "shape",
         "shared",
         "sock",
         "stage",
@@ -73,6 +75,8 @@ class Conn:
         self.deadline = time.monotonic() + HANDSHAKE_SECONDS
         self.nonce = b""
         self.info: WorkerInfo | None = None
+        #: the resources it was launched with (a ``Resources``), or None: no shape
+        self.shape: Resources | None = None
         # tasks sent to this worker, oldest (running) first; more than one only
         # when prefetching
         self.tasks: collections.deque[Task] = collections.deque()
@@ -99,6 +103,7 @@ class Doorway:
     setup: list[tuple[Any, ...]]
     conns: dict[int, Conn]
     workers: dict[str, Conn]
+    shape_of: dict[str, Resources]
     unauthenticated: dict[Conn, None]
     watch: set[Conn]
     cumulative: int
@@ -220,6 +225,7 @@ class Doorway:
         log.info("worker %s connected (pid %s on %s)", worker_id, conn.info.pid, conn.info.host)
         self.observed.connected(worker_id, conn.info.pid, conn.info.host)
         conn.stage = _READY
+        conn.shape = self.shape_of.pop(worker_id, None)
         self.watch.discard(conn)
         self.unauthenticated.pop(conn, None)
         conn.decoder = _frames.Decoder(self.bytes_max, allow_buffers=True)

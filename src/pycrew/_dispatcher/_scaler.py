@@ -14,6 +14,8 @@ kernel's parent-death signal reliable: it fires when this thread ends, at
 from __future__ import annotations
 
 import collections
+import dataclasses
+import functools
 import logging
 import signal
 import threading
@@ -27,8 +29,11 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from .._engines._launcher import Launcher, WorkerSpec
+    from .._resources import Resources
     from ._autoscale import Autoscaler
+    from ._dispatcher import Dispatcher
     from ._observe import Observed
+    from ._shapes import Partition
     from ._throttle import Throttle
 
 log = logging.getLogger("pycrew.scaler")
@@ -64,6 +69,10 @@ class Scaler:
             launched workers, then backing off to its maximum (crew's
             launcher throttle). Pushes, worker exits and requests start a
             round at once whatever the throttle says.
+        dispatcher: where tasks with a resource shape are counted per shape
+            (their workers are launched per shape; None: no shapes).
+        partition: what the machine has left for shaped workers (local
+            launchers; None: each worker is its own allocation, as a job).
     """
 
     def __init__(
@@ -75,8 +84,12 @@ class Scaler:
         throttle: Throttle,
         on_launched: Callable[[list[WorkerSpec], list[Any]], None] | None = None,
         observed: Observed | None = None,
+        dispatcher: Dispatcher | None = None,
+        partition: Partition | None = None,
     ) -> None:
         self.launcher = launcher
+        self.dispatcher = dispatcher
+        self.partition = partition
         self.observed = observed
         self.autoscaler = autoscaler
         self.make_spec = make_spec
@@ -222,6 +235,8 @@ class Scaler:
             else:
                 auto.on_disconnected(worker_id)
                 self._gone.add(worker_id)
+                if self.partition is not None:
+                    self.partition.give(worker_id)
         for req in requests:
             try:
                 if req.kind == "launch":
@@ -265,9 +280,13 @@ class Scaler:
                         worker_id, f"exited with code {code} before connecting"
                     )
                 auto.on_died(worker_id)
+                if self.partition is not None:
+                    self.partition.give(worker_id)
                 self._exited(worker_id, code)
         for worker_id in auto.expire(time.monotonic()):
             log.warning("worker %s did not connect within seconds_launch", worker_id)
+            if self.partition is not None:
+                self.partition.give(worker_id)
             if self.observed is not None:
                 self.observed.launch_failed(worker_id, "did not connect within seconds_launch")
             handle = self.handles.get(worker_id)
@@ -324,23 +343,72 @@ class Scaler:
         n = self.autoscaler.to_launch(self.unresolved())
         if n > 0:
             self._launch(n)
+        if self.dispatcher is not None and self.dispatcher.shaped_live:
+            n += self._shaped_round(self.dispatcher)
         self.short = self.autoscaler.supply() < self.autoscaler.workers
         return n
+
+    def _shaped_round(self, dispatcher: Dispatcher) -> int:
+        """Launch workers for each shape that has more tasks than workers."""
+        with dispatcher.lock:
+            demand = dispatcher.demand()
+        auto, partition = self.autoscaler, self.partition
+        plan = auto.to_launch_shaped(demand)
+        if not plan and any(n > 0 for n in demand.values()) and auto.supply() >= auto.workers:
+            # the cap is reached: an idle worker of no use to these tasks makes room
+            shape = next(iter(demand))
+            if not any(s == shape for s in auto.shapes.values()):
+                with dispatcher.lock:
+                    dispatcher.let_go(shape, plain=True)
+        launched = 0
+        for shape, n in plan.items():
+            specs = []
+            for _ in range(n):
+                if partition is not None and not partition.fits(shape):
+                    # an idle worker whose share of the machine would make room leaves
+                    helps = functools.partial(_fits_without, partition, shape)
+                    with dispatcher.lock:
+                        dispatcher.let_go(shape, False, helps)
+                    break
+                spec = self.make_spec()
+                ids = partition.take(spec.worker_id, shape) if partition is not None else []
+                env = {**spec.env, **shape.environment(ids or ())}
+                specs.append(dataclasses.replace(spec, env=env, shape=shape))
+                with dispatcher.lock:
+                    dispatcher.expect(spec.worker_id, shape)
+            try:
+                launched += self._launch_specs(specs, shape)
+            except BaseException:
+                if partition is not None:
+                    for spec in specs:
+                        partition.give(spec.worker_id)
+                raise
+        return launched
 
     def _launch(self, n: int) -> int:
         if n < 1:
             return 0
-        specs = [self.make_spec() for _ in range(n)]
+        return self._launch_specs([self.make_spec() for _ in range(n)])
+
+    def _launch_specs(self, specs: list[WorkerSpec], shape: Resources | None = None) -> int:
+        n = len(specs)
+        if n < 1:
+            return 0
         handles = self.launcher.launch_workers(specs)
         if len(handles) != len(specs):
             raise LaunchError(f"launcher returned {len(handles)} handles for {n} workers")
         for spec, handle in zip(specs, handles, strict=False):
             self.handles[spec.worker_id] = handle
-        self.autoscaler.on_launched([s.worker_id for s in specs], time.monotonic())
-        log.info("launched %d worker(s): %s", n, ", ".join(s.worker_id for s in specs))
+        self.autoscaler.on_launched([s.worker_id for s in specs], time.monotonic(), shape)
+        how = f" for {shape}" if shape is not None else ""
+        log.info("launched %d worker(s)%s: %s", n, how, ", ".join(s.worker_id for s in specs))
         if self.on_launched is not None:
             try:
                 self.on_launched(specs, handles)
             except Exception:  # a record of launches must never stop launching
                 log.exception("recording launched workers failed")
         return n
+
+
+def _fits_without(partition: Partition, shape: Resources, worker_id: str) -> bool:
+    return partition.fits(shape, without=worker_id)

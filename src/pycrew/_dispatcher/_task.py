@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
     from typing import Protocol
 
+    from .._resources import Resources
     from .._results import TaskResult
 
     class Waiting(Protocol):
@@ -107,6 +108,7 @@ class Task:
         "raw",
         "record",
         "seed",
+        "shape",
         "shared",
         "size",
         "small",
@@ -170,6 +172,8 @@ class Task:
         #: what a task that takes other tasks' results waits for (the user's
         #: side's ``_graph.Inputs``; opaque here), else None
         self.inputs: Any = None
+        #: the resources it asked for (a ``Resources``), or None: any worker
+        self.shape: Resources | None = None
 
     def settle(self) -> None:
         """Tell the future its task is resolved (never with the dispatcher's lock held)."""
@@ -325,6 +329,9 @@ class Resolutions:
         that task (``_locality``; here, never)."""
         return False
 
+    def _shape_ended(self, task: Task, state: int) -> None:
+        """A task with a shape ended (the dispatcher counts them per shape)."""
+
     def _inputs_ended(self, task: Task) -> None:
         """A task that took inputs ended (lock held): its copies of them go."""
         task.inputs.forget_values()
@@ -352,6 +359,8 @@ class Resolutions:
             started,
             time.monotonic(),
         )
+        if task.shape is not None:
+            self._shape_ended(task, task.state)
         if task.state == WAITING:
             self.waiting -= 1
         if task.inputs is not None:

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
 
+    from .._resources import Resources
+
 #: how many items a log line names before it says how many more there are
 NAMED_MAX = 5
 
@@ -43,6 +45,10 @@ class WorkerSpec:
             not reach the worker, such as the one holding the TLS key's
             password. A launcher whose workers inherit that environment drops
             these.
+        shape: the resources the worker is launched for (None: no shape, the
+            default). A cluster launcher asks its scheduler for them; the
+            local launcher has already put the worker's GPUs, thread counts
+            and memory limit in ``env``.
     """
 
     command: list[str]
@@ -50,6 +56,7 @@ class WorkerSpec:
     worker_id: str
     controller: str
     env_remove: frozenset[str] = frozenset()
+    shape: Resources | None = None
 
 
 class Launcher(abc.ABC):
@@ -99,6 +106,16 @@ class Launcher(abc.ABC):
         ``LaunchError`` to say why the output cannot be read (a log file that
         was never made, say): its message is shown as the cause. A launcher
         may delete a file it kept only for this once it has been read.
+        """
+        return None
+
+    def machine(self) -> Resources | None:
+        """The most one worker of this launcher can have, or None when there is no
+        such bound to check a task against here.
+
+        None by default: on a batch scheduler every job is its own allocation,
+        and the scheduler, not pycrew, knows what its nodes can give. A
+        launcher whose workers share one machine returns what that machine has.
         """
         return None
 

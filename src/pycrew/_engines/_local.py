@@ -43,9 +43,12 @@ from .._wire import _frames
 from .._worker._entry import AUTHKEY_ENV
 from .._worker._template import Forked, Template, pipe_secrets
 from ._launcher import Launcher, WorkerSpec, some
+from ._machine import check_capacity, check_gpus, local_machine
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Sequence
+    from collections.abc import Iterable, Mapping, Sequence
+
+    from .._resources import Resources
 
 log = logging.getLogger("pycrew.engines.local")
 
@@ -74,6 +77,14 @@ class LocalLauncher(Launcher):
             interpreter takes tens), once it is ready (it is started at the
             second launch, so the first workers start alone); ``False``:
             start every worker as a fresh interpreter.
+        gpus: the GPU ids workers may be given (default: those this process
+            sees, from ``CUDA_VISIBLE_DEVICES`` or ``nvidia-smi``); each
+            worker launched for a task's ``resources={"gpus": n}`` gets ``n``
+            of them to itself.
+        capacity: what the machine has for workers launched for a
+            ``resources=`` shape, where found values are wrong or missing:
+            fewer ``cpus`` or less ``memory`` than it has, or named counts
+            (``{"license": 2}``).
     """
 
     def __init__(
@@ -83,7 +94,12 @@ class LocalLauncher(Launcher):
         log_bytes_max: int | None = LOG_BYTES_MAX,
         python: str | os.PathLike[str] | None = None,
         template: bool = True,
+        gpus: Sequence[int | str] | None = None,
+        capacity: Mapping[str, int | str] | None = None,
     ) -> None:
+        self.gpus = check_gpus(gpus)
+        self.capacity = check_capacity(capacity)
+        self._machine: tuple[Resources, tuple[str, ...]] | None = None
         if log_directory is not None and not isinstance(log_directory, (str, os.PathLike)):
             raise ArgumentTypeError(
                 "log_directory must be None or a path (a str or os.PathLike), "
@@ -129,6 +145,16 @@ class LocalLauncher(Launcher):
         self._launches = 0
         # each live worker's id, for the log
         self._ids: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+
+    def machine(self) -> Resources:
+        """What this machine has for workers with a resource shape (found once)."""
+        return self.machine_and_gpus()[0]
+
+    def machine_and_gpus(self) -> tuple[Resources, tuple[str, ...]]:
+        """The machine's shape and the ids of its GPUs, each worker's to take."""
+        if self._machine is None:
+            self._machine = local_machine(self.gpus, self.capacity)
+        return self._machine
 
     def validate(self) -> None:
         """Check, before any launch, that the workers' interpreter can be run.

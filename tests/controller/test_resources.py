@@ -1,0 +1,192 @@
+"""Per-task resources with real local workers: shapes, GPU pinning, routing.
+
+The GPUs here are declared ids (``gpus=[0, 1]``): no GPU is needed to see
+that each worker is given its own through ``CUDA_VISIBLE_DEVICES``.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+from typing import TYPE_CHECKING
+
+import pytest
+
+import pycrew
+from pycrew._resources import Resources, resources, size_bytes
+from tests.helpers import shape_tasks, tasks
+from tests.helpers.common import wait_until
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+WAIT = 60
+
+
+# ----------------------------------------------------------------- the value
+def test_a_shape_is_read_from_a_dict_and_sizes_from_text() -> None:
+    shape = resources({"cpus": 2, "memory": "8 GB", "gpus": 1, "license": 3})
+    assert shape == Resources(cpus=2, memory=8 * 10**9, gpus=1, custom=(("license", 3),))
+    assert size_bytes("512 MiB") == 512 * 2**20
+    assert size_bytes("1.5G") == 1_500_000_000
+    assert size_bytes(1000) == 1000
+    assert resources(None) is None
+    assert resources({"gpus": 0}) is None  # asks for nothing: the plain path
+    assert str(shape) == "cpus=2, memory=8 GB, gpus=1, license=3"
+
+
+@pytest.mark.parametrize(
+    ("value", "error"),
+    [
+        ({"gpus": -1}, pycrew.ArgumentError),
+        ({"gpus": 1.5}, pycrew.ArgumentTypeError),
+        ({"gpus": True}, pycrew.ArgumentTypeError),
+        ({"memory": "lots"}, pycrew.ArgumentError),
+        ({"not a name": 1}, pycrew.ArgumentError),
+        ([("gpus", 1)], pycrew.ArgumentTypeError),
+        ("gpus=1", pycrew.ArgumentTypeError),
+    ],
+)
+def test_a_bad_shape_is_a_clear_error(value: object, error: type[Exception]) -> None:
+    with pytest.raises(error):
+        resources(value)
+
+
+def test_a_bigger_shape_covers_a_smaller_one() -> None:
+    big = Resources(cpus=4, memory=10**9, gpus=2, custom=(("license", 1),))
+    assert big.covers(Resources(cpus=2, gpus=1))
+    assert not big.covers(Resources(gpus=3))
+    assert not Resources(gpus=1).covers(Resources(custom=(("license", 1),)))
+    assert big.shortfall(Resources(gpus=3, custom=(("tape", 1),))) == [
+        "gpus=3 (at most 2)",
+        "tape=1 (at most 0)",
+    ]
+
+
+# --------------------------------------------------------------- local GPUs
+def test_two_gpu_tasks_run_at_once_on_their_own_gpus_and_a_third_waits(tmp_path: Path) -> None:
+    with pycrew.local_controller(workers=4, gpus=[0, 1]) as ctl:
+        held = [
+            ctl.push(shape_tasks.hold, str(tmp_path), str(i), resources={"gpus": 1})
+            for i in range(3)
+        ]
+        wait_until(
+            lambda: len(list(tmp_path.glob("started-*"))) == 2, WAIT, "two GPU tasks to start"
+        )
+        # the third has no GPU to go to: it stays queued, and no third worker has one
+        assert ctl.status()["tasks"]["queued"] == 1
+        first = sorted(p.read_text() for p in tmp_path.glob("started-*"))
+        assert first == ["0", "1"]
+        (tmp_path / "go").touch()
+        seen = [f.result(timeout=WAIT) for f in held]
+        assert sorted(s["CUDA_VISIBLE_DEVICES"] for s in seen[:2]) != [None, None]
+        assert {s["CUDA_VISIBLE_DEVICES"] for s in seen} == {"0", "1"}
+        assert all(s["ROCR_VISIBLE_DEVICES"] == s["CUDA_VISIBLE_DEVICES"] for s in seen)
+        # a task without a shape runs on a worker that has no GPU of its own
+        plain = ctl.push(shape_tasks.environment).result(timeout=WAIT)
+        assert plain["CUDA_VISIBLE_DEVICES"] is None
+        assert plain["pid"] not in {s["pid"] for s in seen}
+
+
+def test_a_shape_no_worker_can_have_fails_at_push() -> None:
+    with pycrew.local_controller(workers=2, gpus=[0, 1]) as ctl:
+        with pytest.raises(pycrew.ArgumentError, match=r"gpus=3 \(at most 2\)"):
+            ctl.push(shape_tasks.environment, resources={"gpus": 3})
+        with pytest.raises(pycrew.ArgumentError, match="license"):
+            ctl.walk(tasks.add, [1, 2], resources={"license": 1})
+        assert ctl.unresolved() == 0  # nothing was left waiting
+
+
+def test_cpus_set_the_thread_counts_and_memory_the_limit() -> None:
+    with pycrew.local_controller(workers=1) as ctl:
+        seen = ctl.push(
+            shape_tasks.environment, resources={"cpus": 1, "memory": "3 GiB"}
+        ).result(timeout=WAIT)
+    assert seen["OMP_NUM_THREADS"] == seen["MKL_NUM_THREADS"] == "1"
+    assert seen["OPENBLAS_NUM_THREADS"] == "1"
+    assert seen["PYCREW_MEMORY_MAX"] == str(3 * 2**30)
+    assert seen["CUDA_VISIBLE_DEVICES"] is None
+
+
+def test_named_counts_are_shared_out_as_capacity_says(tmp_path: Path) -> None:
+    with pycrew.local_controller(workers=3, capacity={"license": 1}) as ctl:
+        held = [
+            ctl.push(shape_tasks.hold, str(tmp_path), str(i), resources={"license": 1})
+            for i in range(2)
+        ]
+        wait_until(lambda: any(tmp_path.glob("started-*")), WAIT, "a licensed task to start")
+        assert ctl.status()["tasks"]["queued"] == 1  # one license: one at a time
+        (tmp_path / "go").touch()
+        assert len({f.result(timeout=WAIT)["pid"] for f in held}) == 1
+
+
+# ------------------------------------------------------------------ routing
+def test_tasks_with_and_without_a_shape_keep_to_their_own_workers() -> None:
+    with pycrew.local_controller(workers=4, gpus=["GPU-a", "GPU-b"]) as ctl:
+        shaped = ctl.walk(shape_tasks.environment_of, range(6), resources={"gpus": 1})
+        plain = ctl.walk(shape_tasks.environment_of, range(6))
+        shaped_seen = [f.result(timeout=WAIT) for f in shaped]
+        plain_seen = [f.result(timeout=WAIT) for f in plain]
+    assert {s["CUDA_VISIBLE_DEVICES"] for s in shaped_seen} <= {"GPU-a", "GPU-b"}
+    assert all(s["CUDA_VISIBLE_DEVICES"] is None for s in plain_seen)
+    assert not {s["pid"] for s in shaped_seen} & {s["pid"] for s in plain_seen}
+
+
+def test_a_bigger_idle_worker_takes_a_smaller_task(tmp_path: Path) -> None:
+    # one worker at most: the two-GPU worker is the only one there will be
+    with pycrew.local_controller(workers=1, gpus=[0, 1]) as ctl:
+        big = ctl.push(shape_tasks.environment, resources={"gpus": 2}).result(timeout=WAIT)
+        small = ctl.push(shape_tasks.environment, resources={"gpus": 1}).result(timeout=WAIT)
+    assert big["CUDA_VISIBLE_DEVICES"] == "0,1"
+    assert small["pid"] == big["pid"]
+
+
+def test_a_worker_of_another_shape_makes_room_when_idle() -> None:
+    with pycrew.local_controller(workers=2, gpus=[0]) as ctl:
+        first = ctl.push(shape_tasks.environment, resources={"gpus": 1}).result(timeout=WAIT)
+        # the only GPU is held by an idle worker of another shape: it leaves for this one
+        second = ctl.push(
+            shape_tasks.environment, resources={"gpus": 1, "cpus": 1}
+        ).result(timeout=WAIT)
+    assert first["CUDA_VISIBLE_DEVICES"] == second["CUDA_VISIBLE_DEVICES"] == "0"
+    assert first["pid"] != second["pid"]
+
+
+def test_the_controller_default_applies_unless_a_push_says_otherwise() -> None:
+    with pycrew.local_controller(workers=2, gpus=[7], resources={"gpus": 1}) as ctl:
+        default = ctl.push(shape_tasks.environment).result(timeout=WAIT)
+        more = ctl.push(shape_tasks.environment, resources={"cpus": 1}).result(timeout=WAIT)
+    assert default["CUDA_VISIBLE_DEVICES"] == "7"
+    assert more["CUDA_VISIBLE_DEVICES"] == "7" and more["OMP_NUM_THREADS"] == "1"
+
+
+def test_map_and_the_executor_ask_for_resources() -> None:
+    with pycrew.local_controller(workers=2, gpus=[3]) as ctl:
+        records = ctl.map(shape_tasks.environment_of, [1, 2], resources={"gpus": 1})
+        assert {r.result["CUDA_VISIBLE_DEVICES"] for r in records} == {"3"}
+        with ctl.executor() as executor:
+            on_gpu = pycrew.with_resources(shape_tasks.environment_of, gpus=1)
+            assert on_gpu(5)["pid"]  # still the function, called here
+            seen = executor.submit(on_gpu, 1).result(timeout=WAIT)
+            assert seen["CUDA_VISIBLE_DEVICES"] == "3"
+            mapped = list(executor.map(on_gpu, range(4), chunksize=2, timeout=WAIT))
+            assert {s["CUDA_VISIBLE_DEVICES"] for s in mapped} == {"3"}
+
+
+def test_an_executor_made_with_resources_gives_them_to_every_task() -> None:
+    with pycrew.Executor(max_workers=1, gpus=[4], resources={"gpus": 1}) as executor:
+        seen = executor.submit(shape_tasks.environment).result(timeout=WAIT)
+    assert seen["CUDA_VISIBLE_DEVICES"] == "4"
+
+
+def test_cancelling_a_queued_shaped_task_leaves_the_rest_running(tmp_path: Path) -> None:
+    with pycrew.local_controller(workers=2, gpus=[0]) as ctl:
+        running = ctl.push(shape_tasks.hold, str(tmp_path), "a", resources={"gpus": 1})
+        queued = ctl.push(shape_tasks.environment, resources={"gpus": 1})
+        wait_until(lambda: any(tmp_path.glob("started-*")), WAIT, "the first to start")
+        assert queued.cancel()
+        (tmp_path / "go").touch()
+        assert running.result(timeout=WAIT)["CUDA_VISIBLE_DEVICES"] == "0"
+        after = ctl.push(shape_tasks.environment, resources={"gpus": 1}).result(timeout=WAIT)
+        assert after["CUDA_VISIBLE_DEVICES"] == "0"
+        with pytest.raises(concurrent.futures.CancelledError):
+            queued.result(timeout=WAIT)
