@@ -23,6 +23,7 @@ from __future__ import annotations
 import abc
 import collections
 import contextlib
+import inspect
 import logging
 import math
 import os
@@ -40,6 +41,7 @@ from .._errors import ArgumentError, ArgumentTypeError, LaunchError
 from .._operations import _ledger
 from .._operations._diagnose import read_tail
 from .._operations._logs import BYTES_ENV, STARTUP_ENV, check_log_bytes
+from .._resources import Resources
 from ._launcher import Launcher, some
 
 if TYPE_CHECKING:
@@ -116,6 +118,11 @@ def check_megabytes(label: str, gigabytes: float | None) -> int | None:
     return round(1024 * gigabytes)
 
 
+def mebibytes(n: int) -> int:
+    """Bytes as whole MiB (every scheduler's "M", "mb" or "MB"), rounded up: never short."""
+    return -(-n // 2**20)
+
+
 def check_positive_int(label: str, value: int | None) -> int | None:
     if value is None:
         return None
@@ -182,13 +189,13 @@ class ClusterLauncher(Launcher):
     controller sees each as a worker of its own; the job ends once all of
     them have left.
 
-    A subclass sets ``scheduler`` (its name, for messages),
-    ``array_variable`` (the variable holding an array element's index in the
-    job) and
+    A subclass sets ``scheduler`` (its name, for messages), ``array_variable``
+    (the variable holding an array element's index in the job) and
     ``array_first`` (the first index), and implements ``directives``,
-    ``submit_command``, ``parse_job_id``, ``queued``,
-    ``finished`` and ``cancel``. The secret reaches jobs through the
-    submission's environment, never their script.
+    ``submit_command``, ``parse_job_id``, ``queued``, ``finished`` and
+    ``cancel``. The secret reaches jobs through the submission's environment,
+    never their script. Workers of each resource shape go in a submission of
+    their own, whose ``directives`` ask for that shape.
     """
 
     #: what the scheduler is called, in messages
@@ -265,8 +272,14 @@ class ClusterLauncher(Launcher):
 
     # ------------------------------------------------------------- engine
     @abc.abstractmethod
-    def directives(self, count: int, name: str, array: bool) -> list[str]:
-        """The script's scheduler lines (name, array of ``count`` jobs, logs, resources)."""
+    def directives(
+        self, count: int, name: str, array: bool, shape: Resources | None = None
+    ) -> list[str]:
+        """The script's scheduler lines (name, array of ``count`` jobs, logs, resources).
+
+        ``shape`` (None: none) is what each job asks for on top of the
+        launcher's own options, and instead of them for the same quantity.
+        """
 
     @abc.abstractmethod
     def submit_command(self, script: str | None) -> list[str]:
@@ -360,7 +373,13 @@ class ClusterLauncher(Launcher):
         """The job script for ``specs`` (one job, or one array when ``array``)."""
         groups = self.groups(specs)
         ids = [" ".join(spec.worker_id for spec in group) for group in groups]
-        lines = ["#!/bin/sh", *self.directives(len(groups), name, array), *self.script_lines]
+        shape = specs[0].shape  # one submission holds workers of one shape
+        if shape is None:
+            head = self.directives(len(groups), name, array)
+        else:
+            workers = max(len(group) for group in groups)
+            head = self.directives(len(groups), name, array, shape=self._job_shape(shape, workers))
+        lines = ["#!/bin/sh", *head, *self.script_lines]
         if array:
             first = self.array_first
             lines.append(f'case "{self.array_index()}" in')
@@ -396,6 +415,25 @@ class ClusterLauncher(Launcher):
             lines += ["  ) &", "done", "wait"]
         return "\n".join(lines) + "\n"
 
+    def _job_shape(self, shape: Resources, workers: int) -> Resources:
+        """What a job asks for to run ``workers`` workers of ``shape`` side by side."""
+        # a plugin written before shapes existed has no way to ask for one
+        if "shape" not in inspect.signature(self.directives).parameters:
+            raise LaunchError(
+                f"{type(self).__name__} cannot ask {self.scheduler} for resources "
+                f"({shape}): its directives() takes no shape"
+            )
+        if workers == 1:
+            return shape
+        if shape.gpus:
+            # a job's GPUs are one set: each of its workers would use the first
+            raise LaunchError(
+                f"workers that ask for gpus cannot share a job ({workers} per job here): "
+                "use processes=1 for a controller whose tasks ask for gpus"
+            )
+        custom = tuple((key, count * workers) for key, count in shape.custom)
+        return Resources(cpus=shape.cpus * workers, memory=shape.memory * workers, custom=custom)
+
     def _environment(self, spec: WorkerSpec, name: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k not in spec.env_remove}
         env.update(spec.env)
@@ -423,6 +461,22 @@ class ClusterLauncher(Launcher):
                     f"{self.startup_folder(name)!r}: {exc.strerror}; pass log_error= a path"
                 ) from exc
         self._names.add(name)
+        # a script asks for one shape: a submission per shape, handles in the order of specs
+        positions: dict[Resources | None, list[int]] = {}
+        for i, spec in enumerate(specs):
+            positions.setdefault(spec.shape, []).append(i)
+        placed: dict[int, ClusterJob] = {}
+        for where in positions.values():
+            batch = [specs[i] for i in where]
+            placed.update(zip(where, self._launch_batch(batch, name), strict=True))
+        handles = [placed[i] for i in range(len(specs))]
+        for spec, handle in zip(specs, handles, strict=True):
+            self._worker_of[handle] = spec.worker_id
+        self._poll_every = POLL_MIN
+        return handles
+
+    def _launch_batch(self, specs: Sequence[WorkerSpec], name: str) -> list[ClusterJob]:
+        """Submit workers of one shape: one array (or as few as its size allows), or a job each."""
         handles: list[ClusterJob] = []
         groups = self.groups(specs)
         if self.array and len(groups) > 1:
@@ -438,9 +492,6 @@ class ClusterLauncher(Launcher):
             for group in groups:
                 job_id = self._submit(group, name, array=False)
                 handles += [self.make_handle(job_id, None, s) for s in range(len(group))]
-        for spec, handle in zip(specs, handles, strict=True):
-            self._worker_of[handle] = spec.worker_id
-        self._poll_every = POLL_MIN
         return handles
 
     def _submit(self, specs: Sequence[WorkerSpec], name: str, array: bool) -> str:
@@ -467,10 +518,11 @@ class ClusterLauncher(Launcher):
                 shutil.rmtree(scratch, ignore_errors=True)
         job_id = self.parse_job_id(out)
         self.log.info(
-            "launched %d worker(s) as %s job %s: %s",
+            "launched %d worker(s) as %s job %s%s: %s",
             len(specs),
             self.scheduler,
             job_id,
+            "" if specs[0].shape is None else f" ({specs[0].shape})",
             some(spec.worker_id for spec in specs),
         )
         self._submitted.append(job_id)

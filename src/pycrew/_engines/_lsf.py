@@ -32,11 +32,14 @@ from ._cluster import (
     check_positive_int,
     check_text,
     in_folder,
+    mebibytes,
     run_command,
 )
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
+
+    from .._resources import Resources
 
 
 _SUBMITTED = re.compile(r"Job <(\d+)>")
@@ -83,6 +86,12 @@ class LsfLauncher(ClusterLauncher):
         bsub_options: more ``#BSUB`` lines, such as ``"-P project"``.
         commands: the folder holding ``bsub``, ``bjobs`` and ``bkill``
             (default: found on ``PATH``).
+
+    A worker launched for a resource shape runs in a job that asks for it, in
+    place of the options above for the same quantity: ``-n`` for its cpus,
+    ``-M`` and ``rusage[mem=...]`` for its memory (MB, as ``memory_gigabytes``),
+    ``-gpu "num=N"`` for its GPUs, and its named counts in the same
+    ``rusage[...]`` string as the memory.
     """
 
     scheduler = "LSF"
@@ -138,7 +147,9 @@ class LsfLauncher(ClusterLauncher):
         return LsfJob(job_id, index, slot)
 
     # ------------------------------------------------------------- script
-    def directives(self, count: int, name: str, array: bool) -> list[str]:
+    def directives(
+        self, count: int, name: str, array: bool, shape: Resources | None = None
+    ) -> list[str]:
         lines = [f'#BSUB -J "{name}[1-{count}]"' if array else f"#BSUB -J {name}"]
         if self.log_output is not None:
             lines.append(f"#BSUB -o {self.log_output}")
@@ -147,11 +158,22 @@ class LsfLauncher(ClusterLauncher):
             lines.append(f"#BSUB -e {error}")
         if self.queue is not None:
             lines.append(f"#BSUB -q {self.queue}")
-        if self.cores is not None:
-            lines.append(f"#BSUB -n {self.cores}")
-        if self.memory is not None:
-            lines.append(f"#BSUB -M {self.memory}")
-            lines.append(f'#BSUB -R "rusage[mem={self.memory}]"')
+        cores, memory = self.cores, self.memory
+        usage: list[str] = []
+        if shape is not None:
+            cores = shape.cpus or cores
+            memory = mebibytes(shape.memory) if shape.memory else memory
+            usage = [f"{key}={n}" for key, n in shape.custom]
+        if cores is not None:
+            lines.append(f"#BSUB -n {cores}")
+        if memory is not None:
+            lines.append(f"#BSUB -M {memory}")
+            usage.insert(0, f"mem={memory}")
+        if usage:
+            # one rusage string: LSF reads its resources joined by ":"
+            lines.append(f'#BSUB -R "rusage[{":".join(usage)}]"')
+        if shape is not None and shape.gpus:
+            lines.append(f'#BSUB -gpu "num={shape.gpus}"')
         if self.walltime_minutes is not None:
             hours, minutes = divmod(self.walltime_minutes, 60)
             lines.append(f"#BSUB -W {hours:02d}:{minutes:02d}")

@@ -34,11 +34,14 @@ from ._cluster import (
     check_positive_int,
     check_text,
     in_folder,
+    mebibytes,
     run_command,
 )
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
+
+    from .._resources import Resources
 
 
 _JOB_ID = re.compile(r"^(\d+)(?:\[(\d*)\])?")
@@ -103,6 +106,12 @@ class PbsLauncher(ClusterLauncher):
             core request.
         commands: the folder holding ``qsub``, ``qstat`` and ``qdel``
             (default: found on ``PATH``).
+
+    A worker launched for a resource shape runs in a job that asks for it, in
+    place of ``cores`` and ``memory_gigabytes`` for the same quantity: PBS Pro
+    gets one ``-l select=1:ncpus=N:mem=Mmb:ngpus=G:<name>=N`` line; Torque gets
+    ``-l nodes=1:ppn=N:gpus=G``, ``-l mem=Mmb`` and, for each named count,
+    ``-l gres=<name>:N`` (the form of Moab, which schedules Torque's jobs).
     """
 
     scheduler = "PBS"
@@ -169,7 +178,9 @@ class PbsLauncher(ClusterLauncher):
         return False
 
     # ------------------------------------------------------------- script
-    def directives(self, count: int, name: str, array: bool) -> list[str]:
+    def directives(
+        self, count: int, name: str, array: bool, shape: Resources | None = None
+    ) -> list[str]:
         lines = [f"#PBS -N {name}"]
         if array:
             flag = "-J" if self.flavor == "pro" else "-t"
@@ -179,13 +190,36 @@ class PbsLauncher(ClusterLauncher):
         if self.walltime_minutes is not None:
             hours, minutes = divmod(self.walltime_minutes, 60)
             lines.append(f"#PBS -l walltime={hours:02d}:{minutes:02d}:00")
-        if self.memory is not None:
-            lines.append(f"#PBS -l mem={self.memory}mb")
-        if self.cores is not None:
-            select = "select=1:ncpus" if self.flavor == "pro" else "nodes=1:ppn"
-            lines.append(f"#PBS -l {select}={self.cores}")
+        if shape is not None:
+            lines += [f"#PBS -l {request}" for request in self._shape_requests(shape)]
+        else:
+            if self.memory is not None:
+                lines.append(f"#PBS -l mem={self.memory}mb")
+            if self.cores is not None:
+                select = "select=1:ncpus" if self.flavor == "pro" else "nodes=1:ppn"
+                lines.append(f"#PBS -l {select}={self.cores}")
         lines += [f"#PBS {option}" for option in self.pbs_options]
         return lines
+
+    def _shape_requests(self, shape: Resources) -> list[str]:
+        """The ``-l`` values of a job for one worker of ``shape``, the launcher's own
+        ``cores`` and memory filling in what the shape does not ask for."""
+        cores = shape.cpus or self.cores
+        memory = mebibytes(shape.memory) if shape.memory else self.memory
+        if self.flavor == "pro":
+            # one chunk holds it all: PBS Pro wants no job-wide mem or ncpus beside a select
+            chunk = ["select=1"]
+            chunk += [f"ncpus={cores}"] if cores else []
+            chunk += [f"mem={memory}mb"] if memory else []
+            chunk += [f"ngpus={shape.gpus}"] if shape.gpus else []
+            chunk += [f"{key}={n}" for key, n in shape.custom]
+            return [":".join(chunk)]
+        node = "nodes=1" + (f":ppn={cores}" if cores else "")
+        node += f":gpus={shape.gpus}" if shape.gpus else ""
+        requests = [f"mem={memory}mb"] if memory else []
+        if cores or shape.gpus:
+            requests.append(node)
+        return requests + [f"gres={key}:{n}" for key, n in shape.custom]
 
     # ----------------------------------------------------------- commands
     def submit_command(self, script: str | None) -> list[str]:

@@ -31,11 +31,14 @@ from ._cluster import (
     check_megabytes,
     check_positive_int,
     check_text,
+    mebibytes,
     run_command,
 )
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
+
+    from .._resources import Resources
 
 
 _SUBMITTED = re.compile(r"^(\d+)")
@@ -127,6 +130,13 @@ class SgeLauncher(ClusterLauncher):
             ``$TASK_ID`` allowed). By default stdout is discarded and each
             worker's stderr goes to a start-up file of its own until it connects.
         sge_options: more ``#$`` lines, such as ``"-P project"``.
+
+    A worker launched for a resource shape runs in a job that asks for it, in
+    place of the options above for the same quantity: its cpus as slots of
+    ``parallel_environment``, its memory as ``h_vmem`` shared out over those
+    slots (Grid Engine multiplies ``h_vmem`` by them), and ``-l gpu=N`` and
+    ``-l <name>=N`` for its GPUs and named counts (complexes a site defines;
+    counted per job where it makes them ``consumable JOB``).
     """
 
     scheduler = "Grid Engine"
@@ -179,7 +189,9 @@ class SgeLauncher(ClusterLauncher):
         return "${SGE_TASK_ID:-1}"
 
     # ------------------------------------------------------------- script
-    def directives(self, count: int, name: str, array: bool) -> list[str]:
+    def directives(
+        self, count: int, name: str, array: bool, shape: Resources | None = None
+    ) -> list[str]:
         lines = [f"#$ -N {name}", "#$ -S /bin/sh"]
         if array:
             lines.append(f"#$ -t 1-{count}")
@@ -190,10 +202,20 @@ class SgeLauncher(ClusterLauncher):
             lines.append(f"#$ -e {error}")
         if self.queue is not None:
             lines.append(f"#$ -q {self.queue}")
-        if self.cores is not None:
-            lines.append(f"#$ -pe {self.parallel_environment} {self.cores}")
-        if self.memory is not None:
-            lines.append(f"#$ -l h_vmem={self.memory}M")
+        cores, memory = self.cores, self.memory
+        requests: list[str] = []
+        if shape is not None:
+            cores = shape.cpus or cores
+            if shape.memory:
+                # h_vmem is per slot: the worker's memory over its slots, rounded up
+                memory = -(-mebibytes(shape.memory) // (cores or 1))
+            wanted = (("gpu", shape.gpus), *shape.custom)
+            requests = [f"{key}={n}" for key, n in wanted if n]
+        if cores is not None:
+            lines.append(f"#$ -pe {self.parallel_environment} {cores}")
+        if memory is not None:
+            lines.append(f"#$ -l h_vmem={memory}M")
+        lines += [f"#$ -l {request}" for request in requests]
         if self.walltime_minutes is not None:
             hours, minutes = divmod(self.walltime_minutes, 60)
             lines.append(f"#$ -l h_rt={hours:02d}:{minutes:02d}:00")

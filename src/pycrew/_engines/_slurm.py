@@ -34,11 +34,14 @@ from ._cluster import (
     check_megabytes,
     check_positive_int,
     check_text,
+    mebibytes,
     run_command,
 )
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
+
+    from .._resources import Resources
 
 
 #: SLURM's default MaxArraySize, used when the configuration cannot be read
@@ -89,6 +92,11 @@ class SlurmLauncher(ClusterLauncher):
         python: the Python interpreter on the compute nodes (default: this
             one, which suits a shared file system).
         array: one job array per scaling step (``True``), or one job per worker.
+
+    A worker launched for a resource shape runs in a job that asks for it:
+    ``--cpus-per-task``, ``--mem`` (in place of ``--mem-per-cpu``) and one
+    ``--gres=gpu:N,<name>:N`` line, in place of the options above for the same
+    quantity.
 
     The controller's secret reaches the jobs through ``sbatch``'s environment
     (``--export=ALL``, SLURM's default), never the script; variables the
@@ -158,7 +166,9 @@ class SlurmLauncher(ClusterLauncher):
         return self._max_array
 
     # ------------------------------------------------------------- script
-    def directives(self, count: int, name: str, array: bool) -> list[str]:
+    def directives(
+        self, count: int, name: str, array: bool, shape: Resources | None = None
+    ) -> list[str]:
         lines = [f"#SBATCH --job-name={name}"]
         if array:
             lines.append(f"#SBATCH --array=0-{count - 1}")
@@ -169,12 +179,23 @@ class SlurmLauncher(ClusterLauncher):
         elif self.log_error is not None:
             lines.append(f"#SBATCH --error={self.log_error}")
         lines.append("#SBATCH --ntasks=1")
+        cpus, memory, memory_per_cpu = self.cpus_per_task, self.memory, self.memory_per_cpu
+        gres: list[str] = []
+        if shape is not None:
+            cpus = shape.cpus or cpus
+            if shape.memory:
+                # sbatch refuses --mem with --mem-per-cpu: the shape's total stands alone
+                memory, memory_per_cpu = mebibytes(shape.memory), None
+            # --gres rather than --gpus: every SLURM version knows it
+            wanted = (("gpu", shape.gpus), *shape.custom)
+            gres = [f"{key}:{n}" for key, n in wanted if n]
         for option, value in (
-            ("--cpus-per-task", self.cpus_per_task),
-            ("--mem", None if self.memory is None else f"{self.memory}M"),
-            ("--mem-per-cpu", None if self.memory_per_cpu is None else f"{self.memory_per_cpu}M"),
+            ("--cpus-per-task", cpus),
+            ("--mem", None if memory is None else f"{memory}M"),
+            ("--mem-per-cpu", None if memory_per_cpu is None else f"{memory_per_cpu}M"),
             ("--time", self.time_minutes),
             ("--partition", self.partition),
+            ("--gres", ",".join(gres) or None),
         ):
             if value is not None:
                 lines.append(f"#SBATCH {option}={value}")
