@@ -192,8 +192,8 @@ def size_bytes(amount: object, what: str = "memory") -> int:
 
 def size_text(n: int) -> str:
     """A byte count the way a person reads it ("8 GB", "512 MiB", "1500 B")."""
-    exact = (("TB", 10**12), ("TiB", 2**40), ("GB", 10**9), ("GiB", 2**30))
-    exact += (("MB", 10**6), ("MiB", 2**20))
+    exact: tuple[tuple[str, int], ...] = (("TB", 10**12), ("TiB", 2**40), ("GB", 10**9))
+    exact += (("GiB", 2**30), ("MB", 10**6), ("MiB", 2**20))
     for unit, factor in exact:
         if n >= factor and n % factor == 0:
             return f"{n // factor} {unit}"

@@ -98,9 +98,9 @@ def test_a_shape_no_worker_can_have_fails_at_push() -> None:
 
 def test_cpus_set_the_thread_counts_and_memory_the_limit() -> None:
     with pycrew.local_controller(workers=1) as ctl:
-        seen = ctl.push(
-            shape_tasks.environment, resources={"cpus": 1, "memory": "3 GiB"}
-        ).result(timeout=WAIT)
+        seen = ctl.push(shape_tasks.environment, resources={"cpus": 1, "memory": "3 GiB"}).result(
+            timeout=WAIT
+        )
     assert seen["OMP_NUM_THREADS"] == seen["MKL_NUM_THREADS"] == "1"
     assert seen["OPENBLAS_NUM_THREADS"] == "1"
     assert seen["PYCREW_MEMORY_MAX"] == str(3 * 2**30)
@@ -144,9 +144,9 @@ def test_a_worker_of_another_shape_makes_room_when_idle() -> None:
     with pycrew.local_controller(workers=2, gpus=[0]) as ctl:
         first = ctl.push(shape_tasks.environment, resources={"gpus": 1}).result(timeout=WAIT)
         # the only GPU is held by an idle worker of another shape: it leaves for this one
-        second = ctl.push(
-            shape_tasks.environment, resources={"gpus": 1, "cpus": 1}
-        ).result(timeout=WAIT)
+        second = ctl.push(shape_tasks.environment, resources={"gpus": 1, "cpus": 1}).result(
+            timeout=WAIT
+        )
     assert first["CUDA_VISIBLE_DEVICES"] == second["CUDA_VISIBLE_DEVICES"] == "0"
     assert first["pid"] != second["pid"]
 
@@ -156,7 +156,8 @@ def test_the_controller_default_applies_unless_a_push_says_otherwise() -> None:
         default = ctl.push(shape_tasks.environment).result(timeout=WAIT)
         more = ctl.push(shape_tasks.environment, resources={"cpus": 1}).result(timeout=WAIT)
     assert default["CUDA_VISIBLE_DEVICES"] == "7"
-    assert more["CUDA_VISIBLE_DEVICES"] == "7" and more["OMP_NUM_THREADS"] == "1"
+    assert more["CUDA_VISIBLE_DEVICES"] == "7"
+    assert more["OMP_NUM_THREADS"] == "1"
 
 
 def test_map_and_the_executor_ask_for_resources() -> None:
@@ -190,3 +191,43 @@ def test_cancelling_a_queued_shaped_task_leaves_the_rest_running(tmp_path: Path)
         assert after["CUDA_VISIBLE_DEVICES"] == "0"
         with pytest.raises(concurrent.futures.CancelledError):
             queued.result(timeout=WAIT)
+
+
+# ------------------------------------------------------------------- groups
+def test_a_group_sends_a_task_to_a_member_that_can_have_its_shape() -> None:
+    cpu = pycrew.local_controller(name="cpu", workers=1, gpus=[])
+    gpu = pycrew.local_controller(name="gpu", workers=1, gpus=[2], resources={"gpus": 1})
+    with pycrew.ControllerGroup(cpu, gpu) as group:
+        anywhere = group.push(shape_tasks.environment).result(timeout=WAIT)
+        on_gpu = group.push(shape_tasks.environment, resources={"gpus": 1})
+        assert on_gpu.result(timeout=WAIT)["CUDA_VISIBLE_DEVICES"] == "2"
+        mapped = group.map(shape_tasks.environment_of, [1], resources={"gpus": 1})
+        assert mapped[0].result["CUDA_VISIBLE_DEVICES"] == "2"
+        named = group.push(shape_tasks.environment, controller="gpu").result(timeout=WAIT)
+        assert named["CUDA_VISIBLE_DEVICES"] == "2"  # the member's default shape
+        with pytest.raises(pycrew.ArgumentError, match="'cpu' lacks gpus=2"):
+            group.push(shape_tasks.environment, resources={"gpus": 2})
+    assert anywhere["CUDA_VISIBLE_DEVICES"] is None
+
+
+def test_status_names_each_workers_shape() -> None:
+    with pycrew.local_controller(workers=2, gpus=[0]) as ctl:
+        ctl.push(shape_tasks.environment, resources={"gpus": 1, "cpus": 1}).result(timeout=WAIT)
+        ctl.push(shape_tasks.environment).result(timeout=WAIT)
+        shapes = sorted(str(row["shape"]) for row in ctl.status()["worker_rows"])
+    assert shapes == ["None", "cpus=1, gpus=1"]
+
+
+# ------------------------------------------------------------ memory limit
+def test_a_task_over_its_memory_is_a_crash_that_names_the_limit_and_the_peak() -> None:
+    with pycrew.local_controller(workers=1, retry_crashes=False) as ctl:
+        over = ctl.push(tasks.hold_memory, 600, resources={"memory": "250 MB"})
+        exc = over.exception(timeout=WAIT)
+        assert isinstance(exc, pycrew.TaskCrashError), exc
+        reason = exc.record.error or ""
+        assert "over its limit of 250 MB" in reason
+        assert "task used" in reason
+        # the same shape again: a fresh worker, and a task within the limit succeeds
+        within = ctl.push(tasks.hold_memory, 20, 0.0, resources={"memory": "250 MB"})
+        assert within.result(timeout=WAIT) == 20
+        assert (ctl.summary().crash, ctl.summary().success) == (1, 1)

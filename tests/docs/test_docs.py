@@ -20,6 +20,7 @@ PAGES = (
     "docs/graphs.md",
     "docs/environment.md",
     "docs/watching.md",
+    "docs/resources.md",
 )
 #: what some examples must print (page, block index) -> substrings
 EXPECT = {
@@ -27,7 +28,8 @@ EXPECT = {
     ("README.md", 1): ["6\n", "[4, 10, 18]"],
     ("README.md", 2): ["(1024, [4, 9])"],
     ("README.md", 4): ["285\n"],
-    ("README.md", 5): ["3 tasks ended, 3 in the stream"],
+    ("README.md", 5): ["['0', '1']"],
+    ("README.md", 6): ["3 tasks ended, 3 in the stream"],
     ("docs/index.md", 0): ["49\n", "[0, 1, 4, 9, 16]"],
     ("docs/quickstart.md", 0): ["42\n", "part-1 success 10", "[4, 10, 18]", "7 7"],
     ("docs/futures.md", 0): ["12\n", "caught: negative width: -1", "success 25 True"],
@@ -60,6 +62,11 @@ EXPECT = {
     ("docs/environment.md", 4): ["[0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5]"],
     ("docs/environment.md", 5): ["'y': [2, 4, 6]"],
     ("docs/environment.md", 6): ["1 True"],
+    ("docs/resources.md", 0): ["['0', '1']\nno GPU\n"],
+    ("docs/resources.md", 1): ["['2', '2', '2']"],
+    ("docs/resources.md", 2): ["gpus=3 (at most 2) on this machine"],
+    ("docs/resources.md", 3): ["cpu 0\n"],
+    ("docs/resources.md", 4): ["trained on 3\n", "trained on 30\n"],
     ("docs/watching.md", 0): ["10 succeeded on"],
     ("docs/watching.md", 1): ["100 tasks ended"],
     ("docs/watching.md", 2): ["http://127.0.0.1:", "[1024, 59049]"],

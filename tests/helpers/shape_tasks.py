@@ -38,3 +38,18 @@ def hold(folder: str, label: str, seconds: float = 60.0) -> dict[str, str | None
 def environment_of(_: object) -> dict[str, str | None]:
     """``environment()`` for map and walk, which give each task an item."""
     return environment()
+
+
+def slurm_allocation(_: object) -> dict[str, str | None]:
+    """What SLURM gave the job this task runs in."""
+    names = (
+        "SLURM_JOB_ID",
+        "SLURM_CPUS_PER_TASK",
+        "SLURM_MEM_PER_NODE",
+        "SLURM_JOB_GPUS",
+        "CUDA_VISIBLE_DEVICES",
+        "OMP_NUM_THREADS",
+    )
+    seen: dict[str, str | None] = {name: os.environ.get(name) for name in names}
+    seen["pid"] = str(os.getpid())
+    return seen

@@ -521,3 +521,55 @@ def bump_in_place(a: Any) -> float:
 def pid_of(_: object) -> int:
     """The worker's pid (the input is only waited for)."""
     return os.getpid()
+
+
+# ------------------------------------------------------------- memory limits
+def hold_memory(mb: int, seconds: float = 120.0) -> int:
+    """Take ``mb`` MB, a MB at a time (each zero-filled, so touched), and hold it.
+
+    Small pieces from Python code: a worker's memory thread gets the GIL
+    between them, as it would from most tasks. A limited worker ends the
+    task long before ``seconds``.
+    """
+    held = [bytearray(1_000_000) for _ in range(mb)]
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        time.sleep(0.02)
+    return len(held)
+
+
+def hold_memory_and_gil(mb: int) -> int:
+    """Take ``mb`` MB, then hold the GIL in C for minutes (a regex that backtracks)."""
+    import re
+
+    held = bytearray(mb * 1_000_000)
+    re.match(r"(a+)+$", "a" * 34 + "b")  # about 2**34 steps, none of them giving up the GIL
+    return len(held)
+
+
+def worker_threads_and_watchdog() -> tuple[list[str], list[str]]:
+    """The names of the worker's threads, and its watchdog's command line."""
+    import psutil
+
+    for child in psutil.Process().children():
+        command = child.cmdline()
+        if any(part.endswith("_watchdog.py") for part in command):
+            break
+    else:
+        command = []
+    return [t.name for t in threading.enumerate()], command
+
+
+def hold_memory_in_child(mb: int, path: str) -> int:
+    """Start a child process that writes its pid to ``path``, then takes ``mb`` MB; wait."""
+    import subprocess
+    import sys
+
+    # the pid first: the child goes over a limit only after it is written
+    code = (
+        "import os, sys, time\n"
+        "with open(sys.argv[1], 'w') as out: out.write(str(os.getpid()))\n"
+        f"held = bytearray({mb} * 1_000_000)\n"
+        "time.sleep(120)\n"
+    )
+    return subprocess.run([sys.executable, "-c", code, path], check=False, timeout=120).returncode

@@ -1,7 +1,8 @@
 """``ControllerGroup``: several controllers (pools of differently sized workers) used as one.
 
 ```
- push/walk/map(controller="big") ──► that member (default: the first)
+ push/walk/map(controller="big") ──► that member (default: the first, or with
+                                     resources=, the first that can have them)
  wait/pop/collect/summary/...(controllers=[...]) ──► each selected member, in order
  member dispatchers ── at each resolution ──► group condition ──► a waiting wait() wakes
 ```
@@ -20,6 +21,7 @@ from .._errors import ArgumentError, ArgumentTypeError
 from ._checks import check_cursor, check_error, check_seconds
 from ._controller import Controller
 from ._records import ErrorMode, quietly, warn_cancelled
+from ._shapes import route
 from ._watch import GroupCursors, merge_status, serve_dashboard
 
 if TYPE_CHECKING:
@@ -107,6 +109,11 @@ class ControllerGroup:
             )
         return member
 
+    def _route(self, controller: str | None, fn: Any, kwargs: dict[str, Any]) -> Controller:
+        if controller is not None:
+            return self._one(controller)
+        return route(list(self.controllers.values()), fn, kwargs.get("resources"))
+
     def _some(self, controllers: Iterable[str] | str | None) -> list[Controller]:
         if controllers is None:
             return list(self.controllers.values())
@@ -129,8 +136,9 @@ class ControllerGroup:
         controller: str | None = None,
         **kwargs: Any,
     ) -> TaskFuture[Any]:
-        """``push()`` on one member (default: the first)."""
-        return self._one(controller).push(fn, *args, **kwargs)
+        """``push()`` on one member (default: the first, or the first that can have
+        the task's ``resources=``)."""
+        return self._route(controller, fn, kwargs).push(fn, *args, **kwargs)
 
     def walk(
         self,
@@ -140,8 +148,8 @@ class ControllerGroup:
         controller: str | None = None,
         **kwargs: Any,
     ) -> list[TaskFuture[Any]]:
-        """``walk()`` on one member (default: the first)."""
-        return self._one(controller).walk(fn, *args, **kwargs)
+        """``walk()`` on one member (default: as for ``push``)."""
+        return self._route(controller, fn, kwargs).walk(fn, *args, **kwargs)
 
     def map(
         self,
@@ -151,8 +159,8 @@ class ControllerGroup:
         controller: str | None = None,
         **kwargs: Any,
     ) -> list[TaskResult]:
-        """``map()`` on one member (default: the first)."""
-        return self._one(controller).map(fn, *args, **kwargs)
+        """``map()`` on one member (default: as for ``push``)."""
+        return self._route(controller, fn, kwargs).map(fn, *args, **kwargs)
 
     def saturated(self, controller: str | None = None) -> bool:
         return self._one(controller).saturated()

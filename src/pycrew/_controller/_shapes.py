@@ -20,7 +20,7 @@ from .._errors import ArgumentError
 from .._resources import Resources, merged, resources
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
     from .._engines._launcher import Launcher
     from ._controller import Controller
@@ -56,6 +56,37 @@ def check_fits(ctl: Controller, shape: Resources) -> None:
             f"{'; '.join(short)} on this machine (give the ids of its GPUs with gpus=[...], "
             "and named resources with capacity={...})"
         )
+
+
+def route(members: Sequence[Controller], fn: Any, asked: object) -> Controller:
+    """The group member a task that asks for ``asked`` goes to, when it names none:
+    the first whose own default shape covers it (a member per profile, crew's way),
+    else the first whose machine can have it, else the first whose scheduler
+    judges (a cluster), else an error naming what each one lacks."""
+    fn, asked = unwrap(fn, asked)
+    shape = resources(asked)
+    if shape is None:
+        return members[0]
+    for member in members:
+        if member.resources is not None and member.resources.covers(shape):
+            return member
+    judged: Controller | None = None
+    lacking = []
+    for member in members:
+        capacity = capacity_of(member.launcher)
+        if capacity is None:
+            judged = judged or member
+            continue
+        short = capacity.shortfall(merged(member.resources, shape) or shape)
+        if not short:
+            return member
+        lacking.append(f"{member.name!r} lacks {', '.join(short)}")
+    if judged is not None:
+        return judged
+    raise ArgumentError(
+        f"no controller of this group can have what this task asks for ({shape}): "
+        + "; ".join(lacking)
+    )
 
 
 def partition_for(launcher: Launcher) -> Partition | None:

@@ -65,6 +65,8 @@ _READ_CHUNK = 1 << 18
 #: bytes read from one connection before the loop serves the others (and its
 #: timers): a worker that floods, with output say, must not starve them
 _READ_BUDGET = 16 << 20
+#: the most of a worker's last words kept as a crash's reason
+_LAST_WORDS_MAX = 1000
 
 
 class Dispatcher(Doorway, Placement, Locality, Provisions, Shapes, Resolutions):
@@ -631,6 +633,13 @@ class Dispatcher(Doorway, Placement, Locality, Provisions, Shapes, Resolutions):
             )
             conn.leaving = True
             self._give_back(conn)
+        elif kind == Kind.LAST_WORDS:
+            # why the worker is about to end itself (over its memory limit): the
+            # reason of the crash of the task it runs, not of one it finished
+            if conn.tasks and conn.tasks[0].state == RUNNING:
+                conn.last_words = meta[:_LAST_WORDS_MAX].decode("utf-8", "replace")
+            else:
+                log.info("worker %s: %s", conn.info.id if conn.info else "?", meta[:200])
         elif kind == Kind.BYE:
             # Sent while idle: whatever is on its way to this worker never ran.
             conn.leaving = True
@@ -638,24 +647,6 @@ class Dispatcher(Doorway, Placement, Locality, Provisions, Shapes, Resolutions):
             self._give_back(conn)
         else:
             raise ProtocolError(f"unexpected message kind {kind}")
-
-    def _break(self, why: str, trace: str | None) -> None:
-        """A setup step failed: every later worker would fail it too, so stop here.
-
-        Unfinished tasks end as ``cancel`` (nothing waits forever), workers
-        take no more tasks, and the controller refuses new ones.
-        """
-        if self.broken is not None:
-            return
-        self.broken = why
-        self.broken_trace = trace
-        log.error("pycrew: %s; the controller takes no more tasks\n%s", why, trace or "")
-        for task in list(self.live.values()):
-            self._stop(task, Status.CANCEL)
-            task.detail = f"not run: {why}"
-        self.idle.clear()
-        self.room.clear()
-        self.idle_shaped.clear()
 
     def _requeue(self, task: Task) -> None:
         """A task that never started goes first in the queue, and on if a worker is free."""
@@ -713,6 +704,7 @@ class Dispatcher(Doorway, Placement, Locality, Provisions, Shapes, Resolutions):
             # the worker died while running its oldest task; any behind it never started
             conn.tasks.popleft()
             detail = f"worker {info.id} (pid {info.pid}) was lost during the task"
+            why = conn.last_words or why
             if why:
                 detail += f": {why}"
             log.info("task %s crashed (attempt %d): %s", head.name, head.attempts, detail)

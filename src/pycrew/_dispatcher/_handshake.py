@@ -54,6 +54,7 @@ class Conn:
         "head_since",
         "info",
         "kill_at",
+        "last_words",
         "leaving",
         "nonce",
         "out",
@@ -77,6 +78,8 @@ class Conn:
         self.info: WorkerInfo | None = None
         #: the resources it was launched with (a ``Resources``), or None: no shape
         self.shape: Resources | None = None
+        #: why it said it is ending itself while a task runs (LAST_WORDS), if it did
+        self.last_words: str | None = None
         # tasks sent to this worker, oldest (running) first; more than one only
         # when prefetching
         self.tasks: collections.deque[Task] = collections.deque()
@@ -223,9 +226,9 @@ class Doorway:
             worker_id, pid if isinstance(pid, int) else None, str(auth.get("host", "")) or None
         )
         log.info("worker %s connected (pid %s on %s)", worker_id, conn.info.pid, conn.info.host)
-        self.observed.connected(worker_id, conn.info.pid, conn.info.host)
-        conn.stage = _READY
         conn.shape = self.shape_of.pop(worker_id, None)
+        self.observed.connected(worker_id, conn.info.pid, conn.info.host, conn.shape)
+        conn.stage = _READY
         self.watch.discard(conn)
         self.unauthenticated.pop(conn, None)
         conn.decoder = _frames.Decoder(self.bytes_max, allow_buffers=True)

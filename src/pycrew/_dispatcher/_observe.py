@@ -136,8 +136,12 @@ class Observed:
         self.event("exit", worker, detail=why)
         self._forget(worker)
 
-    def connected(self, worker: str, pid: int | None, host: str | None) -> None:
+    def connected(
+        self, worker: str, pid: int | None, host: str | None, shape: object = None
+    ) -> None:
         facts = self._facts(worker)
+        if shape is not None:
+            facts["shape"] = str(shape)
         facts["connected"] = time.time()
         facts["pid"] = pid if pid is not None else facts.get("pid")
         facts["host"] = host or facts.get("host")
@@ -348,6 +352,7 @@ class Observed:
             "pid": pid,
             "host": host,
             "job": facts.get("job"),
+            "shape": facts.get("shape"),
             "task": task.name if task is not None else None,
             "function": command_label(task.command) if task is not None else None,
             "seconds": round(seconds, 3) if seconds is not None else None,

@@ -1,5 +1,5 @@
 """What a worker gets besides its tasks, on the dispatcher's side: set-up steps and
-shared objects.
+shared objects (and what happens when a set-up step fails: ``_break``).
 
 ```
  initializer=, everywhere() ─► add_setup: to every worker now; each new one gets all at WELCOME
@@ -14,8 +14,10 @@ with it held.
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
+from .._results import Status
 from .._wire import _frames
 from .._wire._frames import Kind
 
@@ -26,12 +28,20 @@ if TYPE_CHECKING:
     from ._handshake import Conn
     from ._task import Task
 
+log = logging.getLogger("pycrew.dispatcher")
+
 
 class Provisions:
     """The set-up steps every worker runs, and the shared objects workers hold."""
 
     lock: threading.Lock
     workers: dict[str, Conn]
+    live: dict[int, Task]
+    idle: dict[Conn, None]
+    room: dict[Conn, None]
+    idle_shaped: dict[Conn, None]
+    broken: str | None
+    broken_trace: str | None
     #: SETUP frames every worker gets before its first task, in order
     setup: list[tuple[Any, ...]]
     #: SHARE frames by key, sent to a worker before the first task that uses one
@@ -42,6 +52,27 @@ class Provisions:
 
     def _flush_dirty(self) -> None:
         raise NotImplementedError
+
+    def _stop(self, task: Task, status: Status) -> None:
+        raise NotImplementedError
+
+    def _break(self, why: str, trace: str | None) -> None:
+        """A setup step failed: every later worker would fail it too, so stop here.
+
+        Unfinished tasks end as ``cancel`` (nothing waits forever), workers
+        take no more tasks, and the controller refuses new ones.
+        """
+        if self.broken is not None:
+            return
+        self.broken = why
+        self.broken_trace = trace
+        log.error("pycrew: %s; the controller takes no more tasks\n%s", why, trace or "")
+        for task in list(self.live.values()):
+            self._stop(task, Status.CANCEL)
+            task.detail = f"not run: {why}"
+        self.idle.clear()
+        self.room.clear()
+        self.idle_shaped.clear()
 
     def add_setup(self, frame: tuple[Any, ...]) -> None:
         """A step for every worker: those connected now, and each that connects later."""

@@ -118,6 +118,9 @@ class Kind(enum.IntEnum):
     KEEP = 23
     #: controller -> worker: drop the result kept for this task
     FORGET = 24
+    #: worker -> controller: why the worker is about to die (UTF-8 text, such as
+    #: a task over its memory limit); the connection drops right after it
+    LAST_WORDS = 25
 
 
 #: received buffers at least this large get fresh pages instead of a bytearray

@@ -38,7 +38,7 @@ from .._operations import _logs
 from .._version import __version__
 from .._wire import _frames
 from .._wire._frames import Kind
-from . import _values, _watchdog
+from . import _memory, _values, _watchdog
 from ._evaluate import (
     CANCEL,
     ERROR,
@@ -233,6 +233,8 @@ class Worker:
         self.logs: _logs.LogCap | None = None
         #: sends what tasks print to the controller, when it asked for that
         self.relay: _logs.Relay | None = None
+        #: ends this worker over its memory limit, when it has one
+        self.memory: _memory.Guard | None = None
 
     # reader thread -------------------------------------------------------
     def read_forever(self) -> None:
@@ -347,7 +349,12 @@ class Worker:
             wall_passed = timers_on and time.monotonic() - started >= s.seconds_wall
             done += 1
             last = wall_passed or done >= s.tasks_max
+            memory = self.memory
+            if memory is not None:
+                memory.busy()
             self.run_task(task_id, meta, bufs, last)
+            if memory is not None:
+                memory.idle()
             del bufs
             self.pool.recycle()
             if self.logs is not None:
@@ -734,8 +741,14 @@ def main(address: str, tls: bool) -> int:
     os.register_at_fork(after_in_child=functools.partial(_forget_connection, sock.fileno()))
     _frames.keepalive(sock, settings.seconds_heartbeat)
     # before any thread starts, and before forked children let go of the socket
-    watchdog = _watchdog.spawn(sock.fileno(), settings.seconds_heartbeat)
+    memory = _memory.limit()
+    guard = _memory.Guard(memory, sock, _log) if memory else None
+    busy = guard.pipe if guard is not None else -1
+    watchdog = _watchdog.spawn(sock.fileno(), settings.seconds_heartbeat, memory, busy)
     worker = Worker(sock, stream, settings)
+    if guard is not None:
+        worker.memory = guard
+        guard.start(worker.send_lock, watchdog)
     worker.logs = _logs.from_environment()
     if worker.logs is not None:
         _AT_EXIT.append(worker.logs.watch())
