@@ -231,3 +231,17 @@ def test_a_task_over_its_memory_is_a_crash_that_names_the_limit_and_the_peak() -
         within = ctl.push(tasks.hold_memory, 20, 0.0, resources={"memory": "250 MB"})
         assert within.result(timeout=WAIT) == 20
         assert (ctl.summary().crash, ctl.summary().success) == (1, 1)
+
+
+def test_a_task_that_keeps_going_over_its_memory_goes_to_a_bigger_backup() -> None:
+    big = pycrew.local_controller(name="big", workers=1, resources={"memory": "2 GB"})
+    small = pycrew.local_controller(
+        name="small", workers=1, backup=big, crashes_max=1, retry_crashes=True
+    )
+    with big, small:
+        # 400 MB: over the small worker's limit, well within the big one's
+        future = small.push(tasks.hold_memory, 400, 0.0, resources={"memory": "250 MB"})
+        assert future.result(timeout=WAIT) == 400
+        record = future.record(timeout=WAIT)
+    assert record.controller == "big"
+    assert record.attempts == 2

@@ -8,11 +8,16 @@ each job (its environment) shows what it was given.
 from __future__ import annotations
 
 import re
+import subprocess
+from typing import TYPE_CHECKING
 
 import pycrew
 from tests.engines.test_slurm import _launcher, _slurm, cluster, no_jobs_left
-from tests.helpers import shape_tasks
+from tests.helpers import shape_tasks, tasks
 from tests.helpers.common import wait_until
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 __all__ = ["cluster", "no_jobs_left"]  # fixtures, used by name
 
@@ -60,3 +65,24 @@ def test_a_shape_the_cluster_cannot_give_is_a_launch_error_with_sbatchs_words(
         ctl.cancel(all=True)
     assert "sbatch" in str(errors[0])
     assert re.search(r"(?i)gres|generic resource|node configuration", str(errors[0]))
+
+
+def test_a_task_whose_job_slurm_ends_is_a_crash_that_says_why(
+    cluster: None, tmp_path: Path
+) -> None:
+    marker = tmp_path / "started"
+    with _slurm(workers=1) as ctl:
+        future = ctl.push(tasks.mark_then_sleep, str(marker), 300)
+        wait_until(marker.exists, WAIT, "the task to start")
+        (job,) = pycrew.SlurmMonitor().jobs()
+        # the shortest time limit there is: SLURM ends the job at its next check
+        subprocess.run(
+            ["scontrol", "update", f"JobId={job.id}", "TimeLimit=0:0:1"], check=True, timeout=30
+        )
+        scaler = ctl._scaler
+        assert scaler is not None
+        wait_until(lambda: scaler.exit_reasons, WAIT, "SLURM to say why the job ended")
+        record = future.record(timeout=WAIT)
+    assert record.status is pycrew.Status.CRASH
+    # SLURM's words: its job state, or its reason when the state has moved on
+    assert re.search(r"the scheduler says: .*(TIMEOUT|TimeLimit)", record.error or "")

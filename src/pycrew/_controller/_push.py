@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from .._dispatcher._task import DONE, NO_FRAME, WAITING, Task, collector_paused, deadline_in
 from .._errors import ArgumentError, ArgumentTypeError, CrashLimitError, CrewTimeoutError, TaskError
 from .._operations import _tracing
+from .._resources import merged
 from .._results import Status, command_label
 from .._wire import _frames
 from .._wire._frames import Kind
@@ -40,7 +41,7 @@ from ._checks import (
 from ._futures import TaskFuture
 from ._graph import Inputs
 from ._records import warn_caller
-from ._shapes import shape_for, unwrap
+from ._shapes import check_fits, shape_for, unwrap
 from ._share import dumps_task
 
 if TYPE_CHECKING:
@@ -476,6 +477,14 @@ def adopt(ctl: Controller, task: Task, shares: dict[int, Sequence[Any]]) -> bool
         taken.owned = task.owned
         taken.attempts = task.attempts + 1
         taken.shared = task.shared
+        # what the task asked for, with this controller's own default on top: a
+        # backup with bigger workers gives the task their size
+        taken.shape = merged(task.shape, ctl.resources)
+        if taken.shape is not None:
+            try:
+                check_fits(ctl, taken.shape)
+            except ArgumentError:
+                return False
         for key in task.shared:
             # the objects it uses go along; the backup keeps them until it stops
             if key in shares:

@@ -98,6 +98,8 @@ class Scaler:
         self.on_launched = on_launched
         self.handles: dict[str, Any] = {}
         self.exit_codes: dict[str, int] = {}
+        #: what the launcher says ended a worker (a scheduler's job state), by id
+        self.exit_reasons: dict[str, str] = {}
         self._gone: set[str] = set()
         self.short = True
         self.failure: LaunchError | None = None
@@ -163,6 +165,9 @@ class Scaler:
                 how = f"killed by signal {-code}"
         else:
             how = f"exit code {code}"
+        reason = self.exit_reasons.get(worker_id)
+        if reason:
+            how += f"; the scheduler says: {reason}"
         return f"{detail} ({how})"
 
     def kill(self, worker_id: str) -> None:
@@ -268,10 +273,15 @@ class Scaler:
         for worker_id, code in zip(gone, codes[: len(gone)], strict=True):
             if code is not None:
                 self._gone.discard(worker_id)
-                self.handles.pop(worker_id, None)
+                handle = self.handles.pop(worker_id, None)
                 self.exit_codes[worker_id] = code
+                reason = self.launcher.exit_reason(handle) if handle is not None else None
+                if reason:
+                    self.exit_reasons[worker_id] = reason
         while len(self.exit_codes) > 10_000:
             del self.exit_codes[next(iter(self.exit_codes))]
+        while len(self.exit_reasons) > 10_000:
+            del self.exit_reasons[next(iter(self.exit_reasons))]
         for worker_id, code in zip(launching, codes[len(gone) :], strict=True):
             if code is not None:
                 log.warning("worker %s exited with code %s before connecting", worker_id, code)

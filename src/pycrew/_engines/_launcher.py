@@ -109,6 +109,11 @@ class Launcher(abc.ABC):
         """
         return None
 
+    def exit_reason(self, handle: Any) -> str | None:
+        """What the scheduler says ended a worker that has an exit code (``"OUT_OF_MEMORY"``,
+        ``"TIMEOUT"``), for the crash reason of the task it ran; None by default."""
+        return None
+
     def machine(self) -> Resources | None:
         """The most one worker of this launcher can have, or None when there is no
         such bound to check a task against here.

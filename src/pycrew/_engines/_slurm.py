@@ -19,7 +19,7 @@ import datetime
 import getpass
 import os
 import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .._errors import LaunchError
 from .._operations._logs import LOG_BYTES_MAX
@@ -52,6 +52,9 @@ _TASK = re.compile(r"\bArrayTaskId=(\d+)")
 _ARRAY = re.compile(r"\bArrayJobId=(\d+)")
 _STDERR = re.compile(r"\bStdErr=(.*?)(?= [A-Z][A-Za-z]*=|$)")
 _REASON = re.compile(r"\bReason=(\S+)")
+_STATE = re.compile(r"\bJobState=(\S+)")
+#: job states that say why a job ended: a task that crashed with it is told
+ENDED_BY = ("OUT_OF_MEMORY", "TIMEOUT", "NODE_FAIL", "PREEMPTED", "DEADLINE", "BOOT_FAIL")
 _PATTERN = re.compile(r"%(\d*)([%Aajxu])")
 #: SLURM's ``%a`` outside an array
 NO_INDEX = "4294967294"
@@ -242,7 +245,14 @@ class SlurmLauncher(ClusterLauncher):
                 reason = _REASON.search(line)
                 if reason is not None and reason[1] not in ("None", "NonZeroExitCode"):
                     self._reason[key] = reason[1]
+                state = _STATE.search(line)
+                if state is not None and state[1] in ENDED_BY:
+                    self._reason[key] = f"job state {state[1]}"
         return codes
+
+    def exit_reason(self, handle: Any) -> str | None:
+        """SLURM's word on why a job ended (its state: OUT_OF_MEMORY, TIMEOUT, ...)."""
+        return self._reason.get(handle.id) if isinstance(handle, ClusterJob) else None
 
     def error_file(self, job: ClusterJob) -> str:
         """The path of a job's stderr, from the pattern it was submitted with."""
