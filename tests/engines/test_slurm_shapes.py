@@ -36,11 +36,12 @@ def test_two_shapes_are_two_kinds_of_job_each_given_its_shape(cluster: None) -> 
     for seen in gpu_seen:
         assert seen["SLURM_CPUS_PER_TASK"] == "2"
         assert seen["OMP_NUM_THREADS"] == "2"
-        assert seen["SLURM_JOB_GPUS"] in ("0", "1")
+        assert seen["SLURM_GPUS_ON_NODE"] == "1"
+        # SLURM names the GPU where its device files are devices (scripts/slurm-cluster)
         assert seen["CUDA_VISIBLE_DEVICES"] == seen["SLURM_JOB_GPUS"]
     for seen in small_seen:
         assert seen["SLURM_MEM_PER_NODE"] == "96"  # 100 MB, rounded up to whole MiB
-        assert seen["SLURM_JOB_GPUS"] is None
+        assert seen["SLURM_GPUS_ON_NODE"] is None
     jobs = {s["SLURM_JOB_ID"] for s in gpu_seen} | {s["SLURM_JOB_ID"] for s in small_seen}
     assert not {s["SLURM_JOB_ID"] for s in gpu_seen} & {s["SLURM_JOB_ID"] for s in small_seen}
     assert len(jobs) >= 2

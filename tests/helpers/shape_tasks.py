@@ -47,9 +47,18 @@ def slurm_allocation(_: object) -> dict[str, str | None]:
         "SLURM_CPUS_PER_TASK",
         "SLURM_MEM_PER_NODE",
         "SLURM_JOB_GPUS",
+        "SLURM_GPUS_ON_NODE",
         "CUDA_VISIBLE_DEVICES",
         "OMP_NUM_THREADS",
     )
+    seen: dict[str, str | None] = {name: os.environ.get(name) for name in names}
+    seen["pid"] = str(os.getpid())
+    return seen
+
+
+def grid_engine_slots(_: object) -> dict[str, str | None]:
+    """What Grid Engine gave the job this task runs in."""
+    names = ("JOB_ID", "NSLOTS", "PE", "OMP_NUM_THREADS")
     seen: dict[str, str | None] = {name: os.environ.get(name) for name in names}
     seen["pid"] = str(os.getpid())
     return seen
