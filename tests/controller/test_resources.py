@@ -7,11 +7,13 @@ that each worker is given its own through ``CUDA_VISIBLE_DEVICES``.
 from __future__ import annotations
 
 import concurrent.futures
+import os
 from typing import TYPE_CHECKING
 
 import pytest
 
 import pycrew
+from pycrew._engines import _machine
 from pycrew._resources import Resources, resources, size_bytes
 from tests.helpers import shape_tasks, tasks
 from tests.helpers.common import wait_until
@@ -97,12 +99,12 @@ def test_a_shape_no_worker_can_have_fails_at_push() -> None:
 
 
 def test_cpus_set_the_thread_counts_and_memory_the_limit() -> None:
-    with pycrew.local_controller(workers=1) as ctl:
-        seen = ctl.push(shape_tasks.environment, resources={"cpus": 1, "memory": "3 GiB"}).result(
-            timeout=WAIT
-        )
-    assert seen["OMP_NUM_THREADS"] == seen["MKL_NUM_THREADS"] == "1"
-    assert seen["OPENBLAS_NUM_THREADS"] == "1"
+    # capacity= says the machine has 4 cores and 8 GiB, whatever this one has
+    with pycrew.local_controller(workers=1, capacity={"cpus": 4, "memory": "8 GiB"}) as ctl:
+        asked = {"cpus": 2, "memory": "3 GiB"}
+        seen = ctl.push(shape_tasks.environment, resources=asked).result(timeout=WAIT)
+    assert seen["OMP_NUM_THREADS"] == seen["MKL_NUM_THREADS"] == "2"
+    assert seen["OPENBLAS_NUM_THREADS"] == "2"
     assert seen["PYCREW_MEMORY_MAX"] == str(3 * 2**30)
     assert seen["CUDA_VISIBLE_DEVICES"] is None
 
@@ -245,3 +247,72 @@ def test_a_task_that_keeps_going_over_its_memory_goes_to_a_bigger_backup() -> No
         record = future.record(timeout=WAIT)
     assert record.controller == "big"
     assert record.attempts == 2
+
+
+# ------------------------------------------------------------ the machine
+def test_gpus_come_from_the_devices_this_process_may_see(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
+    with pycrew.local_controller(workers=2) as ctl:
+        seen = [ctl.push(shape_tasks.environment, resources={"gpus": 1}) for _ in range(2)]
+        assert {f.result(timeout=WAIT)["CUDA_VISIBLE_DEVICES"] for f in seen} <= {"2", "3"}
+        with pytest.raises(pycrew.ArgumentError, match=r"gpus=3 \(at most 2\)"):
+            ctl.push(shape_tasks.environment, resources={"gpus": 3})
+
+
+@pytest.mark.parametrize(
+    ("environ", "expected"),
+    [
+        ({}, None),
+        ({"CUDA_VISIBLE_DEVICES": "0,1"}, ("0", "1")),
+        ({"CUDA_VISIBLE_DEVICES": "GPU-3c1f, MIG-7"}, ("GPU-3c1f", "MIG-7")),
+        ({"CUDA_VISIBLE_DEVICES": ""}, ()),
+        ({"CUDA_VISIBLE_DEVICES": "-1"}, ()),
+        ({"ROCR_VISIBLE_DEVICES": "1"}, ("1",)),
+    ],
+)
+def test_visible_gpus_read_the_runtimes_variables(
+    environ: dict[str, str], expected: tuple[str, ...] | None
+) -> None:
+    assert _machine.visible_gpus(environ) == expected
+
+
+def test_nvidia_smi_lists_the_gpus_where_nothing_limits_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a stand-in for nvidia-smi: it answers the one query pycrew asks, as the real one prints it
+    smi = tmp_path / "nvidia-smi"
+    smi.write_text(
+        '#!/bin/sh\n[ "$1 $2" = "--query-gpu=index --format=csv,noheader" ] || exit 9\n'
+        "printf '0\\n1\\n2\\n'\n"
+    )
+    smi.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    for name in ("CUDA_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES"):
+        monkeypatch.delenv(name, raising=False)
+    shape, ids = _machine.local_machine(None, None)
+    assert ids == ("0", "1", "2")
+    assert shape.gpus == 3
+    assert shape.cpus >= 1
+    assert shape.memory > 0
+
+
+@pytest.mark.parametrize(
+    ("gpus", "error"),
+    [
+        ("0,1", pycrew.ArgumentTypeError),
+        ([0, 0], pycrew.ArgumentError),
+        ([True], pycrew.ArgumentError),
+        ([""], pycrew.ArgumentError),
+    ],
+)
+def test_bad_gpu_ids_are_refused(gpus: object, error: type[Exception]) -> None:
+    with pytest.raises(error):
+        pycrew.local_controller(gpus=gpus)  # type: ignore[arg-type]
+
+
+def test_capacity_names_counts_and_may_lower_the_machines_own() -> None:
+    with pycrew.local_controller(capacity={"cpus": 1, "license": 2}) as ctl:
+        with pytest.raises(pycrew.ArgumentError, match=r"cpus=2 \(at most 1\)"):
+            ctl.push(shape_tasks.environment, resources={"cpus": 2})
+        with pytest.raises(pycrew.ArgumentError, match="capacity"):
+            pycrew.local_controller(capacity={"gpus": 2})
