@@ -241,8 +241,9 @@ def test_a_task_that_keeps_going_over_its_memory_goes_to_a_bigger_backup() -> No
         name="small", workers=1, backup=big, crashes_max=1, retry_crashes=True
     )
     with big, small:
-        # 400 MB: over the small worker's limit, well within the big one's
-        future = small.push(tasks.hold_memory, 400, 0.0, resources={"memory": "250 MB"})
+        # 400 MB, held a while so that the small worker's guard sees it over
+        # its limit: within the big one's, where it then returns
+        future = small.push(tasks.hold_memory, 400, 3.0, resources={"memory": "250 MB"})
         assert future.result(timeout=WAIT) == 400
         record = future.record(timeout=WAIT)
     assert record.controller == "big"
