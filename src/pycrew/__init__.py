@@ -23,6 +23,7 @@ TYPE_CHECKING = False  # typing itself is slow to import
 
 if TYPE_CHECKING:
     from ._controller._asyncio import as_completed
+    from ._controller._cloud import aws_batch_controller, kubernetes_controller
     from ._controller._controller import Controller
     from ._controller._executor import Executor
     from ._controller._factories import (
@@ -39,6 +40,8 @@ if TYPE_CHECKING:
     from ._controller._sequential import sequential_controller
     from ._controller._shapes import with_resources
     from ._controller._share import Shared
+    from ._engines._aws_batch._monitor import AwsBatchMonitor
+    from ._engines._kubernetes._monitor import KubernetesMonitor
     from ._engines._local import LocalMonitor
     from ._engines._lsf import LsfMonitor
     from ._engines._pbs import PbsMonitor
@@ -89,6 +92,10 @@ _HOMES = {
     "controller": "_controller._factories",
     "slurm_controller": "_controller._factories",
     "SlurmMonitor": "_engines._slurm",
+    "aws_batch_controller": "_controller._cloud",
+    "kubernetes_controller": "_controller._cloud",
+    "AwsBatchMonitor": "_engines._aws_batch._monitor",
+    "KubernetesMonitor": "_engines._kubernetes._monitor",
     "ArgumentError": "_errors",
     "ArgumentTypeError": "_errors",
     "BrokenExecutorError": "_controller._futures",
@@ -140,6 +147,7 @@ __all__ = [
     "TLS",
     "ArgumentError",
     "ArgumentTypeError",
+    "AwsBatchMonitor",
     "BrokenExecutorError",
     "ClosedError",
     "Controller",
@@ -150,6 +158,7 @@ __all__ = [
     "CrewWarning",
     "DependencyError",
     "Executor",
+    "KubernetesMonitor",
     "LaunchError",
     "LocalMonitor",
     "LsfMonitor",
@@ -173,7 +182,9 @@ __all__ = [
     "WorkerSummary",
     "__version__",
     "as_completed",
+    "aws_batch_controller",
     "controller",
+    "kubernetes_controller",
     "local_controller",
     "lsf_controller",
     "pbs_controller",

@@ -206,26 +206,45 @@ def _monitor_local(user: str | None, stale: bool, ids: list[str] | None, every: 
     return 0
 
 
-def _monitor_cluster(
-    scheduler: str, user: str | None, stale: bool, ids: list[str] | None, every: bool
-) -> int:
-    monitor: ClusterMonitor
+def _cluster_monitor(scheduler: str, user: str | None, where: argparse.Namespace) -> ClusterMonitor:
+    """The monitor of ``scheduler``; ``where`` holds the cloud engines' own flags."""
+    if scheduler == "kubernetes":
+        from ._engines._kubernetes._monitor import KubernetesMonitor
+
+        return KubernetesMonitor(where.namespace, where.kubeconfig, where.context, user)
+    if scheduler == "aws-batch":
+        from ._engines._aws_batch._monitor import AwsBatchMonitor
+        from ._errors import LaunchError
+
+        if not where.job_queue:
+            raise LaunchError("aws-batch needs --job-queue: the queue whose jobs to look at")
+        return AwsBatchMonitor(where.job_queue, where.region, user)
     if scheduler == "pbs":
         from ._engines._pbs import PbsMonitor
 
-        monitor = PbsMonitor(user)
-    elif scheduler == "lsf":
+        return PbsMonitor(user)
+    if scheduler == "lsf":
         from ._engines._lsf import LsfMonitor
 
-        monitor = LsfMonitor(user)
-    elif scheduler == "sge":
+        return LsfMonitor(user)
+    if scheduler == "sge":
         from ._engines._sge import SgeMonitor
 
-        monitor = SgeMonitor(user)
-    else:
-        from ._engines._slurm import SlurmMonitor
+        return SgeMonitor(user)
+    from ._engines._slurm import SlurmMonitor
 
-        monitor = SlurmMonitor(user)
+    return SlurmMonitor(user)
+
+
+def _monitor_cluster(
+    scheduler: str,
+    user: str | None,
+    stale: bool,
+    ids: list[str] | None,
+    every: bool,
+    where: argparse.Namespace,
+) -> int:
+    monitor = _cluster_monitor(scheduler, user, where)
     if every or ids is not None:
         cancelled = monitor.terminate(
             ids=ids or None, all=every or (not ids and not stale), stale=stale
@@ -255,7 +274,7 @@ _EVERY = (
 )
 
 
-def _confirm_every(scheduler: str, user: str | None) -> int | None:
+def _confirm_every(scheduler: str, user: str | None, where: argparse.Namespace) -> int | None:
     """Ask before a bare ``--terminate`` ends every worker: None to go on, else the exit code.
 
     On a terminal it lists the workers and asks; anywhere else (a script, a
@@ -271,7 +290,7 @@ def _confirm_every(scheduler: str, user: str | None) -> int | None:
     if scheduler == "local":
         _monitor_local(user, False, None, False)
     else:
-        _monitor_cluster(scheduler, user, False, None, False)
+        _monitor_cluster(scheduler, user, False, None, False, where)
     try:
         answer = input("End every one of them, those of live controllers too? [y/N] ")
     except EOFError:
@@ -290,8 +309,8 @@ def _interactive() -> bool:
 
 
 def _monitor(args: argparse.Namespace) -> int:
-    """``pycrew monitor local|slurm|sge|pbs|lsf [--stale] [--terminate [ID ...] |
-    --terminate-all] [--yes]``."""
+    """``pycrew monitor local|slurm|sge|pbs|lsf|aws-batch|kubernetes [--stale]
+    [--terminate [ID ...] | --terminate-all] [--yes]``, plus a cloud engine's flags."""
     from ._errors import LaunchError
 
     ids = args.terminate  # None: list; []: end the listed ones; [...]: end these
@@ -301,12 +320,14 @@ def _monitor(args: argparse.Namespace) -> int:
     try:
         if ids == [] and not args.stale and not args.yes:
             # every worker of the user, live controllers' included: asked, never assumed
-            answer = _confirm_every(args.scheduler, args.user)
+            answer = _confirm_every(args.scheduler, args.user, args)
             if answer is not None:
                 return answer
         if args.scheduler == "local":
             return _monitor_local(args.user, args.stale, ids, args.terminate_all)
-        return _monitor_cluster(args.scheduler, args.user, args.stale, ids, args.terminate_all)
+        return _monitor_cluster(
+            args.scheduler, args.user, args.stale, ids, args.terminate_all, args
+        )
     except LaunchError as exc:
         print(f"pycrew monitor: {exc}", file=sys.stderr)
         return 1
@@ -331,9 +352,23 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--workers", type=int, default=2)
     demo.add_argument("--tls", default="automatic", choices=["none", "automatic"])
     monitor = sub.add_parser(
-        "monitor", help="list or end pycrew's workers: local processes, SLURM, SGE, PBS or LSF jobs"
+        "monitor",
+        help="list or end pycrew's workers: local processes, SLURM, SGE, PBS or LSF jobs, "
+        "AWS Batch jobs, Kubernetes pods",
     )
-    monitor.add_argument("scheduler", choices=["local", "slurm", "sge", "pbs", "lsf"])
+    monitor.add_argument(
+        "scheduler", choices=["local", "slurm", "sge", "pbs", "lsf", "aws-batch", "kubernetes"]
+    )
+    monitor.add_argument("--job-queue", default=None, help="aws-batch: the job queue (needed)")
+    monitor.add_argument("--region", default=None, help="aws-batch: the region (default: boto3's)")
+    monitor.add_argument("--namespace", default="default", help="kubernetes: the namespace")
+    monitor.add_argument(
+        "--kubeconfig",
+        default=None,
+        help="kubernetes: the kubeconfig file (default: $KUBECONFIG, ~/.kube/config, "
+        "else the in-cluster account)",
+    )
+    monitor.add_argument("--context", default=None, help="kubernetes: the kubeconfig context")
     monitor.add_argument("--user", default=None, help="whose workers (default: yours)")
     monitor.add_argument(
         "--stale", action="store_true", help="only workers whose controller is gone"

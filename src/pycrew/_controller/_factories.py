@@ -26,6 +26,7 @@ from .._engines._local import LocalLauncher
 from .._engines._registry import load
 from .._errors import LaunchError
 from .._operations._logs import LOG_BYTES_MAX
+from ._cloud import aws_batch_controller, kubernetes_controller
 from ._controller import Controller
 
 if TYPE_CHECKING:
@@ -646,4 +647,6 @@ _ENGINES: dict[str | None, Callable[..., Controller]] = {
     "sge": sge_controller,
     "pbs": pbs_controller,
     "lsf": lsf_controller,
+    "aws_batch": aws_batch_controller,
+    "kubernetes": kubernetes_controller,
 }

@@ -14,7 +14,9 @@ from .._engines._launcher import Launcher, WorkerSpec
 from .._engines._registry import available, load
 
 if TYPE_CHECKING:
+    from .._engines._aws_batch._launcher import AwsBatchLauncher
     from .._engines._cluster import ClusterJob, ClusterLauncher
+    from .._engines._kubernetes._launcher import KubernetesLauncher
     from .._engines._local import LocalLauncher
     from .._engines._lsf import LsfJob, LsfLauncher
     from .._engines._pbs import PbsJob, PbsLauncher
@@ -24,8 +26,10 @@ if TYPE_CHECKING:
 
 # an engine's module loads on first use: a plugin that imports Launcher pays for none of them
 _HOMES = {
+    "AwsBatchLauncher": "_engines._aws_batch._launcher",
     "ClusterJob": "_engines._cluster",
     "ClusterLauncher": "_engines._cluster",
+    "KubernetesLauncher": "_engines._kubernetes._launcher",
     "LocalLauncher": "_engines._local",
     "LsfJob": "_engines._lsf",
     "LsfLauncher": "_engines._lsf",
@@ -51,8 +55,10 @@ def __getattr__(name: str) -> object:
 
 
 __all__ = [
+    "AwsBatchLauncher",
     "ClusterJob",
     "ClusterLauncher",
+    "KubernetesLauncher",
     "Launcher",
     "LocalLauncher",
     "LsfJob",
