@@ -173,6 +173,18 @@ def test_a_worker_oomkilled_mid_task_is_a_crash_naming_oomkilled(
         assert "SIGKILL" in (record.error or "")
 
 
+def test_an_evicted_worker_is_a_crash_naming_the_eviction(k8s: Cluster, tmp_path: Path) -> None:
+    marker = tmp_path / "started"
+    with k8s.controller(workers=1, crashes_max=0) as ctl:
+        future = ctl.push(tasks.mark_then_sleep, str(marker), 600)
+        wait_until(marker.exists, WAIT, "the task to start")
+        [name] = k8s.kubelet.pod_pids()
+        k8s.kubelet.evict(name)
+        record = future.record(timeout=WAIT)
+        assert record.status == "crash"
+        assert "Evicted: The node was low on resource: memory" in (record.error or ""), record.error
+
+
 def test_terminate_leaves_no_pod_and_no_secret(k8s: Cluster) -> None:
     ctl = k8s.controller(workers=3)
     try:

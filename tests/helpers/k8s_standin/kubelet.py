@@ -239,6 +239,20 @@ class Kubelet:
         self._report((ns, name), 137, "OOMKilled")
         proc.kill()
 
+    def evict(self, name: str, ns: str = "default") -> None:
+        """Evict a running pod as a kubelet under node pressure does: the pod fails with
+        reason Evicted and the node's words, its container is killed (137)."""
+        proc = self.procs[(ns, name)]
+        self._report((ns, name), 137, "Error", "killed by the kubelet")
+        with self.store.lock:
+            pod = self.store.objects.get(("pods", ns, name))
+        if pod is not None:
+            status = dict(pod.get("status") or {})
+            status["reason"] = "Evicted"
+            status["message"] = "The node was low on resource: memory. Threshold quantity: 100Mi."
+            self.store.set_status(ns, name, status)
+        proc.kill()
+
     def close(self) -> None:
         """Stop the loop and kill every process it started."""
         with self.store.lock:
