@@ -290,16 +290,18 @@ def test_cancel_a_running_task(
     else:
         future = controller.push(tasks.mark_then_sleep, str(marker), 1e6, name="long")
     wait_until(marker.exists, what="the task to start")
-    started = time.monotonic()
     controller.cancel(names=["long"])
     record = future.record(timeout=5)
     assert record.status is pycrew.Status.CANCEL
     assert record.code == 20
-    # the task really stops within 2 s: the worker is free again, or killed if the
-    # task holds the GIL in C code
-    wait_until(lambda: not _busy(controller), seconds=5, what="the worker to stop the task")
-    assert time.monotonic() - started < 2
-    assert (record.pid in controller.pids()) is (not in_c)
+    # the task really stops: the worker is free again, or killed if the task holds
+    # the GIL in C code (the record settles at once; the kill comes after a grace)
+    if in_c:
+        gone = lambda: record.pid not in controller.pids()  # noqa: E731
+        wait_until(gone, seconds=10, what="the worker holding the GIL to be killed")
+    else:
+        wait_until(lambda: not _busy(controller), seconds=5, what="the worker to stop the task")
+        assert record.pid in controller.pids()
     # a worker (the same or a replacement) takes the next task, and no crash is counted
     after = controller.push(tasks.add, 1, 1).record(timeout=30)
     assert after.status is pycrew.Status.SUCCESS

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -132,8 +133,19 @@ def test_a_killed_forked_worker_is_a_crash_and_a_killed_template_is_replaced() -
         _, template = first_forked(ctl)
         future = ctl.push(sleep_then_pid, 60)
         wait_until(future.running, WAIT, "the task to start")
-        wait_until(lambda: psutil.Process(template).children(), WAIT, "its worker")
-        psutil.Process(template).children()[0].kill()
+
+        def its_worker() -> list[psutil.Process]:
+            """The template's child that runs the task: not the last worker, which may
+            linger unreaped as a zombie on a busy machine."""
+            found = []
+            for child in psutil.Process(template).children():
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    if child.status() != psutil.STATUS_ZOMBIE and child.pid in ctl.pids():
+                        found.append(child)
+            return found
+
+        wait_until(lambda: len(its_worker()) == 1, WAIT, "its worker")
+        its_worker()[0].kill()
         assert future.record(timeout=WAIT).status == "crash"
         # the template goes, its workers with it; the next workers still come
         os.kill(template, signal.SIGKILL)
