@@ -107,7 +107,8 @@ def test_map_of_100_tasks_with_one_array_job_per_scaling_step(aws: AwsStandin) -
         assert launcher.calls.get("describe_jobs", 0) < 40
         children = [j for j in all_jobs(aws) if "index" in j.get("arrayProperties", {})]
         assert sorted(j["arrayProperties"]["index"] for j in children) == [0, 1, 2, 3]
-        assert all(j["status"] == "RUNNING" for j in children)
+        # alive while the controller runs (on a busy machine some may still be starting)
+        assert all(j["status"] in LIVE for j in children)
     assert_all_gone(aws)
 
 

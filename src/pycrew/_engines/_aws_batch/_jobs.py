@@ -13,8 +13,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..._errors import LaunchError
-from ..._resources import MEMORY_ENV
-from ..._wire import _frames
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -51,19 +49,6 @@ NOT_STARTED = (
     "ResourceInitializationError",
     "TaskFailedToStart",
 )
-#: pycrew's variables that are not secret: plain overrides. Its others go
-#: through Secrets Manager, and so do the user's whose names say they are secret.
-PUBLIC_ENV = frozenset(
-    {
-        _frames.PATH_ENV,
-        _frames.TRUST_ENV,
-        _frames.TLS_NAME_ENV,
-        _frames.CONTROLLER_ENV,
-        _frames.JOB_END_ENV,
-        MEMORY_ENV,
-    }
-)
-SECRET_NAME = re.compile(r"SECRET|PASSWORD|PASSWD|TOKEN|CREDENTIAL|_KEY$|^KEY$", re.I)
 
 
 class _Redact(logging.Filter):

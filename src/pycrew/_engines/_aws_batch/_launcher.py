@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any
 from ..._errors import ArgumentError, ArgumentTypeError, LaunchError
 from ..._wire import _frames
 from .._launcher import Launcher, some
+from .._secrets import split_env
 from ._jobs import (
     ARRAY_MAX,
     BLOCKED,
@@ -57,8 +58,6 @@ from ._jobs import (
     LIVE_STATES,
     POLL_MAX,
     POLL_MIN,
-    PUBLIC_ENV,
-    SECRET_NAME,
     SECRET_PREFIX,
     SESSION_TAG,
     USER_TAG,
@@ -232,17 +231,8 @@ class AwsBatchLauncher(Launcher):
     # ------------------------------------------------------------ secrets
     def split_env(self, env: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str]]:
         """A spec's variables as (plain, secret); the worker id is set per child."""
-        plain, hidden = {}, {}
-        for key, value in env.items():
-            if key == _frames.WORKER_ENV:
-                continue
-            # pycrew's own variables are secret unless known not to be
-            public = key in PUBLIC_ENV or not key.startswith("PYCREW_")
-            if public and key not in self.secret_env and not SECRET_NAME.search(key):
-                plain[key] = value
-            else:
-                hidden[key] = value
-        return plain, hidden
+        shared = {k: v for k, v in env.items() if k != _frames.WORKER_ENV}
+        return split_env(shared, self.secret_env)
 
     def _prepare(self, controller: str, hidden: dict[str, str]) -> str:
         """The job definition for these secret values, made now with their secret if new."""

@@ -44,8 +44,8 @@ from typing import TYPE_CHECKING, Any
 
 from ..._errors import ArgumentError, ArgumentTypeError, LaunchError
 from ..._resources import size_bytes
-from ..._wire import _frames
 from .._launcher import Launcher, some
+from .._secrets import split_env
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -85,20 +85,6 @@ FATAL_WAITING = frozenset(
         "RunContainerError",
     }
 )
-#: pycrew's variables that are not secret: plain env entries. Its others go
-#: through the Secret, and so do the user's whose names say they are secret.
-PUBLIC_ENV = frozenset(
-    {
-        _frames.PATH_ENV,
-        _frames.TRUST_ENV,
-        _frames.TLS_NAME_ENV,
-        _frames.CONTROLLER_ENV,
-        _frames.WORKER_ENV,
-        _frames.JOB_END_ENV,
-    }
-)
-#: a user variable whose name says it is secret goes through the Secret too
-_SECRET_NAME = re.compile(r"SECRET|PASSWORD|PASSWD|TOKEN|CREDENTIAL|_KEY$|^KEY$", re.I)
 
 
 def client_module() -> Any:
@@ -382,15 +368,7 @@ class KubernetesLauncher(Launcher):
     # ------------------------------------------------------------ secrets
     def split_env(self, env: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str]]:
         """A spec's variables as (plain, secret)."""
-        plain, hidden = {}, {}
-        for key, value in env.items():
-            # pycrew's own variables are secret unless known not to be
-            public = key in PUBLIC_ENV or not key.startswith("PYCREW_")
-            if public and key not in self.secret_env and not _SECRET_NAME.search(key):
-                plain[key] = value
-            else:
-                hidden[key] = value
-        return plain, hidden
+        return split_env(env, self.secret_env)
 
     def _secret_for(self, controller: str, hidden: dict[str, str]) -> str:
         """The Secret holding these values, made now if this start has none like it."""
