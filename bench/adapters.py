@@ -6,24 +6,35 @@ shutdown, so the measurements in bench.py read the same for every system.
 
 from __future__ import annotations
 
+import math
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
 
 def now() -> float:
     return time.perf_counter()
 
 
+def chunk(n_items: int, ad: Adapter) -> int:
+    """Items per chunk for a chunked map: four chunks per worker."""
+    return max(1, math.ceil(n_items / (4 * ad.n_workers)))
+
+
 class Adapter:
     """A pool of ``n_workers`` worker processes behind a submit/result interface.
 
     ``result`` returns the task's value (raising if the task failed) and releases
-    whatever the system keeps for the task. ``gather`` and ``roundtrip`` have
-    generic versions built on submit/result; a system overrides them when it has a
-    faster public way to do the same thing.
+    whatever the system keeps for the task. ``gather``, ``roundtrip`` and ``map``
+    have generic versions built on submit/result; a system overrides them when it
+    has a faster public way to do the same thing (``map``: its own map or batch API).
+
+    A system that cannot do a figure names it in ``cannot`` with the reason, and
+    the bench leaves a dash there instead of failing. ``limits`` lowers counts of
+    the configuration for a system whose every task costs much more (a fresh
+    interpreter per task), so that its run ends in minutes.
     """
 
     key = ""
@@ -31,6 +42,9 @@ class Adapter:
     modules: tuple[str, ...] = ()  # imported before the cold-start clock starts
     dists: tuple[str, ...] = ()  # distributions whose versions are reported
     notes = ""
+    returns_values = True  # False: a task's value never comes back, only its end
+    cannot: ClassVar[dict[str, str]] = {}  # figure -> why this system has none
+    limits: ClassVar[dict[str, float]] = {}  # Config field -> a lower count for this system
 
     def __init__(self, n_workers: int) -> None:
         self.n_workers = n_workers
@@ -50,6 +64,10 @@ class Adapter:
 
     def roundtrip(self, fn: Callable[..., Any], arg: Any, timeout: float) -> Any:
         return self.result(self.submit(fn, arg), timeout)
+
+    def map(self, fn: Callable[..., Any], items: Sequence[Any], timeout: float) -> list[Any]:
+        """``fn`` over ``items``, values in order; one task per item unless overridden."""
+        return self.gather([self.submit(fn, x) for x in items], timeout)
 
     def worker_pids(self) -> list[int] | None:
         """Pids of the connected workers, where the system tells (to spot worker churn)."""
@@ -99,6 +117,14 @@ class PycrewAdapter(Adapter):
             raise RuntimeError(f"pycrew: {self.ctl.size()} tasks left after reading the futures")
         return values
 
+    def map(self, fn: Callable[..., Any], items: Sequence[Any], timeout: float) -> list[Any]:
+        # walk + wait + the futures' values: the path docs/performance.md times for a
+        # million tasks; ctl.map took about 3 times as long for 100,000 on this machine
+        futures = self.ctl.walk(fn, items)
+        if not self.ctl.wait(mode="all", seconds_timeout=timeout):
+            raise TimeoutError(f"pycrew: wait(mode='all') timed out after {timeout:.0f} s")
+        return [fut.result(timeout=timeout) for fut in futures]
+
     def shutdown(self) -> None:
         self.ctl.terminate()
 
@@ -131,6 +157,11 @@ class ProcessPoolAdapter(Adapter):
         if pending:
             raise TimeoutError(f"{len(pending)} tasks unfinished after {timeout:.0f} s")
         return [f.result() for f in handles]
+
+    def map(self, fn: Callable[..., Any], items: Sequence[Any], timeout: float) -> list[Any]:
+        # the docs advise a large chunksize for long iterables (the default sends
+        # one item per message); four chunks per worker keeps both workers busy
+        return list(self.ex.map(fn, items, timeout=timeout, chunksize=chunk(len(items), self)))
 
     def shutdown(self) -> None:
         self.ex.shutdown(wait=True, cancel_futures=True)
@@ -184,6 +215,10 @@ class DaskAdapter(Adapter):
         wait(handles, timeout=timeout)
         return list(self.client.gather(handles))
 
+    def map(self, fn: Callable[..., Any], items: Sequence[Any], timeout: float) -> list[Any]:
+        # one call submits every task (client.map): Dask's own way to many tasks
+        return self.gather(self.client.map(fn, items, pure=False), timeout)
+
     def shutdown(self) -> None:
         try:
             self.client.close(timeout=30)
@@ -191,8 +226,11 @@ class DaskAdapter(Adapter):
             self.cluster.close(timeout=30)
 
 
-ADAPTERS: dict[str, type[Adapter]] = {
-    a.key: a
-    for a in (PycrewAdapter, PycrewTLSAdapter, ProcessPoolAdapter, LokyAdapter, DaskAdapter)
-}
+BASE_ADAPTERS: tuple[type[Adapter], ...] = (
+    PycrewAdapter,
+    PycrewTLSAdapter,
+    ProcessPoolAdapter,
+    LokyAdapter,
+    DaskAdapter,
+)
 PYCREW_KEYS = ("pycrew", "pycrew-tls")

@@ -60,11 +60,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import tasks
-from adapters import ADAPTERS, Adapter
-from report import PING_BYTES, is_tracker, render, summarize_system
+from hog import hogs
+from many import child_million, measure_map, million_plan, with_cpu
+from procs import Descendants, end_tree, reap
+from report import PING_BYTES, render, summarize_system
+from systems import ADAPTERS
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Sequence
+    from adapters import Adapter
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
 
 BENCH_DIR = Path(__file__).resolve().parent
 BENCH_PY = BENCH_DIR / "bench.py"
@@ -110,11 +116,15 @@ class Config:
     pl_mb: float = 100.0  # payload: array size (float64, so pl_mb * 125,000 elements)
     pl_reps: int = 5  # timed runs, after one untimed warm-up run
     pl_tmax_s: float = 120.0
+    map_n: int = 100_000  # map: trivial tasks through the system's own map or batch API
+    map_tmax_s: float = 120.0  # a slower system maps fewer, so that it ends in about half this
+    million_n: int = 1_000_000  # many tasks: one map in a fresh interpreter, time and peak RSS
+    million_tmax_s: float = 300.0  # not started where the map rate says it would take longer
     cold_runs: int = 5
     floor_n: int = 10_000  # ping-pong round trips per mode
     floor_tmax_s: float = 15.0
     task_timeout_s: float = 60.0  # one task's result
-    warm_child_timeout_s: float = 900.0
+    warm_child_timeout_s: float = 1500.0
     cold_child_timeout_s: float = 120.0
     floor_child_timeout_s: float = 120.0
 
@@ -132,11 +142,15 @@ QUICK = dataclasses.replace(
     pl_mb=20.0,
     pl_reps=2,
     pl_tmax_s=20.0,
+    map_n=10_000,
+    map_tmax_s=30.0,
+    million_n=100_000,
+    million_tmax_s=60.0,
     cold_runs=2,
     floor_n=2000,
     floor_tmax_s=3.0,
     task_timeout_s=20.0,
-    warm_child_timeout_s=120.0,
+    warm_child_timeout_s=300.0,
     cold_child_timeout_s=60.0,
     floor_child_timeout_s=30.0,
 )
@@ -146,16 +160,26 @@ def now() -> float:
     return time.perf_counter()
 
 
+def config_for(cls: type[Adapter], cfg: Config) -> Config:
+    """``cfg`` with the adapter's lower counts, where it has any."""
+    lower = {k: type(getattr(cfg, k))(v) for k, v in cls.limits.items() if v < getattr(cfg, k)}
+    return dataclasses.replace(cfg, **lower) if lower else cfg
+
+
 def summarize(samples_s: Sequence[float]) -> dict[str, Any]:
-    """Median, p90, mean, min, max of durations given in seconds, reported in seconds."""
+    """Median, p90, p99, mean, min, max of durations given in seconds, reported in seconds."""
     xs = sorted(samples_s)
     if not xs:
         return {"n": 0}
-    p90 = xs[max(0, math.ceil(0.9 * len(xs)) - 1)]
+
+    def rank(q: float) -> float:  # nearest rank: a sample that was measured
+        return xs[max(0, math.ceil(q * len(xs)) - 1)]
+
     return {
         "n": len(xs),
         "median": statistics.median(xs),
-        "p90": p90,
+        "p90": rank(0.9),
+        "p99": rank(0.99),
         "mean": statistics.fmean(xs),
         "min": xs[0],
         "max": xs[-1],
@@ -172,102 +196,6 @@ def error_text(exc: BaseException) -> str:
 
 
 # ---------------------------------------------------------------------------------------
-# Process bookkeeping (used by children to record, by the parent to clean up)
-# ---------------------------------------------------------------------------------------
-class Descendants:
-    """Remembers every descendant process seen, and writes them to a pid file."""
-
-    def __init__(self, pidfile: str | None) -> None:
-        self.pidfile = pidfile
-        self.seen: dict[int, dict[str, Any]] = {}
-
-    def record(self) -> None:
-        import psutil
-
-        for p in psutil.Process().children(recursive=True):
-            with contextlib.suppress(psutil.Error):
-                if p.pid not in self.seen:
-                    self.seen[p.pid] = {
-                        "pid": p.pid,
-                        "create_time": p.create_time(),
-                        "name": p.name(),
-                        "cmdline": " ".join(p.cmdline())[:160],
-                    }
-        if self.pidfile:
-            tmp = self.pidfile + ".tmp"
-            with open(tmp, "w") as fh:
-                json.dump([[d["pid"], d["create_time"]] for d in self.seen.values()], fh)
-            os.replace(tmp, self.pidfile)
-
-    def alive(self, grace_s: float) -> list[dict[str, Any]]:
-        """Those recorded that still run after up to ``grace_s`` seconds.
-
-        Resource trackers (multiprocessing, loky) exit with this interpreter by
-        design, so they are listed without waiting for them.
-        """
-        import psutil
-
-        procs = _live_matching([(d["pid"], d["create_time"]) for d in self.seen.values()])
-        trackers = [p for p in procs if is_tracker(self.seen[p.pid])]
-        others = [p for p in procs if p not in trackers]
-        alive = psutil.wait_procs(others, timeout=grace_s)[1] if others else []
-        return [self.seen[p.pid] for p in [*alive, *trackers]]
-
-
-def _live_matching(recorded: Iterable[Sequence[float]]) -> list[Any]:
-    """psutil.Process objects for (pid, create_time) pairs that still exist (not zombies)."""
-    import psutil
-
-    out = []
-    for pid, ctime in recorded:
-        with contextlib.suppress(psutil.Error):
-            p = psutil.Process(int(pid))
-            if abs(p.create_time() - ctime) < 0.05 and p.status() != psutil.STATUS_ZOMBIE:
-                out.append(p)
-    return out
-
-
-def reap(session_id: int, pidfile: Path, grace_s: float = 5.0) -> list[dict[str, Any]]:
-    """After a child exited: find what it started that is still alive, and end it.
-
-    Candidates are the pids the child recorded (matched by create time) and every
-    process still in the child's session. Each gets ``grace_s`` to exit on its own,
-    then SIGTERM, then SIGKILL, by pid. Returns a description of each one ended.
-    """
-    import psutil
-
-    recorded: list[list[float]] = []
-    with contextlib.suppress(OSError, ValueError):
-        recorded = json.loads(pidfile.read_text())
-    cands = {p.pid: p for p in _live_matching(recorded)}
-    me = os.getpid()
-    for p in psutil.process_iter():
-        with contextlib.suppress(psutil.Error, OSError):
-            if p.pid != me and os.getsid(p.pid) == session_id and p.status() != "zombie":
-                cands[p.pid] = p
-    if not cands:
-        return []
-    _, alive = psutil.wait_procs(list(cands.values()), timeout=grace_s)
-    ended = []
-    for p in alive:
-        info: dict[str, Any] = {"pid": p.pid}
-        with contextlib.suppress(psutil.Error):
-            info.update(name=p.name(), cmdline=" ".join(p.cmdline())[:160])
-        with contextlib.suppress(psutil.Error):
-            p.terminate()
-        info["signal"] = "SIGTERM"
-        ended.append(info)
-    _, still = psutil.wait_procs(alive, timeout=3.0)
-    for p in still:
-        with contextlib.suppress(psutil.Error):
-            p.kill()
-        for info in ended:
-            if info["pid"] == p.pid:
-                info["signal"] = "SIGKILL"
-    return ended
-
-
-# ---------------------------------------------------------------------------------------
 # Measurements on a started adapter (run inside the system's child interpreter)
 # ---------------------------------------------------------------------------------------
 def warm_up(ad: Adapter, cfg: Config) -> dict[str, Any]:
@@ -276,20 +204,21 @@ def warm_up(ad: Adapter, cfg: Config) -> dict[str, Any]:
     deadline = t0 + cfg.warmup_tmax_s
     pids: set[int] = set()
     rounds = 0
-    while len(pids) < ad.n_workers and now() < deadline:
+    # a system whose tasks return nothing cannot name the worker that ran them
+    while ad.returns_values and len(pids) < ad.n_workers and now() < deadline:
         handles = [ad.submit(tasks.worker_pid, 0.05) for _ in range(2 * ad.n_workers)]
         pids.update(ad.gather(handles, max(1.0, deadline - now())))
         rounds += 1
     t_workers = now() - t0
     for i in range(cfg.warmup_tasks):
         got = ad.roundtrip(tasks.identity, i, cfg.task_timeout_s)
-        if got != i:
+        if ad.returns_values and got != i:
             raise AssertionError(f"warm-up: identity({i}) gave {got!r}")
         if now() > deadline:
             break
     return {
         "worker_pids": sorted(pids),
-        "all_workers_answered": len(pids) >= ad.n_workers,
+        "all_workers_answered": len(pids) >= ad.n_workers if ad.returns_values else None,
         "pid_rounds": rounds,
         "workers_s": t_workers,
         "total_s": now() - t0,
@@ -306,15 +235,18 @@ def measure_round_trip(
     ad: Adapter, cfg: Config, identity: Callable[[Any], Any] = tasks.identity
 ) -> dict[str, Any]:
     timeout = cfg.task_timeout_s
+    deadline = now() + cfg.rt_tmax_s
     for i in range(cfg.rt_warmup):
         ad.roundtrip(identity, -i, timeout)
+        if now() > deadline:
+            break
     samples: list[float] = []
     deadline = now() + cfg.rt_tmax_s
     for i in range(cfg.rt_n):
         t0 = now()
         got = ad.roundtrip(identity, i, timeout)
         t1 = now()
-        if got != i:
+        if ad.returns_values and got != i:
             raise AssertionError(f"round trip: identity({i}) gave {got!r}")
         samples.append(t1 - t0)
         if t1 > deadline:
@@ -332,6 +264,7 @@ def measure_throughput(
     for _ in range(cfg.tp_reps):
         deadline = now() + cfg.tp_tmax_s
         handles = []
+        cpu0 = with_cpu()
         t0 = now()
         for i in range(cfg.tp_n):
             handles.append(ad.submit(identity, i))
@@ -340,8 +273,9 @@ def measure_throughput(
         t1 = now()
         values = ad.gather(handles, max(1.0, deadline - now()))
         t2 = now()
+        cpu_s = with_cpu() - cpu0
         k = len(handles)
-        if values != list(range(k)):
+        if ad.returns_values and values != list(range(k)):
             raise AssertionError("throughput: results differ from inputs")
         runs.append(
             {
@@ -350,6 +284,8 @@ def measure_throughput(
                 "total_s": t2 - t0,
                 "tasks_per_s": k / (t2 - t0),
                 "submit_per_s": k / (t1 - t0),
+                "cpu_s": cpu_s,
+                "cpu_us_per_task": cpu_s / k * 1e6,
             }
         )
         if k < cfg.tp_n:
@@ -359,11 +295,13 @@ def measure_throughput(
         "reps": len(runs),
         "tasks_per_s": statistics.median(r["tasks_per_s"] for r in runs),
         "submit_per_s": statistics.median(r["submit_per_s"] for r in runs),
+        "cpu_us_per_task": sum(r["cpu_s"] for r in runs) / sum(r["n"] for r in runs) * 1e6,
         "runs": runs,
     }
 
 
-def measure_payload(ad: Adapter, cfg: Config) -> dict[str, Any]:
+def measure_payload(ad: Adapter, cfg: Config, back: bool = False) -> dict[str, Any]:
+    """The array in, and its sum out; with ``back``, the array in and the array out."""
     import numpy as np
 
     arr = np.random.default_rng(12345).random(round(cfg.pl_mb * MB / 8))
@@ -371,12 +309,19 @@ def measure_payload(ad: Adapter, cfg: Config) -> dict[str, Any]:
     expected = float(arr.sum())
     samples: list[float] = []
     deadline = now() + cfg.pl_tmax_s
+    fn = tasks.arr_echo if back else tasks.arr_sum
     for rep in range(cfg.pl_reps + 1):  # rep 0 is the untimed warm-up
         t0 = now()
-        got = ad.result(ad.submit(tasks.arr_sum, arr), max(10.0, deadline - now()))
+        got = ad.result(ad.submit(fn, arr), max(10.0, deadline - now()))
         dt = now() - t0
-        if not math.isclose(got, expected, rel_tol=1e-9):
+        if not ad.returns_values:
+            pass
+        elif back:
+            if got.shape != arr.shape or not np.array_equal(got, arr):
+                raise AssertionError("payload: the array came back changed")
+        elif not math.isclose(got, expected, rel_tol=1e-9):
             raise AssertionError(f"payload: sum {got!r} != {expected!r}")
+        del got
         if rep:
             samples.append(dt)
         if now() > deadline:
@@ -388,8 +333,10 @@ def measure_payload(ad: Adapter, cfg: Config) -> dict[str, Any]:
 
 
 def child_warm(key: str, cfg: Config, procs: Descendants) -> dict[str, Any]:
-    ad = ADAPTERS[key](N_WORKERS)
-    out: dict[str, Any] = {"system": key, "mode": "warm", "errors": {}}
+    cls = ADAPTERS[key]
+    cfg = config_for(cls, cfg)
+    ad = cls(N_WORKERS)
+    out: dict[str, Any] = {"system": key, "mode": "warm", "errors": {}, "cannot": cls.cannot}
     try:
         t0 = now()
         ad.start()
@@ -402,8 +349,12 @@ def child_warm(key: str, cfg: Config, procs: Descendants) -> dict[str, Any]:
             ("throughput", measure_throughput, ()),
             ("round_trip_script", measure_round_trip, (script_identity,)),
             ("throughput_script", measure_throughput, (script_identity,)),
+            ("map", measure_map, ()),
             ("payload", measure_payload, ()),
+            ("payload_out", measure_payload, (True,)),
         ):
+            if name in cls.cannot:
+                continue
             try:
                 out[name] = fn(ad, cfg, *args)
             except Exception as exc:
@@ -441,7 +392,7 @@ def child_cold(key: str, cfg: Config, procs: Descendants, t_exec: float | None) 
         out["cold_s"] = now() - t1
         if t_exec is not None:
             out["exec_to_first_s"] = time.time() - t_exec
-        if got != 1:
+        if ad.returns_values and got != 1:
             raise AssertionError(f"cold start: identity(1) gave {got!r}")
     except Exception as exc:
         out["errors"]["cold"] = error_text(exc)
@@ -561,8 +512,13 @@ def run_child(
             rc = proc.wait(timeout)
         except subprocess.TimeoutExpired:
             timed_out = True
-            _end_tree(proc.pid)
+            end_tree(proc.pid)
             rc = proc.wait(10)
+        except BaseException:
+            # Ctrl-C or SIGTERM (--hog turns it into SystemExit): the child runs in a
+            # session of its own and would outlive us, so end it and its tree first
+            end_tree(proc.pid)
+            raise
     wall = now() - t0
     res: dict[str, Any] = {}
     for line in out_path.read_text(errors="replace").splitlines():
@@ -575,24 +531,6 @@ def run_child(
     res["child_wall_s"] = wall
     res["ended_by_parent"] = reap(proc.pid, pidfile)
     return res
-
-
-def _end_tree(pid: int) -> None:
-    """Timeout: SIGTERM a child and its descendants by pid, then SIGKILL what stays."""
-    import psutil
-
-    try:
-        root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
-    except psutil.Error:
-        return
-    for p in procs:
-        with contextlib.suppress(psutil.Error):
-            p.terminate()
-    _, alive = psutil.wait_procs(procs, timeout=5)
-    for p in alive:
-        with contextlib.suppress(psutil.Error):
-            p.kill()
 
 
 def dist_version(name: str) -> str | None:
@@ -622,7 +560,20 @@ def machine_meta() -> dict[str, Any]:
         "python": platform.python_version(),
         "versions": {
             d: dist_version(d)
-            for d in ("pycrew", "numpy", "cloudpickle", "loky", "dask", "distributed", "psutil")
+            for d in (
+                "pycrew",
+                "numpy",
+                "cloudpickle",
+                "loky",
+                "dask",
+                "distributed",
+                "hyperqueue",
+                "ray",
+                "parsl",
+                "executorlib",
+                "pyzmq",
+                "psutil",
+            )
         },
         "pycrew_from": spec.origin if spec else None,
         "loadavg_start": os.getloadavg(),
@@ -647,12 +598,28 @@ def compile_pycrew() -> None:
 
 
 def orchestrate(args: argparse.Namespace) -> int:
-    cfg = QUICK if args.quick else FULL
     keys = [k.strip() for k in args.systems.split(",") if k.strip()]
     unknown = [k for k in keys if k not in ADAPTERS]
     if unknown:
         log(f"unknown system(s): {', '.join(unknown)}; known: {', '.join(ADAPTERS)}")
         return 2
+    hog: dict[str, Any] = {"n": args.hog}
+    with hogs(args.hog, hog):
+        if args.hog:
+            log(f"{args.hog} busy process(es) running: pids {hog['pids']}")
+        run = run_all(args, keys, hog)
+    # written once the hogs are gone, so that the report can say they are
+    if hog.get("left_after_end"):
+        log(f"hog: {hog['left_after_end']} busy process(es) could not be ended")
+    out_path = Path(args.json) if args.json else DEFAULT_JSON
+    out_path.write_text(json.dumps(run, indent=1, default=str) + "\n")
+    print(render(run))
+    log(f"wrote {out_path}")
+    return 0
+
+
+def run_all(args: argparse.Namespace, keys: list[str], hog: dict[str, Any]) -> dict[str, Any]:
+    cfg = QUICK if args.quick else FULL
     compile_pycrew()
     workdir = Path(tempfile.mkdtemp(prefix="pycrew-bench-"))
     log(f"child logs in {workdir}")
@@ -661,6 +628,7 @@ def orchestrate(args: argparse.Namespace) -> int:
         "meta": machine_meta(),
         "quick": args.quick,
         "config": dataclasses.asdict(cfg),
+        "hog": hog,
         "systems": {},
     }
     log("floor: loopback TCP ping-pong ...")
@@ -668,7 +636,8 @@ def orchestrate(args: argparse.Namespace) -> int:
         ["--system", "floor"], cfg.floor_child_timeout_s, workdir, "floor", args.quick
     )
     for key in keys:
-        entry: dict[str, Any] = {"label": ADAPTERS[key].label, "notes": ADAPTERS[key].notes}
+        cls = ADAPTERS[key]
+        entry: dict[str, Any] = {"label": cls.label, "notes": cls.notes, "cannot": cls.cannot}
         run["systems"][key] = entry
         missing = system_missing(key)
         if missing:
@@ -679,6 +648,19 @@ def orchestrate(args: argparse.Namespace) -> int:
         entry["warm"] = run_child(
             ["--system", key], cfg.warm_child_timeout_s, workdir, f"{key}-warm", args.quick
         )
+        why_not = million_plan(cls, entry["warm"], cfg)
+        if why_not:
+            entry["million_skipped"] = why_not
+            log(f"{key}: {cfg.million_n:,} tasks: not run ({why_not})")
+        else:
+            log(f"{key}: {cfg.million_n:,} tasks in a fresh interpreter ...")
+            entry["million"] = run_child(
+                ["--system", key, "--million"],
+                2 * cfg.million_tmax_s + cfg.cold_child_timeout_s,
+                workdir,
+                f"{key}-million",
+                args.quick,
+            )
         entry["cold"] = []
         for i in range(cfg.cold_runs):
             log(f"{key}: cold start {i + 1}/{cfg.cold_runs} ...")
@@ -697,17 +679,14 @@ def orchestrate(args: argparse.Namespace) -> int:
     run["meta"]["loadavg_end"] = os.getloadavg()
     run["meta"]["wall_s"] = now() - t_run
     run["meta"]["child_logs"] = str(workdir)
-    out_path = Path(args.json) if args.json else DEFAULT_JSON
-    out_path.write_text(json.dumps(run, indent=1, default=str) + "\n")
-    print(render(run))
-    log(f"wrote {out_path}")
-    return 0
+    return run
 
 
 def plot(results: Path) -> int:
     import plots
 
-    for path in plots.latency(json.loads(results.read_text()), BENCH_DIR):
+    run = json.loads(results.read_text())
+    for path in [*plots.latency(run, BENCH_DIR), *plots.peers(run, BENCH_DIR)]:
         print(f"wrote {path}", file=sys.stderr)
     return 0
 
@@ -725,14 +704,24 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--json", help=f"where to write the results (default {DEFAULT_JSON})")
     parser.add_argument(
-        "--plot", action="store_true", help="after the run, draw bench/latency.png from its results"
+        "--plot",
+        action="store_true",
+        help="after the run, draw bench/latency.png and bench/peers.png from its results",
     )
     parser.add_argument(
-        "--plot-only", action="store_true", help="draw bench/latency.png from the JSON, no run"
+        "--plot-only", action="store_true", help="draw the PNGs from the JSON, no run"
+    )
+    parser.add_argument(
+        "--hog",
+        type=int,
+        default=0,
+        metavar="N",
+        help="keep N busy processes (while True: pass) running for the whole run",
     )
     # internal: child modes
     parser.add_argument("--system", help=argparse.SUPPRESS)
     parser.add_argument("--cold", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--million", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--t-exec", type=float, help=argparse.SUPPRESS)
     parser.add_argument("--pidfile", help=argparse.SUPPRESS)
     parser.add_argument("--echo", type=int, help=argparse.SUPPRESS)
@@ -741,6 +730,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.echo is not None:
         echo_main(args.echo)
         return 0
+    if args.hog < 0:
+        parser.error("--hog takes a count of 0 or more")
     if args.system is None:
         if args.plot_only:
             return plot(Path(args.json or DEFAULT_JSON))
@@ -757,6 +748,10 @@ def main(argv: list[str] | None = None) -> int:
             out = child_floor(cfg, procs)
         elif args.cold:
             out = child_cold(args.system, cfg, procs, args.t_exec)
+        elif args.million:
+            cls = ADAPTERS[args.system]
+            out = child_million(cls(N_WORKERS), config_for(cls, cfg), procs.record, warm_up)
+            out["alive_after_shutdown"] = procs.alive(3.0)
         else:
             out = child_warm(args.system, cfg, procs)
     except Exception as exc:

@@ -115,3 +115,67 @@ def scaling(data: dict[str, Any], folder: Path) -> list[Path]:
         plt.close(fig)
         written.append(path)
     return written
+
+
+def peers(run: dict[str, Any], folder: Path) -> list[Path]:
+    """The same-run ratios of pycrew to each peer, one bar chart per figure."""
+    from matplotlib.ticker import FuncFormatter
+
+    from adapters import PYCREW_KEYS
+    from report import RATIOS, better_ratio
+
+    systems = {k: e for k, e in run["systems"].items() if e.get("summary")}
+    mine = [k for k in PYCREW_KEYS if k in systems]
+    others = [k for k in systems if k not in PYCREW_KEYS]
+    if not mine or not others:
+        return []
+    plt = _pyplot()
+    cols = 4
+    rows = math.ceil(len(RATIOS) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
+    width = 0.8 / len(mine)
+    for ax, (metric, title, kind) in zip(axes.flat, RATIOS, strict=False):
+        for j, pk in enumerate(mine):
+            ps = systems[pk]["summary"]
+            values = [better_ratio(kind, ps[metric], systems[q]["summary"][metric]) for q in others]
+            xs = [i + (j - (len(mine) - 1) / 2) * width for i in range(len(others))]
+            # Bars grow from 1 (even), up where pycrew is better, down where it is
+            # worse; a missing ratio is marked, since no bar would read as "even".
+            ax.bar(
+                [x for x, v in zip(xs, values, strict=True) if v],
+                [v - 1.0 for v in values if v],
+                bottom=1.0,
+                width=width,
+                label=systems[pk]["label"],
+            )
+            for x, v in zip(xs, values, strict=True):
+                if not v:
+                    ax.text(
+                        x,
+                        0.5,
+                        "no figure",
+                        rotation=90,
+                        ha="center",
+                        va="center",
+                        fontsize=7,
+                        transform=ax.get_xaxis_transform(),  # x in data, y in the axes
+                    )
+        ax.axhline(1.0, color="grey", linewidth=0.8)
+        ax.set_yscale("log")
+        low, high = ax.get_ylim()
+        _plain_log_axis(ax.yaxis, math.log10(high / low) if 0 < low < high else 0.0)
+        # ratios go below 0.1, where the plain formatter prints 0
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.set_xticks(range(len(others)))
+        ax.set_xticklabels([systems[q]["label"] for q in others], rotation=40, ha="right")
+        ax.set_title(f"{title} ({'peer / pycrew' if kind == 'time' else 'pycrew / peer'})")
+        ax.grid(alpha=0.3, axis="y", which="both")
+    for ax in list(axes.flat)[len(RATIOS) :]:
+        ax.set_visible(False)
+    axes.flat[0].legend(fontsize=8)
+    fig.suptitle("pycrew against each peer, same run: above 1, pycrew is better (log scale)")
+    fig.tight_layout()
+    path = folder / "peers.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return [path]

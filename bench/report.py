@@ -12,6 +12,25 @@ TIMES = "\u00d7"
 GE, LE = "\u2265", "\u2264"
 PING_BYTES = 64
 
+# The same-run ratios of pycrew to each peer: summary key, column title, and
+# whether a smaller value is better ("time": peer / pycrew) or a larger one
+# ("rate": pycrew / peer), so that above 1 always means pycrew is better.
+RATIOS: tuple[tuple[str, str, str], ...] = (
+    ("rt_median_us", "round trip", "time"),
+    ("rt_p90_us", "round trip p90", "time"),
+    ("rt_p99_us", "round trip p99", "time"),
+    ("tasks_per_s", "tasks/s", "rate"),
+    ("rt_script_us", "script fn: round trip", "time"),
+    ("tasks_per_s_script", "script fn: tasks/s", "rate"),
+    ("map_tasks_per_s", "map tasks/s", "rate"),
+    ("mb_per_s", "MB/s in", "rate"),
+    ("mb_per_s_out", "MB/s in+out", "rate"),
+    ("cpu_us_per_task", "controller CPU/task", "time"),
+    ("million_s", "many tasks: s", "time"),
+    ("million_peak_mb", "many tasks: peak RSS", "time"),
+    ("cold_ms", "cold start", "time"),
+)
+
 # Targets for pycrew: summary key -> ("le" or "ge", target with tls="none", with TLS)
 TARGETS = {
     "rt_median_us": ("le", 120.0, 138.0),
@@ -25,6 +44,30 @@ def is_tracker(proc_info: dict[str, Any]) -> bool:
     return "resource_tracker" in proc_info.get("cmdline", "")
 
 
+# The names of the measurements (keys of a child's JSON) as the report writes them.
+FIGURE_NAMES = {
+    "round_trip": "round trip",
+    "throughput": "tasks/s",
+    "round_trip_script": "script fn: round trip",
+    "throughput_script": "script fn: tasks/s",
+    "map": "map",
+    "payload": "payload in",
+    "payload_out": "payload in+out",
+    "million": "many tasks",
+}
+
+
+def dashes(entry: dict[str, Any]) -> dict[str, str]:
+    """Figure -> why this system has none: what it cannot do, what was not run, what failed."""
+    out = dict(entry.get("cannot") or {})
+    if entry.get("million_skipped"):
+        out["million"] = "not run: " + entry["million_skipped"]
+    for part in (entry.get("warm", {}), entry.get("million", {})):
+        for name, text in (part.get("errors") or {}).items():
+            out.setdefault(name, "failed: " + text.splitlines()[0][:160])
+    return out
+
+
 def summarize_system(entry: dict[str, Any]) -> dict[str, Any]:
     """The headline figures of one system (None where a measurement failed)."""
     warm = entry.get("warm", {})
@@ -36,7 +79,8 @@ def summarize_system(entry: dict[str, Any]) -> dict[str, Any]:
 
     cold_s, import_s = med("cold_s"), med("import_s")
     exec_s, shut_s = med("exec_to_first_s"), med("shutdown_s")
-    parts = [warm, *entry.get("cold", [])]
+    million = entry.get("million", {})
+    parts = [warm, *entry.get("cold", []), *([million] if million else [])]
     lingering = [p for part in parts for p in part.get("alive_after_shutdown", [])]
     trackers = [p for p in lingering if is_tracker(p)]
     return {
@@ -48,7 +92,17 @@ def summarize_system(entry: dict[str, Any]) -> dict[str, Any]:
         "rt_script_us": warm.get("round_trip_script", {}).get("median"),
         "tasks_per_s_script": warm.get("throughput_script", {}).get("tasks_per_s"),
         "submit_per_s_script": warm.get("throughput_script", {}).get("submit_per_s"),
+        "rt_p99_us": warm.get("round_trip", {}).get("p99"),
+        "cpu_us_per_task": warm.get("throughput", {}).get("cpu_us_per_task"),
+        "map_tasks_per_s": warm.get("map", {}).get("tasks_per_s"),
+        "map_n": warm.get("map", {}).get("n"),
         "mb_per_s": warm.get("payload", {}).get("mb_per_s"),
+        "mb_per_s_out": warm.get("payload_out", {}).get("mb_per_s"),
+        "million_n": million.get("n"),
+        "million_s": million.get("seconds"),
+        "million_peak_mb": million.get("peak_mb"),
+        "million_base_mb": million.get("base_mb"),
+        "dashes": dashes(entry),
         "payload_median_s": warm.get("payload", {}).get("median"),
         "cold_ms": cold_s * 1e3 if cold_s is not None else None,
         "import_ms": import_s * 1e3 if import_s is not None else None,
@@ -91,6 +145,20 @@ def ratio(num: float | None, den: float | None) -> str:
     return f"{num / den:.2f}"
 
 
+def fmt_ratio(x: float | None) -> str:
+    """Two decimals, or two significant digits where that would print 0.00."""
+    if x is not None and 0 < x < 0.1:
+        return f"{x:.2g}"
+    return fmt(x, 2)
+
+
+def better_ratio(kind: str, pycrew: float | None, peer: float | None) -> float | None:
+    """pycrew against a peer, above 1 when pycrew is better (see RATIOS)."""
+    if not pycrew or not peer:
+        return None
+    return peer / pycrew if kind == "time" else pycrew / peer
+
+
 def render(run: dict[str, Any]) -> str:
     meta, systems = run["meta"], run["systems"]
     floor = run.get("floor", {})
@@ -115,25 +183,28 @@ def render(run: dict[str, Any]) -> str:
     )
     add("")
     add(
-        f"| system | round trip median {US} | p90 {US} | {TIMES} floor | tasks/s | "
+        f"| system | round trip median {US} | p90 {US} | p99 {US} | {TIMES} floor | tasks/s | "
         f"{cfg['pl_mb']:g} MB in: MB/s | cold start ms | import ms | worker pids ok |"
     )
-    add("|---|---:|---:|---:|---:|---:|---:|---:|---|")
+    add("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for key, entry in systems.items():
         if "skipped" in entry:
-            add(f"| {entry['label']} | {entry['skipped']} |  |  |  |  |  |  |  |")
+            add(f"| {entry['label']} | {entry['skipped']} |  |  |  |  |  |  |  |  |")
             continue
         s = entry["summary"]
         pids = s["worker_pids"] or []
+        answered = entry.get("warm", {}).get("warmup", {}).get("all_workers_answered", False)
+        pids_ok = "n/a" if answered is None else f"{len(set(pids))}/{meta['n_workers']}"
         add(
             f"| {entry['label']} | {with_target(key, 'rt_median_us', s['rt_median_us'])} | "
-            f"{fmt(s['rt_p90_us'])} | {ratio(s['rt_median_us'], floor_us)} | "
+            f"{fmt(s['rt_p90_us'])} | {fmt(s['rt_p99_us'])} | "
+            f"{ratio(s['rt_median_us'], floor_us)} | "
             f"{with_target(key, 'tasks_per_s', s['tasks_per_s'])} | "
             f"{with_target(key, 'mb_per_s', s['mb_per_s'])} | "
-            f"{with_target(key, 'cold_ms', s['cold_ms'])} | {fmt(s['import_ms'])} | "
-            f"{len(set(pids))}/{meta['n_workers']} |"
+            f"{with_target(key, 'cold_ms', s['cold_ms'])} | {fmt(s['import_ms'])} | {pids_ok} |"
         )
     add("")
+    add_many_tasks(lines, run)
     if floor.get("blocking"):
         b, bp = floor["blocking"], floor.get("busy_poll", {})
         add(
@@ -159,29 +230,25 @@ def render(run: dict[str, Any]) -> str:
     if pycrew and peers:
         add(
             "pycrew vs peers, same run. **Every ratio > 1 means pycrew is better**: "
-            "round trip and cold start are peer / pycrew (time), tasks/s and MB/s are "
-            "pycrew / peer (rate)."
+            "times, memory and CPU are peer / pycrew; tasks/s and MB/s are pycrew / peer."
         )
         add("")
-        add(
-            "| pycrew | peer | round trip (peer/pycrew) | tasks/s (pycrew/peer) | "
-            "script fn: round trip | script fn: tasks/s | "
-            "MB/s (pycrew/peer) | cold start (peer/pycrew) |"
-        )
-        add("|---|---|---:|---:|---:|---:|---:|---:|")
+        add("| pycrew | peer | " + " | ".join(title for _, title, _ in RATIOS) + " |")
+        add("|---|---|" + "---:|" * len(RATIOS))
         for pk in pycrew:
             ps = systems[pk]["summary"]
             for qk in peers:
                 qs = systems[qk]["summary"]
-                add(
-                    f"| {systems[pk]['label']} | {systems[qk]['label']} | "
-                    f"{ratio(qs['rt_median_us'], ps['rt_median_us'])} | "
-                    f"{ratio(ps['tasks_per_s'], qs['tasks_per_s'])} | "
-                    f"{ratio(qs['rt_script_us'], ps['rt_script_us'])} | "
-                    f"{ratio(ps['tasks_per_s_script'], qs['tasks_per_s_script'])} | "
-                    f"{ratio(ps['mb_per_s'], qs['mb_per_s'])} | "
-                    f"{ratio(qs['cold_ms'], ps['cold_ms'])} |"
-                )
+                cells = [
+                    fmt_ratio(better_ratio(kind, ps[metric], qs[metric]))
+                    for metric, _, kind in RATIOS
+                ]
+                add(f"| {systems[pk]['label']} | {systems[qk]['label']} | {' | '.join(cells)} |")
+        add("")
+        add(
+            "A dash: one of the two has no such figure (below, why). A map ratio compares "
+            "rates, also where the slower system mapped fewer tasks (the counts are above)."
+        )
         add("")
 
     add("Detail (medians):")
@@ -221,9 +288,56 @@ def render(run: dict[str, Any]) -> str:
         add("")
         lines.extend(errors)
         add("")
+    gaps = [
+        f"- {entry['label']}, {figure}: {why}"
+        for entry in systems.values()
+        for name, why in (entry.get("summary", {}).get("dashes") or {}).items()
+        for figure in [FIGURE_NAMES.get(name, name)]
+    ]
+    if gaps:
+        add("Figures a system does not have (a dash above):")
+        add("")
+        lines.extend(gaps)
+        add("")
     end = ", ".join(f"{x:.2f}" for x in meta["loadavg_end"])
     add(f"Run wall time {meta['wall_s']:.0f} s; load avg at end {end}")
     return "\n".join(lines)
+
+
+def add_many_tasks(lines: list[str], run: dict[str, Any]) -> None:
+    """The map, the payload back, the controller's CPU per task, the many-task run."""
+    cfg = run["config"]
+    big = f"{cfg.get('million_n', 0):,}"
+    lines.append(
+        f"| system | map: tasks | map: tasks/s | {cfg['pl_mb']:g} MB in+out: MB/s | "
+        f"controller CPU {US}/task | {big} tasks: s | peak RSS MB | RSS before MB |"
+    )
+    lines.append("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for entry in run["systems"].values():
+        s = entry.get("summary")
+        if not s:
+            continue
+        lines.append(
+            f"| {entry['label']} | {fmt(s['map_n'])} | {fmt(s['map_tasks_per_s'])} | "
+            f"{fmt(s['mb_per_s_out'])} | {fmt(s['cpu_us_per_task'])} | {fmt(s['million_s'], 1)} | "
+            f"{fmt(s['million_peak_mb'])} | {fmt(s['million_base_mb'])} |"
+        )
+    lines.append("")
+    lines.append(
+        f"map: trivial tasks through the system's own map or batch API, timed once (a system "
+        f"too slow for {cfg.get('map_n', 0):,} in about {cfg.get('map_tmax_s', 0) / 2:.0f} s "
+        f"maps fewer). Controller CPU: the driver process's user + system seconds over the "
+        f"throughput run, per task. {big} tasks: one map in a fresh interpreter; peak RSS of "
+        "that process, and its peak before the map."
+    )
+    hog = run.get("hog") or {}
+    if hog.get("n"):
+        lines.append("")
+        lines.append(
+            f"Under load: {hog['n']} busy process(es) (`while True: pass`) ran for the whole "
+            f"run; still running after they were ended: {hog.get('left_after_end', '?')}."
+        )
+    lines.append("")
 
 
 def _errors_line(part: dict[str, Any]) -> str:

@@ -44,3 +44,13 @@ def array_mb(mb: int) -> Any:
 def bump(a: Any) -> Any:
     """A new array one larger everywhere: a step of a chain that passes arrays on."""
     return a + 1
+
+
+def arr_echo(a: Any) -> Any:
+    """Return the array itself: the payload travels to the worker and back."""
+    return a
+
+
+def apply_chunk(fn: Any, items: Any) -> list[Any]:
+    """``fn`` over a chunk of items in one task (batching, for systems without a map)."""
+    return [fn(x) for x in items]
