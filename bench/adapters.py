@@ -118,12 +118,12 @@ class PycrewAdapter(Adapter):
         return values
 
     def map(self, fn: Callable[..., Any], items: Sequence[Any], timeout: float) -> list[Any]:
-        # walk + wait + the futures' values: the path docs/performance.md times for a
-        # million tasks; ctl.map took about 3 times as long for 100,000 on this machine
-        futures = self.ctl.walk(fn, items)
-        if not self.ctl.wait(mode="all", seconds_timeout=timeout):
-            raise TimeoutError(f"pycrew: wait(mode='all') timed out after {timeout:.0f} s")
-        return [fut.result(timeout=timeout) for fut in futures]
+        # pycrew's own batch API, chunked as ProcessPoolExecutor's is here: the
+        # Executor over this controller, several calls per task
+        import pycrew
+
+        executor = pycrew.Executor(controller=self.ctl)
+        return list(executor.map(fn, items, timeout=timeout, chunksize=chunk(len(items), self)))
 
     def shutdown(self) -> None:
         self.ctl.terminate()
