@@ -13,7 +13,7 @@ import sys
 import textwrap
 import threading
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import psutil
 import pytest
@@ -667,6 +667,27 @@ def test_received_buffers_are_reused_only_when_free() -> None:
         for value in (3.0, 4.0, 5.0):
             array = np.full(300_000, value)
             assert ctl.push(np.sum, array).record(timeout=30).result == 300_000 * value
+
+
+def test_a_result_kept_by_the_user_is_never_overwritten_by_a_later_one() -> None:
+    np = pytest.importorskip("numpy")
+
+    def one(value: float) -> Any:
+        ctl.push(np.full, 1_000_000, value)
+        assert ctl.wait(seconds_timeout=30)
+        return ctl.pop().result  # handed over: the controller keeps nothing of it
+
+    with pycrew.local_controller(workers=1) as ctl:
+        # 8 MB results: each lands in a large receive buffer the controller reuses
+        # once the user lets go of the result
+        kept = [one(float(i)) for i in range(3)]
+        for i in range(3, 9):
+            dropped = one(float(i))
+            assert float(dropped.sum()) == 1_000_000 * i
+            del dropped
+        assert [float(a.sum()) for a in kept] == [0.0, 1_000_000.0, 2_000_000.0]
+        pool = ctl._dispatcher.receive_pool  # type: ignore[union-attr]
+        assert len(pool.lent) + len(pool.spares) <= 5  # 6 results dropped, their room reused
 
 
 def test_pushes_from_many_threads_keep_names_unique(controller: pycrew.Controller) -> None:

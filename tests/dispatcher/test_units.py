@@ -418,6 +418,26 @@ def test_buffer_pool_reuses_only_buffers_nobody_holds() -> None:
     assert pool.spares == []
 
 
+def test_a_buffer_held_by_name_is_not_reused_and_an_idle_pool_lets_go() -> None:
+    from pycrew._wire._frames import BufferPool
+
+    size = 2 << 20
+    pool = BufferPool(keep=1, recycle_on_take=True)  # the controller's, for results
+    kept = pool.take(size)  # a deserializer that kept the buffer itself, no view of it
+    assert pool.take(size) is not kept
+    del kept
+    reused = pool.take(size)  # the first is free now: taking recycles it first
+    assert len(pool.lent) >= 1
+    pool.recycle()
+    del reused
+    pool.recycle()
+    assert len(pool.spares) == 1
+    pool.expire(pool.last_lent + 5, seconds=10)
+    assert pool.spares  # not idle long enough
+    pool.expire(pool.last_lent + 11, seconds=10)
+    assert (pool.spares, pool.lent) == ([], [])
+
+
 def test_a_string_naming_main_keeps_the_fast_pickler(monkeypatch: pytest.MonkeyPatch) -> None:
     # a traced task carries its label, "__main__.f" for a script's function:
     # only a real reference to __main__ sends a payload through cloudpickle

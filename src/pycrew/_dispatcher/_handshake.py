@@ -103,6 +103,7 @@ class Doorway:
     secret: bytes
     settings: dict[str, Any]
     bytes_max: int
+    receive_pool: _frames.BufferPool
     setup: list[tuple[Any, ...]]
     conns: dict[int, Conn]
     workers: dict[str, Conn]
@@ -231,7 +232,9 @@ class Doorway:
         conn.stage = _READY
         self.watch.discard(conn)
         self.unauthenticated.pop(conn, None)
-        conn.decoder = _frames.Decoder(self.bytes_max, allow_buffers=True)
+        conn.decoder = _frames.Decoder(
+            self.bytes_max, allow_buffers=True, alloc=self.receive_pool.take
+        )
         self.workers[worker_id] = conn
         self.cumulative += 1
         self.on_worker("connected", worker_id)

@@ -36,13 +36,14 @@ import socket
 import struct
 import sys
 import threading
+import time
 
 from .._errors import ProtocolError
 from .._version import __version__
 
 TYPE_CHECKING = False  # typing itself is slow to import, and workers start often
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
     from typing import Any
 
 PROTOCOL = 3
@@ -151,17 +152,27 @@ class BufferPool:
     (or something it stored) still uses a buffer is asked of the buffer
     itself: an mmap with live views refuses to resize. At most ``keep``
     spares are kept, and only while tasks keep arriving.
+
+    ``recycle_on_take``: the controller's pool for results, which recycles
+    whenever a buffer is asked for (a result the user let go of makes room for
+    the next) and also refuses a buffer something holds by name.
     """
 
-    def __init__(self, keep: int = 2) -> None:
+    def __init__(self, keep: int = 2, recycle_on_take: bool = False) -> None:
         self.keep = keep
+        self.recycle_on_take = recycle_on_take
         self.lock = threading.Lock()
         self.spares: list[mmap.mmap] = []
         self.lent: list[mmap.mmap] = []
+        #: when a buffer was last lent: an idle owner lets its memory go (``expire``)
+        self.last_lent = 0.0
 
     def take(self, n: int) -> Buffer:
         if n < LARGE:
             return bytearray(n)
+        if self.recycle_on_take:
+            self.recycle()
+        self.last_lent = time.monotonic()
         with self.lock:
             for i, spare in enumerate(self.spares):
                 if len(spare) == n:
@@ -178,6 +189,13 @@ class BufferPool:
         with self.lock:
             still = []
             for buf in self.lent:
+                # held by name, though no view of it is (the list, the loop and
+                # the call make 3): a frame still being read, or a deserializer
+                # that kept the buffer itself. Asked where buffers are recycled
+                # while frames arrive; the worker recycles between tasks only.
+                if self.recycle_on_take and sys.getrefcount(buf) > 3:
+                    still.append(buf)
+                    continue
                 try:
                     buf.resize(len(buf))
                 except BufferError:
@@ -193,6 +211,13 @@ class BufferPool:
     def drop_spares(self) -> None:
         with self.lock:
             self.spares.clear()
+
+    def expire(self, now: float, seconds: float) -> None:
+        """Forget every buffer, spare or lent, once none was lent for ``seconds``."""
+        if (self.spares or self.lent) and now - self.last_lent > seconds:
+            with self.lock:
+                self.spares.clear()
+                self.lent.clear()
 
 
 def python_version() -> str:
@@ -218,6 +243,7 @@ class Decoder:
         limit: the largest frame accepted (meta and buffers), checked from the
             header before its bytes arrive or any room is made for them.
         allow_buffers: whether frames may carry out-of-band buffers.
+        alloc: makes the room for a buffer (a pool's ``take`` reuses memory).
     """
 
     __slots__ = (
@@ -226,15 +252,22 @@ class Decoder:
         "_kind",
         "_lens",
         "_meta",
+        "alloc",
         "allow_buffers",
         "buf",
         "frames",
         "limit",
     )
 
-    def __init__(self, limit: int, allow_buffers: bool) -> None:
+    def __init__(
+        self,
+        limit: int,
+        allow_buffers: bool,
+        alloc: Callable[[int], Buffer] = receive_buffer,
+    ) -> None:
         self.limit = limit
         self.allow_buffers = allow_buffers
+        self.alloc = alloc
         self.buf = bytearray()
         self.frames: list[Frame] = []
         self._kind = 0
@@ -279,7 +312,7 @@ class Decoder:
                     if need:
                         return
                     if len(self._bufs) < len(self._lens):
-                        self._bufs.append(receive_buffer(self._lens[len(self._bufs)]))
+                        self._bufs.append(self.alloc(self._lens[len(self._bufs)]))
                         self._filled = 0
                         continue
                     self.frames.append((self._kind, self._meta, self._bufs))
@@ -306,7 +339,7 @@ class Decoder:
                 if nbuf:
                     self._lens = lens
                     self._kind, self._meta = kind, meta
-                    self._bufs = [receive_buffer(lens[0])]
+                    self._bufs = [self.alloc(lens[0])]
                     self._filled = 0
                 else:
                     self.frames.append((kind, meta, NO_BUFFERS))
