@@ -13,6 +13,7 @@ import sys
 import textwrap
 import threading
 import time
+import weakref
 from typing import TYPE_CHECKING, Any
 
 import psutil
@@ -688,6 +689,17 @@ def test_a_result_kept_by_the_user_is_never_overwritten_by_a_later_one() -> None
         assert [float(a.sum()) for a in kept] == [0.0, 1_000_000.0, 2_000_000.0]
         pool = ctl._dispatcher.receive_pool  # type: ignore[union-attr]
         assert len(pool.lent) + len(pool.spares) <= 5  # 6 results dropped, their room reused
+
+
+def test_a_large_result_read_through_its_future_goes_when_the_user_drops_it() -> None:
+    np = pytest.importorskip("numpy")
+    with pycrew.local_controller(workers=1) as ctl:
+        for i in range(3):
+            value = ctl.push(np.full, 1_000_000, float(i)).result(timeout=30)
+            gone = weakref.ref(value)
+            del value
+            # nothing of the controller's keeps it (8 MB a task would pile up)
+            assert gone() is None
 
 
 def test_pushes_from_many_threads_keep_names_unique(controller: pycrew.Controller) -> None:

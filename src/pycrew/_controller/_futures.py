@@ -108,33 +108,29 @@ class TaskFuture(concurrent.futures.Future[T], Generic[T]):
     ``await``.
     """
 
-    # No instance dict, and the condition and the two lists made on first
-    # use: a million pushed tasks hold a million futures, most read once
-    # after their task ended, never waited on, never given a callback.
-    __slots__ = (
-        "_callbacks",
-        "_cond",
-        "_current",
-        "_error",
-        "_exception",
-        "_result",
-        "_state",
-        "_waiting",
-    )
+    # Three slots: a million pushed tasks hold a million futures, most read
+    # once after their task ended, never waited on, never given a callback,
+    # never failed. The attributes such a future leaves at None are class
+    # defaults below; the few futures that set one keep it in the instance
+    # dict every concurrent.futures.Future has, made on its first write.
+    __slots__ = ("_cond", "_current", "_state")
+
+    # _result and _exception stay None (result() and exception() read the
+    # task), but the standard library's code may look at them
+    _result: Any = None
+    _exception: BaseException | None = None
+    _waiting: list[Any] | None = None
+    _callbacks: list[Any] | None = None
+    _error: BaseException | None = None
 
     def __init__(self, controller: Controller, task: Task) -> None:
         # what Future.__init__ sets, less what is made on first use
         self._state = PENDING
-        self._result = None
-        self._exception = None
         self._cond: threading.Condition | None = None
-        self._waiting: list[Any] | None = None
-        self._callbacks: list[Any] | None = None
         # the task names its controller: one reference, replaced whole when the
         # task moves down the backup chain, so a reader never sees a torn pair
         task.controller = controller
         self._current = task
-        self._error: BaseException | None = None
         task.future = self
 
     @property

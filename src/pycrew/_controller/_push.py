@@ -20,7 +20,15 @@ import math
 import sys
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .._dispatcher._task import DONE, NO_FRAME, WAITING, Task, collector_paused, deadline_in
+from .._dispatcher._task import (
+    DONE,
+    NO_FRAME,
+    WAITING,
+    Origin,
+    Task,
+    collector_paused,
+    deadline_in,
+)
 from .._errors import ArgumentError, ArgumentTypeError, CrashLimitError, CrewTimeoutError, TaskError
 from .._operations import _tracing
 from .._resources import merged
@@ -217,6 +225,7 @@ class Recipe:
         "last_span",
         "needs",
         "opened",
+        "origin",
         "retry",
         "shape",
         "timeout",
@@ -270,6 +279,12 @@ class Recipe:
             raise ArgumentTypeError(
                 f"a task is a callable or a string of code, not {type(fn).__name__}"
             )
+        #: what every task of this push shares (their command, their controller);
+        #: a run of pushes of one function shares one too (under ctl._lock)
+        origin = ctl._records.origin
+        if origin is None or origin.command != self.command:
+            origin = ctl._records.origin = Origin(self.command)
+        self.origin = origin
         #: decided at the controller's start: None (tracing off) costs a push one `if`
         self.tracer: Any = ctl._tracer
         if self.tracer is not None:
@@ -367,7 +382,9 @@ class Recipe:
         head = _frames.TASK_HEAD.pack(task_id, self.needs)
         frame = _frames.encode(Kind.TASK, head + body, buffers)
         kept = frame if buffers else frame[0]  # see _frames.pieces()
-        task = Task(task_id, name, self.command, kept, seed, deadline_in(self.timeout))
+        task = Task(
+            task_id, name, self.command, kept, seed, deadline_in(self.timeout), origin=self.origin
+        )
         task.shared = shared
         task.shape = self.shape
         if inputs:
@@ -472,8 +489,6 @@ def adopt(ctl: Controller, task: Task, shares: dict[int, Sequence[Any]]) -> bool
             return False
         taken = Task(next(ctl._ids), task.name, task.command, NO_FRAME, task.seed, task.deadline)
         taken.frame = _frames.retag(_frames.pieces(task.frame), taken.id)
-        taken.small = task.small
-        taken.size = task.size
         taken.owned = task.owned
         taken.attempts = task.attempts + 1
         taken.shared = task.shared

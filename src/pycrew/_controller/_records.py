@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from .._dispatcher._autoscale import Autoscaler
     from .._dispatcher._dispatcher import Dispatcher
     from .._dispatcher._scaler import Scaler
-    from .._dispatcher._task import Task
+    from .._dispatcher._task import Origin, Task
 
 ErrorMode = Literal["stop", "warn", "silent"]
 
@@ -77,6 +77,9 @@ class Records:
         self.forwarded: collections.deque[Task] = collections.deque()
         #: a failure (a LaunchError) was raised to a caller since the start
         self.failed = False
+        #: the last push's origin (its command, this controller): the next push
+        #: of the same command shares it, where one each would cost 48 bytes
+        self.origin: Origin | None = None
 
     def reset(self) -> None:
         """A new start: nothing in the table, a zero summary."""
@@ -189,10 +192,10 @@ class Records:
             cpu,
             task.attempts + retried,
         )
-        if task.record is None:  # another thread may have built it meanwhile
-            task.record = record
-            task.raw = None
-        return task.record
+        built = task.record
+        if built is None:  # another thread may have built it meanwhile
+            task.record = built = record  # the raw result goes
+        return built
 
     # ------------------------------------------------------------- take
     def claim(
@@ -220,22 +223,29 @@ class Records:
         self, dispatcher: Dispatcher | None, task: Task, crash_detail: Callable[[Task], str]
     ) -> TaskResult:
         """A future hands its task over (no crash limit: the future says what happened)."""
+        raw = task.raw
+        # a result with buffers of its own (64 KB or more, out of band)
+        heavy = isinstance(raw, tuple) and bool(raw[1])
         record = self.build(task, crash_detail)
         if not task.taken:
             self.commit([task], [record], False)
-            self.forget(dispatcher, [task])
+            self.forget(dispatcher, [task], heavy)
         return record
 
     @staticmethod
-    def forget(dispatcher: Dispatcher | None, tasks: list[Task]) -> None:
+    def forget(dispatcher: Dispatcher | None, tasks: list[Task], heavy: bool = False) -> None:
         """Tasks handed over another way leave the pop()/collect() queue.
 
         Without the dispatcher's lock (but for an occasional rebuild of the
         queue): sparing it spares the dispatcher thread a wait on every
-        future read.
+        future read. A ``heavy`` result is worth the wait: the queue would
+        keep it (and its memory) until the rebuild.
         """
         if dispatcher is not None:
             dispatcher.resolved.forget(sum(1 for task in tasks if not task.owned))
+            if heavy:
+                with dispatcher.lock:
+                    dispatcher.resolved.trim()
 
     # ----------------------------------------------------------- commit
     def commit(self, tasks: list[Task], records: list[TaskResult], limit: bool) -> None:
@@ -274,6 +284,8 @@ class Records:
                         over.append((record.name, count))
                 else:
                     self.crashes.pop(record.name, None)
+            if not self.tasks:
+                self.tasks.clear()  # the table of an emptied dict stays; this frees it
         if over and limit:
             name, count = over[0]
             raise CrashLimitError(

@@ -15,9 +15,9 @@ import gc
 import math
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
-from .._results import Status
+from .._results import Status, TaskResult
 from ._observe import Observed
 
 if TYPE_CHECKING:
@@ -25,7 +25,6 @@ if TYPE_CHECKING:
     from typing import Protocol
 
     from .._resources import Resources
-    from .._results import TaskResult
 
     class Waiting(Protocol):
         """What a task knows of its future (the user's side's ``TaskFuture``)."""
@@ -34,6 +33,10 @@ if TYPE_CHECKING:
 
         def _follow(self, controller: Any, task: Task) -> None: ...
 
+
+V = TypeVar("V")
+#: guards the making of a task's ``_More`` (rare, and short)
+_MAKING = threading.Lock()
 
 #: dispatch states: waiting in the queue, sent to a worker, resolved,
 #: handed to a backup controller after crashing here (resolved there), and
@@ -84,38 +87,138 @@ class WorkerInfo:
         self.host = host
 
 
-class Task:
-    """One pushed task, as the controller and the dispatcher see it."""
+class _Rare(Generic[V]):
+    """A task's field that most tasks leave at its default all their life.
+
+    It lives on the task's ``more`` (a ``_More``, made on the first change
+    away from the default), not in a slot of its own: a million tasks held
+    at once pay 8 bytes each for the lot instead of 8 for each field.
+    """
+
+    __slots__ = ("default", "name")
+
+    def __init__(self, name: str, default: V) -> None:
+        self.name = name
+        self.default = default
+
+    @overload
+    def __get__(self, task: None, owner: Any = None) -> _Rare[V]: ...
+    @overload
+    def __get__(self, task: Task, owner: Any = None) -> V: ...
+
+    def __get__(self, task: Task | None, owner: Any = None) -> V | _Rare[V]:
+        if task is None:
+            return self
+        more = task.more
+        if more is None:
+            return self.default
+        value: V = getattr(more, self.name, self.default)
+        return value
+
+    def __set__(self, task: Task, value: V) -> None:
+        more = task.more
+        if more is None:
+            if value is self.default:
+                return
+            with _MAKING:  # two threads changing two fields at once share one
+                more = task.more
+                if more is None:
+                    more = task.more = _More()
+        setattr(more, self.name, value)
+
+
+class _More:
+    """The rare fields of one task (see ``_Rare``); a field never set reads as
+    its default, which ``Task`` names."""
 
     __slots__ = (
         "attempts",
-        "command",
-        "controller",
         "crashes",
         "deadline",
         "detail",
         "error_raw",
         "failed",
-        "frame",
-        "future",
         "held",
-        "id",
         "inputs",
         "interrupted",
-        "name",
         "outcome",
-        "owned",
-        "raw",
-        "record",
-        "seed",
         "shape",
         "shared",
-        "size",
-        "small",
+    )
+
+
+class Origin:
+    """What the tasks of one push, walk or map share: their command, and the
+    controller that holds them (their futures name it).
+
+    In two slots of each task they would cost a million tasks 16 MB; one
+    slot pointing here costs 8 MB. A task that moves to another controller
+    (down a backup chain) gets an origin of its own.
+    """
+
+    __slots__ = ("command", "controller")
+
+    def __init__(self, command: str | None) -> None:
+        self.command = command
+        self.controller: object = None
+
+
+class Task:
+    """One pushed task, as the controller and the dispatcher see it.
+
+    Its slots are what every task uses; what few tasks change from the
+    default sits on ``more`` (see ``_Rare``). A user who keeps a million
+    futures keeps a million of these alive: each slot costs 8 MB. Twelve
+    slots make it 128 bytes, a size class of Python's allocator that the
+    frame of a small task (about 135 bytes: the 144 class) does not share.
+    Made one after the other by walk(), tasks and frames sharing a class
+    would share its pools, and the frames, gone once sent, would leave holes
+    there that nothing else of that size fills: a 144-byte task cost a
+    million tasks 130 MB more at their peak than this one. ``_More`` has
+    twelve fields for the same reason: every task of a push with
+    ``seconds_timeout=`` or ``resources=`` has one.
+    """
+
+    __slots__ = (
+        "ended",
+        "frame",
+        "future",
+        "id",
+        "more",
+        "name",
+        "origin",
+        "owned",
+        "seed",
         "state",
         "taken",
         "worker",
     )
+
+    # how many times the task was pushed, counting retries after crashes,
+    # and how many of them crashed in this controller
+    attempts = _Rare("attempts", 1)
+    crashes = _Rare("crashes", 0)
+    deadline: _Rare[float | None] = _Rare("deadline", None)
+    # the worker's RESULT said the task raised (most succeed)
+    failed = _Rare("failed", False)
+    # the controller's text for an outcome it set (a cancel's reason, say)
+    detail: _Rare[str | None] = _Rare("detail", None)
+    # the task's exception as the worker pickled it; rebuilt only on request
+    error_raw: _Rare[bytes | None] = _Rare("error_raw", None)
+    #: bytes of this task counted against the controller's memory= cap
+    held = _Rare("held", 0)
+    #: what a task that takes other tasks' results waits for (the user's
+    #: side's ``_graph.Inputs``; opaque here), else None
+    inputs: _Rare[Any] = _Rare("inputs", None)
+    # set by the controller (CRASH, CANCEL, TIMEOUT); None: a worker's result
+    outcome: _Rare[Status | None] = _Rare("outcome", None)
+    # a KeyboardInterrupt came out of unpickling its result (or its exception)
+    # once: raised then, it is taken for the result's own doing the next time
+    interrupted = _Rare("interrupted", False)
+    #: the resources it asked for (a ``Resources``), or None: any worker
+    shape: _Rare[Resources | None] = _Rare("shape", None)
+    #: keys of the shared objects the task uses: its worker gets them first
+    shared: _Rare[tuple[int, ...]] = _Rare("shared", ())
 
     def __init__(
         self,
@@ -126,54 +229,84 @@ class Task:
         seed: int | None,
         deadline: float | None,
         owned: bool = False,
+        origin: Origin | None = None,
     ) -> None:
         self.id = task_id
-        #: the controller that holds it (set by its future; opaque at this layer)
-        self.controller: object = None
+        # the command, and the controller that holds it (see Origin): ``origin``
+        # where the task's push shares one, which has ``command`` already
+        self.origin = Origin(command) if origin is None else origin
         self.name = name
-        self.command = command
-        self.frame = frame
-        # only small tasks are sent ahead to busy workers
-        #: the frame's bytes
         # bytes, or a tuple of bytes and flat byte views (_frames.pieces())
-        self.size = len(frame) if isinstance(frame, bytes) else sum(map(len, frame))
-        self.small = self.size <= PREFETCH_BYTES
-        #: bytes of this task counted against the controller's memory= cap
-        self.held = 0
+        self.frame = frame
         self.seed = seed
-        self.deadline = deadline
-        #: keys of the shared objects the task uses: its worker gets them first
-        self.shared: tuple[int, ...] = ()
+        self.more: _More | None = None
+        if deadline is not None:
+            self.deadline = deadline
         # owned by map() or an Executor: never in the pop/collect queue
         self.owned = owned
-        # how many times the task was pushed, counting retries after crashes,
-        # and how many of them crashed in this controller
-        self.attempts = 1
-        self.crashes = 0
         self.state = QUEUED
-        # set by the controller (CRASH, CANCEL, TIMEOUT); None: a worker's result
-        self.outcome: Status | None = None
-        self.detail: str | None = None
-        # what the worker's RESULT said before anything is unpickled: its
-        # bytes, with its buffers where it has any (most results have none)
-        self.failed = False
-        self.raw: bytes | tuple[bytes, Sequence[Any]] | None = None
+        # the worker's raw result, then its record once built (see raw, record)
+        self.ended: bytes | tuple[bytes, Sequence[Any]] | TaskResult | None = None
         self.worker: WorkerInfo | None = None
-        # built once, on first request (unpickling happens in the caller's thread)
-        self.record: TaskResult | None = None
-        # the task's exception as the worker pickled it; rebuilt only on request
-        self.error_raw: bytes | None = None
-        # a KeyboardInterrupt came out of unpickling its result (or its exception)
-        # once: raised then, it is taken for the result's own doing the next time
-        self.interrupted = False
         # handed over (popped, collected, or read through its future)
         self.taken = False
         self.future: Waiting | None = None
-        #: what a task that takes other tasks' results waits for (the user's
-        #: side's ``_graph.Inputs``; opaque here), else None
-        self.inputs: Any = None
-        #: the resources it asked for (a ``Resources``), or None: any worker
-        self.shape: Resources | None = None
+
+    @property
+    def command(self) -> str | None:
+        """The source of a code string, or the function's qualified name."""
+        return self.origin.command
+
+    @property
+    def controller(self) -> object:
+        """The controller that holds the task (set by its future; opaque at this layer)."""
+        return self.origin.controller
+
+    @controller.setter
+    def controller(self, controller: object) -> None:
+        origin = self.origin
+        if origin.controller is controller:
+            return
+        if origin.controller is None:
+            # the first of its push to be given one: they all go to this controller
+            origin.controller = controller
+        else:
+            mine = self.origin = Origin(origin.command)
+            mine.controller = controller
+
+    @property
+    def raw(self) -> bytes | tuple[bytes, Sequence[Any]] | None:
+        """What the worker's RESULT said before anything is unpickled: its bytes,
+        with its buffers where it has any (most results have none); None once
+        the record is built, or if there is none."""
+        ended = self.ended
+        return None if type(ended) is TaskResult else ended  # type: ignore[return-value]
+
+    @raw.setter
+    def raw(self, raw: bytes | tuple[bytes, Sequence[Any]] | None) -> None:
+        self.ended = raw
+
+    @property
+    def record(self) -> TaskResult | None:
+        """The record, built once, on first request (in the caller's thread)."""
+        ended = self.ended
+        return ended if type(ended) is TaskResult else None
+
+    @record.setter
+    def record(self, record: TaskResult) -> None:
+        # the raw result goes with it: one slot holds the one, then the other
+        self.ended = record
+
+    @property
+    def size(self) -> int:
+        """The frame's bytes (0 once the task ended and its frame went)."""
+        frame = self.frame
+        return len(frame) if isinstance(frame, bytes) else sum(map(len, frame))
+
+    @property
+    def small(self) -> bool:
+        """Whether a busy worker may be sent it ahead (larger tasks go only to idle ones)."""
+        return self.size <= PREFETCH_BYTES
 
     def settle(self) -> None:
         """Tell the future its task is resolved (never with the dispatcher's lock held)."""
@@ -228,6 +361,16 @@ class ResolvedQueue:
     def put_back(self, tasks: list[Task]) -> None:
         """Tasks taken but not handed over go back, first in line, in their order."""
         self._tasks.extendleft(task for task in reversed(tasks) if not task.taken)
+
+    def trim(self) -> None:
+        """Let go of handed-over tasks at either end (lock held): one that holds a
+        large result goes now, not at the next rebuild (a loop reading futures
+        one by one leaves each at the end)."""
+        tasks = self._tasks
+        while tasks and tasks[0].taken:
+            tasks.popleft()
+        while tasks and tasks[-1].taken:
+            tasks.pop()
 
     def forget(self, count: int) -> None:
         """``count`` tasks were handed over through their futures (no lock held).
@@ -304,9 +447,7 @@ class Resolutions:
             if task.state != WAITING:
                 return False
             self.waiting -= 1
-            task.frame = frame
-            task.size = size
-            task.small = size <= PREFETCH_BYTES
+            task.frame = frame  # its size, and so whether it is small, follow
             task.held += extra
             self.held += extra
             self.held_peak = max(self.held_peak, self.held)
@@ -370,7 +511,12 @@ class Resolutions:
         task.detail = detail
         task.frame = NO_FRAME
         self._free(task)
-        self.live.pop(task.id, None)
+        live = self.live
+        live.pop(task.id, None)
+        if not live:
+            # a dict keeps its table when emptied: a million tasks left theirs,
+            # 40 MB, behind them until the next one came; clear() lets it go
+            live.clear()
         if not task.owned:
             self.resolved.append(task)
         self.finished.append(task)
