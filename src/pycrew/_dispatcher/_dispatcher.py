@@ -169,7 +169,7 @@ class Dispatcher(Doorway, Placement, Locality, Provisions, Shapes, Resolutions):
         #: large result buffers, reused once the user let go of a result: fresh
         #: pages cost a fault each, which made a 100 MB result 2-3x slower than
         #: a 100 MB argument (whose buffer the worker reuses)
-        self.receive_pool = _frames.BufferPool(keep=1, recycle_on_take=True)
+        self.receive_pool = _frames.BufferPool(keep=2, recycle_on_take=True)
         self.closing = False
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.listener = socket.socket(family, socket.SOCK_STREAM)
