@@ -24,7 +24,6 @@ import json
 import linecache
 import os
 import resource
-import subprocess
 import sys
 import time
 import tracemalloc
@@ -122,23 +121,12 @@ def child(argv: list[str]) -> None:
 
 
 def run_child(mode: str, n: int, top: int) -> dict[str, Any]:
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(BENCH_DIR), os.environ.get("PYTHONPATH", "")]),
-    }
-    proc = subprocess.run(
-        [sys.executable, __file__, "--child", mode, str(n), str(top)],
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT_S + 120,
-        env=env,
-        check=False,
-    )
-    for line in proc.stdout.splitlines():
-        if line.startswith("@@point "):
-            point: dict[str, Any] = json.loads(line[len("@@point ") :])
-            return point
-    raise RuntimeError(f"{mode} run failed:\n{(proc.stderr or proc.stdout)[-3000:]}")
+    from scaling import child_point
+
+    point = child_point(__file__, [mode, str(n), str(top)])
+    if "error" in point:
+        raise RuntimeError(f"{mode} run failed:\n{point['error']}")
+    return point
 
 
 def report(points: list[dict[str, Any]]) -> str:

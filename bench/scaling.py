@@ -172,12 +172,17 @@ def child(argv: list[str]) -> None:
 
 
 def run_point(args: list[str]) -> dict[str, Any]:
+    return child_point(__file__, args)
+
+
+def child_point(script: str, args: list[str]) -> dict[str, Any]:
+    """``script --child *args`` in a fresh interpreter: the point it prints, or its error."""
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(BENCH_DIR), os.environ.get("PYTHONPATH", "")]),
     }
     proc = subprocess.run(
-        [sys.executable, __file__, "--child", *args],
+        [sys.executable, script, "--child", *args],
         capture_output=True,
         text=True,
         timeout=TIMEOUT_S + 120,
