@@ -29,7 +29,7 @@ from tests.helpers.common import wait_until
 
 # boto3 drives the stand-in, moto serves Secrets Manager: pycrew[aws] and pycrew[test]
 pytest.importorskip("boto3", reason="pip install 'pycrew[aws]'")
-pytest.importorskip("moto.server", reason="pip install 'moto[server]'")
+pytest.importorskip("moto.server", reason="pip install moto flask flask-cors (pycrew[test])")
 from tests.helpers.aws_standin import CREDENTIALS, DEFINITION, QUEUE, AwsStandin
 
 if TYPE_CHECKING:
