@@ -400,3 +400,10 @@ def test_secret_and_plain_variables_are_told_apart() -> None:
     assert dns_label("My_Controller.Name") == "my-controller-name"
     with pytest.raises(pycrew.LaunchError, match="Kubernetes configuration"):
         launcher.validate()
+
+
+def test_missing_client_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    # a module set to None in sys.modules cannot be imported: as if never installed
+    monkeypatch.setitem(sys.modules, "kubernetes.client", None)
+    with pytest.raises(pycrew.LaunchError, match=r"pip install 'pycrew\[kubernetes\]'"):
+        pycrew.kubernetes_controller("python:3.11-slim")
