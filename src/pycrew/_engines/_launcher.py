@@ -9,6 +9,8 @@ secret travels in those.
 from __future__ import annotations
 
 import abc
+import math
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +29,36 @@ def some(items: Iterable[object]) -> str:
     shown = ", ".join(listed[:NAMED_MAX])
     more = len(listed) - NAMED_MAX
     return f"{shown} and {more} more" if more > 0 else shown
+
+
+class Pace:
+    """When a launcher asks its platform about its workers again.
+
+    At once about a handle it was not asked about the last time (just
+    launched, or just gone); otherwise once ``every`` seconds, an interval
+    that doubles from ``least`` to ``most`` while nothing changes and starts
+    again from ``least`` when something does.
+    """
+
+    def __init__(self, least: float, most: float) -> None:
+        self.least = least
+        self.most = most
+        self.every = least
+        self.at = -math.inf
+        self.asked: set[str] = set()
+
+    def due(self, asked: set[str], waiting: bool) -> bool:
+        """Whether to look now, asked about ``asked``; ``waiting``: some have not ended."""
+        fresh = bool(asked - self.asked)
+        self.asked = asked
+        if fresh:
+            self.every = self.least
+        return waiting and (fresh or time.monotonic() - self.at >= self.every)
+
+    def looked(self, changed: bool) -> None:
+        """A look is over: soon again if it found a change, later if not."""
+        self.at = time.monotonic()
+        self.every = self.least if changed else min(self.most, 2 * self.every)
 
 
 @dataclass(frozen=True)

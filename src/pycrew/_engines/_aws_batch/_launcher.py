@@ -37,7 +37,6 @@ import copy
 import getpass
 import json
 import logging
-import math
 import re
 import secrets
 import shlex
@@ -46,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..._errors import ArgumentError, ArgumentTypeError, LaunchError
 from ..._wire import _frames
-from .._launcher import Launcher, some
+from .._launcher import Launcher, Pace, some
 from .._secrets import split_env
 from ._jobs import (
     ARRAY_MAX,
@@ -198,9 +197,7 @@ class AwsBatchLauncher(Launcher):
         self._handles: dict[str, BatchJob] = {}
         self._ended: dict[str, Outcome] = {}
         self._terminated: set[str] = set()
-        self._asked: set[str] = set()
-        self._polled_at = -math.inf
-        self._poll_every = POLL_MIN
+        self._pace = Pace(POLL_MIN, POLL_MAX)
 
     # ---------------------------------------------------------------- API
     def client(self, service: str) -> Any:
@@ -437,7 +434,7 @@ class AwsBatchLauncher(Launcher):
             for job_id in sorted({h.job_id for h in done}):
                 self._terminate(job_id, "pycrew: the rest of its launch failed")
             raise
-        self._poll_every = POLL_MIN
+        self._pace.every = POLL_MIN
         return [placed[i] for i in range(len(specs))]
 
     def _submit(
@@ -515,17 +512,9 @@ class AwsBatchLauncher(Launcher):
 
     def exit_codes(self, handles: Sequence[Any]) -> list[int | None]:
         jobs = [h for h in handles if isinstance(h, BatchJob)]
-        asked = {j.id for j in jobs}
-        # a job not asked about last round (just launched, just gone) is worth a look now
-        fresh = bool(asked - self._asked)
-        self._asked = asked
-        if fresh:
-            self._poll_every = POLL_MIN
         waiting = [j for j in jobs if j.id not in self._ended]
-        now = time.monotonic()
-        if waiting and (fresh or now - self._polled_at >= self._poll_every):
+        if self._pace.due({j.id for j in jobs}, bool(waiting)):
             self._poll(waiting)
-            self._polled_at = time.monotonic()
         return [
             self._ended[h.id].code if isinstance(h, BatchJob) and h.id in self._ended else None
             for h in handles
@@ -537,7 +526,7 @@ class AwsBatchLauncher(Launcher):
             found = self.describe(sorted({j.id for j in jobs}))
         except Exception as exc:
             log.warning("describing the jobs of this start failed: %s", api_message(exc))
-            self._poll_every = min(POLL_MAX, 2 * self._poll_every)
+            self._pace.looked(False)
             return
         changed = False
         for job in jobs:
@@ -556,7 +545,7 @@ class AwsBatchLauncher(Launcher):
             if entry.get("status") == "RUNNABLE":
                 # blocked for good: it would hold its place in the queue forever
                 self._terminate(job.id, "pycrew: no compute environment can run this job")
-        self._poll_every = POLL_MIN if changed else min(POLL_MAX, 2 * self._poll_every)
+        self._pace.looked(changed)
 
     def exit_reason(self, handle: Any) -> str | None:
         """AWS Batch's words on how a worker's job ended (OutOfMemoryError, a status reason)."""

@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..._errors import ArgumentError, ArgumentTypeError, LaunchError
 from ..._resources import size_bytes
-from .._launcher import Launcher, some
+from .._launcher import Launcher, Pace, some
 from .._secrets import split_env
 
 if TYPE_CHECKING:
@@ -329,9 +329,7 @@ class KubernetesLauncher(Launcher):
         self._ended: dict[str, Outcome] = {}
         self._deleted: set[str] = set()
         self._pending_since: dict[str, float] = {}
-        self._asked: set[str] = set()
-        self._polled_at = -math.inf
-        self._poll_every = POLL_MIN
+        self._pace = Pace(POLL_MIN, POLL_MAX)
 
     # ---------------------------------------------------------------- API
     @property
@@ -505,7 +503,7 @@ class KubernetesLauncher(Launcher):
                 "" if shaped is None else f" ({shaped})",
                 some(h.name for h in handles),
             )
-        self._poll_every = POLL_MIN
+        self._pace.every = POLL_MIN
         return handles
 
     # ----------------------------------------------------------- watching
@@ -528,18 +526,9 @@ class KubernetesLauncher(Launcher):
 
     def exit_codes(self, handles: Sequence[Any]) -> list[int | None]:
         pods = [h for h in handles if isinstance(h, Pod)]
-        asked = {p.name for p in pods}
-        # a pod not asked about last round (just launched, just gone) is worth a look now
-        fresh = bool(asked - self._asked)
-        self._asked = asked
-        if fresh:
-            # something happened to these: look again soon, then back off
-            self._poll_every = POLL_MIN
-        now = time.monotonic()
         waiting = [p for p in pods if p.name not in self._ended]
-        if waiting and (fresh or now - self._polled_at >= self._poll_every):
+        if self._pace.due({p.name for p in pods}, bool(waiting)):
             self._poll(waiting)
-            self._polled_at = time.monotonic()
         return [
             self._ended[h.name].code if isinstance(h, Pod) and h.name in self._ended else None
             for h in handles
@@ -553,7 +542,7 @@ class KubernetesLauncher(Launcher):
             )
         except Exception as exc:
             log.warning("listing the pods of this start failed: %s", api_message(exc))
-            self._poll_every = min(POLL_MAX, 2 * self._poll_every)
+            self._pace.looked(False)
             return
         found = {p.metadata.name: p for p in listed.items or []}
         now = time.monotonic()
@@ -581,7 +570,7 @@ class KubernetesLauncher(Launcher):
                 # that left as planned has nothing to show. Any other stays until
                 # shutdown, for kubectl logs and describe.
                 self._delete_pod(pod.name)
-        self._poll_every = POLL_MIN if changed else min(POLL_MAX, 2 * self._poll_every)
+        self._pace.looked(changed)
 
     def exit_reason(self, handle: Any) -> str | None:
         """Kubernetes' word on how a worker's pod ended (OOMKilled, Evicted, ...)."""
