@@ -1,11 +1,14 @@
-"""A raw peer on the controller's port: frames, the controller's HELLO, an AUTH answer."""
+"""A raw peer on the controller's port: frames, the controller's HELLO, an AUTH answer,
+and a fake worker that speaks the protocol step by step."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import pickle
 import secrets
 import socket
+import time
 from typing import TYPE_CHECKING, Any
 
 from pycrew._wire import _frames
@@ -72,3 +75,56 @@ def rogue(ctl: pycrew.Controller) -> Iterator[tuple[socket.socket, dict[str, Any
         yield sock, read_hello(sock)
     finally:
         sock.close()
+
+
+class FakeWorker:
+    """A peer that knows the real secret: a compromised or buggy worker."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.decoder = _frames.Decoder(1 << 30, allow_buffers=True)
+
+    def frame(self, seconds: float = DROP_SECONDS) -> _frames.Frame:
+        deadline = time.monotonic() + seconds
+        while not self.decoder.frames:
+            left = deadline - time.monotonic()
+            assert left > 0, f"no frame from the controller in {seconds} s"
+            self.sock.settimeout(left)
+            chunk = self.sock.recv(1 << 16)
+            assert chunk, "the controller closed the connection"
+            self.decoder.feed(chunk)
+        return self.decoder.frames.pop(0)
+
+    def next_task(self) -> int:
+        """Wait for a TASK frame (skipping others); return its task id."""
+        while True:
+            kind, meta, _ = self.frame()
+            if kind == Kind.TASK:
+                task_id: int = _frames.TASK_ID.unpack_from(meta)[0]
+                return task_id
+
+    def next_of(self, kind: int, seconds: float = DROP_SECONDS) -> int:
+        """Wait for a frame of ``kind`` that names a task (skipping others); its task id."""
+        while True:
+            got, meta, _ = self.frame(seconds)
+            if got == kind:
+                task_id: int = _frames.TASK_ID.unpack_from(meta)[0]
+                return task_id
+
+    def succeed(self, task_id: int, value: object) -> None:
+        """Send the result of a task as a real worker does: a success with ``value``."""
+        # (status, value, error, trace, warnings, seconds, seed, memory peak, CPU seconds)
+        outcome = ("success", value, None, None, None, 0.0, None, None, None)
+        body = pickle.dumps(outcome, protocol=5)
+        self.sock.sendall(frame(Kind.RESULT, _frames.RESULT_HEAD.pack(task_id, 0, 0, 0.0) + body))
+
+
+@contextlib.contextmanager
+def fake_worker(ctl: pycrew.Controller, worker_id: str = "fake") -> Iterator[FakeWorker]:
+    secret = bytes.fromhex(ctl._env[_frames.SECRET_ENV])
+    with rogue(ctl) as (sock, hello):
+        sock.sendall(auth(hello, secret, id=worker_id))
+        fake = FakeWorker(sock)
+        kind, _meta, _ = fake.frame()
+        assert kind == Kind.WELCOME
+        yield fake

@@ -273,48 +273,10 @@ def test_tls_1_1_client_is_refused() -> None:
 
 
 # --------------------------------------- fake (compromised) worker helpers
-class _FakeWorker:
-    """A peer that knows the real secret: a compromised or buggy worker."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        self.decoder = _frames.Decoder(1 << 30, allow_buffers=True)
-
-    def frame(self, seconds: float = peers.DROP_SECONDS) -> _frames.Frame:
-        deadline = time.monotonic() + seconds
-        while not self.decoder.frames:
-            left = deadline - time.monotonic()
-            assert left > 0, f"no frame from the controller in {seconds} s"
-            self.sock.settimeout(left)
-            chunk = self.sock.recv(1 << 16)
-            assert chunk, "the controller closed the connection"
-            self.decoder.feed(chunk)
-        return self.decoder.frames.pop(0)
-
-    def next_task(self) -> int:
-        """Wait for a TASK frame (skipping others); return its task id."""
-        while True:
-            kind, meta, _ = self.frame()
-            if kind == Kind.TASK:
-                task_id: int = _frames.TASK_ID.unpack_from(meta)[0]
-                return task_id
-
-
-@contextlib.contextmanager
-def _fake_worker(ctl: pycrew.Controller, worker_id: str = "fake") -> Iterator[_FakeWorker]:
-    secret = bytes.fromhex(ctl._env[_frames.SECRET_ENV])
-    with peers.rogue(ctl) as (sock, hello):
-        sock.sendall(peers.auth(hello, secret, id=worker_id))
-        fake = _FakeWorker(sock)
-        kind, _meta, _ = fake.frame()
-        assert kind == Kind.WELCOME
-        yield fake
-
-
 class _Scene:
     """A controller with one real worker, a fake worker, and tasks spread over both."""
 
-    def __init__(self, ctl: pycrew.Controller, fake: _FakeWorker) -> None:
+    def __init__(self, ctl: pycrew.Controller, fake: peers.FakeWorker) -> None:
         self.ctl = ctl
         self.fake = fake
         self.real_pid = 0
@@ -352,7 +314,7 @@ def _scene(**options: Any) -> Iterator[_Scene]:
     with pycrew.local_controller(workers=1, seconds_interval=0.05, **options) as ctl:
         real_pid = _ok(ctl.push(tasks.pid)).result
         # the real worker is idle now: the fake, joining later, is the first one picked
-        with _fake_worker(ctl) as fake:
+        with peers.fake_worker(ctl) as fake:
             scene = _Scene(ctl, fake)
             scene.real_pid = real_pid
             scene.spread()

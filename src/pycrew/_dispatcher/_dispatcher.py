@@ -44,6 +44,7 @@ from .._wire import _frames
 from .._wire._frames import Kind
 from ._handshake import _AUTH, _READY, _TLS_SHAKE, Conn, Doorway
 from ._locality import Locality
+from ._outbox import Outbox
 from ._pacing import Pacing, Placement
 from ._provisions import Provisions
 from ._shapes import Shapes
@@ -71,7 +72,7 @@ _SPARES_SECONDS = 10.0
 _LAST_WORDS_MAX = 1000
 
 
-class Dispatcher(Doorway, Placement, Locality, Provisions, Shapes, Resolutions):
+class Dispatcher(Outbox, Doorway, Placement, Locality, Provisions, Shapes, Resolutions):
     """Owns the listening socket, the worker connections and the task queue.
 
     Args:
@@ -272,12 +273,6 @@ class Dispatcher(Doorway, Placement, Locality, Provisions, Shapes, Resolutions):
             self._wake_w.close()
 
     # ----------------------------------------------------- internals (locked)
-    def _wake_locked(self) -> None:
-        if not self._woken:
-            self._woken = True
-            with contextlib.suppress(OSError):
-                self._wake_w.send(b"\0")
-
     def _place(self, conn: Conn) -> None:
         """File a worker under idle or room (or neither) by how many tasks it holds."""
         self.idle.pop(conn, None)
@@ -310,43 +305,6 @@ class Dispatcher(Doorway, Placement, Locality, Provisions, Shapes, Resolutions):
         if task.shared:
             self._send_shares(conn, task)
         self._write(conn, self._keep_on_assign(conn, task))
-
-    def _write(self, conn: Conn, pieces: Sequence[Any]) -> None:
-        """Queue bytes for a worker; they leave at the next ``_flush_dirty()``."""
-        # pieces are bytes, or flat byte views (pickle's raw buffers)
-        conn.out.extend(pieces)
-        self.dirty.add(conn)
-
-    def _flush_dirty(self) -> None:
-        for conn in self.dirty:
-            self._flush(conn)
-            if conn.out and not conn.want_write:
-                self.pending_out.add(conn)
-                if threading.current_thread() is not self.thread:
-                    self._wake_locked()
-        self.dirty.clear()
-
-    def _flush(self, conn: Conn) -> None:
-        out = conn.out
-        sock = conn.sock
-        if len(out) > 1 and len(out[0]) < _frames.OOB_MIN and len(out[1]) < _frames.OOB_MIN:
-            merged: list[bytes | memoryview] = []
-            while out and len(out[0]) < _frames.OOB_MIN and len(merged) < 256:
-                merged.append(out.popleft())
-            out.appendleft(b"".join(merged))
-        try:
-            while out:
-                head = out[0]
-                n = sock.send(head)
-                self.bytes_sent += n
-                if n < len(head):
-                    out[0] = memoryview(head)[n:]  # a view: slicing bytes would copy
-                    return
-                out.popleft()
-        except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
-            return
-        except OSError:
-            out.clear()  # the read side will notice the broken connection
 
     def retry(self, task: Task) -> None:
         """Run a task that crashed its worker again, first in line (lock held)."""
@@ -602,7 +560,14 @@ class Dispatcher(Doorway, Placement, Locality, Provisions, Shapes, Resolutions):
                 self._resolve(task, None, started=now - ran)
             if last & _frames.KEPT:
                 self._on_kept(conn, task)
+            # asked back too late, the next one runs now (or its RELEASED is on the way,
+            # which requeues it all the same). Left counted, it would stand for an idle
+            # worker's request for as long as it runs, and no other request would be made.
+            head = conn.tasks[0].id if conn.tasks else -1
+            late = bool(self.releasing) and self.releasing.pop(head, None) is not None
             self._refill(conn)
+            if late:
+                self._steal_for_idle()
         elif kind == Kind.RELEASED:
             if len(meta) != _frames.TASK_ID.size:
                 raise ProtocolError("a release that names no task")
@@ -705,6 +670,10 @@ class Dispatcher(Doorway, Placement, Locality, Provisions, Shapes, Resolutions):
             return
         self.workers.pop(info.id, None)
         self._lost(conn)
+        # requests to hand tasks back that this worker can no longer answer
+        asked = [task_id for task_id, held_by in self.releasing.items() if held_by is conn]
+        for task_id in asked:
+            del self.releasing[task_id]
         head = conn.tasks[0] if conn.tasks else None
         if head is not None and head.state == RUNNING and not conn.leaving:
             # the worker died while running its oldest task; any behind it never started
@@ -724,6 +693,8 @@ class Dispatcher(Doorway, Placement, Locality, Provisions, Shapes, Resolutions):
             if not handled:
                 self._resolve(head, Status.CRASH, detail, started=conn.started)
         self._give_back(conn)
+        if asked:
+            self._steal_for_idle()
         if why:
             log.info("worker %s dropped: %s", info.id, why)
         else:
@@ -751,20 +722,6 @@ class Dispatcher(Doorway, Placement, Locality, Provisions, Shapes, Resolutions):
                 log.info("worker %s did not stop its cancelled task: killing it", conn.info.id)
                 self.on_kill(conn.info.id)
                 self._drop(conn, None)
-
-    def _sync_interest(self) -> None:
-        if not self.pending_out:
-            return
-        for conn in list(self.pending_out):
-            if conn.sock.fileno() < 0:
-                self.pending_out.discard(conn)
-                continue
-            if conn.out and not conn.want_write:
-                self._interest(conn, selectors.EVENT_READ | selectors.EVENT_WRITE)
-            elif not conn.out:
-                if conn.want_write and conn.stage != _TLS_SHAKE:
-                    self._interest(conn, selectors.EVENT_READ)
-                self.pending_out.discard(conn)
 
     def _shutdown(self) -> None:
         with self.lock:

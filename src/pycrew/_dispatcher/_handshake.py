@@ -13,7 +13,6 @@ is one connection as the dispatcher sees it, from accept to close.
 from __future__ import annotations
 
 import collections
-import contextlib
 import logging
 import secrets
 import selectors
@@ -178,9 +177,7 @@ class Doorway:
         self._hello(conn)
 
     def _interest(self, conn: Conn, events: int) -> None:
-        with contextlib.suppress(KeyError, ValueError):
-            self.selector.modify(conn.sock, events, conn)
-        conn.want_write = bool(events & selectors.EVENT_WRITE)
+        raise NotImplementedError
 
     def _hello(self, conn: Conn) -> None:
         conn.nonce = secrets.token_bytes(32)

@@ -166,6 +166,8 @@ class Placement:
         workers going idle at once each get one, whoever holds them.
         """
         wanted = len(self.idle) - len(self.releasing)
+        if wanted <= 0:
+            return
         now = time.monotonic()
         for other in list(self.ahead):
             if other.stage != _READY or len(other.tasks) < 2:
@@ -182,6 +184,11 @@ class Placement:
                     self.releasing[task.id] = other
                     self._write(other, _frames.encode(Kind.RELEASE, _frames.TASK_ID.pack(task.id)))
                     wanted -= 1
+
+    def _steal_for_idle(self) -> None:
+        """Look for tasks held ahead again, if any worker is idle and prefetch is on."""
+        if self.depth > 1 and self.idle and self.ahead:
+            self._steal()
 
     def _unpack(self, now: float) -> None:
         """Take back what a worker holds ahead once its task runs past ``take_back_after()``."""
