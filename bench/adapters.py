@@ -69,6 +69,11 @@ class Adapter:
         """``fn`` over ``items``, values in order; one task per item unless overridden."""
         return self.gather([self.submit(fn, x) for x in items], timeout)
 
+    def many(self, fn: Callable[..., Any], items: Sequence[Any], timeout: float) -> list[Any]:
+        """One task per item, every handle held as a user who keeps them would (no
+        chunks: the per-task cost is what this times); the values, in any order."""
+        return self.gather([self.submit(fn, x) for x in items], timeout)
+
     def worker_pids(self) -> list[int] | None:
         """Pids of the connected workers, where the system tells (to spot worker churn)."""
         return None
@@ -124,6 +129,17 @@ class PycrewAdapter(Adapter):
 
         executor = pycrew.Executor(controller=self.ctl)
         return list(executor.map(fn, items, timeout=timeout, chunksize=chunk(len(items), self)))
+
+    def many(self, fn: Callable[..., Any], items: Sequence[Any], timeout: float) -> list[Any]:
+        # walk + wait + collect, holding the futures and the records: what a user of
+        # crew's collect() does with many tasks
+        futures = self.ctl.walk(fn, items)
+        if not self.ctl.wait(mode="all", seconds_timeout=timeout):
+            raise TimeoutError(f"pycrew: wait(mode='all') timed out after {timeout:.0f} s")
+        records = self.ctl.collect()
+        if len(records) != len(futures) or any(r.status != "success" for r in records):
+            raise RuntimeError("pycrew: not every task succeeded")
+        return [r.result for r in records]
 
     def shutdown(self) -> None:
         self.ctl.terminate()
@@ -218,6 +234,9 @@ class DaskAdapter(Adapter):
     def map(self, fn: Callable[..., Any], items: Sequence[Any], timeout: float) -> list[Any]:
         # one call submits every task (client.map): Dask's own way to many tasks
         return self.gather(self.client.map(fn, items, pure=False), timeout)
+
+    def many(self, fn: Callable[..., Any], items: Sequence[Any], timeout: float) -> list[Any]:
+        return self.map(fn, items, timeout)  # client.map makes a task of each item
 
     def shutdown(self) -> None:
         try:

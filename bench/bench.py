@@ -156,6 +156,25 @@ QUICK = dataclasses.replace(
 )
 
 
+def make_config(args: argparse.Namespace) -> Config:
+    """The run's configuration: full or ``--quick``, with each ``--set FIELD=VALUE`` on it."""
+    cfg = QUICK if args.quick else FULL
+    fields = {f.name: type(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
+    changes: dict[str, Any] = {}
+    for item in args.set:
+        name, sep, value = item.partition("=")
+        if not sep or name not in fields:
+            raise ValueError(f"--set {item!r}: give FIELD=VALUE, FIELD one of {', '.join(fields)}")
+        try:
+            changes[name] = fields[name](value)
+        except ValueError:
+            kind = fields[name].__name__
+            raise ValueError(f"--set {item!r}: {value!r} is not a {kind}") from None
+        if changes[name] <= 0:
+            raise ValueError(f"--set {item!r}: the value must be above 0")
+    return dataclasses.replace(cfg, **changes)
+
+
 def now() -> float:
     return time.perf_counter()
 
@@ -493,13 +512,12 @@ def log(msg: str) -> None:
 
 
 def run_child(
-    args: list[str], timeout: float, workdir: Path, tag: str, quick: bool
+    args: list[str], timeout: float, workdir: Path, tag: str, passed: list[str]
 ) -> dict[str, Any]:
-    """Run ``bench.py ARGS`` in its own session; parse its JSON line; end what it left."""
+    """Run ``bench.py ARGS`` in its own session; parse its JSON line; end what it left.
+    ``passed``: the run's own flags that set its counts (``--quick``, ``--set``)."""
     pidfile, out_path, err_path = (workdir / f"{tag}{ext}" for ext in (".pids", ".out", ".err"))
-    cmd = [sys.executable, str(BENCH_PY), *args, "--pidfile", str(pidfile)]
-    if quick:
-        cmd.append("--quick")
+    cmd = [sys.executable, str(BENCH_PY), *args, "--pidfile", str(pidfile), *passed]
     if "--cold" in args:
         cmd += ["--t-exec", repr(time.time())]
     timed_out = False
@@ -619,7 +637,8 @@ def orchestrate(args: argparse.Namespace) -> int:
 
 
 def run_all(args: argparse.Namespace, keys: list[str], hog: dict[str, Any]) -> dict[str, Any]:
-    cfg = QUICK if args.quick else FULL
+    cfg = make_config(args)
+    passed = (["--quick"] if args.quick else []) + [f"--set={item}" for item in args.set]
     compile_pycrew()
     workdir = Path(tempfile.mkdtemp(prefix="pycrew-bench-"))
     log(f"child logs in {workdir}")
@@ -627,13 +646,14 @@ def run_all(args: argparse.Namespace, keys: list[str], hog: dict[str, Any]) -> d
     run: dict[str, Any] = {
         "meta": machine_meta(),
         "quick": args.quick,
+        "set": args.set,
         "config": dataclasses.asdict(cfg),
         "hog": hog,
         "systems": {},
     }
     log("floor: loopback TCP ping-pong ...")
     run["floor"] = run_child(
-        ["--system", "floor"], cfg.floor_child_timeout_s, workdir, "floor", args.quick
+        ["--system", "floor"], cfg.floor_child_timeout_s, workdir, "floor", passed
     )
     for key in keys:
         cls = ADAPTERS[key]
@@ -646,7 +666,7 @@ def run_all(args: argparse.Namespace, keys: list[str], hog: dict[str, Any]) -> d
             continue
         log(f"{key}: warm run ...")
         entry["warm"] = run_child(
-            ["--system", key], cfg.warm_child_timeout_s, workdir, f"{key}-warm", args.quick
+            ["--system", key], cfg.warm_child_timeout_s, workdir, f"{key}-warm", passed
         )
         why_not = million_plan(cls, entry["warm"], cfg)
         if why_not:
@@ -659,22 +679,20 @@ def run_all(args: argparse.Namespace, keys: list[str], hog: dict[str, Any]) -> d
                 2 * cfg.million_tmax_s + cfg.cold_child_timeout_s,
                 workdir,
                 f"{key}-million",
-                args.quick,
+                passed,
             )
         entry["cold"] = []
         for i in range(cfg.cold_runs):
             log(f"{key}: cold start {i + 1}/{cfg.cold_runs} ...")
             cold_args = ["--system", key, "--cold"]
             entry["cold"].append(
-                run_child(
-                    cold_args, cfg.cold_child_timeout_s, workdir, f"{key}-cold{i}", args.quick
-                )
+                run_child(cold_args, cfg.cold_child_timeout_s, workdir, f"{key}-cold{i}", passed)
             )
         entry["summary"] = summarize_system(entry)
         log(f"{key}: {entry['summary']}")
     log("floor again, at the end ...")
     run["floor_end"] = run_child(
-        ["--system", "floor"], cfg.floor_child_timeout_s, workdir, "floor-end", args.quick
+        ["--system", "floor"], cfg.floor_child_timeout_s, workdir, "floor-end", passed
     )
     run["meta"]["loadavg_end"] = os.getloadavg()
     run["meta"]["wall_s"] = now() - t_run
@@ -718,6 +736,14 @@ def main(argv: list[str] | None = None) -> int:
         metavar="N",
         help="keep N busy processes (while True: pass) running for the whole run",
     )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="change one count or time bound of the configuration (a field of Config, "
+        "e.g. million_tmax_s=60); may be given many times",
+    )
     # internal: child modes
     parser.add_argument("--system", help=argparse.SUPPRESS)
     parser.add_argument("--cold", action="store_true", help=argparse.SUPPRESS)
@@ -732,6 +758,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.hog < 0:
         parser.error("--hog takes a count of 0 or more")
+    try:
+        cfg = make_config(args)
+    except ValueError as exc:
+        parser.error(str(exc))
     if args.system is None:
         if args.plot_only:
             return plot(Path(args.json or DEFAULT_JSON))
@@ -740,7 +770,6 @@ def main(argv: list[str] | None = None) -> int:
             plot(Path(args.json or DEFAULT_JSON))
         return code
 
-    cfg = QUICK if args.quick else FULL
     procs = Descendants(args.pidfile)
     out: dict[str, Any]
     try:

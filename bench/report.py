@@ -168,7 +168,8 @@ def render(run: dict[str, Any]) -> str:
     versions = ", ".join(f"{k} {v}" for k, v in meta["versions"].items() if v)
     load = ", ".join(f"{x:.2f}" for x in meta["loadavg_start"])
     add(
-        f"Run {meta['date']}{' (--quick)' if run['quick'] else ''} | {meta['usable_cpus']} cores "
+        f"Run {meta['date']}{' (--quick)' if run['quick'] else ''}"
+        f"{''.join(f' --set {item}' for item in run.get('set', []))} | {meta['usable_cpus']} cores "
         f"({meta['cpu']}), {meta['mem_gib']} GiB | Python {meta['python']} | "
         f"{meta['n_workers']} workers | load avg at start {load}"
     )
@@ -327,8 +328,9 @@ def add_many_tasks(lines: list[str], run: dict[str, Any]) -> None:
         f"map: trivial tasks through the system's own map or batch API, timed once (a system "
         f"too slow for {cfg.get('map_n', 0):,} in about {cfg.get('map_tmax_s', 0) / 2:.0f} s "
         f"maps fewer). Controller CPU: the driver process's user + system seconds over the "
-        f"throughput run, per task. {big} tasks: one map in a fresh interpreter; peak RSS of "
-        "that process, and its peak before the map."
+        f"throughput run, per task. {big} tasks: a task per item in a fresh interpreter, every "
+        "handle held (pycrew: walk + wait + collect; Dask: client.map; the others: submit "
+        "each, then gather); peak RSS of that process, and its peak before."
     )
     hog = run.get("hog") or {}
     if hog.get("n"):
