@@ -3,9 +3,11 @@ names that become paths, unbounded output, and certificates clients cannot check
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import logging
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -169,6 +171,24 @@ def test_a_request_to_hand_back_that_came_too_late_stops_no_later_one(
         if late == "it-runs-on":
             one.succeed(a2._task.id, 4)
             assert a2.result(timeout=WAIT) == 4
+
+
+def test_workers_dying_while_tasks_are_handed_about_leave_no_task_behind() -> None:
+    """Short and long tasks on prefetching workers, some of which end their worker: the
+    busy hand tasks back to the idle, workers die holding tasks ahead and are replaced.
+    Every task ends, as a success or (those that killed their worker) a crash."""
+    rng = random.Random(7)
+    plan = [(i, rng.choice([0.0, 0.0, 0.001, 0.01, 0.2]), i % 23 == 11) for i in range(300)]
+    with pycrew.local_controller(workers=4, seconds_interval=0.05) as ctl:
+        futures = [ctl.push(tasks.nap_or_die, i, nap, die) for i, nap, die in plan]
+        _, pending = concurrent.futures.wait(futures, timeout=WAIT * 4)
+        assert not pending, f"{len(pending)} tasks never ended: {ctl.status()['workers']}"
+        for (i, _, die), future in zip(plan, futures, strict=True):
+            record = future.record(timeout=WAIT)
+            if die:
+                assert record.status is pycrew.Status.CRASH, record
+            else:
+                assert (record.status, record.result) == (pycrew.Status.SUCCESS, i), record
 
 
 @pytest.mark.parametrize("name", ["../../x", "a/b", "a\0b", "\ud800", "", ".hidden", "x" * 65])

@@ -50,6 +50,14 @@ def suicide() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
+def nap_or_die(i: int, seconds: float, die: bool) -> int:
+    """Sleep ``seconds`` and return ``i``, or end this worker at once if ``die``."""
+    if die:
+        os.kill(os.getpid(), signal.SIGKILL)
+    time.sleep(seconds)
+    return i
+
+
 def env(name: str) -> str | None:
     return os.environ.get(name)
 
