@@ -96,11 +96,12 @@ def test_records_carry_peak_memory_and_cpu_seconds() -> None:
     with pycrew.local_controller(workers=1, seconds_interval=0.05) as ctl:
         baseline = ctl.push("None", name="baseline").record(WAIT)
         big = ctl.push(ALLOCATE, data={"size": SIZE, "hold": 0}, name="allocate").record(WAIT)
+        quick = ctl.push("None", name="quick").record(WAIT)
         busy = ctl.push(BUSY, data={"seconds": 0.3}, name="busy").record(WAIT)
         idle = ctl.push("import time\ntime.sleep(0.3)", name="sleep").record(WAIT)
         failed = ctl.push("raise ValueError('no')", name="fail").record(WAIT)
-    records = [baseline, big, busy, idle, failed]
-    assert [r.status for r in records] == ["success"] * 4 + ["error"]
+    records = [baseline, big, quick, busy, idle, failed]
+    assert [r.status for r in records] == ["success"] * 5 + ["error"]
     assert len({r.pid for r in records}) == 1, "one worker ran them all"
     for record in records:  # an error is measured too
         assert isinstance(record.memory_peak, int)
@@ -117,9 +118,27 @@ def test_records_carry_peak_memory_and_cpu_seconds() -> None:
     assert baseline.memory_peak is not None
     grown = big.memory_peak - baseline.memory_peak
     assert abs(grown - SIZE) < 0.1 * SIZE, f"the task added {grown / MIB:.0f} MiB, not 200"
-    # the mark was reset: the task after the big one does not inherit its peak
-    assert busy.memory_peak is not None
-    assert busy.memory_peak < baseline.memory_peak + 0.1 * SIZE
+    # the mark was reset: the tasks after the big one do not inherit its peak
+    for after in (quick, busy):
+        assert after.memory_peak is not None
+        assert after.memory_peak < baseline.memory_peak + 0.1 * SIZE
+
+
+def test_a_quick_task_reports_its_resident_size_within_a_megabyte_or_two_of_the_mark() -> None:
+    """Under QUICK_CPU of CPU, the peak is read from the resident size (cheaper): it
+    stays close to what the high-water mark says."""
+    meter = Meter()
+    if meter.clear_fd < 0 or meter.statm_fd < 0:
+        pytest.skip("no resettable high-water mark or no /proc/self/statm here")
+    started = meter.start()
+    resident = meter._resident()
+    peak, _ = meter.stop(started)  # quick, unless other threads here ran meanwhile
+    mark = meter._status_peak()
+    assert resident is not None
+    assert mark is not None
+    assert peak is not None
+    assert abs(resident - mark) < 2 * MIB
+    assert abs(peak - mark) < 2 * MIB
 
 
 def test_a_task_cancelled_before_it_starts_has_no_measurements() -> None:
