@@ -11,6 +11,7 @@ import re
 import subprocess
 import sys
 import textwrap
+import time
 import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -175,13 +176,24 @@ def test_shutdown_wait_false_returns_and_the_work_still_finishes(tmp_path: Path)
     wait_until(lambda: not ex.controller.started(), SECONDS, "the own controller to terminate")
 
 
-def test_shutdown_cancel_futures_cancels_only_what_no_worker_holds(tmp_path: Path) -> None:
-    # seconds_wall makes a worker hold one task at a time (no prefetch)
-    ex = pycrew.Executor(max_workers=1, seconds_interval=0.05, seconds_wall=3600)
+@pytest.mark.parametrize("prefetch", [True, False])
+def test_shutdown_cancel_futures_cancels_what_no_worker_started(
+    tmp_path: Path, prefetch: bool
+) -> None:
+    # seconds_wall makes a worker hold one task at a time (no prefetch); with
+    # prefetch, the busy worker holds the small tasks behind the one it runs
+    options = {} if prefetch else {"seconds_wall": 3600}
+    ex = pycrew.Executor(max_workers=1, seconds_interval=0.05, **options)
     flag = _flag(tmp_path)
     running = ex.submit(tasks.wait_file, flag)
     wait_until(running.running, SECONDS, "the first task to start")
     queued = [ex.submit(pow, i, 2) for i in range(5)]
+    dispatcher = ex.controller._dispatcher
+    assert dispatcher is not None
+    held = sum(len(conn.tasks) for conn in dispatcher.workers.values())
+    assert held == (6 if prefetch else 1)
+    assert running.running()
+    assert not any(f.running() for f in queued)  # held is not started
     ex.shutdown(wait=False, cancel_futures=True)
     assert all(f.cancelled() for f in queued)
     with pytest.raises(concurrent.futures.CancelledError):
@@ -190,6 +202,17 @@ def test_shutdown_cancel_futures_cancels_only_what_no_worker_holds(tmp_path: Pat
     Path(flag).touch()
     assert running.result(timeout=SECONDS) is True
     wait_until(lambda: not ex.controller.started(), SECONDS, "the own controller to terminate")
+
+
+def test_cancel_futures_cancels_most_of_a_long_queue_on_few_workers() -> None:
+    """As the standard library's own test asks: 50 tasks of 0.1 s on 5 workers, then
+    shutdown(cancel_futures=True): many are cancelled, however they were spread."""
+    ex = pycrew.Executor(max_workers=5, seconds_interval=0.05)
+    assert list(ex.map(abs, range(-5, 0))) == [5, 4, 3, 2, 1]
+    futures = [ex.submit(time.sleep, 0.1) for _ in range(50)]
+    ex.shutdown(wait=True, cancel_futures=True)
+    assert sum(f.cancelled() for f in futures) > 20
+    assert all(f.done() for f in futures)
 
 
 def test_context_manager_shuts_down() -> None:

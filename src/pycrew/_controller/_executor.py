@@ -345,8 +345,9 @@ class Executor(concurrent.futures.Executor):
             wait: return once every task of this executor has ended (and its
                 own controller is terminated); ``False`` returns at once, and
                 an own controller terminates itself after the last task.
-            cancel_futures: cancel the tasks no worker has started; a task a
-                worker holds runs to its end.
+            cancel_futures: cancel the tasks no worker has started, those a
+                busy worker holds behind its current one included; a task that
+                started runs to its end.
 
         Safe to repeat. An executor over a ``controller=`` leaves it running.
         """
@@ -512,7 +513,7 @@ def _result_or_cancel(future: TaskFuture[Any], timeout: float | None) -> Any:
 
 
 def _cancel_queued(futures: list[TaskFuture[Any]]) -> None:
-    """Cancel the tasks of these futures that no worker holds yet."""
+    """Cancel the tasks of these futures that no worker has started."""
     by_dispatcher: dict[Any, list[Any]] = {}
     for future in futures:
         controller, task = future._where

@@ -171,8 +171,13 @@ class TaskFuture(concurrent.futures.Future[T], Generic[T]):
         return task.state == DONE and task.outcome is Status.CANCEL
 
     def running(self) -> bool:
-        """Whether the task was handed to a worker and has not ended."""
-        return self._current.state == RUNNING
+        """Whether a worker runs the task now: not one that waits behind another task
+        on a busy worker, nor one that ended."""
+        controller, task = self._where
+        if task.state != RUNNING:
+            return False
+        dispatcher = controller._dispatcher
+        return dispatcher is None or dispatcher.started(task)
 
     def cancel(self) -> bool:
         """Cancel the task, queued or running (a running task is interrupted).

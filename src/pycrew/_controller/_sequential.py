@@ -357,6 +357,10 @@ class InlineDispatcher(Resolutions):
                     self._resolve(task, Status.CANCEL)
         self.settle()
 
+    def started(self, task: Task) -> bool:
+        """Whether the task runs now (one runs at a time, in the caller's thread)."""
+        return task.state == RUNNING
+
     def counts(self) -> tuple[int, int, int, int, int]:
         """(connections, cumulative, awaiting, executing, completed); never a connection."""
         with self.lock:

@@ -235,13 +235,27 @@ class Dispatcher(Outbox, Doorway, Placement, Locality, Provisions, Shapes, Resol
 
     def cancel(self, tasks: list[Task], queued_only: bool = False) -> None:
         """Stop tasks; their futures settle before this returns. ``queued_only``
-        leaves alone those a worker holds (an executor's ``cancel_futures``)."""
+        leaves alone those a worker has started (an executor's ``cancel_futures``):
+        one a busy worker holds behind its current task is stopped."""
         with self.lock:
             for task in tasks:
-                if not queued_only or task.state in (QUEUED, WAITING):
+                if not queued_only or task.state in (QUEUED, WAITING) or self._ahead(task):
                     self._stop(task, Status.CANCEL)
             self._flush_dirty()
         self.settle()
+
+    def started(self, task: Task) -> bool:
+        """Whether a worker runs the task now (not: holds it behind another one)."""
+        with self.lock:
+            return task.state == RUNNING and not self._ahead(task)
+
+    def _ahead(self, task: Task) -> bool:
+        """Whether a worker holds the task behind the one it runs (lock held)."""
+        info = task.worker
+        conn = self.workers.get(info.id) if task.state == RUNNING and info is not None else None
+        if conn is None or not conn.tasks or conn.tasks[0] is task:
+            return False
+        return task in conn.tasks
 
     def counts(self) -> tuple[int, int, int, int, int]:
         """(connections, cumulative, awaiting, executing, completed), like mirai's info()."""
