@@ -22,7 +22,7 @@ from pycrew._dispatcher._task import PREFETCH_BYTES
 from pycrew._wire import _frames
 from pycrew._wire._frames import Kind
 from pycrew.launchers import Launcher
-from tests.helpers import peers, tasks
+from tests.helpers import executor_tasks, peers, tasks
 from tests.helpers.common import wait_until
 from tests.helpers.scripts import ROOT
 
@@ -126,6 +126,23 @@ def test_a_task_that_was_taken_back_never_runs_twice_nor_crashes(
             assert sorted(runs) == sorted(names)  # each exactly once
 
 
+def _two_held_then_asked_back(
+    ctl: pycrew.Controller, fakes: contextlib.ExitStack, name: str, gate: Path, first: int
+) -> tuple[peers.FakeWorker, pycrew.TaskFuture[int], pycrew.TaskFuture[int]]:
+    """The real worker busy on a large task, a fake joins and holds two small ones; the
+    large one ends, and the now idle real worker makes the controller ask the fake for
+    the second one back. Returns the fake and the two futures."""
+    ballast = bytes(PREFETCH_BYTES)  # a large task: only an idle worker takes one
+    busy = ctl.push(executor_tasks.wait_file, str(gate), WAIT, ballast)
+    fake = fakes.enter_context(peers.fake_worker(ctl, name))
+    ahead, behind = ctl.push(tasks.add, first, first), ctl.push(tasks.add, first + 1, first + 1)
+    assert [fake.next_task(), fake.next_task()] == [ahead._task.id, behind._task.id]
+    gate.touch()
+    assert busy.result(timeout=WAIT) is True
+    assert fake.next_of(Kind.RELEASE, WAIT) == behind._task.id
+    return fake, ahead, behind
+
+
 @pytest.mark.parametrize("late", ["it-runs-on", "its-worker-dies"])
 def test_a_request_to_hand_back_that_came_too_late_stops_no_later_one(
     tmp_path: Path, late: str
@@ -133,21 +150,12 @@ def test_a_request_to_hand_back_that_came_too_late_stops_no_later_one(
     """A worker started the task it was asked to hand back (and runs it on, or dies
     running it): an idle worker's later request for another task still goes out, and the
     task held behind a long one runs on the idle worker."""
-    gates = [tmp_path / "gate1", tmp_path / "gate2"]
-    ballast = bytes(PREFETCH_BYTES)  # large tasks: only an idle worker takes one
     with (
         pycrew.local_controller(workers=1, seconds_interval=0.05) as ctl,
         contextlib.ExitStack() as fakes,
     ):
         real = ctl.push(tasks.pid).result(timeout=WAIT)
-        first = ctl.push(tasks.gate, str(gates[0]), WAIT, ballast)  # the real worker is busy
-        one = fakes.enter_context(peers.fake_worker(ctl, "fake-1"))
-        a1, a2 = ctl.push(tasks.add, 1, 1), ctl.push(tasks.add, 2, 2)
-        assert [one.next_task(), one.next_task()] == [a1._task.id, a2._task.id]
-        gates[0].touch()
-        assert first.result(timeout=WAIT) is True
-        # the real worker is idle: the controller asks the fake for a2, waiting behind a1
-        assert one.next_of(Kind.RELEASE, WAIT) == a2._task.id
+        one, a1, a2 = _two_held_then_asked_back(ctl, fakes, "fake-1", tmp_path / "gate1", 1)
         # ... too late: a2 started already, once a1 was done
         one.succeed(a1._task.id, 2)
         assert a1.result(timeout=WAIT) == 2
@@ -156,14 +164,8 @@ def test_a_request_to_hand_back_that_came_too_late_stops_no_later_one(
             assert a2.record(timeout=WAIT).status is pycrew.Status.CRASH
         wait_until(lambda: not ctl.status()["tasks"]["queued"], WAIT, "a2 to run or end")
 
-        second = ctl.push(tasks.gate, str(gates[1]), WAIT, ballast)
-        two = fakes.enter_context(peers.fake_worker(ctl, "fake-2"))
-        b1, b2 = ctl.push(tasks.add, 3, 3), ctl.push(tasks.add, 4, 4)
-        assert [two.next_task(), two.next_task()] == [b1._task.id, b2._task.id]
-        gates[1].touch()
-        assert second.result(timeout=WAIT) is True
         # b1 runs long on the second fake: b2, behind it, is asked back for the idle worker
-        assert two.next_of(Kind.RELEASE, WAIT) == b2._task.id
+        two, b1, b2 = _two_held_then_asked_back(ctl, fakes, "fake-2", tmp_path / "gate2", 3)
         two.sock.sendall(peers.frame(Kind.RELEASED, _frames.TASK_ID.pack(b2._task.id)))
         assert b2.record(timeout=WAIT).pid == real
         two.succeed(b1._task.id, 6)
@@ -323,7 +325,7 @@ from pycrew.launchers import Launcher
 from pycrew._dispatcher._task import PREFETCH_BYTES
 from pycrew._wire import _frames
 from pycrew._wire._frames import Kind
-from tests.helpers import peers, tasks
+from tests.helpers import executor_tasks, peers, tasks
 
 class Plain(Launcher):
     # as a scheduler starts workers: no parent-death signal ties them to us
@@ -381,7 +383,7 @@ import pycrew
 from pycrew._dispatcher._task import PREFETCH_BYTES
 from pycrew._wire import _frames
 from pycrew._wire._frames import Kind
-from tests.helpers import peers, tasks
+from tests.helpers import executor_tasks, peers, tasks
 
 ctl = pycrew.local_controller(workers=1, seconds_interval=0.05)
 worker = ctl.push(os.getpid).result(timeout=60)

@@ -27,8 +27,10 @@ def capture(*args: Any, **kwargs: Any) -> tuple[tuple[Any, ...], dict[str, Any]]
     return args, kwargs
 
 
-def wait_file(path: str, seconds: float = 30.0) -> bool:
-    """True once ``path`` exists; False after ``seconds`` (so a test never hangs)."""
+def wait_file(path: str, seconds: float = 30.0, ballast: bytes = b"") -> bool:
+    """True once ``path`` exists; False after ``seconds`` (so a test never hangs).
+    ``ballast`` makes the task as large as a test needs (large tasks go only to idle
+    workers)."""
     deadline = time.monotonic() + seconds
     while not os.path.exists(path):
         if time.monotonic() > deadline:

@@ -94,17 +94,6 @@ def rendezvous(directory: str, count: int, seconds: float) -> bool:
     return True
 
 
-def gate(path: str, seconds: float, ballast: bytes = b"") -> bool:
-    """Wait (up to ``seconds``) until ``path`` exists: whether it came. ``ballast`` makes
-    the task as large as a test needs (large tasks go only to idle workers)."""
-    deadline = time.monotonic() + seconds
-    while not os.path.exists(path):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
-
-
 def mark_then_spin(path: str) -> int:
     """Leave a file behind, then hold the GIL in C code for a very long time."""
     open(path, "w").close()
