@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     import argparse
     from typing import Any
 
-    from ._engines._cluster import ClusterMonitor
+    from ._engines._cluster_monitor import ClusterMonitor
 
 
 def _add_metrics_parser(sub: Any) -> None:

@@ -24,9 +24,7 @@ from ._cluster import (
     JOB_PREFIX,
     STARTUP_LOG,
     ClusterJob,
-    ClusterJobInfo,
     ClusterLauncher,
-    ClusterMonitor,
     check_lines,
     check_megabytes,
     check_positive_int,
@@ -35,6 +33,7 @@ from ._cluster import (
     mebibytes,
     run_command,
 )
+from ._cluster_monitor import ClusterJobInfo, ClusterMonitor
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

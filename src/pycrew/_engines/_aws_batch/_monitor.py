@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..._errors import ArgumentError, LaunchError
-from .._cluster import ClusterJobInfo, ClusterMonitor
+from .._cluster_monitor import ClusterJobInfo, ClusterMonitor
 from ._jobs import (
     CONTROLLER_TAG,
     DESCRIBE_MAX,

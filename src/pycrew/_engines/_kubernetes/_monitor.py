@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..._errors import LaunchError
-from .._cluster import ClusterJobInfo, ClusterMonitor
+from .._cluster_monitor import ClusterJobInfo, ClusterMonitor
 from ._launcher import (
     CONTROLLER_NOTE,
     SESSION_LABEL,
