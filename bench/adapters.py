@@ -23,6 +23,17 @@ def chunk(n_items: int, ad: Adapter) -> int:
     return max(1, math.ceil(n_items / (4 * ad.n_workers)))
 
 
+def gather_futures(handles: list[Any], timeout: float) -> list[Any]:
+    """The values of ``concurrent.futures`` futures, in order, once all ended within
+    ``timeout`` (else TimeoutError)."""
+    from concurrent.futures import wait
+
+    _, pending = wait(handles, timeout=timeout)
+    if pending:
+        raise TimeoutError(f"{len(pending)} tasks unfinished after {timeout:.0f} s")
+    return [f.result() for f in handles]
+
+
 class Adapter:
     """A pool of ``n_workers`` worker processes behind a submit/result interface.
 
@@ -167,12 +178,7 @@ class ProcessPoolAdapter(Adapter):
         return self.ex.submit(fn, *args)
 
     def gather(self, handles: list[Any], timeout: float) -> list[Any]:
-        from concurrent.futures import wait
-
-        _, pending = wait(handles, timeout=timeout)
-        if pending:
-            raise TimeoutError(f"{len(pending)} tasks unfinished after {timeout:.0f} s")
-        return [f.result() for f in handles]
+        return gather_futures(handles, timeout)
 
     def map(self, fn: Callable[..., Any], items: Sequence[Any], timeout: float) -> list[Any]:
         # the docs advise a large chunksize for long iterables (the default sends

@@ -14,7 +14,7 @@ import tempfile
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import tasks
-from adapters import Adapter, chunk
+from adapters import Adapter, chunk, gather_futures
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -255,12 +255,7 @@ class ExecutorlibAdapter(Adapter):
         return self.ex.submit(fn, *args)
 
     def gather(self, handles: list[Any], timeout: float) -> list[Any]:
-        from concurrent.futures import wait
-
-        _, pending = wait(handles, timeout=timeout)
-        if pending:
-            raise TimeoutError(f"{len(pending)} tasks unfinished after {timeout:.0f} s")
-        return [f.result() for f in handles]
+        return gather_futures(handles, timeout)
 
     def shutdown(self) -> None:
         try:
