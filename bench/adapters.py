@@ -99,13 +99,19 @@ class PycrewAdapter(Adapter):
     # pycrew loads its controller side on first use; import it with the library
     modules = ("pycrew", "pycrew._controller._factories")
     dists = ("pycrew", "cloudpickle", "cryptography")
-    notes = "local_controller(workers=2): controller in this process, workers dial in over TCP"
+    notes = (
+        "local_controller(workers=2): controller in this process, workers dial in over TCP; "
+        "arrays of 1 MiB or more through shared memory"
+    )
     tls = "none"
+    shared_memory = True
 
     def start(self) -> None:
         import pycrew
 
-        self.ctl = pycrew.local_controller(workers=self.n_workers, tls=self.tls)
+        self.ctl = pycrew.local_controller(
+            workers=self.n_workers, tls=self.tls, shared_memory=self.shared_memory
+        )
         self.ctl.start()
         # Auto-scaling launches min(workers, unresolved tasks) workers, so a sequential
         # loop alone would get one worker. Launch both now, as the other pools do.
@@ -161,6 +167,13 @@ class PycrewTLSAdapter(PycrewAdapter):
     label = "pycrew tls=automatic"
     notes = "as pycrew, with tls='automatic' (self-signed certificate made at start)"
     tls = "automatic"
+
+
+class PycrewSocketAdapter(PycrewAdapter):
+    key = "pycrew-tcp"
+    label = "pycrew shared_memory=False"
+    notes = "as pycrew, every byte through the socket (what remote workers get)"
+    shared_memory = False
 
 
 class ProcessPoolAdapter(Adapter):
@@ -254,8 +267,9 @@ class DaskAdapter(Adapter):
 BASE_ADAPTERS: tuple[type[Adapter], ...] = (
     PycrewAdapter,
     PycrewTLSAdapter,
+    PycrewSocketAdapter,
     ProcessPoolAdapter,
     LokyAdapter,
     DaskAdapter,
 )
-PYCREW_KEYS = ("pycrew", "pycrew-tls")
+PYCREW_KEYS = ("pycrew", "pycrew-tls", "pycrew-tcp")

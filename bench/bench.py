@@ -5,6 +5,7 @@ Systems, each with 2 warm worker processes, each in its own child interpreter:
 
   pycrew       pycrew.local_controller(workers=2, tls="none")
   pycrew-tls   pycrew.local_controller(workers=2, tls="automatic")
+  pycrew-tcp   pycrew.local_controller(workers=2, shared_memory=False)
   ppe          concurrent.futures.ProcessPoolExecutor(max_workers=2)
   loky         loky.get_reusable_executor(max_workers=2)
   dask         dask.distributed LocalCluster(n_workers=2, threads_per_worker=1, processes=True)
@@ -16,8 +17,8 @@ Measurements (see bench/README.md):
   3. payload      100 MB float64 array in, arr.sum() out; MB/s = 100 / median s (5 runs)
   4. cold start   executor creation -> first result with 2 new workers, fresh interpreter
                   each time, median of 5; the import is timed separately
-  plus the raw floor of this machine, measured in the same run: 64-byte ping-pong
-  over loopback TCP between two processes.
+  plus the raw floors of this machine, measured in the same run: 64-byte ping-pong
+  over loopback TCP between two processes, and one memcpy of the payload's array.
 
 Usage (from the repository root):
 
@@ -462,6 +463,24 @@ def echo_main(port: int) -> None:
                 sock.sendall(buf)
 
 
+def measure_memcpy(cfg: Config) -> dict[str, Any]:
+    """One copy of the payload's array into memory already faulted in: the floor of
+    moving it between two processes on this machine is one such copy each way."""
+    import numpy as np
+
+    src = np.random.default_rng(12345).random(round(cfg.pl_mb * MB / 8))
+    dst = np.empty_like(src)
+    np.copyto(dst, src)  # the destination's pages, faulted in once
+    samples = []
+    for _ in range(max(5, cfg.pl_reps)):
+        t0 = now()
+        np.copyto(dst, src)
+        samples.append(now() - t0)
+    out = summarize(samples)
+    out["array_mb"] = src.nbytes / MB
+    return out
+
+
 def child_floor(cfg: Config, procs: Descendants) -> dict[str, Any]:
     out: dict[str, Any] = {"system": "floor", "errors": {}}
     with socket.create_server(("127.0.0.1", 0)) as srv:
@@ -495,6 +514,10 @@ def child_floor(cfg: Config, procs: Descendants) -> dict[str, Any]:
                     out[mode] = in_us(summarize(samples))
         except Exception as exc:
             out["errors"]["floor"] = error_text(exc)
+        try:
+            out["memcpy"] = measure_memcpy(cfg)
+        except Exception as exc:
+            out["errors"]["memcpy"] = error_text(exc)
         finally:
             try:
                 echo.wait(10)

@@ -225,6 +225,7 @@ def render(run: dict[str, Any]) -> str:
     else:
         add(f"Raw floor: not measured ({_errors_line(floor)})")
     add("")
+    add_shared_memory(lines, run)
 
     pycrew = [k for k in PYCREW_KEYS if k in systems and "summary" in systems[k]]
     peers = [k for k in systems if k not in PYCREW_KEYS and "summary" in systems[k]]
@@ -303,6 +304,37 @@ def render(run: dict[str, Any]) -> str:
     end = ", ".join(f"{x:.2f}" for x in meta["loadavg_end"])
     add(f"Run wall time {meta['wall_s']:.0f} s; load avg at end {end}")
     return "\n".join(lines)
+
+
+def add_shared_memory(lines: list[str], run: dict[str, Any]) -> None:
+    """The payload in and in+out through shared memory, the socket, and two memcpy."""
+    systems, memcpy = run["systems"], run.get("floor", {}).get("memcpy")
+    shm = systems.get("pycrew", {}).get("summary")
+    tcp = systems.get("pycrew-tcp", {}).get("summary")
+    if shm is None or not memcpy:
+        return
+    mb = memcpy["array_mb"]
+    copy_ms = 1000 * memcpy["median"]
+
+    def ms(rate: float | None) -> float | None:
+        return None if not rate else 1000 * mb / rate
+
+    in_ms, both_ms = ms(shm.get("mb_per_s")), ms(shm.get("mb_per_s_out"))
+    text = (
+        f"Payload through shared memory, same run: {mb:g} MB in {fmt(in_ms, 1)} ms, in+out "
+        f"{fmt(both_ms, 1)} ms; one memcpy of the array {fmt(copy_ms, 1)} ms, so in+out is "
+        f"{ratio(both_ms, 2 * copy_ms)} {TIMES} the time of two (the floor: one copy each way)."
+    )
+    if tcp is not None:
+        tcp_in, tcp_both = ms(tcp.get("mb_per_s")), ms(tcp.get("mb_per_s_out"))
+        faster_in = fmt_ratio(better_ratio("time", in_ms, tcp_in))
+        faster_both = fmt_ratio(better_ratio("time", both_ms, tcp_both))
+        text += (
+            f" Through the socket (shared_memory=False): in {fmt(tcp_in, 1)} ms, in+out "
+            f"{fmt(tcp_both, 1)} ms; shared memory is {faster_in} and {faster_both} {TIMES} "
+            "as fast."
+        )
+    lines.extend([text, ""])
 
 
 def add_many_tasks(lines: list[str], run: dict[str, Any]) -> None:

@@ -10,11 +10,9 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
 from typing import TYPE_CHECKING
 
-import psutil
 import pytest
 
 import pycrew
@@ -24,10 +22,9 @@ from pycrew._wire._frames import Kind
 from pycrew.launchers import Launcher
 from tests.helpers import executor_tasks, peers, tasks
 from tests.helpers.common import wait_until
-from tests.helpers.scripts import ROOT
+from tests.helpers.scripts import alive, controller_script
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
     from pathlib import Path
 
     from pycrew.launchers import WorkerSpec
@@ -47,43 +44,10 @@ def test_a_forked_child_does_not_hide_the_workers_death() -> None:
             wait_until(lambda: not ctl.pids(), WAIT, "the dead worker to leave pids()")
             assert ctl.push(tasks.add, 1, 1).result(timeout=WAIT) == 2
             # and what the dead worker's task left behind is ended too
-            wait_until(lambda: not _alive(child), WAIT, "the forked child to be ended")
+            wait_until(lambda: not alive(child), WAIT, "the forked child to be ended")
         finally:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(child, signal.SIGKILL)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
-@contextlib.contextmanager
-def controller_script(
-    path: Path, source: str, *args: str
-) -> Iterator[tuple[subprocess.Popen[str], list[int]]]:
-    """Run ``source`` as a controller's script; yield it and the pids on its first line.
-
-    Whatever the test does, the script and those processes end afterwards.
-    """
-    path.write_text(source)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
-    controller = subprocess.Popen(
-        [sys.executable, str(path), *args], stdout=subprocess.PIPE, text=True, env=env
-    )
-    pids: list[int] = []
-    try:
-        assert controller.stdout is not None
-        pids = [int(pid) for pid in controller.stdout.readline().split()]
-        yield controller, pids
-    finally:
-        controller.kill()
-        controller.wait(WAIT)
-        for pid in pids:
-            if _alive(pid):
-                os.kill(pid, signal.SIGKILL)
 
 
 @pytest.mark.parametrize("how", ["tasks_max", "terminate"])
@@ -93,10 +57,10 @@ def test_children_a_task_left_end_with_its_worker(how: str) -> None:
     ctl = pycrew.local_controller(workers=1, seconds_interval=0.05, **options)
     try:
         child = ctl.push(tasks.fork_sleeper, 60).result(timeout=WAIT)
-        assert _alive(child)
+        assert alive(child)
         if how == "terminate":
             ctl.terminate()
-        wait_until(lambda: not _alive(child), WAIT, "the child to end with its worker")
+        wait_until(lambda: not alive(child), WAIT, "the child to end with its worker")
     finally:
         ctl.terminate()
 
@@ -350,7 +314,7 @@ def test_a_worker_ends_when_its_controller_is_killed(tmp_path: Path, task: str) 
         (worker,) = pids
         controller.kill()  # SIGKILL: nothing of the controller runs any more
         controller.wait(WAIT)
-        wait_until(lambda: not _alive(worker), 15, "the orphaned worker to end")
+        wait_until(lambda: not alive(worker), 15, "the orphaned worker to end")
 
 
 def test_a_stopped_worker_is_ended_after_seconds_heartbeat(tmp_path: Path) -> None:
@@ -406,7 +370,7 @@ def test_a_killed_controller_leaves_no_worker_and_no_child(tmp_path: Path) -> No
         assert len(pids) == 2
         controller.kill()
         controller.wait(WAIT)
-        wait_until(lambda: not any(map(_alive, pids)), 15, "the worker and its child to end")
+        wait_until(lambda: not any(map(alive, pids)), 15, "the worker and its child to end")
 
 
 def _receiving(ctl: pycrew.Controller) -> bool:
@@ -421,7 +385,8 @@ def _receiving(ctl: pycrew.Controller) -> bool:
 
 
 def test_a_worker_killed_while_sending_a_large_result(tmp_path: Path) -> None:
-    with pycrew.local_controller(workers=1, seconds_interval=0.05) as ctl:
+    # through the socket: shared memory (tests/wire/test_shared_memory.py) reads no stream
+    with pycrew.local_controller(workers=1, seconds_interval=0.05, shared_memory=False) as ctl:
         pid = ctl.push(os.getpid).result(timeout=WAIT)
         future = ctl.push(tasks.big_buffer, 512 << 20)
         wait_until(lambda: _receiving(ctl), 60, "the result to be on its way")

@@ -21,6 +21,7 @@ PAGES = (
     "docs/environment.md",
     "docs/watching.md",
     "docs/resources.md",
+    "docs/performance.md",
 )
 #: what some examples must print (page, block index) -> substrings
 EXPECT = {
@@ -67,6 +68,7 @@ EXPECT = {
     ("docs/resources.md", 2): ["gpus=3 (at most 2) on this machine"],
     ("docs/resources.md", 3): ["cpu 0\n"],
     ("docs/resources.md", 4): ["trained on 3\n", "trained on 30\n"],
+    ("docs/performance.md", 0): ["[3. 3. 3.] [1. 1. 1.]"],
     ("docs/watching.md", 0): ["10 succeeded on"],
     ("docs/watching.md", 1): ["100 tasks ended"],
     ("docs/watching.md", 2): ["http://127.0.0.1:", "[1024, 59049]"],

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import pickle
 import secrets
 import socket
 import time
@@ -83,6 +82,8 @@ class FakeWorker:
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.decoder = _frames.Decoder(1 << 30, allow_buffers=True)
+        #: the controller's WELCOME (JSON), once read
+        self.welcome: dict[str, Any] = {}
 
     def frame(self, seconds: float = DROP_SECONDS) -> _frames.Frame:
         deadline = time.monotonic() + seconds
@@ -90,10 +91,27 @@ class FakeWorker:
             left = deadline - time.monotonic()
             assert left > 0, f"no frame from the controller in {seconds} s"
             self.sock.settimeout(left)
-            chunk = self.sock.recv(1 << 16)
+            try:
+                chunk = self.sock.recv(1 << 16)
+            except TimeoutError:
+                raise AssertionError(f"no frame from the controller in {seconds} s") from None
             assert chunk, "the controller closed the connection"
             self.decoder.feed(chunk)
         return self.decoder.frames.pop(0)
+
+    def closed(self, seconds: float = DROP_SECONDS) -> bool:
+        """Whether the controller hangs up within ``seconds`` (what it sends is skipped)."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            self.sock.settimeout(left)
+            try:
+                if not self.sock.recv(1 << 16):
+                    return True
+            except TimeoutError:
+                break
+            except ConnectionResetError:
+                return True
+        return False
 
     def next_task(self) -> int:
         """Wait for a TASK frame (skipping others); return its task id."""
@@ -113,18 +131,27 @@ class FakeWorker:
 
     def succeed(self, task_id: int, value: object) -> None:
         """Send the result of a task as a real worker does: a success with ``value``."""
-        # (status, value, error, trace, warnings, seconds, seed, memory peak, CPU seconds)
-        outcome = ("success", value, None, None, None, 0.0, None, None, None)
-        body = pickle.dumps(outcome, protocol=5)
-        self.sock.sendall(frame(Kind.RESULT, _frames.RESULT_HEAD.pack(task_id, 0, 0, 0.0) + body))
+        self.sock.sendall(b"".join(bytes(p) for p in result_pieces(task_id, value)))
+
+
+def result_pieces(task_id: int, value: object) -> tuple[Any, ...]:
+    """A RESULT frame for a success with ``value``, its large buffers out of band."""
+    # (status, value, error, trace, warnings, seconds, seed, memory peak, CPU seconds)
+    outcome = ("success", value, None, None, None, 0.0, None, None, None)
+    body, buffers = _frames.dumps(outcome)
+    return _frames.encode(Kind.RESULT, _frames.RESULT_HEAD.pack(task_id, 0, 0, 0.0) + body, buffers)
 
 
 @contextlib.contextmanager
-def fake_worker(ctl: pycrew.Controller, worker_id: str = "fake") -> Iterator[FakeWorker]:
+def fake_worker(
+    ctl: pycrew.Controller, worker_id: str = "fake", **claims: Any
+) -> Iterator[FakeWorker]:
+    """A fake worker that passed the handshake; ``claims`` go in its AUTH."""
     secret = bytes.fromhex(ctl._env[_frames.SECRET_ENV])
     with rogue(ctl) as (sock, hello):
-        sock.sendall(auth(hello, secret, id=worker_id))
+        sock.sendall(auth(hello, secret, id=worker_id, **claims))
         fake = FakeWorker(sock)
-        kind, _meta, _ = fake.frame()
+        kind, meta, _ = fake.frame()
         assert kind == Kind.WELCOME
+        fake.welcome = _frames.parse_json(meta)
         yield fake

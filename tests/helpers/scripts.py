@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import psutil
+
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
+
+#: how long a script's controller and processes get to end
+WAIT = 30
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -51,3 +58,36 @@ def run_python(
         timeout=seconds,
         check=False,
     )
+
+
+def alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+@contextlib.contextmanager
+def controller_script(
+    path: Path, source: str, *args: str
+) -> Iterator[tuple[subprocess.Popen[str], list[int]]]:
+    """Run ``source`` as a controller's script; yield it and the pids on its first line.
+
+    Whatever the test does, the script and those processes end afterwards.
+    """
+    path.write_text(source)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
+    controller = subprocess.Popen(
+        [sys.executable, str(path), *args], stdout=subprocess.PIPE, text=True, env=env
+    )
+    pids: list[int] = []
+    try:
+        assert controller.stdout is not None
+        pids = [int(pid) for pid in controller.stdout.readline().split()]
+        yield controller, pids
+    finally:
+        controller.kill()
+        controller.wait(WAIT)
+        for pid in pids:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)

@@ -581,3 +581,38 @@ def hold_memory_in_child(mb: int, path: str) -> int:
         "time.sleep(120)\n"
     )
     return subprocess.run([sys.executable, "-c", code, path], check=False, timeout=120).returncode
+
+
+# ------------------------------------------------------------- shared memory
+def segment_maps() -> list[tuple[int, int]]:
+    """The address ranges of this process's maps of pycrew's shared-memory segments."""
+    ranges = []
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            if "memfd:pycrew-shm" in line:
+                start, end = line.split()[0].split("-")
+                ranges.append((int(start, 16), int(end, 16)))
+    return ranges
+
+
+def in_segment(a: Any) -> bool:
+    """Whether an array's memory is a map of one of pycrew's shared-memory segments."""
+    address = a.__array_interface__["data"][0]
+    return any(start <= address < end for start, end in segment_maps())
+
+
+def where_argument_lives(a: Any) -> tuple[bool, bool, float, object]:
+    """Whether the argument is a map of a segment, whether it can be written (it is,
+    which must stay this task's own), its first value as it came, and a new array."""
+    shared, first = in_segment(a), float(a[0])
+    a[0] += 1000
+    return shared, bool(a.flags.writeable), first, a * 2
+
+
+def hold_array_until(a: Any, path: str) -> int:
+    """Hold the argument (mapped here) until ``path`` exists; its size."""
+    open(path + ".started", "w").close()
+    deadline = time.monotonic() + 600
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return int(a.nbytes)

@@ -114,7 +114,8 @@ def test_decoder_raises_only_protocol_error_on_garbage(
 def test_decoder_refuses_a_huge_frame_from_its_header_alone(lens: list[int], limit: int) -> None:
     decoder = _frames.Decoder(limit, True)
     head = HEADER.pack(Kind.RESULT, 0, len(lens), 9) + b"".join(LENGTH.pack(n) for n in lens)
-    with pytest.raises(ProtocolError, match="exceeds the limit"):
+    # 2^63 alone is the bit of a buffer in shared memory, which this peer did not agree to
+    with pytest.raises(ProtocolError, match=r"exceeds the limit|did not agree"):
         decoder.feed(head)  # refused before the meta even arrives, and before any allocation
     assert decoder._bufs == []
 

@@ -13,8 +13,8 @@ import psutil
 
 import pycrew
 from pycrew._wire import _frames
-from tests.dispatcher.test_hygiene import _alive, controller_script
 from tests.helpers.common import wait_until
+from tests.helpers.scripts import alive, controller_script
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -211,8 +211,8 @@ def test_a_killed_controller_takes_its_template_and_forked_workers_along(tmp_pat
         template, worker = found
         assert template != controller.pid  # forked by the template
         assert psutil.Process(template).ppid() == controller.pid
-        assert _alive(worker)
+        assert alive(worker)
         controller.kill()  # SIGKILL: nothing of the controller runs any more
         controller.wait(WAIT)
         for pid in found:
-            wait_until(lambda p=pid: not _alive(p), 15, f"process {pid} to end")
+            wait_until(lambda p=pid: not alive(p), 15, f"process {pid} to end")

@@ -140,6 +140,7 @@ class Controller(Watching, Provisioning):
         seconds_drain: float = 0,
         memory: int | None = None,
         resources: Mapping[str, int | str] | Resources | None = None,
+        shared_memory: bool = True,
     ) -> None:
         name = check_name(secrets.token_hex(4) if name is None else name)
         self.workers = check_int("workers", workers, 1)
@@ -166,6 +167,8 @@ class Controller(Watching, Provisioning):
         self.crashes_max = check_int("crashes_max", crashes_max, 0)
         self.seed = check_seed(seed)
         self.bytes_max = check_bytes_max(bytes_max)
+        #: large arrays to and from workers on this machine go through shared memory
+        self.shared_memory = check_flag("shared_memory", shared_memory)
         if metrics is not None and not isinstance(metrics, Metrics):
             raise ArgumentTypeError(f"metrics must be a pycrew.Metrics or None, got {metrics!r}")
         if backup is not None and not isinstance(backup, Controller):
@@ -290,6 +293,7 @@ class Controller(Watching, Provisioning):
                     # a worker that may leave after a task must not hold another
                     prefetch=math.isinf(self.tasks_max) and math.isinf(self.seconds_wall),
                     observed=Observed(self.name),
+                    shared_memory=self.shared_memory,
                 )
             except OSError as exc:
                 raise CrewError(

@@ -483,6 +483,7 @@ def local_controller(
     relay_output: bool = True,
     template: bool = True,
     resources: Mapping[str, int | str] | Resources | None = None,
+    shared_memory: bool = True,
     gpus: Sequence[int | str] | None = None,
     capacity: Mapping[str, int | str] | None = None,
 ) -> Controller:
@@ -581,6 +582,10 @@ def local_controller(
         capacity: what the machine has for workers with a shape, where its
             own figures are not what you want: fewer ``cpus`` or less
             ``memory``, or named counts (``{"license": 2}``).
+        shared_memory: arrays and buffers of 1 MiB or more travel between the
+            controller and its workers through shared memory (anonymous
+            memory files the kernel frees with their last holder) instead of
+            the socket; ``False``: everything goes through the socket.
     """
     return Controller(
         LocalLauncher(
@@ -626,6 +631,7 @@ def local_controller(
         seconds_drain=seconds_drain,
         memory=memory,
         resources=resources,
+        shared_memory=shared_memory,
     )
 
 

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._errors import ProtocolError
 from .._results import Status
-from .._wire import _frames
+from .._wire import _frames, _shm
 from .._wire._frames import Kind
 from ._handshake import _AUTH, _READY, _TLS_SHAKE, Conn, Doorway
 from ._locality import Locality
@@ -49,6 +49,7 @@ from ._outbox import Outbox
 from ._pacing import Pacing, Placement
 from ._provisions import Provisions
 from ._shapes import Shapes
+from ._sharing import Sharing
 from ._task import DONE, FORWARDED, NO_FRAME, QUEUED, RUNNING, WAITING, Resolutions, settle_all
 
 if TYPE_CHECKING:
@@ -84,7 +85,7 @@ def _ahead_bytes(conn: Conn) -> int:
     return sum(task.size for task in itertools.islice(tasks, 1, None)) if len(tasks) > 1 else 0
 
 
-class Dispatcher(Outbox, Doorway, Placement, Locality, Provisions, Shapes, Resolutions):
+class Dispatcher(Outbox, Sharing, Doorway, Placement, Locality, Provisions, Shapes, Resolutions):
     """Owns the listening socket, the worker connections and the task queue.
 
     Args:
@@ -109,6 +110,8 @@ class Dispatcher(Outbox, Doorway, Placement, Locality, Provisions, Shapes, Resol
         prefetch: let a busy worker hold up to ``PREFETCH_DEPTH`` small tasks,
             so it starts the next without waiting for a round trip. A worker that goes idle
             while another holds an unstarted task asks for it back.
+        shared_memory: large buffers to and from workers on this machine go
+            through shared memory (``_sharing``) rather than the socket.
     """
 
     def __init__(
@@ -127,8 +130,10 @@ class Dispatcher(Outbox, Doorway, Placement, Locality, Provisions, Shapes, Resol
         on_crash: Callable[[Task, str], bool] | None = None,
         on_output: Callable[[list[tuple[str, int, str]]], None] | None = None,
         observed: Observed | None = None,
+        shared_memory: bool = True,
     ) -> None:
         super().__init__(listeners)
+        self.probe = _shm.Probe.make() if shared_memory else None
         if observed is not None:
             self.observed = observed
         self.secret = secret
@@ -556,6 +561,7 @@ class Dispatcher(Outbox, Doorway, Placement, Locality, Provisions, Shapes, Resol
             self.observed.bytes_received += n
             if decoder.frames:
                 frames, decoder.frames = decoder.frames, []
+                self._let_go(conn)
                 for frame in frames:
                     self._on_frame(conn, frame)
                     if conn.sock.fileno() < 0:
@@ -643,6 +649,8 @@ class Dispatcher(Outbox, Doorway, Placement, Locality, Provisions, Shapes, Resol
                 conn.last_words = meta[:_LAST_WORDS_MAX].decode("utf-8", "replace")
             else:
                 log.info("worker %s: %s", conn.info.id if conn.info else "?", meta[:200])
+        elif kind == Kind.SHM_READY or kind == Kind.SHM_DONE:
+            self._on_memory_frame(conn, kind, meta)
         elif kind == Kind.BYE:
             # Sent while idle: whatever is on its way to this worker never ran.
             conn.leaving = True
@@ -695,6 +703,7 @@ class Dispatcher(Outbox, Doorway, Placement, Locality, Provisions, Shapes, Resol
         self.idle_shaped.pop(conn, None)
         self.ahead.discard(conn)
         self.packed.discard(conn)
+        self._close_segments(conn)
         info = conn.info
         if info is None:
             if why:
@@ -737,6 +746,7 @@ class Dispatcher(Outbox, Doorway, Placement, Locality, Provisions, Shapes, Resol
     def _on_timers(self) -> None:
         now = time.monotonic()
         self.receive_pool.expire(now, _SPARES_SECONDS)
+        self._tend_segments(self.workers.values(), now, _SPARES_SECONDS)
         if self.pacing.expired(now) and self.queue and self.idle:
             self._drain()  # the busy workers are stuck: what waited for them goes
         if self.packed:
@@ -768,6 +778,8 @@ class Dispatcher(Outbox, Doorway, Placement, Locality, Provisions, Shapes, Resol
                     self._flush(conn)
                 with contextlib.suppress(OSError):
                     conn.sock.close()
+                self._close_segments(conn)
+            self._close_probe()
             self.conns.clear()
             self.unauthenticated.clear()
             self.workers.clear()

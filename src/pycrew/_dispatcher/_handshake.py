@@ -22,7 +22,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from .._errors import ProtocolError
-from .._wire import _frames
+from .._wire import _frames, _shm
 from .._wire._frames import Kind
 from ._task import WorkerInfo
 
@@ -48,6 +48,7 @@ class Conn:
     """One worker connection as the dispatcher sees it."""
 
     __slots__ = (
+        "answered",
         "deadline",
         "decoder",
         "head_since",
@@ -57,6 +58,8 @@ class Conn:
         "leaving",
         "nonce",
         "out",
+        "peer",
+        "segments",
         "shape",
         "shared",
         "sock",
@@ -91,6 +94,12 @@ class Conn:
         self.started = 0.0
         #: keys of the shared objects sent to this worker: each goes at most once
         self.shared: set[int] = set()
+        #: reads the worker's shared-memory segments, when it is on this machine
+        self.peer: _shm.Peer | None = None
+        #: our segments lent to it, once it said it can read them (SHM_READY)
+        self.segments: _shm.Segments | None = None
+        #: whether it answered the offer of shared memory (SHM_READY, once)
+        self.answered = False
 
 
 class Doorway:
@@ -123,6 +132,9 @@ class Doorway:
         raise NotImplementedError
 
     def _refill(self, conn: Conn) -> None:
+        raise NotImplementedError
+
+    def _offer_memory(self, conn: Conn, pid: object, auth: dict[str, Any]) -> dict[str, Any]:
         raise NotImplementedError
 
     def _accept(self) -> None:
@@ -212,14 +224,14 @@ class Doorway:
                 if self.on_refused is not None:
                     self.on_refused(worker_id, problem)
             return
+        pid = auth.get("pid")
         reply = {
             "mac": _frames.mac(self.secret, b"controller", nonce_w, conn.nonce),
             "settings": self.settings,
-        }
+        } | self._offer_memory(conn, pid, auth)
         self._write(conn, _frames.encode(Kind.WELCOME, _frames.json_meta(reply)))
         for frame in self.setup:
             self._write(conn, frame)
-        pid = auth.get("pid")
         conn.info = WorkerInfo(
             worker_id, pid if isinstance(pid, int) else None, str(auth.get("host", "")) or None
         )
@@ -230,12 +242,14 @@ class Doorway:
         self.watch.discard(conn)
         self.unauthenticated.pop(conn, None)
         conn.decoder = _frames.Decoder(
-            self.bytes_max, allow_buffers=True, alloc=self.receive_pool.take
+            self.bytes_max, allow_buffers=True, alloc=self.receive_pool.take, peer=conn.peer
         )
         self.workers[worker_id] = conn
         self.cumulative += 1
         self.on_worker("connected", worker_id)
-        self._refill(conn)
+        if conn.peer is None:
+            self._refill(conn)
+        # else: its first task goes once it said whether it reads our segments
 
     def _log_drop(self, why: str) -> None:
         """Log dropped strangers at a bounded rate: a flood must not flood the log too."""

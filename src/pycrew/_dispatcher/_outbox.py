@@ -50,6 +50,11 @@ class Outbox:
     def _write(self, conn: Conn, pieces: Sequence[Any]) -> None:
         """Queue bytes for a worker; they leave at the next ``_flush_dirty()``."""
         # pieces are bytes, or flat byte views (pickle's raw buffers)
+        segments = conn.segments
+        if len(pieces) > 1 and segments is not None:  # a worker on this machine
+            before = segments.bytes
+            pieces = segments.share(pieces)
+            self.bytes_sent += segments.bytes - before  # what the socket does not carry
         conn.out.extend(pieces)
         self.dirty.add(conn)
 

@@ -40,13 +40,14 @@ import time
 
 from .._errors import ProtocolError
 from .._version import __version__
+from . import _shm
 
 TYPE_CHECKING = False  # typing itself is slow to import, and workers start often
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
     from typing import Any
 
-PROTOCOL = 3
+PROTOCOL = 4
 PREAUTH_MAX = 4096
 #: default limit on one frame after authentication: a task with its data, or a result
 BYTES_MAX = 4 << 30
@@ -122,6 +123,11 @@ class Kind(enum.IntEnum):
     #: worker -> controller: why the worker is about to die (UTF-8 text, such as
     #: a task over its memory limit); the connection drops right after it
     LAST_WORDS = 25
+    #: worker -> controller: it read the controller's probe; large buffers may
+    #: come to it through shared memory from now on (``_shm``)
+    SHM_READY = 26
+    #: either way: the shared-memory segments named (u32 descriptors) were read
+    SHM_DONE = 27
 
 
 #: received buffers at least this large get fresh pages instead of a bytearray
@@ -252,11 +258,13 @@ class Decoder:
         "_kind",
         "_lens",
         "_meta",
+        "_sizes",
         "alloc",
         "allow_buffers",
         "buf",
         "frames",
         "limit",
+        "peer",
     )
 
     def __init__(
@@ -264,10 +272,15 @@ class Decoder:
         limit: int,
         allow_buffers: bool,
         alloc: Callable[[int], Buffer] = receive_buffer,
+        peer: _shm.Peer | None = None,
     ) -> None:
         self.limit = limit
         self.allow_buffers = allow_buffers
         self.alloc = alloc
+        #: reads the shared-memory buffers of a peer that agreed to send them
+        self.peer = peer
+        #: a frame's buffer sizes, where some travel through shared memory
+        self._sizes: list[int] | None = None
         self.buf = bytearray()
         self.frames: list[Frame] = []
         self._kind = 0
@@ -312,9 +325,11 @@ class Decoder:
                     if need:
                         return
                     if len(self._bufs) < len(self._lens):
-                        self._bufs.append(self.alloc(self._lens[len(self._bufs)]))
+                        self._bufs.append(self._slot(len(self._bufs)))
                         self._filled = 0
                         continue
+                    if self._sizes is not None:
+                        self._read_shared()
                     self.frames.append((self._kind, self._meta, self._bufs))
                     self._lens, self._bufs = [], []
                     continue
@@ -331,15 +346,19 @@ class Decoder:
                     LENGTH.unpack_from(buf, pos + HEADER.size + LENGTH.size * i)[0]
                     for i in range(nbuf)
                 ]
-                check_size(meta_len + sum(lens), self.limit)
+                check_size(meta_len + sum(n & ~_shm.SHARED for n in lens), self.limit)
+                sizes = _shared_sizes(lens, self.peer)
                 end = start + meta_len
                 if len(buf) < end:
                     return
                 meta = bytes(buf[start:end])
                 if nbuf:
+                    self._sizes = sizes
+                    if sizes is not None:
+                        lens = [_shm.REF.size if n & _shm.SHARED else n for n in lens]
                     self._lens = lens
                     self._kind, self._meta = kind, meta
-                    self._bufs = [self.alloc(lens[0])]
+                    self._bufs = [self._slot(0)]
                     self._filled = 0
                 else:
                     self.frames.append((kind, meta, NO_BUFFERS))
@@ -347,6 +366,32 @@ class Decoder:
         finally:
             if pos:
                 del buf[:pos]
+
+    def _slot(self, i: int) -> Buffer:
+        """Room for buffer ``i`` of the frame: its bytes, or its shared-memory reference."""
+        if self._sizes is not None and self._sizes[i] >= 0:
+            return bytearray(self._lens[i])
+        return self.alloc(self._lens[i])
+
+    def _read_shared(self) -> None:
+        sizes, self._sizes = self._sizes, None
+        assert sizes is not None
+        assert self.peer is not None
+        for i, size in enumerate(sizes):
+            if size >= 0:
+                self._bufs[i] = self.peer.read(self._bufs[i], size, self.alloc)
+
+
+def _shared_sizes(lens: list[int], peer: _shm.Peer | None) -> list[int] | None:
+    """For a frame with buffers in shared memory, the size of each (-1: on the wire).
+
+    None when all its buffers travel on the wire.
+    """
+    if not any(n & _shm.SHARED for n in lens):
+        return None
+    if peer is None:
+        raise ProtocolError("a shared-memory buffer from a peer that did not agree to send one")
+    return [n & ~_shm.SHARED if n & _shm.SHARED else -1 for n in lens]
 
 
 def check_size(size: int, limit: int) -> None:

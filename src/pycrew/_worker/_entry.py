@@ -79,7 +79,7 @@ def run_worker(address: str, worker_id: str, tls: bool) -> int:
     import os
 
     from .._wire import _frames
-    from ._worker import _take_env
+    from ._dial import _take_env
     from ._worker import main as worker_main
 
     if worker_id:

@@ -36,13 +36,13 @@ import types
 from .._errors import ProtocolError
 from .._operations import _logs
 from .._version import __version__
-from .._wire import _frames
+from .._wire import _frames, _shm
 from .._wire._frames import Kind
 from . import _memory, _values, _watchdog
+from ._dial import Settings, connect, read_frame, send_pieces
 from ._evaluate import (
     CANCEL,
     ERROR,
-    Cleanup,
     Interrupted,
     Interruptible,
     Meter,
@@ -67,48 +67,9 @@ SETUP_ID = 0
 PARENT_ENV = "PYCREW_PARENT_PID"
 #: set by a job script that starts several workers
 OWN_GROUP_ENV = "PYCREW_OWN_GROUP"
-HANDSHAKE_SECONDS = 15.0
 INTERRUPT_EVERY = 0.2
 #: an idle worker frees its spare receive buffers after this long
 SPARES_SECONDS = 2.0
-#: seconds_heartbeat when the controller says nothing of it
-HEARTBEAT_SECONDS = 10.0
-
-
-class Settings:
-    """Worker limits and clean-up flags, as the controller sent them."""
-
-    def __init__(
-        self,
-        seconds_idle: float,
-        seconds_wall: float,
-        tasks_max: float,
-        tasks_timers: int,
-        cleanup: Cleanup,
-        bytes_max: int = _frames.BYTES_MAX,
-        metrics: dict[str, Any] | None = None,
-        seconds_heartbeat: float = HEARTBEAT_SECONDS,
-        relay_output: bool = False,
-        seconds_drain: float = 0.0,
-    ) -> None:
-        #: what a task that says nothing of its length is taken to need, before
-        #: the job ends (its own seconds_timeout, when given, wins)
-        self.seconds_drain = seconds_drain
-        #: when this worker must be gone (time.monotonic()): its job's end
-        self.job_end = _job_end()
-        #: send what tasks print to the controller, too
-        self.relay_output = relay_output
-        #: how long the kernel may wait on an unanswered peer, and the watchdog
-        #: on a stopped worker, before giving up on it
-        self.seconds_heartbeat = seconds_heartbeat
-        self.seconds_idle = seconds_idle
-        self.seconds_wall = seconds_wall
-        self.tasks_max = tasks_max
-        self.tasks_timers = tasks_timers
-        self.bytes_max = bytes_max
-        self.cleanup = cleanup
-        #: ``{"path": ..., "seconds_interval": ...}`` to sample this process, or None
-        self.metrics = metrics
 
 
 def _die_with_parent() -> None:
@@ -123,49 +84,6 @@ def _die_with_parent() -> None:
     # the parent may have died before prctl took effect
     if str(os.getppid()) != parent:
         os._exit(EXIT_CONNECTION)
-
-
-def _read_exact(stream: IO[bytes], n: int) -> bytes:
-    data = stream.read(n)
-    if data is None or len(data) < n:
-        raise EOFError
-    return data
-
-
-def read_frame(
-    stream: IO[bytes],
-    limit: int,
-    allow_buffers: bool,
-    alloc: Callable[[int], _frames.Buffer] = _frames.receive_buffer,
-) -> _frames.Frame:
-    kind, _flags, nbuf, meta_len = _frames.HEADER.unpack(_read_exact(stream, _frames.HEADER.size))
-    if kind != Kind.TASK:
-        # only a task's buffers go back to the pool after it: a shared object keeps its own
-        alloc = _frames.receive_buffer
-    if nbuf and not allow_buffers:
-        raise ProtocolError("buffers before authentication")
-    _frames.check_size(meta_len, limit)
-    lens = [_frames.LENGTH.unpack(_read_exact(stream, 8))[0] for _ in range(nbuf)]
-    _frames.check_size(meta_len + sum(lens), limit)
-    meta = _read_exact(stream, meta_len)
-    bufs = []
-    for n in lens:
-        buf = alloc(n)
-        view = memoryview(buf)
-        got = 0
-        while got < n:
-            k = stream.readinto(view[got:])  # type: ignore[attr-defined]
-            if not k:
-                raise EOFError
-            got += k
-        view.release()
-        bufs.append(buf)
-    return kind, meta, bufs
-
-
-def _send(sock: socket.socket, pieces: Sequence[Any]) -> None:
-    for piece in pieces:
-        sock.sendall(piece)
 
 
 #: run once at exit, from whichever thread ends the process (the last metrics sample)
@@ -194,10 +112,6 @@ def _log(message: str) -> None:
         file=sys.stderr,
         flush=True,
     )
-
-
-def _limit(value: Any) -> float:
-    return math.inf if value is None else float(value)
 
 
 class Worker:
@@ -235,13 +149,16 @@ class Worker:
         self.relay: _logs.Relay | None = None
         #: ends this worker over its memory limit, when it has one
         self.memory: _memory.Guard | None = None
+        #: shared memory with the controller (both None unless it is on this machine)
+        self.peer = _shm.Peer(settings.shm_pid) if settings.shm_pid else None
+        self.segments = _shm.Segments() if settings.shm_pid else None
 
     # reader thread -------------------------------------------------------
     def read_forever(self) -> None:
         try:
             while True:
                 limit = self.settings.bytes_max
-                kind, meta, bufs = read_frame(self.stream, limit, True, self.pool.take)
+                kind, meta, bufs = read_frame(self.stream, limit, True, self.pool.take, self.peer)
                 if kind == Kind.TASK or kind == Kind.TASK_INPUTS:
                     (task_id,) = _frames.TASK_ID.unpack_from(meta)
                     with self.lock:
@@ -269,8 +186,15 @@ class Worker:
                 elif kind == Kind.CANCEL:
                     (task_id,) = _frames.TASK_ID.unpack_from(meta)
                     self.cancel(task_id)
+                elif kind == Kind.SHM_DONE:
+                    if self.segments is None:
+                        break
+                    self.segments.done(meta)
                 elif kind == Kind.EXIT:
                     break
+                # not held here while the next frame is awaited: a task's shared
+                # buffers go back to the controller once the task lets go of them
+                del meta, bufs
         except (EOFError, OSError, ValueError, ProtocolError, struct.error):
             pass
         # The controller is gone or asked us to stop: nothing we hold matters now.
@@ -289,8 +213,10 @@ class Worker:
             self.send(_frames.encode(Kind.RELEASED, _frames.TASK_ID.pack(task_id)))
 
     def send(self, pieces: Sequence[Any]) -> None:
+        if len(pieces) > 1 and self.segments is not None:
+            pieces = self.segments.share(pieces)
         with self.send_lock:
-            _send(self.sock, pieces)
+            send_pieces(self.sock, pieces)
 
     def cancel(self, task_id: int) -> None:
         with self.lock:
@@ -357,6 +283,8 @@ class Worker:
                 memory.idle()
             del bufs
             self.pool.recycle()
+            if self.peer is not None and self.peer.maps:
+                self.let_go()
             if self.logs is not None:
                 self.logs.check()
             if last:
@@ -388,12 +316,16 @@ class Worker:
                 until = min(until, idle, wall)
             wait = None if math.isinf(until) else until
             # spare buffers are memory: keep them only while tasks keep coming
-            spare_wait = SPARES_SECONDS if self.pool.spares else None
+            segments = self.segments
+            spares = self.pool.spares or (segments is not None and segments.spares)
+            spare_wait = SPARES_SECONDS if spares else None
             if spare_wait is not None and (wait is None or spare_wait < wait):
                 try:
                     item = self.inbox.get(timeout=spare_wait)
                 except queue.Empty:
                     self.pool.drop_spares()
+                    if segments is not None:
+                        segments.expire(time.monotonic(), 0.0)
                     continue
             else:
                 try:
@@ -466,6 +398,15 @@ class Worker:
         )
         self.send(_frames.encode(Kind.RESULT, meta, out_bufs))
 
+    def let_go(self) -> None:
+        """Hand the controller back the segments no task uses any more."""
+        assert self.peer is not None
+        self.peer.release()
+        acks = self.peer.take_acks()
+        if acks is not None:
+            with contextlib.suppress(OSError):
+                self.send(_frames.encode(Kind.SHM_DONE, acks))
+
     def send_output(self, task_id: int, stream: int, text: str) -> None:
         """Relay a task's printed lines (from any thread the task runs)."""
         frame = _frames.encode(
@@ -511,155 +452,6 @@ def _phase(payload: Any) -> str:
     return "task"
 
 
-def _take_env(name: str) -> str:
-    """Remove a variable from the environment, its bytes in /proc/self/environ too.
-
-    ``os.environ.pop`` only unlinks the variable: its bytes stay in the
-    process's initial environment block, where a task could read them back
-    from /proc/self/environ. Overwrite them first.
-    """
-    value = os.environ.get(name, "")
-    if value and sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError, ValueError):
-            libc = ctypes.CDLL(None)
-            libc.getenv.restype = ctypes.c_void_p
-            libc.getenv.argtypes = [ctypes.c_char_p]
-            where = libc.getenv(name.encode())
-            if where:
-                # not NUL bytes: readers of the block take an empty entry for its end
-                ctypes.memset(where, ord("x"), len(os.fsencode(value)))
-    os.environ.pop(name, None)
-    return value
-
-
-class _Closed(Exception):
-    """The controller closed the connection before the handshake was over."""
-
-
-def connect(address: str, tls: bool) -> tuple[socket.socket, IO[bytes], Settings]:
-    """Dial, authenticate both ways, and receive the settings.
-
-    A connection closed mid-handshake is tried again for a while: a controller
-    under a flood of strangers evicts its oldest unauthenticated connections,
-    and one of them may be ours. A refusal is final.
-    """
-    secret_hex = _take_env(_frames.SECRET_ENV)
-    try:
-        secret = bytes.fromhex(secret_hex)
-    except ValueError:
-        secret = b""
-    if not secret:
-        raise ProtocolError(f"no valid secret in ${_frames.SECRET_ENV}")
-    host, _, port = address.rpartition(":")
-    host = host.strip("[]")
-    context = None
-    server_name = os.environ.pop(_frames.TLS_NAME_ENV, "") or host
-    if tls:
-        trust = os.environ.pop(_frames.TRUST_ENV, "")
-        if not trust:
-            raise ProtocolError(f"TLS is on but ${_frames.TRUST_ENV} is empty")
-        context = client_context(trust)
-    deadline = time.monotonic() + HANDSHAKE_SECONDS
-    pause = 0.05
-    while True:
-        try:
-            return _handshake(host, int(port), secret, context, server_name)
-        except _Closed as exc:
-            if time.monotonic() + pause > deadline:
-                raise ProtocolError(f"the controller kept closing the connection: {exc}") from exc
-            time.sleep(pause)
-            pause = min(2 * pause, 1.0)
-
-
-def _handshake(
-    host: str, port: int, secret: bytes, context: Any, server_name: str
-) -> tuple[socket.socket, IO[bytes], Settings]:
-    sock = socket.create_connection((host, port), timeout=HANDSHAKE_SECONDS)
-    try:
-        return _authenticate(sock, secret, context, server_name)
-    except (EOFError, ConnectionResetError, ConnectionAbortedError, BrokenPipeError) as exc:
-        sock.close()
-        raise _Closed(describe(exc)) from exc
-    except OSError as exc:
-        sock.close()
-        # ssl.SSLEOFError (the peer hung up mid-handshake) is worth a retry; a
-        # certificate that fails verification is not
-        if type(exc).__name__ == "SSLEOFError":
-            raise _Closed(describe(exc)) from exc
-        raise
-    except BaseException:
-        sock.close()
-        raise
-
-
-def _authenticate(
-    sock: socket.socket, secret: bytes, context: Any, server_name: str
-) -> tuple[socket.socket, IO[bytes], Settings]:
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    _frames.keepalive(sock)
-    if context is not None:
-        sock = context.wrap_socket(sock, server_hostname=server_name)
-    stream: IO[bytes] = sock.makefile("rb", buffering=1 << 18)  # type: ignore[assignment]
-    kind, meta, _ = read_frame(stream, _frames.PREAUTH_MAX, False)
-    if kind != Kind.HELLO:
-        raise ProtocolError("the controller did not say hello")
-    hello = _frames.parse_json(meta)
-    problem = _frames.version_problem(hello, "controller")
-    nonce_c = bytes.fromhex(str(hello.get("nonce", "")))
-    nonce_w = os.urandom(32)
-    auth = _frames.hello_fields() | {
-        "nonce": nonce_w.hex(),
-        "mac": _frames.mac(secret, b"worker", nonce_c, nonce_w),
-        "id": os.environ.get(_frames.WORKER_ENV, ""),
-        "pid": os.getpid(),
-        "host": socket.gethostname(),
-    }
-    _send(sock, _frames.encode(Kind.AUTH, _frames.json_meta(auth)))
-    if problem is not None:
-        raise ProtocolError(problem)
-    kind, meta, _ = read_frame(stream, _frames.PREAUTH_MAX, False)
-    reply = _frames.parse_json(meta)
-    if kind == Kind.REJECT:
-        raise ProtocolError(f"the controller refused us: {reply.get('reason')}")
-    if kind != Kind.WELCOME or not _frames.check_mac(
-        secret, b"controller", nonce_w, nonce_c, reply.get("mac")
-    ):
-        raise ProtocolError("the controller did not prove it knows the secret")
-    sock.settimeout(None)
-    raw = reply.get("settings", {})
-    settings = Settings(
-        seconds_idle=_limit(raw.get("seconds_idle")),
-        seconds_wall=_limit(raw.get("seconds_wall")),
-        tasks_max=_limit(raw.get("tasks_max")),
-        tasks_timers=int(raw.get("tasks_timers", 0)),
-        bytes_max=int(raw.get("bytes_max", _frames.BYTES_MAX)),
-        metrics=raw.get("metrics") if isinstance(raw.get("metrics"), dict) else None,
-        seconds_heartbeat=float(raw.get("seconds_heartbeat") or HEARTBEAT_SECONDS),
-        relay_output=bool(raw.get("relay_output", False)),
-        seconds_drain=float(raw.get("seconds_drain") or 0.0),
-        cleanup=Cleanup(
-            reset_globals=bool(raw.get("reset_globals", True)),
-            reset_modules=bool(raw.get("reset_modules", False)),
-            garbage_collection=bool(raw.get("garbage_collection", False)),
-            reset_environment=bool(raw.get("reset_environment", False)),
-        ),
-    )
-    return sock, stream, settings
-
-
-def client_context(trust_pem: str) -> Any:
-    """Verify the controller against ``trust_pem`` (the root only), host name included.
-
-    Here rather than in _tls.py, whose imports would cost every worker's start.
-    """
-    import ssl
-
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.load_verify_locations(cadata=trust_pem)
-    return ctx
-
-
 def _start_sampler(metrics: dict[str, Any]) -> Sampler | None:
     """Start sampling this process; on any failure, say why in the log and run tasks anyway."""
     try:
@@ -678,15 +470,6 @@ def _start_sampler(metrics: dict[str, Any]) -> Sampler | None:
         return None
     _AT_EXIT.append(sampler.stop)
     return sampler
-
-
-def _job_end() -> float:
-    """When this worker's job ends, on the ``time.monotonic()`` clock (inf: not known)."""
-    try:
-        end = float(os.environ.pop(_frames.JOB_END_ENV, ""))
-    except ValueError:
-        return math.inf
-    return time.monotonic() + (end - time.time())
 
 
 def _take(counts: collections.Counter[int], key: int) -> None:
@@ -746,6 +529,8 @@ def main(address: str, tls: bool) -> int:
     busy = guard.pipe if guard is not None else -1
     watchdog = _watchdog.spawn(sock.fileno(), settings.seconds_heartbeat, memory, busy)
     worker = Worker(sock, stream, settings)
+    if settings.shm_offered:  # yes or no: the controller sends no task before it knows
+        worker.send(_frames.encode(Kind.SHM_READY, b"\x01" if worker.peer else b""))
     if guard is not None:
         worker.memory = guard
         guard.start(worker.send_lock, watchdog)
