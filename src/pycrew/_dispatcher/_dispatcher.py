@@ -328,6 +328,9 @@ class Dispatcher(Outbox, Sharing, Doorway, Placement, Locality, Provisions, Shap
             self.room[conn] = None
 
     def _assign(self, conn: Conn, task: Task) -> None:
+        if conn.peer is not None:
+            # results let go of since: the worker may write this task's into one again
+            self._let_go(conn)
         if not conn.tasks:
             conn.started = time.monotonic()  # it starts now: nothing runs ahead of it
         conn.tasks.append(task)
