@@ -14,6 +14,7 @@ Nothing here runs before the worker proved it knows the secret.
 from __future__ import annotations
 
 import os
+import time
 from typing import TYPE_CHECKING, Any
 
 from .._errors import ProtocolError
@@ -29,6 +30,8 @@ if TYPE_CHECKING:
 
 #: how often the timers look for maps let go of and spares to expire
 TEND_SECONDS = 0.05
+#: how often, at most, the maps of one worker's results are looked at otherwise
+LET_GO_SECONDS = 0.002
 
 
 class Sharing:
@@ -67,11 +70,18 @@ class Sharing:
             conn.segments.done(meta)
 
     def _let_go(self, conn: Conn) -> None:
-        """Hand a worker back its segments that no result here uses any more."""
+        """Hand a worker back its segments that no result here uses any more.
+
+        Asked as frames come and before each task goes to it, but at most every
+        ``LET_GO_SECONDS``: each time looks at every result of it still mapped.
+        """
         peer = conn.peer
-        if peer is not None and peer.bytes:
+        if peer is None:
+            return
+        if peer.bytes:
             self.observed.bytes_received += peer.take_bytes()  # beside the socket's
-        if peer is not None and peer.maps:
+        if peer.maps and (now := time.monotonic()) - peer.released_at > LET_GO_SECONDS:
+            peer.released_at = now
             peer.release()
             acks = peer.take_acks()
             if acks is not None:

@@ -155,7 +155,7 @@ class Peer:
     dispatcher as frames and timers come.
     """
 
-    __slots__ = ("acks", "bytes", "lock", "maps", "pid")
+    __slots__ = ("acks", "bytes", "lock", "maps", "pid", "released_at")
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
@@ -166,6 +166,8 @@ class Peer:
         self.acks: list[int] = []
         #: bytes received through shared memory, not yet counted by the owner
         self.bytes = 0
+        #: when the owner last asked for ``release()`` (its clock)
+        self.released_at = 0.0
 
     def take_bytes(self) -> int:
         """Bytes received through shared memory since the last call."""
