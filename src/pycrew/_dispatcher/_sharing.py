@@ -30,8 +30,10 @@ if TYPE_CHECKING:
 
 #: how often the timers look for maps let go of and spares to expire
 TEND_SECONDS = 0.05
-#: how often, at most, the maps of one worker's results are looked at otherwise
+#: how often, at most, the maps of one worker's results are looked at otherwise,
+#: when more than LET_GO_EVERY_TIME of them are held
 LET_GO_SECONDS = 0.002
+LET_GO_EVERY_TIME = 8
 
 
 class Sharing:
@@ -72,20 +74,26 @@ class Sharing:
     def _let_go(self, conn: Conn) -> None:
         """Hand a worker back its segments that no result here uses any more.
 
-        Asked as frames come and before each task goes to it, but at most every
-        ``LET_GO_SECONDS``: each time looks at every result of it still mapped.
+        Asked as frames come and before each task goes to it; where the user
+        holds many of its results, at most every ``LET_GO_SECONDS`` (each time
+        looks at every result of it still mapped).
         """
         peer = conn.peer
         if peer is None:
             return
         if peer.bytes:
             self.observed.bytes_received += peer.take_bytes()  # beside the socket's
-        if peer.maps and (now := time.monotonic()) - peer.released_at > LET_GO_SECONDS:
+        if not peer.maps:
+            return
+        if len(peer.maps) > LET_GO_EVERY_TIME:
+            now = time.monotonic()
+            if now - peer.released_at < LET_GO_SECONDS:
+                return
             peer.released_at = now
-            peer.release()
-            acks = peer.take_acks()
-            if acks is not None:
-                self._write(conn, _frames.encode(Kind.SHM_DONE, acks))
+        peer.release()
+        acks = peer.take_acks()
+        if acks is not None:
+            self._write(conn, _frames.encode(Kind.SHM_DONE, acks))
 
     def _tend_segments(self, conns: Iterable[Conn], now: float, seconds: float) -> None:
         """On the timers: maps let go of go back, spares unused for ``seconds`` go.
