@@ -125,12 +125,30 @@ def test_segments_are_handed_back_and_reused() -> None:
         wait_until(lambda: 1 <= held_by(worker)[0] <= 2, 10, "the worker to keep two spares")
 
 
+def test_spare_segments_are_capped_across_workers(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pycrew._dispatcher import _sharing
+
+    monkeypatch.setattr(_sharing, "SPARE_BYTES_MAX", 12 * MB)
+    with pycrew.local_controller(workers=2) as ctl:
+        ctl.launch(2)
+        wait_until(lambda: len(ctl.pids()) == 2, WAIT, "two workers")
+        futures = [ctl.push(tasks.pid_of, eight_mb()) for _ in range(6)]
+        assert len({f.result(timeout=WAIT) for f in futures}) >= 1
+        # each 8 MB segment came back as a spare; above 12 MB together, they go
+        wait_until(lambda: held_by(os.getpid())[0] <= 1, 10, "the spares over the cap to go")
+        assert ctl.push(tasks.bump, eight_mb()).result(timeout=WAIT)[3] == 4.0  # and on
+
+
 def test_a_result_the_user_keeps_stays_intact_while_others_come() -> None:
     a = eight_mb()
     with pycrew.local_controller(workers=1) as ctl:
-        kept = [ctl.push(tasks.bump, a + i).result(timeout=WAIT) for i in range(4)]
+        kept = [ctl.push(tasks.bump, a + i).result(timeout=WAIT) for i in range(12)]
         for i, out in enumerate(kept):
             assert out[7] == a[7] + i + 1, "a kept result was overwritten by a later one"
+        # each is a map of its own, and none holds a file descriptor open here
+        fds, maps = held_by(os.getpid())
+        assert maps >= 12
+        assert fds <= 3  # the segments of the arguments (spares), not one per result
 
 
 def test_no_segment_outlives_a_worker_killed_mid_task(tmp_path: Path) -> None:
@@ -203,7 +221,8 @@ def test_a_worker_whose_probe_does_not_check_out_gets_no_shared_memory(
             caplog.set_level(logging.INFO, logger="pycrew.dispatcher")
             fake.sock.sendall(peers.frame(Kind.SHM_READY, b""))
             assert fake.closed()
-            assert "not offered shared memory" in caplog.text
+            # logged once the connection is closed
+            wait_until(lambda: "not offered shared memory" in caplog.text, 10, "the reason")
             assert ctl.push(tasks.add, 1, 1).result(timeout=WAIT) == 2
     finally:
         probe.close()

@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 
 #: how often the timers look for maps let go of and spares to expire
 TEND_SECONDS = 0.05
+#: the most bytes of spare segments kept for reuse, all workers together
+SPARE_BYTES_MAX = 512 << 20
 #: how often, at most, the maps of one worker's results are looked at otherwise,
 #: when more than LET_GO_EVERY_TIME of them are held
 LET_GO_SECONDS = 0.002
@@ -104,10 +106,18 @@ class Sharing:
         if self.probe is None or now - self._tended_at < TEND_SECONDS:
             return
         self._tended_at = now
+        spare: list[_shm.Segments] = []
         for conn in conns:
             self._let_go(conn)
             if conn.segments is not None and conn.segments.spares:
                 conn.segments.expire(now, seconds)
+                spare.append(conn.segments)
+        # many workers each with a spare as large as its largest array would hold
+        # gigabytes: past the cap, the largest spares go first
+        total = sum(segments.spare_bytes() for segments in spare)
+        for segments in sorted(spare, key=lambda s: s.spare_bytes(), reverse=True):
+            while total > SPARE_BYTES_MAX and segments.spares:
+                total -= segments.drop_largest_spare()
 
     @staticmethod
     def _close_segments(conn: Conn) -> None:

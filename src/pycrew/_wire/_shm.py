@@ -68,6 +68,46 @@ def supported() -> bool:
     return sys.platform.startswith("linux") and hasattr(os, "memfd_create")
 
 
+_LIBC: Any = None
+
+
+def _map(fd: int, size: int, private: bool) -> Any:
+    """``size`` bytes of ``fd`` mapped writable (``private``: copy-on-write), as a
+    buffer; unmapped once the last reference to it goes.
+
+    Through libc rather than the mmap module, which keeps a duplicate of the
+    descriptor for as long as a map lives: a user holding a thousand large
+    results would hold a thousand descriptors. The buffer's views (numpy
+    arrays, memoryviews) hold references to it, so it is never unmapped under
+    one of them.
+    """
+    global _LIBC
+    import ctypes
+    import weakref
+
+    if _LIBC is None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.mmap.restype = ctypes.c_void_p
+        libc.mmap.argtypes = [
+            ctypes.c_void_p,
+            ctypes.c_size_t,
+            ctypes.c_int,
+            ctypes.c_int,
+            ctypes.c_int,
+            ctypes.c_long,
+        ]
+        libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+        _LIBC = libc
+    flags = mmap.MAP_PRIVATE if private else mmap.MAP_SHARED
+    address = _LIBC.mmap(None, size, mmap.PROT_READ | mmap.PROT_WRITE, flags, fd, 0)
+    if address is None or address == ctypes.c_void_p(-1).value:
+        errno = ctypes.get_errno()
+        raise OSError(errno, os.strerror(errno))
+    buffer = (ctypes.c_ubyte * size).from_address(address)
+    weakref.finalize(buffer, _LIBC.munmap, address, size)
+    return buffer
+
+
 def _new_memfd(name: str) -> int:
     fd = os.memfd_create(name, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
     try:
@@ -161,7 +201,7 @@ class Peer:
         self.pid = pid
         self.lock = threading.Lock()
         #: the peer's segments mapped here: its descriptor and our map
-        self.maps: list[tuple[int, mmap.mmap]] = []
+        self.maps: list[tuple[int, Any]] = []
         #: descriptors let go of since the last SHM_DONE
         self.acks: list[int] = []
         #: bytes received through shared memory, not yet counted by the owner
@@ -188,8 +228,7 @@ class Peer:
                 raise ProtocolError("a shared buffer that may shrink under its reader")
             if os.fstat(src).st_size < nbytes:
                 raise ProtocolError("a shared buffer smaller than its frame says")
-            prot = mmap.PROT_READ | mmap.PROT_WRITE
-            mapped = mmap.mmap(src, nbytes, flags=mmap.MAP_PRIVATE, prot=prot)
+            mapped = _map(src, nbytes, private=True)
         except OSError as exc:
             raise ProtocolError(f"cannot map the peer's shared buffer: {exc}") from exc
         finally:
@@ -206,17 +245,13 @@ class Peer:
                 return
             kept = []
             for entry in self.maps:
-                # held by name elsewhere (a frame being parsed, a result not yet
-                # unpickled) beyond our list's tuple, the loop and the call
+                # held elsewhere (an array viewing it, a frame being parsed, a
+                # result not yet unpickled) beyond our list's tuple and the call
                 if sys.getrefcount(entry[1]) > 2:
                     kept.append(entry)
-                    continue
-                try:
-                    entry[1].close()  # refused while an array still views it
-                except BufferError:
-                    kept.append(entry)
-                    continue
-                self.acks.append(entry[0])
+                else:
+                    self.acks.append(entry[0])
+            # the others go with the old list: unmapped as their last reference goes
             self.maps = kept
 
     def take_acks(self) -> bytes | None:
@@ -238,14 +273,18 @@ class _Segment:
         self.fd = _new_memfd(NAME)
         try:
             os.ftruncate(self.fd, size)
-            self.map = mmap.mmap(self.fd, size, flags=mmap.MAP_SHARED)
+            self.map = _map(self.fd, size, private=False)
         except BaseException:
             os.close(self.fd)
             raise
         self.size = size
 
+    def write(self, view: memoryview) -> None:
+        with memoryview(self.map) as target:
+            target.cast("B")[: view.nbytes] = view
+
     def close(self) -> None:
-        self.map.close()
+        self.map = None  # unmapped: nothing else views it
         os.close(self.fd)
 
 
@@ -300,7 +339,7 @@ class Segments:
         if segment is None:
             segment = _Segment(n)
         try:
-            segment.map[:n] = view
+            segment.write(view)
         except BaseException:
             segment.close()
             raise
@@ -323,6 +362,19 @@ class Segments:
             self.spares.sort(key=lambda spare: spare.size)
             while len(self.spares) > _KEEP:
                 self.spares.pop(0).close()
+
+    def spare_bytes(self) -> int:
+        with self.lock:
+            return sum(spare.size for spare in self.spares)
+
+    def drop_largest_spare(self) -> int:
+        """Close the largest spare; its size (0: there was none)."""
+        with self.lock:
+            if not self.spares:
+                return 0
+            spare = self.spares.pop()
+        spare.close()
+        return spare.size
 
     def expire(self, now: float, seconds: float) -> None:
         """Let the spares go once no segment was used for ``seconds``."""
