@@ -247,9 +247,8 @@ class Doorway:
         self.workers[worker_id] = conn
         self.cumulative += 1
         self.on_worker("connected", worker_id)
-        if conn.peer is None:
-            self._refill(conn)
-        # else: its first task goes once it said whether it reads our segments
+        # tasks sent before it says it reads our segments (SHM_READY) go whole
+        self._refill(conn)
 
     def _log_drop(self, why: str) -> None:
         """Log dropped strangers at a bounded rate: a flood must not flood the log too."""

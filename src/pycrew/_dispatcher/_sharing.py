@@ -2,8 +2,8 @@
 
 ```
  AUTH {shm: worker's probe} ─► read its token ─► WELCOME {shm: [our pid, our probe]}
- SHM_READY ◄─ whether it read ours ─► its first task; if yes, large buffers of
-                                       frames to it go through memfds
+ SHM_READY ◄─ whether it read ours ─► if yes, large buffers of frames to it go
+                                       through memfds from now on (before: whole)
  its memfds mapped here, until no result uses them ─► SHM_DONE [fds]: it reuses them
  SHM_DONE from it ─► our memfds it read become spares; a dropped worker: all closed
 ```
@@ -49,9 +49,6 @@ class Sharing:
     def _write(self, conn: Conn, pieces: Sequence[Any]) -> None:
         raise NotImplementedError
 
-    def _refill(self, conn: Conn) -> None:
-        raise NotImplementedError
-
     def _offer_memory(self, conn: Conn, pid: object, auth: dict[str, Any]) -> dict[str, Any]:
         """What WELCOME adds for a worker whose probe we can read (after its MAC checked)."""
         probe = self.probe
@@ -67,7 +64,6 @@ class Sharing:
             conn.answered = True
             if meta == b"\x01":
                 conn.segments = _shm.Segments()
-            self._refill(conn)  # held back until this answer
         elif conn.segments is None:
             raise ProtocolError("SHM_DONE from a worker that was lent no shared memory")
         else:

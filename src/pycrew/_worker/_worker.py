@@ -212,8 +212,9 @@ class Worker:
             # its RESULT ahead of this RELEASED
             self.send(_frames.encode(Kind.RELEASED, _frames.TASK_ID.pack(task_id)))
 
-    def send(self, pieces: Sequence[Any]) -> None:
-        if len(pieces) > 1 and self.segments is not None:
+    def send(self, pieces: Sequence[Any], shared: bool = True) -> None:
+        """Send a frame; its large buffers in shared memory unless ``shared`` is False."""
+        if shared and len(pieces) > 1 and self.segments is not None:
             pieces = self.segments.share(pieces)
         with self.send_lock:
             send_pieces(self.sock, pieces)
@@ -396,7 +397,9 @@ class Worker:
         meta, out_bufs = _values.result_message(
             task_id, last, outcome, self.settings.bytes_max, _frames.WORKER_SERIALIZERS, self.kept
         )
-        self.send(_frames.encode(Kind.RESULT, meta, out_bufs))
+        # the last result of a worker about to leave goes through the socket: its
+        # segments end with the process, maybe before the controller opened them
+        self.send(_frames.encode(Kind.RESULT, meta, out_bufs), shared=not last)
 
     def let_go(self) -> None:
         """Hand the controller back the segments no task uses any more."""
@@ -529,7 +532,7 @@ def main(address: str, tls: bool) -> int:
     busy = guard.pipe if guard is not None else -1
     watchdog = _watchdog.spawn(sock.fileno(), settings.seconds_heartbeat, memory, busy)
     worker = Worker(sock, stream, settings)
-    if settings.shm_offered:  # yes or no: the controller sends no task before it knows
+    if settings.shm_offered:  # yes or no: until then the controller sends every byte whole
         worker.send(_frames.encode(Kind.SHM_READY, b"\x01" if worker.peer else b""))
     if guard is not None:
         worker.memory = guard
