@@ -123,10 +123,12 @@ class Kind(enum.IntEnum):
     #: worker -> controller: why the worker is about to die (UTF-8 text, such as
     #: a task over its memory limit); the connection drops right after it
     LAST_WORDS = 25
-    #: worker -> controller: it read the controller's probe; large buffers may
-    #: come to it through shared memory from now on (``_shm``)
+    #: worker -> controller, once, if WELCOME offered shared memory: whether it
+    #: read the controller's probe (b"\x01") or not (b""); if it did, large
+    #: buffers may come to it through shared memory from now on (``_shm``)
     SHM_READY = 26
-    #: either way: the shared-memory segments named (u32 descriptors) were read
+    #: either way: the receiver let go of the shared-memory segments named (u32
+    #: descriptors); the sender may reuse them
     SHM_DONE = 27
 
 
@@ -379,7 +381,7 @@ class Decoder:
         assert self.peer is not None
         for i, size in enumerate(sizes):
             if size >= 0:
-                self._bufs[i] = self.peer.read(self._bufs[i], size, self.alloc)
+                self._bufs[i] = self.peer.read(self._bufs[i], size)
 
 
 def _shared_sizes(lens: list[int], peer: _shm.Peer | None) -> list[int] | None:

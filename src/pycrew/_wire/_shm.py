@@ -46,7 +46,7 @@ from .._errors import ProtocolError
 
 TYPE_CHECKING = False  # typing itself is slow to import, and workers start often
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Sequence
     from typing import Any
 
 #: buffers at least this large travel through shared memory when both ends agreed
@@ -214,8 +214,8 @@ class Peer:
         n, self.bytes = self.bytes, 0
         return n
 
-    def read(self, ref: Any, nbytes: int, alloc: Callable[[int], Any]) -> Any:
-        """The segment that ``ref`` (a wire slot) names, mapped here (``alloc`` unused)."""
+    def read(self, ref: Any, nbytes: int) -> Any:
+        """The segment that ``ref`` (a wire slot) names, mapped here."""
         if len(ref) != REF.size:
             raise ProtocolError("a shared buffer's reference is malformed")
         (fd,) = REF.unpack(bytes(ref))

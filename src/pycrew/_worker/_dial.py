@@ -107,7 +107,7 @@ def read_frame(
             if peer is None:
                 raise ProtocolError("a shared-memory buffer the worker did not agree to")
             ref = _read_exact(stream, _shm.REF.size)
-            bufs.append(peer.read(ref, n & ~_shm.SHARED, alloc))
+            bufs.append(peer.read(ref, n & ~_shm.SHARED))
             continue
         buf = alloc(n)
         view = memoryview(buf)
