@@ -26,11 +26,12 @@ from .._errors import ProtocolError
 from .._wire import _frames, _shm
 from .._wire._frames import Kind
 from ._evaluate import Cleanup, describe
+from ._inflow import Inflow
 
 TYPE_CHECKING = False  # typing itself is slow to import, and workers start often
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
-    from typing import IO, Any
+    from typing import Any
 
 HANDSHAKE_SECONDS = 15.0
 #: seconds_heartbeat when the controller says nothing of it
@@ -77,7 +78,7 @@ class Settings:
         self.shm_pid = 0
 
 
-def _read_exact(stream: IO[bytes], n: int) -> bytes:
+def _read_exact(stream: Inflow, n: int) -> bytes:
     data = stream.read(n)
     if data is None or len(data) < n:
         raise EOFError
@@ -85,7 +86,7 @@ def _read_exact(stream: IO[bytes], n: int) -> bytes:
 
 
 def read_frame(
-    stream: IO[bytes],
+    stream: Inflow,
     limit: int,
     allow_buffers: bool,
     alloc: Callable[[int], _frames.Buffer] = _frames.receive_buffer,
@@ -113,7 +114,7 @@ def read_frame(
         view = memoryview(buf)
         got = 0
         while got < n:
-            k = stream.readinto(view[got:])  # type: ignore[attr-defined]
+            k = stream.readinto(view[got:])
             if not k:
                 raise EOFError
             got += k
@@ -156,7 +157,7 @@ class _Closed(Exception):
     """The controller closed the connection before the handshake was over."""
 
 
-def connect(address: str, tls: bool) -> tuple[socket.socket, IO[bytes], Settings]:
+def connect(address: str, tls: bool) -> tuple[socket.socket, Inflow, Settings]:
     """Dial, authenticate both ways, and receive the settings.
 
     A connection closed mid-handshake is tried again for a while: a controller
@@ -193,7 +194,7 @@ def connect(address: str, tls: bool) -> tuple[socket.socket, IO[bytes], Settings
 
 def _handshake(
     host: str, port: int, secret: bytes, context: Any, server_name: str
-) -> tuple[socket.socket, IO[bytes], Settings]:
+) -> tuple[socket.socket, Inflow, Settings]:
     sock = socket.create_connection((host, port), timeout=HANDSHAKE_SECONDS)
     try:
         return _authenticate(sock, secret, context, server_name)
@@ -214,12 +215,12 @@ def _handshake(
 
 def _authenticate(
     sock: socket.socket, secret: bytes, context: Any, server_name: str
-) -> tuple[socket.socket, IO[bytes], Settings]:
+) -> tuple[socket.socket, Inflow, Settings]:
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     _frames.keepalive(sock)
     if context is not None:
         sock = context.wrap_socket(sock, server_hostname=server_name)
-    stream: IO[bytes] = sock.makefile("rb", buffering=1 << 18)  # type: ignore[assignment]
+    stream = Inflow(sock)
     kind, meta, _ = read_frame(stream, _frames.PREAUTH_MAX, False)
     if kind != Kind.HELLO:
         raise ProtocolError("the controller did not say hello")

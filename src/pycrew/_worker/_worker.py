@@ -1,15 +1,20 @@
 """The worker process: dial the controller, prove the secret, run tasks one at a time.
 
 ```
- controller ──TASK/CANCEL/EXIT──► reader thread ──queue──► main thread: evaluate()
-     ▲                              │ CANCEL: interrupt the main thread (SIGUSR1)
-     └──────────RESULT/BYE──────────┴──────────────────── main thread sends
+ controller ──TASK/CANCEL/EXIT──► main thread, between tasks: reads, then evaluate()
+     │                            helper thread, while a task runs: reads ──► inbox
+     │                              │ CANCEL: interrupt the main thread (SIGUSR1)
+     ◄──────────RESULT/BYE──────────┴──────────────────── main thread sends
 ```
 
-The reader thread owns every read, so a lost controller is seen at once
-(EOF ends the process) and a cancel reaches a task that sleeps. The main
-thread owns every write. A planned exit (idle, wall time, task quota) is
-announced with BYE, so the controller never mistakes it for a crash.
+Between tasks the main thread reads the connection itself, so a task that
+arrives at an idle worker runs without a hand-off between threads. While a
+task runs, a helper thread reads instead, so a lost controller is seen at
+once (EOF ends the process) and a cancel reaches a task that sleeps; tasks
+it reads wait in the inbox. Writes share one lock: results and BYE leave
+from the main thread, RELEASED from whichever thread read the RELEASE.
+A planned exit (idle, wall time, task quota) is announced with BYE, so the
+controller never mistakes it for a crash.
 
 Exit codes: 0 the controller went away or asked us to stop, 1 idle limit,
 2 wall time, 3 task quota, 4 could not connect or authenticate, 5 a setup
@@ -24,7 +29,7 @@ import ctypes
 import functools
 import math
 import os
-import queue
+import select
 import signal
 import socket
 import struct
@@ -52,14 +57,16 @@ from ._evaluate import (
     flush_traces,
     trace_of,
 )
+from ._lending import Lender
 from ._setup import drop_shared, keep_shared, run_step
 
 TYPE_CHECKING = False  # typing itself is slow to import, and workers start often
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
-    from typing import IO, Any
+    from typing import Any
 
     from .._operations._metrics import Sampler
+    from ._inflow import Inflow
 
 EXIT_CONNECTION, EXIT_IDLE, EXIT_WALL, EXIT_TASKS, EXIT_STARTUP, EXIT_SETUP = 0, 1, 2, 3, 4, 5
 #: the inbox's id for a setup step (task ids start at 1)
@@ -117,12 +124,28 @@ def _log(message: str) -> None:
 class Worker:
     """One connected worker; ``run()`` returns the exit code."""
 
-    def __init__(self, sock: socket.socket, stream: IO[bytes], settings: Settings) -> None:
+    def __init__(self, sock: socket.socket, stream: Inflow, settings: Settings) -> None:
         self.sock = sock
         self.stream = stream
         self.settings = settings
         self.pool = _frames.BufferPool()
-        self.inbox: queue.SimpleQueue[_frames.Frame | None] = queue.SimpleQueue()
+        #: tasks and setup steps read while a task ran, in the order they came
+        self.inbox: collections.deque[_frames.Frame] = collections.deque()
+        #: whether the helper thread reads (a task runs); only the main thread sets it
+        self.lent = False
+        #: held by the helper while it reads a frame and acts on it, and by the
+        #: main thread to take reading back: never both read
+        self.read_lock = threading.Lock()
+        #: wakes the helper once a task has run a little while
+        self.lender = Lender()
+        #: whether the helper reads now (it woke while lent; read_lock guards it)
+        self.helping = False
+        #: wakes a helper waiting for the socket once reading was taken back
+        self.wake_r, self.wake_w = os.pipe()
+        os.set_blocking(self.wake_r, False)
+        os.set_blocking(self.wake_w, False)
+        self.poller = select.poll()
+        self.poller.register(sock.fileno(), select.POLLIN)
         self.current = 0
         self.cancelled: set[int] = set()
         # tasks received and not yet started, and those handed back unstarted
@@ -153,52 +176,113 @@ class Worker:
         self.peer = _shm.Peer(settings.shm_pid) if settings.shm_pid else None
         self.segments = _shm.Segments() if settings.shm_pid else None
 
-    # reader thread -------------------------------------------------------
-    def read_forever(self) -> None:
+    # reading ---------------------------------------------------------------
+    def read_one(self) -> bool:
+        """Read one frame and act on it; False when the controller asked us to stop."""
+        kind, meta, bufs = read_frame(
+            self.stream, self.settings.bytes_max, True, self.pool.take, self.peer
+        )
+        if kind == Kind.TASK or kind == Kind.TASK_INPUTS:
+            (task_id,) = _frames.TASK_ID.unpack_from(meta)
+            with self.lock:
+                self.pending[task_id] += 1
+                if kind == Kind.TASK_INPUTS:
+                    offset, groups, bufs = _frames.split_inputs(meta, bufs)
+                    self.inputs.setdefault(task_id, collections.deque()).append((offset, groups))
+            self.inbox.append((task_id, meta, bufs))
+        elif kind == Kind.KEEP:
+            self.kept.want(_frames.TASK_ID.unpack_from(meta)[0])
+        elif kind == Kind.FORGET:
+            self.kept.forget(_frames.TASK_ID.unpack_from(meta)[0])
+        elif kind == Kind.SETUP:
+            self.inbox.append((SETUP_ID, meta, bufs))
+        elif kind == Kind.SHARE:
+            (key,) = _frames.SHARE_KEY.unpack_from(meta)
+            keep_shared(key, meta[_frames.SHARE_KEY.size :], bufs)
+        elif kind == Kind.UNSHARE:
+            drop_shared(_frames.SHARE_KEY.unpack_from(meta)[0])
+        elif kind == Kind.RELEASE:
+            (task_id,) = _frames.TASK_ID.unpack_from(meta)
+            self.release(task_id)
+        elif kind == Kind.CANCEL:
+            (task_id,) = _frames.TASK_ID.unpack_from(meta)
+            self.cancel(task_id)
+        elif kind == Kind.SHM_DONE:
+            if self.segments is None:
+                return False
+            self.segments.done(meta)
+        elif kind == Kind.EXIT:
+            return False
+        return True
+
+    def read_while_lent(self) -> None:
+        """The helper thread: read while the main thread runs a task."""
+        sock_fd = self.sock.fileno()
+        woken = select.poll()
+        woken.register(self.lender.fd, select.POLLIN)
+        reading = select.poll()
+        reading.register(sock_fd, select.POLLIN)
+        reading.register(self.wake_r, select.POLLIN)
         try:
             while True:
-                limit = self.settings.bytes_max
-                kind, meta, bufs = read_frame(self.stream, limit, True, self.pool.take, self.peer)
-                if kind == Kind.TASK or kind == Kind.TASK_INPUTS:
-                    (task_id,) = _frames.TASK_ID.unpack_from(meta)
-                    with self.lock:
-                        self.pending[task_id] += 1
-                        if kind == Kind.TASK_INPUTS:
-                            offset, groups, bufs = _frames.split_inputs(meta, bufs)
-                            self.inputs.setdefault(task_id, collections.deque()).append(
-                                (offset, groups)
-                            )
-                    self.inbox.put((task_id, meta, bufs))
-                elif kind == Kind.KEEP:
-                    self.kept.want(_frames.TASK_ID.unpack_from(meta)[0])
-                elif kind == Kind.FORGET:
-                    self.kept.forget(_frames.TASK_ID.unpack_from(meta)[0])
-                elif kind == Kind.SETUP:
-                    self.inbox.put((SETUP_ID, meta, bufs))
-                elif kind == Kind.SHARE:
-                    (key,) = _frames.SHARE_KEY.unpack_from(meta)
-                    keep_shared(key, meta[_frames.SHARE_KEY.size :], bufs)
-                elif kind == Kind.UNSHARE:
-                    drop_shared(_frames.SHARE_KEY.unpack_from(meta)[0])
-                elif kind == Kind.RELEASE:
-                    (task_id,) = _frames.TASK_ID.unpack_from(meta)
-                    self.release(task_id)
-                elif kind == Kind.CANCEL:
-                    (task_id,) = _frames.TASK_ID.unpack_from(meta)
-                    self.cancel(task_id)
-                elif kind == Kind.SHM_DONE:
-                    if self.segments is None:
-                        break
-                    self.segments.done(meta)
-                elif kind == Kind.EXIT:
-                    break
-                # not held here while the next frame is awaited: a task's shared
-                # buffers go back to the controller once the task lets go of them
-                del meta, bufs
+                woken.poll()
+                self.lender.clear()
+                with self.read_lock:
+                    if not self.lent:
+                        continue  # the task ended before the timer did
+                    self.helping = True
+                while True:
+                    ready = self.stream.buffered() > 0
+                    if not ready:
+                        for fd, _ in reading.poll():
+                            if fd == sock_fd:
+                                ready = True
+                            else:
+                                _drain(self.wake_r)
+                    with self.read_lock:
+                        if not self.lent:
+                            self.helping = False
+                            break  # the main thread reads again
+                        # the frame is acted on under the lock: the main thread,
+                        # reading next, must see what it changed
+                        if ready and not self.read_one():
+                            _hard_exit(EXIT_CONNECTION)
         except (EOFError, OSError, ValueError, ProtocolError, struct.error):
             pass
         # The controller is gone or asked us to stop: nothing we hold matters now.
         _hard_exit(EXIT_CONNECTION)
+
+    def lend(self) -> None:
+        """Let the helper read while a task runs, once it ran a little (main thread)."""
+        if self.lent:
+            return
+        self.lent = True
+        self.lender.arm()
+
+    def take_back(self) -> None:
+        """Read on the main thread again; waits for a frame the helper is reading."""
+        self.lender.disarm()
+        with self.read_lock:
+            self.lent = False
+            helping = self.helping
+        if helping:
+            with contextlib.suppress(BlockingIOError):
+                os.write(self.wake_w, b"\0")  # it waits on the socket: back to sleep
+
+    def read_between(self, timeout: float | None) -> bool:
+        """Read one frame on the main thread (no task runs); False if none came in time."""
+        if not self.stream.buffered():
+            ms = -1 if timeout is None else max(0, math.ceil(timeout * 1000))
+            if not self.poller.poll(ms):
+                return False
+        try:
+            going_on = self.read_one()
+        except (EOFError, OSError, ValueError, ProtocolError, struct.error):
+            going_on = False
+        if not going_on:
+            # The controller is gone or asked us to stop: nothing we hold matters now.
+            _hard_exit(EXIT_CONNECTION)
+        return True
 
     def release(self, task_id: int) -> None:
         """Hand back a task that has not started, for an idle worker to run."""
@@ -256,6 +340,8 @@ class Worker:
                 return item
             task_id, meta, bufs = item
             del item
+            # from here until the next _next(), the helper watches the connection
+            self.lend()
             if task_id == SETUP_ID:
                 if not self.run_setup(meta, bufs):
                     return self.leave(EXIT_SETUP, announce=False)
@@ -316,28 +402,24 @@ class Worker:
                 idle, wall = s.seconds_idle - (now - idle_since), s.seconds_wall - (now - started)
                 until = min(until, idle, wall)
             wait = None if math.isinf(until) else until
+            if self.inbox:
+                return self.inbox.popleft()
+            if self.lent:
+                self.take_back()
+                continue  # the helper may have read one more before it let go
             # spare buffers are memory: keep them only while tasks keep coming
             segments = self.segments
             spares = self.pool.spares or (segments is not None and segments.spares)
             spare_wait = SPARES_SECONDS if spares else None
             if spare_wait is not None and (wait is None or spare_wait < wait):
-                try:
-                    item = self.inbox.get(timeout=spare_wait)
-                except queue.Empty:
+                if not self.read_between(spare_wait):
                     self.pool.drop_spares()
                     if segments is not None:
                         segments.expire(time.monotonic(), 0.0)
-                    continue
-            else:
-                try:
-                    item = self.inbox.get(timeout=max(wait, 0.0) if wait is not None else None)
-                except queue.Empty:
-                    now = time.monotonic()
-                    wall_passed = now - started >= s.seconds_wall or now >= s.job_end
-                    return self.leave(EXIT_WALL if wall_passed else EXIT_IDLE)
-            if item is None:
-                return EXIT_CONNECTION
-            return item
+            elif not self.read_between(wait):
+                now = time.monotonic()
+                wall_passed = now - started >= s.seconds_wall or now >= s.job_end
+                return self.leave(EXIT_WALL if wall_passed else EXIT_IDLE)
 
     def run_setup(self, meta: bytes, bufs: Sequence[Any]) -> bool:
         """Run one setup step; on failure tell the controller why, and return False."""
@@ -475,6 +557,13 @@ def _start_sampler(metrics: dict[str, Any]) -> Sampler | None:
     return sampler
 
 
+def _drain(fd: int) -> None:
+    """Empty a non-blocking pipe."""
+    with contextlib.suppress(BlockingIOError):
+        while os.read(fd, 4096):
+            pass
+
+
 def _take(counts: collections.Counter[int], key: int) -> None:
     """One copy fewer (and no entry left at zero, so the counters stay small)."""
     if counts[key] <= 1:
@@ -548,7 +637,7 @@ def main(address: str, tls: bool) -> int:
     _AT_EXIT.append(flush_traces)  # first of the exit steps: spans of traced tasks go out
     capture_warnings()
     signal.signal(signal.SIGUSR1, worker.on_signal)
-    reader = threading.Thread(target=worker.read_forever, name="pycrew-reader", daemon=True)
+    reader = threading.Thread(target=worker.read_while_lent, name="pycrew-reader", daemon=True)
     reader.start()
     code = worker.run()
     if watchdog is not None:
