@@ -49,6 +49,8 @@ class Lender:
         whole, part = divmod(after, 1.0)
         self._on = _Spec(0, 0, int(whole), max(1, int(part * 1e9)))
         self._off = _Spec()
+        self._on_ref = ctypes.byref(self._on)
+        self._off_ref = ctypes.byref(self._off)
         self._write = -1
         if self._settime is None:  # no timer: wake the helper at once, through a pipe
             self.fd, self._write = os.pipe()
@@ -58,7 +60,7 @@ class Lender:
     def arm(self) -> None:
         """A task starts: wake the helper if it is still running ``after`` from now."""
         if self._settime is not None:
-            self._settime(self.fd, 0, ctypes.byref(self._on), None)
+            self._settime(self.fd, 0, self._on_ref, None)
         else:
             with contextlib.suppress(BlockingIOError):
                 os.write(self._write, b"\0")
@@ -66,7 +68,7 @@ class Lender:
     def disarm(self) -> None:
         """The task ended: nobody need wake."""
         if self._settime is not None:
-            self._settime(self.fd, 0, ctypes.byref(self._off), None)
+            self._settime(self.fd, 0, self._off_ref, None)
 
     def clear(self) -> None:
         """Called by the helper once woken, so that the next wait waits."""
