@@ -5,6 +5,7 @@
            │  accept ─► _handshake ─► WELCOME                   _pacing: wait or wake?
            │  waiting for inputs (_task) ─► released ─► queue   _locality: run it where
            └─ RESULT ─► Task resolved (_task) ─► future settled   its input is kept
+ result() on a running task ─► _borrow: the caller reads that worker's socket itself
  push / disconnect ─► Scaler (scaler thread) ─► Autoscaler (pure) ─► launcher
 ```
 

@@ -45,6 +45,7 @@ from .._errors import ProtocolError
 from .._results import Status
 from .._wire import _frames, _shm
 from .._wire._frames import Kind
+from ._borrow import Borrowing
 from ._handshake import _READY, _TLS_SHAKE, Conn, Doorway
 from ._inbox import CANCEL_GRACE, Inbox
 from ._locality import Locality
@@ -81,7 +82,16 @@ def _ahead_bytes(conn: Conn) -> int:
 
 
 class Dispatcher(
-    Outbox, Sharing, Doorway, Placement, Locality, Provisions, Shapes, Resolutions, Inbox
+    Outbox,
+    Sharing,
+    Doorway,
+    Placement,
+    Locality,
+    Provisions,
+    Shapes,
+    Resolutions,
+    Borrowing,
+    Inbox,
 ):
     """Owns the listening socket, the worker connections and the task queue.
 
@@ -458,17 +468,14 @@ class Dispatcher(
                     self._flush_dirty()
                     self._sync_interest()
                     timeout = self._next_timeout()
+                    self.sleeping_until = time.monotonic() + (0.0 if self.backlog else timeout)
                     if finished_before != self.completed:
                         # a point of the live state's history, at most one a second
                         finished_before = self.completed
                         self.observed.sample(time.monotonic(), self.workers.values(), self.waiting)
                     finished, self.finished = self.finished, []
                     output, self.output = self.output, []
-                if output and self.on_output is not None:
-                    self.on_output(output)
-                # the lock let go: callbacks may call in. The list is emptied
-                # after: this thread must hold no result while it waits in select()
-                settle_all(finished)
+                self._deliver(finished, output)
         except BaseException as exc:  # surfaced to the user at the next call
             log.exception("pycrew dispatcher failed")
             with self.lock:
@@ -477,6 +484,14 @@ class Dispatcher(
         finally:
             self._shutdown()
             self.settle()
+
+    def _deliver(self, finished: list[Task], output: list[tuple[str, int, str]]) -> None:
+        """Print what tasks printed, settle the futures of tasks resolved (lock let go:
+        callbacks may call in). ``finished`` is the caller's: emptied here, as the
+        dispatcher thread must hold no result while it waits in select()."""
+        if output and self.on_output is not None:
+            self.on_output(output)
+        settle_all(finished)
 
     def _next_timeout(self) -> float:
         """Seconds until the next deadline (at most 1); call with the lock held."""

@@ -1,0 +1,96 @@
+"""A caller waiting on a future reads the worker's connection itself, for a while.
+
+What users rely on: the value comes back, Ctrl-C while waiting interrupts the
+wait and costs nothing else (no worker, no task, no later result), and many
+threads may wait at once. Real controllers and workers throughout.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pycrew
+from tests.helpers import tasks
+
+WAIT = 60
+
+
+def test_ctrl_c_while_results_are_read_loses_nothing() -> None:
+    # SIGINT arrives again and again, anywhere in result(): while it polls the
+    # worker's socket, reads a frame, or settles the future. Each one must
+    # surface as KeyboardInterrupt from result() (or not at all), and the
+    # result, the worker and the connection must come through whole.
+    state = {"waiting": False, "raised": 0}
+
+    def on_sigint(signum: int, frame: object) -> None:
+        if state["waiting"]:
+            raise KeyboardInterrupt
+
+    stop = threading.Event()
+
+    def press() -> None:
+        for _ in range(5000):
+            if stop.wait(0.0007):
+                return
+            os.kill(os.getpid(), signal.SIGINT)
+
+    def wait_for(future: pycrew.TaskFuture[int]) -> int:
+        while True:
+            try:
+                state["waiting"] = True
+                value = future.result(timeout=WAIT)
+                state["waiting"] = False
+                return value
+            except KeyboardInterrupt:
+                state["waiting"] = False
+                state["raised"] += 1
+
+    before = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        with pycrew.local_controller(workers=1, seconds_idle=WAIT) as ctl:
+            pid = ctl.push(tasks.pid).result(timeout=WAIT)
+            sender = threading.Thread(target=press)
+            sender.start()
+            try:
+                values = [wait_for(ctl.push(tasks.add, i, 1)) for i in range(400)]
+            finally:
+                stop.set()
+                sender.join(WAIT)
+            assert values == [i + 1 for i in range(400)]
+            assert state["raised"] > 0, "no interrupt landed in result(): the test proved nothing"
+            # the handler in place is the user's again, and no worker was lost
+            assert signal.getsignal(signal.SIGINT) is on_sigint
+            assert ctl.push(tasks.pid).result(timeout=WAIT) == pid
+            summary = ctl.summary()
+            assert summary is not None
+            assert summary.crash == 0
+            assert summary.success == 402
+    finally:
+        signal.signal(signal.SIGINT, before)
+
+
+def test_many_threads_waiting_at_once_each_get_their_own_values() -> None:
+    # one borrows a connection at a time; the others wait on their futures
+    with pycrew.local_controller(workers=2, seconds_idle=WAIT) as ctl:
+
+        def run(start: int) -> list[int]:
+            return [ctl.push(tasks.add, start + i, 0).result(timeout=WAIT) for i in range(50)]
+
+        with ThreadPoolExecutor(4) as pool:
+            got = list(pool.map(run, [0, 1000, 2000, 3000]))
+        assert got == [[s + i for i in range(50)] for s in (0, 1000, 2000, 3000)]
+
+
+def test_a_worker_lost_while_its_caller_waits_is_a_crash_and_the_next_task_runs() -> None:
+    with pycrew.local_controller(workers=1, seconds_idle=WAIT) as ctl:
+        doomed = ctl.push(tasks.suicide)
+        try:
+            doomed.result(timeout=WAIT)
+        except pycrew.TaskCrashError:
+            pass
+        else:
+            raise AssertionError("a task whose worker died returned a value")
+        assert ctl.push(tasks.add, 2, 3).result(timeout=WAIT) == 5
