@@ -2,7 +2,8 @@
 
 ```
  _entry (argv, environment) ─► _worker: dial, prove the secret, then one task at a time
-        reader thread ── TASK/SETUP/SHARE ──► main thread: _evaluate ─► RESULT
+        main thread: reads between tasks ─► _evaluate ─► RESULT (_inflow buffers reads)
+        reader thread: reads while a task runs ─► inbox (woken by _lending after 2 ms)
                                                   ├─ _setup: shared objects, __main__ state
                                                   └─ _values: inputs in, results out (kept)
  _watchdog: a separate small process that ends the worker when it cannot end itself

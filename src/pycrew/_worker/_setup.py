@@ -1,7 +1,7 @@
 """What a worker keeps between tasks: setup steps, shared objects, its ``__main__``.
 
 ```
- controller                         worker (reader thread)       worker (main thread)
+ controller                         worker (whichever reads)     worker (main thread)
  serializers, initializer,
  everywhere(fn) ── SETUP ────────► inbox, in order with tasks ─► run_step(): fn runs, its
                                                                   globals join __main__

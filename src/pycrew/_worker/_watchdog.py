@@ -15,8 +15,9 @@
    └─ leaves on purpose ─► kills its watchdog first
 ```
 
-A worker notices its controller is gone when its reader thread sees the
-connection close. A task that holds the GIL in C code stops that thread, and
+A worker notices its controller is gone when the thread reading its
+connection (the main thread between tasks, the reader thread during one)
+sees it close. A task that holds the GIL in C code stops that thread, and
 so would keep a worker of a killed controller alive for as long as the call
 lasts. The kernel keeps the socket's state whatever the worker's threads do,
 and this process reads it without the worker's GIL: the state, not data, so
