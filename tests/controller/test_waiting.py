@@ -8,6 +8,8 @@ threads may wait at once. Real controllers and workers throughout.
 from __future__ import annotations
 
 import os
+import select
+import selectors
 import signal
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -94,3 +96,33 @@ def test_a_worker_lost_while_its_caller_waits_is_a_crash_and_the_next_task_runs(
         else:
             raise AssertionError("a task whose worker died returned a value")
         assert ctl.push(tasks.add, 2, 3).result(timeout=WAIT) == 5
+
+
+def test_an_event_the_dispatcher_got_before_a_borrow_leaves_the_result_to_the_borrower() -> None:
+    # The race a busy machine opens: the dispatcher thread's select() returns
+    # a worker's socket as readable, then a caller borrows that socket before
+    # the dispatcher gets the lock. The dispatcher, acting on its old event
+    # later, must not read what came meanwhile: the borrower waits for it.
+    with pycrew.local_controller(workers=1, seconds_idle=WAIT) as ctl:
+        ctl.push(tasks.pid).result(timeout=WAIT)
+        dispatcher = ctl._dispatcher
+        assert dispatcher is not None
+        future = ctl.push(tasks.sleep, 0.2)
+        task = future._current
+        with dispatcher.lock:
+            conn = dispatcher._lendable(task)
+            assert conn is not None, "the running task's connection could not be borrowed"
+            stale = dispatcher.selector.get_key(conn.sock)  # as select() had returned it
+            dispatcher.selector.unregister(conn.sock)
+            dispatcher.borrowed = conn
+        try:
+            poller = select.poll()
+            poller.register(conn.sock.fileno(), select.POLLIN)
+            assert poller.poll(WAIT * 1000), "the task's result never came"
+            with dispatcher.lock:
+                dispatcher._on_event(stale, selectors.EVENT_READ)
+            assert not future.done(), "the dispatcher read a borrowed connection"
+        finally:
+            dispatcher._hand_back(conn, True)
+        assert future.done()
+        assert future.result(timeout=WAIT) == 0.2

@@ -104,6 +104,8 @@ class Borrowing:
                 self.selector.unregister(sock)
             except (KeyError, ValueError):
                 return False
+            # From here the dispatcher thread leaves this socket alone, even for
+            # an event it got before the socket left the selector (_on_event).
             self.borrowed = conn
         try:
             # TLS may hold a record it decrypted: poll() cannot see that

@@ -520,7 +520,9 @@ class Dispatcher(
             self._woken = False
         else:
             conn: Conn = key.data
-            if conn.sock.fileno() >= 0:
+            # an event from before a caller borrowed the connection (_borrow):
+            # what is there now is the caller's to read, and it waits for it
+            if conn.sock.fileno() >= 0 and conn is not self.borrowed:
                 self._serve(conn, mask)
 
     def _serve(self, conn: Conn, mask: int) -> None:
