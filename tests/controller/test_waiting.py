@@ -12,10 +12,12 @@ import select
 import selectors
 import signal
 import threading
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 
 import pycrew
 from tests.helpers import tasks
+from tests.helpers.common import wait_until
 
 WAIT = 60
 
@@ -126,3 +128,45 @@ def test_an_event_the_dispatcher_got_before_a_borrow_leaves_the_result_to_the_bo
             dispatcher._hand_back(conn, True)
         assert future.done()
         assert future.result(timeout=WAIT) == 0.2
+
+
+def test_cancel_and_terminate_from_another_thread_end_a_wait_on_a_running_task() -> None:
+    # the waiting thread holds the worker's socket in turns of 20 ms: a cancel
+    # or a terminate made elsewhere must still end its wait, and promptly
+    with pycrew.local_controller(workers=1, seconds_idle=WAIT) as ctl:
+        running = ctl.push(tasks.sleep, 300.0)
+        wait_until(running.running, WAIT, "the task to start")
+        canceller = threading.Timer(0.3, running.cancel)
+        canceller.start()
+        try:
+            running.result(timeout=WAIT)
+        except pycrew.TaskCancelledError:
+            pass
+        else:
+            raise AssertionError("a cancelled task returned a value")
+        finally:
+            canceller.join(WAIT)
+        assert ctl.push(tasks.add, 1, 1).result(timeout=WAIT) == 2
+    ctl = pycrew.local_controller(workers=1, seconds_idle=WAIT)
+    ctl.start()
+    try:
+        running = ctl.push(tasks.sleep, 300.0)
+        wait_until(running.running, WAIT, "the task to start")
+
+        def terminate() -> None:
+            with warnings.catch_warnings():  # it says it cancelled the task: it did, on purpose
+                warnings.simplefilter("ignore", pycrew.CrewWarning)
+                ctl.terminate()
+
+        terminator = threading.Timer(0.3, terminate)
+        terminator.start()
+        try:
+            running.result(timeout=WAIT)
+        except pycrew.TaskCancelledError:
+            pass
+        else:
+            raise AssertionError("a task of a terminated controller returned a value")
+        finally:
+            terminator.join(WAIT)
+    finally:
+        ctl.terminate()
