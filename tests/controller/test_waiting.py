@@ -15,6 +15,8 @@ import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
+
 import pycrew
 from tests.helpers import tasks
 from tests.helpers.common import wait_until
@@ -22,7 +24,8 @@ from tests.helpers.common import wait_until
 WAIT = 60
 
 
-def test_ctrl_c_while_results_are_read_loses_nothing() -> None:
+@pytest.mark.parametrize("tls", ["none", "automatic"])
+def test_ctrl_c_while_results_are_read_loses_nothing(tls: str) -> None:
     # SIGINT arrives again and again, anywhere in result(): while it polls the
     # worker's socket, reads a frame, or settles the future. Each one must
     # surface as KeyboardInterrupt from result() (or not at all), and the
@@ -54,7 +57,7 @@ def test_ctrl_c_while_results_are_read_loses_nothing() -> None:
 
     before = signal.signal(signal.SIGINT, on_sigint)
     try:
-        with pycrew.local_controller(workers=1, seconds_idle=WAIT) as ctl:
+        with pycrew.local_controller(workers=1, seconds_idle=WAIT, tls=tls) as ctl:
             pid = ctl.push(tasks.pid).result(timeout=WAIT)
             sender = threading.Thread(target=press)
             sender.start()
