@@ -18,8 +18,10 @@
 All shared state (queue, idle workers, task states, output buffers) is
 guarded by ``lock``; ``cv`` wakes waiters on each resolution, and futures
 settle after the lock is let go (their callbacks may take other locks).
-Only the dispatcher thread touches the selector; a user thread that leaves
-bytes unsent, or changes a deadline, wakes it through a socket pair.
+Only the dispatcher thread waits on the selector; a user thread that leaves
+bytes unsent, or changes a deadline, wakes it through a socket pair. One
+that waits on a running task may take that worker's socket out of the
+selector for a while and read it under the lock (``_borrow``).
 Nothing a peer sends is unpickled here: results stay raw until asked for.
 What workers send is read and acted on in ``_inbox``, what goes to them
 leaves through ``_outbox``; this module owns the queue, placement and the loop.
