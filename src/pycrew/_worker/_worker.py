@@ -278,12 +278,7 @@ class Worker:
         with self.read_lock:
             if self.helping or not self.stream.buffered():
                 return False
-            try:
-                going_on = self.read_one()
-            except (EOFError, OSError, ValueError, ProtocolError, struct.error):
-                going_on = False
-            if not going_on:
-                _hard_exit(EXIT_CONNECTION)
+            self.read_or_leave()
         return True
 
     def read_between(self, timeout: float | None) -> bool:
@@ -292,6 +287,11 @@ class Worker:
             ms = -1 if timeout is None else max(0, math.ceil(timeout * 1000))
             if not self.poller.poll(ms):
                 return False
+        self.read_or_leave()
+        return True
+
+    def read_or_leave(self) -> None:
+        """Read one frame on the main thread; end the process if the controller is gone."""
         try:
             going_on = self.read_one()
         except (EOFError, OSError, ValueError, ProtocolError, struct.error):
@@ -299,7 +299,6 @@ class Worker:
         if not going_on:
             # The controller is gone or asked us to stop: nothing we hold matters now.
             _hard_exit(EXIT_CONNECTION)
-        return True
 
     def release(self, task_id: int) -> None:
         """Hand back a task that has not started, for an idle worker to run."""
