@@ -273,14 +273,14 @@ class TaskFuture(concurrent.futures.Future[T], Generic[T]):
             if left is not None and left <= 0:
                 raise CrewTimeoutError(f"task {task.name!r} is not done after {timeout} s")
             pause = controller.seconds_interval
+            if left is not None:
+                pause = min(left, pause)
             dispatcher = controller._dispatcher
-            if dispatcher is not None and dispatcher.wait_on_worker(
-                task, pause if left is None else min(left, pause)
-            ):
+            if dispatcher is not None and dispatcher.wait_on_worker(task, pause):
                 continue  # its worker's frames were read here: done, or not yet
             with self._condition:
                 if self._state not in _ENDED and self._current is task and task.state != DONE:
-                    self._condition.wait(pause if left is None else min(left, pause))
+                    self._condition.wait(pause)
 
     def _settle(self, task: Task) -> None:
         """Mark the future done, wake its waiters, run its callbacks (no pycrew lock held).

@@ -8,8 +8,9 @@
                      OUTPUT, LAST_WORDS, SETUP_FAILED, BYE, SHM_READY, SHM_DONE
 ```
 
-Runs on the dispatcher thread with its lock held. A frame that breaks the
-protocol raises ``ProtocolError``: the loop drops that connection only.
+Runs with the dispatcher's lock held: on its thread, or on a caller's that
+borrowed a connection (``_borrow``). A frame that breaks the protocol raises
+``ProtocolError``: ``_serve`` drops that connection only.
 """
 
 from __future__ import annotations

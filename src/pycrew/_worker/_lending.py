@@ -72,7 +72,15 @@ class Lender:
 
     def clear(self) -> None:
         """Called by the helper once woken, so that the next wait waits."""
+        if self._settime is None:
+            drain(self.fd)
+            return
         with contextlib.suppress(BlockingIOError):
-            while os.read(self.fd, 64):
-                if self._settime is not None:
-                    break  # a timerfd reads once: its expiry count
+            os.read(self.fd, 8)  # a timerfd reads once: its expiry count
+
+
+def drain(fd: int) -> None:
+    """Empty a non-blocking pipe."""
+    with contextlib.suppress(BlockingIOError):
+        while os.read(fd, 4096):
+            pass

@@ -57,7 +57,7 @@ from ._evaluate import (
     flush_traces,
     trace_of,
 )
-from ._lending import Lender
+from ._lending import Lender, drain
 from ._setup import drop_shared, keep_shared, run_step
 
 TYPE_CHECKING = False  # typing itself is slow to import, and workers start often
@@ -238,7 +238,7 @@ class Worker:
                             if fd == sock_fd:
                                 ready = True
                             else:
-                                _drain(self.wake_r)
+                                drain(self.wake_r)
                     with self.read_lock:
                         if not self.lent:
                             self.helping = False
@@ -412,12 +412,6 @@ class Worker:
         s = self.settings
         idle_since = time.monotonic()
         while True:
-            now = time.monotonic()
-            until = s.job_end - now  # a worker leaves before its job is killed, idle or not
-            if timers_on:
-                idle, wall = s.seconds_idle - (now - idle_since), s.seconds_wall - (now - started)
-                until = min(until, idle, wall)
-            wait = None if math.isinf(until) else until
             if self.inbox:
                 return self.inbox.popleft()
             if self.lent:
@@ -425,6 +419,12 @@ class Worker:
                     continue
                 self.take_back()
                 continue  # the helper may have read one more before it let go
+            now = time.monotonic()
+            until = s.job_end - now  # a worker leaves before its job is killed, idle or not
+            if timers_on:
+                idle, wall = s.seconds_idle - (now - idle_since), s.seconds_wall - (now - started)
+                until = min(until, idle, wall)
+            wait = None if math.isinf(until) else until
             # spare buffers are memory: keep them only while tasks keep coming
             segments = self.segments
             spares = self.pool.spares or (segments is not None and segments.spares)
@@ -573,13 +573,6 @@ def _start_sampler(metrics: dict[str, Any]) -> Sampler | None:
         return None
     _AT_EXIT.append(sampler.stop)
     return sampler
-
-
-def _drain(fd: int) -> None:
-    """Empty a non-blocking pipe."""
-    with contextlib.suppress(BlockingIOError):
-        while os.read(fd, 4096):
-            pass
 
 
 def _take(counts: collections.Counter[int], key: int) -> None:
