@@ -463,6 +463,51 @@ def echo_main(port: int) -> None:
                 sock.sendall(buf)
 
 
+def echo_pair_main(fd: int) -> None:
+    """Far end of the socket-pair ping-pong (what a local pycrew worker talks through)."""
+    with socket.socket(fileno=fd) as sock:
+        sock.settimeout(30)
+        buf = memoryview(bytearray(PING_BYTES))
+        while _recv_exact(sock, buf, now() + 60.0, False):
+            sock.sendall(buf)
+
+
+def pair_ping_pong(cfg: Config, procs: Descendants) -> dict[str, Any]:
+    """Blocking 64-byte ping-pong through a Unix socket pair with a child process."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    with ours:
+        echo = subprocess.Popen(
+            [sys.executable, str(BENCH_PY), "--echo-fd", str(theirs.fileno())],
+            pass_fds=(theirs.fileno(),),
+        )
+        theirs.close()
+        procs.record()
+        try:
+            ours.settimeout(30)
+            msg = bytes(range(PING_BYTES))
+            buf = memoryview(bytearray(PING_BYTES))
+            deadline = now() + cfg.floor_tmax_s
+            samples = []
+            for i in range(cfg.floor_n + 200):
+                t0 = now()
+                ours.sendall(msg)
+                if not _recv_exact(ours, buf, deadline + 5.0, False):
+                    raise ConnectionError("echo process closed the socket pair")
+                t1 = now()
+                if i >= 200:  # the first 200 are warm-up
+                    samples.append(t1 - t0)
+                if t1 > deadline:
+                    break
+        finally:
+            ours.close()
+            try:
+                echo.wait(10)
+            except subprocess.TimeoutExpired:
+                echo.kill()
+                echo.wait(5)
+    return in_us(summarize(samples))
+
+
 def measure_memcpy(cfg: Config) -> dict[str, Any]:
     """One copy of the payload's array into memory already faulted in: the floor of
     moving it between two processes on this machine is one such copy each way."""
@@ -514,6 +559,10 @@ def child_floor(cfg: Config, procs: Descendants) -> dict[str, Any]:
                     out[mode] = in_us(summarize(samples))
         except Exception as exc:
             out["errors"]["floor"] = error_text(exc)
+        try:
+            out["pair"] = pair_ping_pong(cfg, procs)
+        except Exception as exc:
+            out["errors"]["pair"] = error_text(exc)
         try:
             out["memcpy"] = measure_memcpy(cfg)
         except Exception as exc:
@@ -774,8 +823,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--t-exec", type=float, help=argparse.SUPPRESS)
     parser.add_argument("--pidfile", help=argparse.SUPPRESS)
     parser.add_argument("--echo", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--echo-fd", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
+    if args.echo_fd is not None:
+        echo_pair_main(args.echo_fd)
+        return
     if args.echo is not None:
         echo_main(args.echo)
         return 0

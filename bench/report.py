@@ -214,6 +214,14 @@ def render(run: dict[str, Any]) -> str:
             f"{US}, n={b['n']}); with both ends busy-polling {fmt(bp.get('median'), 1)} {US}. "
             f"'{TIMES} floor' = round trip median / blocking floor."
         )
+        pair = floor.get("pair")
+        if pair:
+            add("")
+            add(
+                f"The same ping-pong through a Unix socket pair (what a local pycrew worker "
+                f"talks through): {fmt(pair['median'], 1)} {US} (p90 {fmt(pair['p90'], 1)} "
+                f"{US}, n={pair['n']})."
+            )
         end = run.get("floor_end", {})
         if end.get("blocking"):
             add("")

@@ -107,6 +107,7 @@ class Doorway:
 
     listener: socket.socket
     selector: selectors.BaseSelector
+    closing: bool
     tls: ssl.SSLContext | None
     secret: bytes
     settings: dict[str, Any]
@@ -146,23 +147,43 @@ class Doorway:
             except OSError as exc:
                 log.warning("accept failed: %s", exc)
                 return
-            while len(self.unauthenticated) >= PREAUTH_CONNECTIONS:
-                oldest = next(iter(self.unauthenticated))
-                self._drop(oldest, "evicted: too many connections waiting to authenticate")
-            sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             _frames.keepalive(sock, self.settings.get("seconds_heartbeat"))
-            if self.tls is not None:
-                tls_sock = self.tls.wrap_socket(
-                    sock, server_side=True, do_handshake_on_connect=False
-                )
-                conn = Conn(tls_sock, _TLS_SHAKE)
-                self._register(conn)
-                self._tls_step(conn)
-            else:
-                conn = Conn(sock, _AUTH)
-                self._register(conn)
-                self._hello(conn)
+            self._admit(sock)
+
+    def adopt(self, sock: socket.socket) -> None:
+        """Take this end of a socket pair whose other end a local worker inherited.
+
+        The worker is let in as one that dialed the port would be: TLS if
+        the controller has it, then the same handshake. A pair has no
+        address for a stranger to reach, and no TCP stack to cross, which
+        makes a round trip cheaper. Called with the dispatcher's lock held,
+        from any thread; a dispatcher that is closing closes it instead, and
+        the worker finds the port closed too.
+        """
+        if self.closing:
+            sock.close()
+            return
+        self._admit(sock)
+        self._wake_locked()
+
+    def _admit(self, sock: socket.socket) -> None:
+        while len(self.unauthenticated) >= PREAUTH_CONNECTIONS:
+            oldest = next(iter(self.unauthenticated))
+            self._drop(oldest, "evicted: too many connections waiting to authenticate")
+        sock.setblocking(False)
+        if self.tls is not None:
+            tls_sock = self.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+            conn = Conn(tls_sock, _TLS_SHAKE)
+            self._register(conn)
+            self._tls_step(conn)
+        else:
+            conn = Conn(sock, _AUTH)
+            self._register(conn)
+            self._hello(conn)
+
+    def _wake_locked(self) -> None:
+        raise NotImplementedError
 
     def _register(self, conn: Conn) -> None:
         self.conns[conn.sock.fileno()] = conn

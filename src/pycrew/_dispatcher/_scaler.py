@@ -18,6 +18,7 @@ import dataclasses
 import functools
 import logging
 import signal
+import socket
 import threading
 import time
 from typing import TYPE_CHECKING, Any
@@ -404,11 +405,28 @@ class Scaler:
         n = len(specs)
         if n < 1:
             return 0
-        handles = self.launcher.launch_workers(specs)
+        specs, ours = self._with_channels(specs)
+        try:
+            handles = self.launcher.launch_workers(specs)
+        except BaseException:
+            for sock in ours:
+                sock.close()
+            raise
+        finally:
+            for spec in specs:
+                if spec.channel is not None:
+                    spec.channel.close()  # the worker has its own copy now, or never will
         if len(handles) != len(specs):
+            for sock in ours:
+                sock.close()
             raise LaunchError(f"launcher returned {len(handles)} handles for {n} workers")
         for spec, handle in zip(specs, handles, strict=False):
             self.handles[spec.worker_id] = handle
+        dispatcher = self.dispatcher
+        if ours and dispatcher is not None:
+            with dispatcher.lock:
+                for sock in ours:
+                    dispatcher.adopt(sock)
         self.autoscaler.on_launched([s.worker_id for s in specs], time.monotonic(), shape)
         how = f" for {shape}" if shape is not None else ""
         log.info("launched %d worker(s)%s: %s", n, how, ", ".join(s.worker_id for s in specs))
@@ -418,6 +436,33 @@ class Scaler:
             except Exception:  # a record of launches must never stop launching
                 log.exception("recording launched workers failed")
         return n
+
+    def _with_channels(
+        self, specs: list[WorkerSpec]
+    ) -> tuple[list[WorkerSpec], list[socket.socket]]:
+        """Give each spec a connected socket pair's far end, where the launcher starts
+        workers as children on this machine (``Launcher.channels``): such a
+        worker skips dialing the port and the TCP stack; ours go to the dispatcher."""
+        if not getattr(self.launcher, "channels", False) or self.dispatcher is None:
+            return specs, []
+        if not hasattr(socket, "AF_UNIX"):
+            return specs, []
+        ours: list[socket.socket] = []
+        given: list[WorkerSpec] = []
+        try:
+            for spec in specs:
+                mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+                ours.append(mine)
+                given.append(dataclasses.replace(spec, channel=theirs))
+        except OSError as exc:  # out of descriptors: these workers dial the port
+            log.warning("cannot make socket pairs for local workers (%s): they dial the port", exc)
+            for sock in ours:
+                sock.close()
+            for spec in given:
+                assert spec.channel is not None
+                spec.channel.close()
+            return specs, []
+        return given, ours
 
 
 def _fits_without(partition: Partition, shape: Resources, worker_id: str) -> bool:

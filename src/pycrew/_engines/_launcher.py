@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import socket
     from collections.abc import Iterable, Sequence
 
     from .._resources import Resources
@@ -81,6 +82,13 @@ class WorkerSpec:
             default). A cluster launcher asks its scheduler for them; the
             local launcher has already put the worker's GPUs, thread counts
             and memory limit in ``env``.
+        channel: for a launcher with ``channels = True`` only: the far end
+            of a socket pair whose near end the controller holds. A worker
+            that inherits it (its descriptor number in
+            ``$PYCREW_CHANNEL_FD``) talks to the controller through it
+            instead of dialing ``host:port``; one that does not dials as
+            usual. The controller closes its copy once ``launch_workers()``
+            returns.
     """
 
     command: list[str]
@@ -89,6 +97,7 @@ class WorkerSpec:
     controller: str
     env_remove: frozenset[str] = frozenset()
     shape: Resources | None = None
+    channel: socket.socket | None = field(default=None, repr=False, compare=False)
 
 
 class Launcher(abc.ABC):
@@ -98,6 +107,13 @@ class Launcher(abc.ABC):
     a container) that run ``spec.command`` with ``spec.env`` set. The
     controller's autoscaler decides how many; all calls come from one thread.
     """
+
+    @property
+    def channels(self) -> bool:
+        """Whether its workers are children of the controller's process, on its
+        machine, that inherit a socket: each spec then carries a ``channel``
+        (see ``WorkerSpec``) that ``launch_worker`` hands down. False here."""
+        return False
 
     @abc.abstractmethod
     def launch_worker(self, spec: WorkerSpec) -> Any:

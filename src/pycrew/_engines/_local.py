@@ -87,6 +87,14 @@ class LocalLauncher(Launcher):
             (``{"license": 2}``).
     """
 
+    @property
+    def channels(self) -> bool:
+        """Workers are this process's children: each inherits its end of a socket
+        pair and skips dialing the port (round trips cross no TCP stack). Not
+        for a subclass that starts workers its own way (another address, a
+        wrapper command): its workers dial as it says."""
+        return type(self).launch_worker is _LAUNCH_WORKER
+
     def __init__(
         self,
         log_directory: str | os.PathLike[str] | None = None,
@@ -252,7 +260,8 @@ class LocalLauncher(Launcher):
                 envs.append(env)
                 out = stdout.fileno() if hasattr(stdout, "fileno") else null
                 err = out if stderr == subprocess.STDOUT else stderr.fileno()
-                fds.append((secret, out, err))
+                channel = spec.channel.fileno() if spec.channel is not None else None
+                fds.append((secret, out, err, channel))
             argvs = [self._command(spec)[3:] for spec in specs]
             try:
                 handles = template.spawn([s.worker_id for s in specs], argvs, envs, fds)
@@ -313,6 +322,10 @@ class LocalLauncher(Launcher):
         # (PR_SET_PDEATHSIG); the controller launches from a thread that
         # lives exactly as long as the controller.
         env[PARENT_ENV] = str(os.getpid())
+        passed: tuple[int, ...] = ()
+        if spec.channel is not None:
+            passed = (spec.channel.fileno(),)
+            env[_frames.CHANNEL_ENV] = str(passed[0])
         command = self._command(spec)
         stdout, stderr, files, where = self._streams(spec.worker_id)
         if where[2]:
@@ -326,6 +339,7 @@ class LocalLauncher(Launcher):
                 stdin=subprocess.DEVNULL,
                 stdout=stdout,
                 stderr=stderr,
+                pass_fds=passed,
                 # Not in the terminal's process group: Ctrl-C reaches the
                 # controller, which then ends its workers itself.
                 start_new_session=True,

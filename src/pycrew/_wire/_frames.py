@@ -85,6 +85,9 @@ PATH_ENV = "PYCREW_PATH"
 TRUST_ENV = "PYCREW_TLS_TRUST"
 TLS_NAME_ENV = "PYCREW_TLS_NAME"
 CONTROLLER_ENV = "PYCREW_CONTROLLER"
+#: a local worker's inherited end of a socket pair with its controller (a
+#: descriptor number): it talks through that instead of dialing the port
+CHANNEL_ENV = "PYCREW_CHANNEL_FD"
 WORKER_ENV = "PYCREW_WORKER"
 #: when the worker's job ends (seconds since the epoch, this host's clock), if known
 JOB_END_ENV = "PYCREW_JOB_END"

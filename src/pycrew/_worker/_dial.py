@@ -1,15 +1,16 @@
 """Dialling the controller: the handshake, the settings it sends, and reading frames.
 
 ```
- connect(address) ─► TCP (+ TLS, verifying the controller) ─► HELLO ◄─ nonce
+ connect(address) ─► TCP, or the inherited channel of a local worker
+     (+ TLS, verifying the controller) ─► HELLO ◄─ nonce
      AUTH (HMAC of the secret, our pid, a shared-memory probe) ─►
      ◄─ WELCOME (its HMAC, the settings, its probe) ─► Settings
  read_frame(stream) ─► (kind, meta, buffers): shared-memory buffers mapped
 ```
 
-A connection closed mid-handshake is tried again for a while; a refusal is
-final. Nothing the controller sends is unpickled before it proved it knows
-the secret.
+A connection closed mid-handshake is tried again for a while (over TCP
+where a channel was closed); a refusal is final. Nothing the controller
+sends is unpickled before it proved it knows the secret.
 """
 
 from __future__ import annotations
@@ -180,22 +181,57 @@ def connect(address: str, tls: bool) -> tuple[socket.socket, Inflow, Settings]:
         if not trust:
             raise ProtocolError(f"TLS is on but ${_frames.TRUST_ENV} is empty")
         context = client_context(trust)
+    channel = _take_channel()
     deadline = time.monotonic() + HANDSHAKE_SECONDS
     pause = 0.05
     while True:
         try:
-            return _handshake(host, int(port), secret, context, server_name)
+            return _handshake(host, int(port), secret, context, server_name, channel)
         except _Closed as exc:
+            if channel is not None:
+                # the controller let go of its end (it evicted it, or it never
+                # took it): the port still answers
+                channel = None
+                continue
             if time.monotonic() + pause > deadline:
                 raise ProtocolError(f"the controller kept closing the connection: {exc}") from exc
             time.sleep(pause)
             pause = min(2 * pause, 1.0)
 
 
+def _take_channel() -> socket.socket | None:
+    """The socket pair end a local launcher handed down, if any (see ``CHANNEL_ENV``).
+
+    Taken out of the environment, so that a task's own child processes
+    neither see it nor mistake a descriptor of theirs for it.
+    """
+    fd = os.environ.pop(_frames.CHANNEL_ENV, "")
+    if not fd:
+        return None
+    try:
+        sock = socket.socket(fileno=int(fd))
+    except (ValueError, OSError):
+        return None  # not a socket of ours after all: dial the port
+    if sock.family != getattr(socket, "AF_UNIX", None) or sock.type != socket.SOCK_STREAM:
+        sock.detach()  # somebody else's descriptor: leave it alone
+        return None
+    sock.set_inheritable(False)
+    return sock
+
+
 def _handshake(
-    host: str, port: int, secret: bytes, context: Any, server_name: str
+    host: str,
+    port: int,
+    secret: bytes,
+    context: Any,
+    server_name: str,
+    channel: socket.socket | None = None,
 ) -> tuple[socket.socket, Inflow, Settings]:
-    sock = socket.create_connection((host, port), timeout=HANDSHAKE_SECONDS)
+    if channel is not None:
+        sock = channel
+        sock.settimeout(HANDSHAKE_SECONDS)
+    else:
+        sock = socket.create_connection((host, port), timeout=HANDSHAKE_SECONDS)
     try:
         return _authenticate(sock, secret, context, server_name)
     except (EOFError, ConnectionResetError, ConnectionAbortedError, BrokenPipeError) as exc:
@@ -216,8 +252,9 @@ def _handshake(
 def _authenticate(
     sock: socket.socket, secret: bytes, context: Any, server_name: str
 ) -> tuple[socket.socket, Inflow, Settings]:
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    _frames.keepalive(sock)
+    if sock.family != getattr(socket, "AF_UNIX", None):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        _frames.keepalive(sock)
     if context is not None:
         sock = context.wrap_socket(sock, server_hostname=server_name)
     stream = Inflow(sock)

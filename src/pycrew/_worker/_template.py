@@ -4,10 +4,10 @@ takes tens of milliseconds to start and import.
 
 ```
  LocalLauncher ── Unix socket pair ──────► template: python -m pycrew worker --template
-   {"id", "argv", "env"} + 3 fds ────────►   fork ─► worker: own session, fds 0-2,
-   (secret pipe, stdout, stderr)                       the secret (and multiprocessing's
-                                                       authkey) from its pipe, env,
-                                                       the worker's main
+   {"id", "argv", "env"} + 3-4 fds ──────►   fork ─► worker: own session, fds 0-2,
+   (secret pipe, stdout, stderr,                       the secret (and multiprocessing's
+    its end of a pair with the controller)             authkey) from its pipe, env,
+                                                       its channel, the worker's main
    ◄── {"id", "pid"}
    ◄── {"exit": pid, "code": n}          ◄── SIGCHLD: end the worker's group, reap it
    {"kill": pid} ────────────────────────►   SIGKILL, if not reaped yet
@@ -86,7 +86,7 @@ def serve() -> int:
         if sock.fileno() not in ready:
             continue
         try:
-            data, fds, _, _ = socket.recv_fds(sock, MESSAGE_MAX, 3)
+            data, fds, _, _ = socket.recv_fds(sock, MESSAGE_MAX, 4)
         except OSError:
             break
         if not data:
@@ -155,7 +155,7 @@ def _become_worker(request: dict[str, Any], fds: list[int], close: tuple[int, ..
         signal.signal(signal.SIGINT, signal.default_int_handler)
         for fd in close:
             os.close(fd)
-        secret_r, out_fd, err_fd = fds
+        secret_r, out_fd, err_fd, *channel = fds
         null = os.open(os.devnull, os.O_RDWR)
         os.dup2(null, 0)
         os.dup2(out_fd, 1)
@@ -174,6 +174,8 @@ def _become_worker(request: dict[str, Any], fds: list[int], close: tuple[int, ..
         if authkey:
             env[AUTHKEY_ENV] = authkey
         env[_worker.PARENT_ENV] = str(os.getppid())
+        if channel:
+            env[_frames.CHANNEL_ENV] = str(channel[0])
         os.environ.clear()
         os.environ.update(env)
         sys.argv = ["pycrew", *request["argv"]]
@@ -252,21 +254,23 @@ class Template:
     ) -> list[Forked]:
         """Fork one worker per request, all asked first, then all answered.
 
-        ``fds`` holds ``(secret, stdout fd, stderr fd)`` per worker.
+        ``fds`` holds ``(secret, stdout fd, stderr fd, channel fd or None)`` per
+        worker (the channel: its end of a socket pair with the controller).
         """
         import time
 
         self.pending = dict.fromkeys(ids)
         deadline = time.monotonic() + REPLY_SECONDS
-        for worker_id, argv, env, (secret, out_fd, err_fd) in zip(
+        for worker_id, argv, env, (secret, out_fd, err_fd, channel) in zip(
             ids, argvs, envs, fds, strict=True
         ):
             read_end, write_end = os.pipe()
             message = json.dumps({"id": worker_id, "argv": argv, "env": env}).encode()
+            passed = [read_end, out_fd, err_fd] + ([] if channel is None else [channel])
             try:
                 while True:
                     try:
-                        socket.send_fds(self.sock, [message], [read_end, out_fd, err_fd])
+                        socket.send_fds(self.sock, [message], passed)
                         break
                     except BlockingIOError:
                         # a large batch: read its answers while it catches up

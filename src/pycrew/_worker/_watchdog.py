@@ -3,9 +3,10 @@
 ```
  worker ──spawns──► python -I -S .../pycrew/_watchdog.py <worker pid> <fd> <seconds>
    │                    [<bytes> <busy fd>]
-   │                  every 0.25 s, holding the worker's TCP socket (never reading it):
+   │                  every 0.25 s, holding the worker's socket (never reading it):
    │                  ├─ socket no longer ESTABLISHED (controller gone, link reset,
-   │                  │  keep-alive or TCP_USER_TIMEOUT gave up) ─► SIGKILL the worker
+   │                  │  keep-alive or TCP_USER_TIMEOUT gave up; a local worker's
+   │                  │  socket pair hung up) ─► SIGKILL the worker
    │                  ├─ worker stopped (SIGSTOP) for longer than <seconds> ─► SIGKILL it
    │                  ├─ a task running (the last byte on <busy fd> is b"1"), and the
    │                  │  worker and its children over <bytes> of memory for longer than
@@ -41,6 +42,7 @@ from __future__ import annotations
 # the Python ones (enums, selectors), with contextlib, doubled its start-up
 import _socket
 import os
+import select
 import sys
 import time
 
@@ -52,6 +54,7 @@ else:
     import _signal
 
 TCP_ESTABLISHED = 1
+TCP_CLOSE = 7
 CHECK_SECONDS = 0.25
 #: how long the worker may stay over its memory limit before this process ends it
 MEMORY_GRACE = 1.0
@@ -60,7 +63,16 @@ _TCP_INFO = getattr(_socket, "TCP_INFO", 11)
 
 
 def _state(sock: _socket.socket) -> int | None:
-    """The socket's TCP state, or None if it cannot be read."""
+    """The socket's TCP state, or None if it cannot be read.
+
+    A local worker's socket pair has no TCP state: it reads as established
+    until its peer hangs up (the controller closed it, or died).
+    """
+    if sock.family == getattr(_socket, "AF_UNIX", None):
+        hung_up = getattr(select, "POLLRDHUP", 0) | select.POLLHUP
+        poller = select.poll()
+        poller.register(sock.fileno(), hung_up)
+        return TCP_CLOSE if poller.poll(0) else TCP_ESTABLISHED
     try:
         return sock.getsockopt(_socket.IPPROTO_TCP, _TCP_INFO, 8)[0]
     except OSError:
