@@ -93,7 +93,7 @@ class LocalLauncher(Launcher):
         pair and skips dialing the port (round trips cross no TCP stack). Not
         for a subclass that starts workers its own way (another address, a
         wrapper command): its workers dial as it says."""
-        return type(self).launch_worker is _LAUNCH_WORKER
+        return os.name == "posix" and type(self).launch_worker is _LAUNCH_WORKER
 
     def __init__(
         self,

@@ -750,8 +750,11 @@ def keepalive(sock: socket.socket, seconds: float | None = None) -> None:
     Keep-alive probes find a vanished peer while the line is idle (in about
     5 s); the kernel sends none while data waits for an acknowledgement, so
     ``seconds`` (TCP_USER_TIMEOUT) bounds that case: a silent partition with
-    a task or a result in flight.
+    a task or a result in flight. A local socket pair has neither line nor
+    partition: its peer's end closes with the peer, and it is left as it is.
     """
+    if sock.family == getattr(socket, "AF_UNIX", None):
+        return
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
     options = [("TCP_KEEPIDLE", 2), ("TCP_KEEPINTVL", 1), ("TCP_KEEPCNT", 3)]
     if seconds is not None:

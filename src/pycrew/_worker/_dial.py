@@ -254,7 +254,7 @@ def _authenticate(
 ) -> tuple[socket.socket, Inflow, Settings]:
     if sock.family != getattr(socket, "AF_UNIX", None):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        _frames.keepalive(sock)
+    _frames.keepalive(sock)
     if context is not None:
         sock = context.wrap_socket(sock, server_hostname=server_name)
     stream = Inflow(sock)
