@@ -7,12 +7,14 @@ import inspect
 import math
 import pickle
 import secrets
+import threading
 
 import numpy as np
 import pytest
 
 import pycrew
 from pycrew._dispatcher._autoscale import Autoscaler
+from pycrew._dispatcher._task import Resolutions, Task
 from pycrew._dispatcher._throttle import Throttle
 from pycrew._wire import _frames
 from pycrew._wire._frames import PREAUTH_MAX, Decoder, Kind
@@ -469,3 +471,65 @@ def test_a_reference_to_main_travels_by_value() -> None:
     label, fn = _frames.loads(data, buffers)
     assert label == "__main__"
     assert fn(2) == 6
+
+
+# --------------------------------------------------------------- resolutions
+def _live_tasks(res: Resolutions, n: int) -> list[Task]:
+    tasks = [Task(i, f"t{i}", None, b"", None, None) for i in range(1, n + 1)]
+    for task in tasks:
+        res.live[task.id] = task
+    return tasks
+
+
+class _Counting(threading.Condition):
+    """A condition that counts how often it was told to wake its waiters."""
+
+    notified = 0
+
+    def notify_all(self) -> None:
+        self.notified += 1
+        super().notify_all()
+
+
+def test_a_wait_for_nothing_live_is_woken_once_not_at_every_resolution() -> None:
+    res = Resolutions(None)
+    res.cv = counting = _Counting(res.lock)
+    tasks = _live_tasks(res, 50)
+    for task in tasks[:-1]:
+        with res.lock:
+            res._resolve(task, None)
+    assert counting.notified == 0  # a wait(mode="all") would find tasks live: not woken
+    with res.lock, res.each_resolution():  # a wait(mode="one"), map(), a memory cap
+        res._resolve(tasks[-1], None)
+    assert counting.notified == 1
+    # the last live task's end wakes every waiter, eager or not
+    res = Resolutions(None)
+    res.cv = counting = _Counting(res.lock)
+    (last,) = _live_tasks(res, 1)
+    with res.lock:
+        res._resolve(last, None)
+    assert counting.notified == 1
+
+
+def test_a_wait_inside_each_resolution_hears_the_first_one() -> None:
+    res = Resolutions(None)
+    first, _ = _live_tasks(res, 2)
+    waiting = threading.Event()
+    heard: list[int] = []
+
+    def wait_one() -> None:
+        with res.cv, res.each_resolution():
+            waiting.set()
+            while not res.resolved:
+                res.cv.wait(60)
+            heard.append(len(res.live))
+
+    thread = threading.Thread(target=wait_one)
+    thread.start()
+    assert waiting.wait(60)
+    with res.lock:
+        res._resolve(first, None)
+    thread.join(60)
+    assert not thread.is_alive()
+    assert heard == [1]  # woken while a task was still live
+    assert res.eager == 0

@@ -529,7 +529,7 @@ def wait_for(ctl: Controller, futures: list[TaskFuture[Any]], progress: bool, fa
         bar = progress_bar(len(futures))
     try:
         pending = futures
-        with dispatcher.cv:
+        with dispatcher.cv, dispatcher.each_resolution():
             while True:
                 pending = [f for f in pending if not f.done()]
                 if bar is not None:

@@ -362,7 +362,9 @@ class RecordViews:
         if dispatcher is None or self.size() == 0:
             return mode == "all"
         deadline = None if seconds_timeout is None else time.monotonic() + seconds_timeout
-        with dispatcher.cv:
+        # "all" is woken once nothing is live; "one", at every resolution
+        hearing = contextlib.nullcontext() if mode == "all" else dispatcher.each_resolution()
+        with dispatcher.cv, hearing:
             while True:
                 self._raise_failure()
                 if mode == "all":
