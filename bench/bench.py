@@ -472,6 +472,25 @@ def echo_pair_main(fd: int) -> None:
             sock.sendall(buf)
 
 
+def _ping_pong(sock: socket.socket, cfg: Config, busy: bool) -> dict[str, Any]:
+    """Time 64-byte round trips with the echo process at the other end of ``sock``."""
+    msg = bytes(range(PING_BYTES))
+    buf = memoryview(bytearray(PING_BYTES))
+    deadline = now() + cfg.floor_tmax_s
+    samples = []
+    for i in range(cfg.floor_n + 200):
+        t0 = now()
+        sock.sendall(msg)
+        if not _recv_exact(sock, buf, deadline + 5.0, busy):
+            raise ConnectionError("the echo process closed its end")
+        t1 = now()
+        if i >= 200:  # the first 200 are warm-up
+            samples.append(t1 - t0)
+        if t1 > deadline:
+            break
+    return in_us(summarize(samples))
+
+
 def pair_ping_pong(cfg: Config, procs: Descendants) -> dict[str, Any]:
     """Blocking 64-byte ping-pong through a Unix socket pair with a child process."""
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -484,20 +503,7 @@ def pair_ping_pong(cfg: Config, procs: Descendants) -> dict[str, Any]:
         procs.record()
         try:
             ours.settimeout(30)
-            msg = bytes(range(PING_BYTES))
-            buf = memoryview(bytearray(PING_BYTES))
-            deadline = now() + cfg.floor_tmax_s
-            samples = []
-            for i in range(cfg.floor_n + 200):
-                t0 = now()
-                ours.sendall(msg)
-                if not _recv_exact(ours, buf, deadline + 5.0, False):
-                    raise ConnectionError("echo process closed the socket pair")
-                t1 = now()
-                if i >= 200:  # the first 200 are warm-up
-                    samples.append(t1 - t0)
-                if t1 > deadline:
-                    break
+            return _ping_pong(ours, cfg, False)
         finally:
             ours.close()
             try:
@@ -505,7 +511,6 @@ def pair_ping_pong(cfg: Config, procs: Descendants) -> dict[str, Any]:
             except subprocess.TimeoutExpired:
                 echo.kill()
                 echo.wait(5)
-    return in_us(summarize(samples))
 
 
 def measure_memcpy(cfg: Config) -> dict[str, Any]:
@@ -542,21 +547,7 @@ def child_floor(cfg: Config, procs: Descendants) -> dict[str, Any]:
                     conn.setblocking(not busy)
                     if not busy:
                         conn.settimeout(30)
-                    msg = bytes(range(PING_BYTES))
-                    buf = memoryview(bytearray(PING_BYTES))
-                    deadline = now() + cfg.floor_tmax_s
-                    samples = []
-                    for i in range(cfg.floor_n + 200):
-                        t0 = now()
-                        conn.sendall(msg)
-                        if not _recv_exact(conn, buf, deadline + 5.0, busy):
-                            raise ConnectionError("echo process closed the connection")
-                        t1 = now()
-                        if i >= 200:  # the first 200 are warm-up
-                            samples.append(t1 - t0)
-                        if t1 > deadline:
-                            break
-                    out[mode] = in_us(summarize(samples))
+                    out[mode] = _ping_pong(conn, cfg, busy)
         except Exception as exc:
             out["errors"]["floor"] = error_text(exc)
         try:
