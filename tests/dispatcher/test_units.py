@@ -16,7 +16,7 @@ import pycrew
 from pycrew._dispatcher._autoscale import Autoscaler
 from pycrew._dispatcher._task import Resolutions, Task
 from pycrew._dispatcher._throttle import Throttle
-from pycrew._wire import _frames
+from pycrew._wire import _frames, _pickling
 from pycrew._wire._frames import PREAUTH_MAX, Decoder, Kind
 
 
@@ -279,33 +279,33 @@ def test_preauth_decoder_rejects_buffers() -> None:
 def test_dumps_keeps_large_numpy_array_out_of_band() -> None:
     array = np.arange(1 << 17, dtype=np.float64)  # 1 MiB
     assert array.nbytes == 1 << 20
-    data, buffers = _frames.dumps({"x": array})
+    data, buffers = _pickling.dumps({"x": array})
     assert len(buffers) == 1
     assert buffers[0].nbytes == array.nbytes
     assert len(data) < 1024
     # the receiver hands over bytearrays, as the decoder builds them
-    back = _frames.loads(data, [bytearray(b) for b in buffers])
+    back = _pickling.loads(data, [bytearray(b) for b in buffers])
     np.testing.assert_array_equal(back["x"], array)
 
 
 def test_dumps_keeps_small_arrays_in_band() -> None:
     array = np.arange(16, dtype=np.int64)
-    data, buffers = _frames.dumps(array)
+    data, buffers = _pickling.dumps(array)
     assert buffers == []
-    np.testing.assert_array_equal(_frames.loads(data, []), array)
+    np.testing.assert_array_equal(_pickling.loads(data, []), array)
 
 
 def test_lambda_and_closure_round_trip_through_cloudpickle() -> None:
-    data, buffers = _frames.dumps(lambda x: x + 1)
-    assert _frames.loads(data, buffers)(1) == 2
+    data, buffers = _pickling.dumps(lambda x: x + 1)
+    assert _pickling.loads(data, buffers)(1) == 2
 
     offset = 10
 
     def local(x: int) -> int:
         return x + offset
 
-    data, buffers = _frames.dumps(local)
-    assert _frames.loads(data, buffers)(5) == 15
+    data, buffers = _pickling.dumps(local)
+    assert _pickling.loads(data, buffers)(5) == 15
 
 
 def test_mac_accepts_only_the_right_secret_role_and_nonces() -> None:
@@ -446,11 +446,11 @@ def test_a_string_naming_main_keeps_the_fast_pickler(monkeypatch: pytest.MonkeyP
     def no_cloudpickle() -> None:
         raise AssertionError("pickled again by value")
 
-    monkeypatch.setattr(_frames, "_script_pickler", no_cloudpickle)
+    monkeypatch.setattr(_pickling, "_script_pickler", no_cloudpickle)
     payload = ("__main__.f", {"label": "module __main__"})
-    data, _ = _frames.dumps(payload)
+    data, _ = _pickling.dumps(payload)
     assert data == pickle.dumps(payload, protocol=5)
-    assert _frames.loads(data, []) == payload
+    assert _pickling.loads(data, []) == payload
 
 
 def test_a_reference_to_main_travels_by_value() -> None:
@@ -463,12 +463,12 @@ def test_a_reference_to_main_travels_by_value() -> None:
     made_in_main.__qualname__ = "made_in_main"
     __main__.made_in_main = made_in_main  # type: ignore[attr-defined]
     try:
-        assert _frames.names_main(pickle.dumps(made_in_main, protocol=5))
-        data, buffers = _frames.dumps(("__main__", made_in_main))
+        assert _pickling.names_main(pickle.dumps(made_in_main, protocol=5))
+        data, buffers = _pickling.dumps(("__main__", made_in_main))
     finally:
         del __main__.made_in_main  # type: ignore[attr-defined]
     # by value: it loads where __main__ has no such function
-    label, fn = _frames.loads(data, buffers)
+    label, fn = _pickling.loads(data, buffers)
     assert label == "__main__"
     assert fn(2) == 6
 

@@ -10,7 +10,7 @@ import socket
 import time
 from typing import TYPE_CHECKING, Any
 
-from pycrew._wire import _frames
+from pycrew._wire import _frames, _pickling
 from pycrew._wire._frames import PREAUTH_MAX, Kind
 from tests.helpers.common import address
 
@@ -138,7 +138,7 @@ def result_pieces(task_id: int, value: object) -> tuple[Any, ...]:
     """A RESULT frame for a success with ``value``, its large buffers out of band."""
     # (status, value, error, trace, warnings, seconds, seed, memory peak, CPU seconds)
     outcome = ("success", value, None, None, None, 0.0, None, None, None)
-    body, buffers = _frames.dumps(outcome)
+    body, buffers = _pickling.dumps(outcome)
     return _frames.encode(Kind.RESULT, _frames.RESULT_HEAD.pack(task_id, 0, 0, 0.0) + body, buffers)
 
 

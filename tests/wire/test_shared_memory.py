@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 import pycrew
-from pycrew._wire import _frames, _shm
+from pycrew._wire import _frames, _pickling, _shm
 from pycrew._wire._frames import HEADER, LENGTH, Kind
 from tests.helpers import peers, tasks
 from tests.helpers.common import wait_until
@@ -263,7 +263,7 @@ def test_a_shared_buffer_from_a_worker_that_did_not_agree_is_refused(
 def _shared_result(task_id: int, fd: int, nbytes: int) -> bytes:
     """A RESULT whose one buffer is said to be ``nbytes`` in our descriptor ``fd``."""
     outcome = ("success", pickle_buffer_marker(), None, None, None, 0.0, None, None, None)
-    body, buffers = _frames.dumps(outcome)
+    body, buffers = _pickling.dumps(outcome)
     assert len(buffers) == 1
     meta = _frames.RESULT_HEAD.pack(task_id, 0, 0, 0.0) + body
     head = HEADER.pack(Kind.RESULT, 0, 1, len(meta)) + LENGTH.pack(nbytes | _shm.SHARED)

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .._errors import ArgumentError, ArgumentTypeError, CrewWarning
-from .._wire import _frames
+from .._wire import _frames, _pickling
 
 if TYPE_CHECKING:
     from .._wire._tls import TLS
@@ -148,7 +148,7 @@ def blame(payload: tuple[Any, ...], exc: Exception) -> str:
     parts += [(f"globals[{k!r}]", v) for k, v in task_globals.items()]
     for label, value in parts:
         try:
-            _frames.dumps(value)
+            _pickling.dumps(value)
         except Exception as inner:
             return f"{label} ({type(value).__name__}): {inner}"
     return str(exc)

@@ -33,7 +33,7 @@ import types
 import weakref
 from typing import TYPE_CHECKING, Any
 
-from .._wire import _frames
+from .._wire import _pickling
 from .._worker import _setup
 from ._share import KEYS, Shared, collect, publish
 
@@ -117,7 +117,7 @@ class CodeCache:
             return fn
         if fn.__module__ != "__main__" and "<" not in fn.__qualname__:
             return fn  # a module's function: pickled by reference, nothing to save
-        if _frames.by_value_modules():
+        if _pickling.by_value_modules():
             return fn  # cloudpickle pickles everything then; keep it simple
         with self.lock:
             if self.session != ctl.session:

@@ -39,7 +39,7 @@ from .._errors import (
     TaskTimeoutError,
 )
 from .._results import Status
-from .._wire import _frames
+from .._wire import _pickling
 from .._worker._evaluate import describe
 
 if TYPE_CHECKING:
@@ -376,7 +376,7 @@ def failure(record: TaskResult, task: Task) -> BaseException:
     why = ""
     if error_raw is not None:
         try:
-            rebuilt = _frames.loads(error_raw, [])
+            rebuilt = _pickling.loads(error_raw, [])
         except BaseException as exc:
             if isinstance(exc, KeyboardInterrupt) and not task.interrupted:
                 task.interrupted = True

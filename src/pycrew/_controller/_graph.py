@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from .._dispatcher._task import WAITING, deadline_in
 from .._errors import ArgumentTypeError, DependencyError
 from .._results import Status
-from .._wire import _frames
+from .._wire import _frames, _pickling
 from .._worker import _values
 from .._worker._evaluate import describe
 from ._share import input_slot
@@ -209,7 +209,7 @@ def _result_pieces(ctl: Controller, upstream: Task) -> Sequence[Any]:
     if raw is None:
         record = upstream.record
         assert record is not None, "a resolved task has its raw result or its record"
-        body, buffers = _frames.dumps(("success", record.result), ctl._serializers)
+        body, buffers = _pickling.dumps(("success", record.result), ctl._serializers)
         return (_frames.RESULT_HEAD.pack(upstream.id, 0, 0, 0.0) + body, *buffers)
     if isinstance(raw, bytes):
         return (raw,)

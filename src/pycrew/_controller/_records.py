@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Literal, overload
 from .._dispatcher._task import collector_paused
 from .._errors import ArgumentError, CrashLimitError, CrewWarning, TaskError
 from .._results import CODES, Status, Summary, TaskResult, WorkerSummary
-from .._wire import _frames
+from .._wire import _frames, _pickling
 from .._worker._evaluate import describe
 from ._checks import check_error, check_seconds
 
@@ -140,7 +140,7 @@ class Records:
             assert raw is not None, "a resolved task has a raw result or an outcome"
             meta, bufs = (raw, _frames.NO_BUFFERS) if isinstance(raw, bytes) else raw
             try:
-                outcome = _frames.loads(memoryview(meta)[_frames.RESULT_HEAD.size :], bufs)
+                outcome = _pickling.loads(memoryview(meta)[_frames.RESULT_HEAD.size :], bufs)
                 status_text, value, error, trace, warned, seconds, seed, *usage = outcome
                 status = _STATUSES[status_text]
                 if len(usage) >= 2:  # peak resident bytes and CPU seconds, where measured

@@ -33,7 +33,7 @@ from .._dispatcher._task import DONE, QUEUED, RUNNING, WAITING, Resolutions, Wor
 from .._engines._launcher import Launcher
 from .._errors import CrewError, RemoteTraceback
 from .._results import Status
-from .._wire import _frames
+from .._wire import _frames, _pickling
 from .._wire._frames import Kind
 from .._worker import _values
 from .._worker._evaluate import (
@@ -274,16 +274,16 @@ class InlineDispatcher(Resolutions):
         #: why a setup step failed, as on a dispatcher: no task runs after that
         self.broken: str | None = None
         self.broken_trace: str | None = None
-        self.serializers: _frames.Serializers | None = None
+        self.serializers: _pickling.Serializers | None = None
         #: the shared objects' keys (the objects wait where a worker keeps them)
         self.shares: dict[int, Sequence[Any]] = {}
 
     def add_setup(self, frame: tuple[Any, ...]) -> None:
         """Run a setup step here, now, as a worker would before its next task."""
-        payload = _frames.loads(*_frame_parts(frame, 0))
+        payload = _pickling.loads(*_frame_parts(frame, 0))
         if payload[0] == "serializers":
             # this controller's own, not the process's: another may have others
-            self.serializers = _frames.Serializers(payload[1])
+            self.serializers = _pickling.Serializers(payload[1])
             return
         caller = sys.modules["__main__"]
         try:
@@ -393,7 +393,7 @@ def execute(
     cleanup: Cleanup,
     bytes_max: int,
     main: types.ModuleType,
-    serializers: _frames.Serializers | None = None,
+    serializers: _pickling.Serializers | None = None,
 ) -> tuple[bytes, list[Any]]:
     """Run an encoded TASK frame as a worker would; the RESULT's meta and buffers.
 
@@ -407,7 +407,7 @@ def execute(
             offset, groups, own = _frames.split_inputs(task_meta, task_bufs)
             payload = _values.unpickle(task_meta, own, offset, groups)
         else:
-            payload = _frames.loads(task_meta[_frames.TASK_HEAD.size :], task_bufs)
+            payload = _pickling.loads(task_meta[_frames.TASK_HEAD.size :], task_bufs)
     except KeyboardInterrupt:
         raise
     except BaseException as exc:  # unpickling runs the task's code, SystemExit too
@@ -502,7 +502,7 @@ def _raise_interrupt(outcome: tuple[Any, ...]) -> None:
     if status != ERROR or not isinstance(value, bytes):
         return
     try:
-        exc = _frames.loads(value, [])
+        exc = _pickling.loads(value, [])
     except KeyboardInterrupt:
         raise
     except BaseException:  # an exception that cannot be rebuilt is not an interrupt

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from .._engines._launcher import WorkerSpec
 from .._errors import ArgumentError, ArgumentTypeError
-from .._wire import _frames
+from .._wire import _frames, _pickling
 from .._wire._frames import Kind
 from .._worker import _setup
 from ._checks import blame
@@ -116,7 +116,7 @@ def publish(controller: Controller, key: int, obj: Any, what: str) -> int:
     """Pickle ``obj`` once, as the shared object ``key`` that each worker gets
     before its first task that names it; the bytes it travels as."""
     try:
-        body, buffers = _frames.dumps(obj, controller._serializers)
+        body, buffers = _pickling.dumps(obj, controller._serializers)
     except Exception as exc:
         raise ArgumentTypeError(f"{what} cannot be pickled: {exc}") from exc
     meta = _frames.SHARE_KEY.pack(key) + body
@@ -141,7 +141,7 @@ def dumps_task(
     _COLLECTING.keys = used
     _COLLECTING.futures = futures
     try:
-        body, buffers = _frames.dumps(payload, controller._serializers)
+        body, buffers = _pickling.dumps(payload, controller._serializers)
     finally:
         _COLLECTING.keys = None
         _COLLECTING.futures = None
@@ -223,7 +223,7 @@ def worker_env(ctl: Controller, secret: bytes, session: TlsSession | None) -> di
     env = {**ctl.env, _frames.SECRET_ENV: secret.hex(), _frames.CONTROLLER_ENV: ctl.name}
     # where this process imports from (its script's folder, its working
     # directory, PYTHONPATH): workers add what exists on their host
-    env[_frames.PATH_ENV] = os.pathsep.join(_frames.import_paths())
+    env[_frames.PATH_ENV] = os.pathsep.join(_pickling.import_paths())
     if session is not None:
         env[_frames.TRUST_ENV] = session.trust_pem
         if session.server_name is not None:
@@ -232,7 +232,7 @@ def worker_env(ctl: Controller, secret: bytes, session: TlsSession | None) -> di
 
 
 def setup_frames(
-    serializers: _frames.Serializers | None,
+    serializers: _pickling.Serializers | None,
     initializer: Callable[..., object] | None,
     initargs: tuple[Any, ...],
 ) -> list[tuple[Any, ...]]:
@@ -247,11 +247,11 @@ def setup_frames(
 
 
 def setup_frame(
-    payload: tuple[Any, ...], serializers: _frames.Serializers | None
+    payload: tuple[Any, ...], serializers: _pickling.Serializers | None
 ) -> tuple[Any, ...]:
     """A SETUP frame: a step every worker runs before its next task."""
     try:
-        body, buffers = _frames.dumps(payload, serializers)
+        body, buffers = _pickling.dumps(payload, serializers)
     except Exception as exc:
         # blame() reads a task's payload: the step's function and arguments are one
         why = blame((0, *payload[1:], {}, {}), exc) if payload[0] == "call" else exc
@@ -271,7 +271,7 @@ def call_step(
 
 def check_serializers(
     serializers: Mapping[type, tuple[Callable[[Any], Any], Callable[[Any], Any]]] | None,
-) -> _frames.Serializers | None:
+) -> _pickling.Serializers | None:
     """The ``serializers=`` option, checked: ``{type: (dumps, loads)}``."""
     if serializers is None:
         return None
@@ -286,14 +286,14 @@ def check_serializers(
                 f"serializers[{cls.__qualname__}] must be a (dumps, loads) pair of callables"
             )
         table[cls] = pair
-    return _frames.Serializers(table) if table else None
+    return _pickling.Serializers(table) if table else None
 
 
 class Provisioning:
     """What every worker gets before tasks: set-up steps and shared objects
     (the controller's ``everywhere`` and ``share``)."""
 
-    _serializers: _frames.Serializers | None
+    _serializers: _pickling.Serializers | None
 
     def start(self) -> None:
         raise NotImplementedError

@@ -6,7 +6,9 @@
  TLS (_tls): none | automatic (one-time CA) | custom     client context: verify the controller
 ```
 
-``_frames`` holds the frame layout, the handshake's MACs, pickling with
-out-of-band buffers and the socket options both ends set; ``_tls`` turns a
-``TLS`` setting into SSL contexts. Nothing here knows about tasks or workers.
+``_frames`` holds the frame layout, the handshake's MACs and the socket
+options both ends set; ``_pickling``, pickling with out-of-band buffers (and
+cloudpickle for what a worker cannot import); ``_shm``, shared memory with a
+peer on the same machine; ``_tls`` turns a ``TLS`` setting into SSL
+contexts. Nothing here knows about tasks or workers.
 """

@@ -267,12 +267,12 @@ def _pickled(exc: BaseException) -> bytes | None:
     """The exception pickled (by value where its class lives only in a script), or None."""
     import pickle
 
-    from .._wire import _frames
+    from .._wire import _pickling
 
     exc.__traceback__ = None  # frames do not pickle, and would hold the task's objects
     try:
         data = pickle.dumps(exc, protocol=5)
-        if _frames.names_main(data):
+        if _pickling.names_main(data):
             raise pickle.PicklingError("a class of __main__ travels by value")
     except BaseException:
         try:

@@ -52,7 +52,7 @@ def drop_shared(key: int) -> None:
 
 def shared_value(key: int, name: str) -> Any:
     """What a ``pycrew.Shared`` handle becomes when a task is unpickled here."""
-    from .._wire import _frames
+    from .._wire import _pickling
 
     with _SHARED_LOCK:
         entry = SHARED.get(key)
@@ -62,7 +62,7 @@ def shared_value(key: int, name: str) -> Any:
             )
         if isinstance(entry, tuple) and len(entry) == 3 and entry[0] is _RAW:
             _, meta, buffers = entry
-            entry = _frames.loads(meta, buffers)
+            entry = _pickling.loads(meta, buffers)
             # the object now owns the buffers (an array views them): no copy made
             SHARED[key] = entry
         return entry
@@ -78,7 +78,7 @@ def code_value(key: int, name: str) -> Any:
     values then (the controller caches no other function): as fresh as an
     unpickling, and several times cheaper.
     """
-    from .._wire import _frames
+    from .._wire import _pickling
 
     with _SHARED_LOCK:
         entry = SHARED.get(key)
@@ -87,7 +87,7 @@ def code_value(key: int, name: str) -> Any:
     if isinstance(entry, _Template):
         return entry.make()
     _, meta, buffers = entry
-    fn = _frames.loads(meta, buffers)
+    fn = _pickling.loads(meta, buffers)
     if _Template.fits(fn):
         with _SHARED_LOCK:
             if key in SHARED:
@@ -210,10 +210,10 @@ def run_step(payload: Any, main: dict[str, Any]) -> None:
     kwargs)``. A called function's globals join ``__main__``, so that
     ``global model; model = load()`` in an initializer reaches every task.
     """
-    from .._wire import _frames
+    from .._wire import _pickling
 
     if payload[0] == "serializers":
-        _frames.WORKER_SERIALIZERS = _frames.Serializers(payload[1])
+        _pickling.WORKER_SERIALIZERS = _pickling.Serializers(payload[1])
         return
     _, fn, args, kwargs = payload
     fn_globals = private_globals(fn, main)

@@ -19,7 +19,7 @@ import contextlib
 import threading
 from typing import TYPE_CHECKING, Any
 
-from .._wire import _frames
+from .._wire import _frames, _pickling
 from ._evaluate import ERROR, SUCCESS, describe
 
 if TYPE_CHECKING:
@@ -88,7 +88,7 @@ def load(groups: Sequence[Sequence[Any] | int], kept: Kept | None = None) -> lis
                 raise LookupError("a kept result was named where none is kept")
             group = kept.pieces(group)
         meta = memoryview(group[0]).cast("B")
-        outcome = _frames.loads(meta[_frames.RESULT_HEAD.size :], group[1:])
+        outcome = _pickling.loads(meta[_frames.RESULT_HEAD.size :], group[1:])
         values.append(outcome[1])
     return values
 
@@ -103,7 +103,7 @@ def unpickle(
     """A TASK_INPUTS frame's payload, its inputs' values in their places."""
     values = load(groups, kept)
     with current(values):
-        return _frames.loads(memoryview(meta)[_frames.TASK_HEAD.size + offset :], bufs)
+        return _pickling.loads(memoryview(meta)[_frames.TASK_HEAD.size + offset :], bufs)
 
 
 @contextlib.contextmanager
@@ -121,7 +121,7 @@ def result_message(
     last: bool,
     outcome: tuple[Any, ...],
     bytes_max: int,
-    serializers: _frames.Serializers | None = None,
+    serializers: _pickling.Serializers | None = None,
     kept: Kept | None = None,
 ) -> tuple[bytes, list[memoryview]]:
     """A RESULT frame's meta and buffers; a result that cannot travel becomes an error.
@@ -133,7 +133,7 @@ def result_message(
     flags = _frames.LAST if last else 0
     head = _frames.RESULT_HEAD.pack(task_id, flags, outcome[0] != SUCCESS, ran)
     try:
-        body, out_bufs = _frames.dumps(outcome, serializers)
+        body, out_bufs = _pickling.dumps(outcome, serializers)
         reason = None
     except BaseException as exc:  # a result's __reduce__ is the task's code, SystemExit too
         reason = f"the result could not be pickled: {describe(exc)}"
@@ -144,7 +144,7 @@ def result_message(
     if reason is not None:
         head = _frames.RESULT_HEAD.pack(task_id, flags, 1, ran)
         fallback = (ERROR, None, reason, None, *outcome[4:9])
-        body, out_bufs = _frames.dumps(fallback)
+        body, out_bufs = _pickling.dumps(fallback)
     elif kept is not None and outcome[0] == SUCCESS and kept.store(task_id, head + body, out_bufs):
         head = _frames.RESULT_HEAD.pack(task_id, flags | _frames.KEPT, 0, ran)
     return head + body, out_bufs

@@ -41,7 +41,7 @@ import types
 from .._errors import ProtocolError
 from .._operations import _logs
 from .._version import __version__
-from .._wire import _frames, _shm
+from .._wire import _frames, _pickling, _shm
 from .._wire._frames import Kind
 from . import _memory, _values, _watchdog
 from ._dial import Settings, connect, read_frame, send_pieces
@@ -442,7 +442,7 @@ class Worker:
     def run_setup(self, meta: bytes, bufs: Sequence[Any]) -> bool:
         """Run one setup step; on failure tell the controller why, and return False."""
         try:
-            run_step(_frames.loads(meta, bufs), sys.modules["__main__"].__dict__)
+            run_step(_pickling.loads(meta, bufs), sys.modules["__main__"].__dict__)
         except BaseException as exc:  # the step is the user's code: SystemExit too
             error = describe(exc)
             _log(f"setup failed: {error}")
@@ -472,7 +472,7 @@ class Worker:
             sampler = self.sampler
             try:
                 if inputs is None:
-                    payload = _frames.loads(memoryview(meta)[_frames.TASK_HEAD.size :], bufs)
+                    payload = _pickling.loads(memoryview(meta)[_frames.TASK_HEAD.size :], bufs)
                 else:
                     payload = _values.unpickle(meta, bufs, *inputs, self.kept)
                 del inputs
@@ -495,7 +495,7 @@ class Worker:
             self.current = 0
             self.cancelled.discard(task_id)
         meta, out_bufs = _values.result_message(
-            task_id, last, outcome, self.settings.bytes_max, _frames.WORKER_SERIALIZERS, self.kept
+            task_id, last, outcome, self.settings.bytes_max, _pickling.WORKER_SERIALIZERS, self.kept
         )
         # the last result of a worker about to leave goes through the socket: its
         # segments end with the process, maybe before the controller opened them
@@ -607,7 +607,7 @@ def main(address: str, tls: bool) -> int:
             os.setpgid(0, 0)
     # tasks get a __main__ of their own, not pycrew's command line module
     sys.modules["__main__"] = types.ModuleType("__main__")
-    _frames.add_import_paths(os.environ.pop(_frames.PATH_ENV, ""))
+    _pickling.add_import_paths(os.environ.pop(_frames.PATH_ENV, ""))
     try:
         sock, stream, settings = connect(address, tls)
     except Exception as exc:  # whatever the other side sent, a clean refusal: no traceback
