@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pycrew
+from pycrew._controller._futures import TaskFuture
 from tests.helpers import tasks
 from tests.helpers.common import wait_until
+
+if TYPE_CHECKING:
+    import pytest
 
 
 def test_many_tasks_with_idle_churn() -> None:
@@ -39,3 +45,26 @@ def test_transient_workers_with_tls() -> None:
         summary = ctl.summary()
         assert summary is not None
         assert (summary.success, summary.crash) == (2000, 0)
+
+
+def test_a_large_map_looks_over_its_futures_a_bounded_number_of_times(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """map()'s wait looks at each pending future a bounded number of times per task,
+    not once per resolution (which made a map of n tasks cost n² calls)."""
+    calls = [0]
+    done = TaskFuture.done
+
+    def counted(self: TaskFuture[object]) -> bool:
+        calls[0] += 1
+        return done(self)
+
+    n = 8000
+    with pycrew.local_controller(workers=2) as ctl:
+        assert ctl.push(tasks.add, 1, 1).result(timeout=60) == 2
+        monkeypatch.setattr(TaskFuture, "done", counted)
+        records = ctl.map(tasks.add, iterate={"x": list(range(n)), "y": [1] * n})
+        monkeypatch.undo()
+    assert [r.result for r in records] == [x + 1 for x in range(n)]
+    # about 15 n here; looking at every resolution made it about 300 n
+    assert calls[0] <= 60 * n, calls[0]
