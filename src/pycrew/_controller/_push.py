@@ -544,17 +544,15 @@ def wait_for(ctl: Controller, futures: list[TaskFuture[Any]], progress: bool, fa
         bar = progress_bar(len(futures))
     try:
         pending = futures
-        seen = -1  # dispatcher.completed at the last look (-1: look now)
-        looked = -math.inf
-        timed_out = False
+        seen, looked = 0, 0.0  # dispatcher.completed and the clock at the last look
+        look = True  # at once, and after a wait that timed out
         with dispatcher.cv, dispatcher.each_resolution():
             while True:
                 ended = dispatcher.completed - seen
                 now = time.monotonic()
                 pause = LOOK_SECONDS + LOOK_SECONDS_PER_FUTURE * len(pending)
                 if (
-                    seen < 0
-                    or timed_out
+                    look
                     or ended * LOOK_SHARE >= len(pending)
                     or (ended > 0 and now - looked >= pause)
                 ):
@@ -574,9 +572,9 @@ def wait_for(ctl: Controller, futures: list[TaskFuture[Any]], progress: bool, fa
                 # tasks that went down a backup chain end in another dispatcher,
                 # whose resolutions do not wake this one: the interval bounds that
                 wait = ctl.seconds_interval
-                if seen >= 0 and dispatcher.completed > seen:
+                if dispatcher.completed > seen:  # a look is due once ``pause`` passed
                     wait = min(wait, max(0.0, looked + pause - now))
-                timed_out = not dispatcher.cv.wait(wait)
+                look = not dispatcher.cv.wait(wait)
     finally:
         if bar is not None:
             bar(None)
